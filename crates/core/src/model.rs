@@ -1,0 +1,129 @@
+//! The two model traits.
+//!
+//! [`ChatModel`] is the text level: an OpenAI-shaped request in, a stream of text deltas out. Local
+//! engines, remote clients and every collaboration strategy implement it, so strategies compose.
+//! [`TokenModel`] is the token level, for strategies that need logits and cache control
+//! (speculative decoding, logit fusion, token hand-off); the llama.cpp engine implements it.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use crate::error::ModelError;
+use crate::openai::{ChatCompletionRequest, FinishReason, TokenLogprob, Usage};
+use crate::report::Report;
+
+/// One event of a generation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChatEvent {
+    /// New text. Never splits a UTF-8 character; `logprobs` holds the tokens generated since the
+    /// previous delta when the request asked for log probabilities.
+    Delta {
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    },
+    /// The last event of every successful stream.
+    Done(Completion),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+    pub report: Report,
+}
+
+pub type ChatStream = BoxStream<'static, Result<ChatEvent, ModelError>>;
+
+/// A whole generation, as [`ChatModel::complete`] returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatOutput {
+    pub text: String,
+    /// `Some` when the request asked for log probabilities.
+    pub logprobs: Option<Vec<TokenLogprob>>,
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+    pub report: Report,
+}
+
+/// A model at the text level.
+#[async_trait]
+pub trait ChatModel: Send + Sync {
+    /// The name the configuration gives this model.
+    fn name(&self) -> &str;
+
+    /// Starts a generation. Errors that can be known before the first token (bad parameters, a
+    /// prompt that does not fit) are returned here, not inside the stream.
+    async fn stream(&self, request: ChatCompletionRequest) -> Result<ChatStream, ModelError>;
+
+    /// A whole generation. By default the stream, collected, so both paths give the same text.
+    async fn complete(&self, request: ChatCompletionRequest) -> Result<ChatOutput, ModelError> {
+        let wants_logprobs = request.logprobs.unwrap_or(false);
+        collect(self.stream(request).await?, wants_logprobs).await
+    }
+}
+
+/// Collects a stream into one output.
+pub async fn collect(
+    mut stream: ChatStream,
+    wants_logprobs: bool,
+) -> Result<ChatOutput, ModelError> {
+    let mut text = String::new();
+    let mut logprobs = Vec::new();
+    while let Some(event) = stream.next().await {
+        match event? {
+            ChatEvent::Delta {
+                text: piece,
+                logprobs: lp,
+            } => {
+                text.push_str(&piece);
+                logprobs.extend(lp);
+            }
+            ChatEvent::Done(done) => {
+                return Ok(ChatOutput {
+                    text,
+                    logprobs: wants_logprobs.then_some(logprobs),
+                    finish_reason: done.finish_reason,
+                    usage: done.usage,
+                    report: done.report,
+                })
+            }
+        }
+    }
+    Err(ModelError::Internal(
+        "the generation ended without a final event".into(),
+    ))
+}
+
+pub type TokenId = i32;
+
+/// Which positions of an evaluated batch keep their logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsFor {
+    /// Only the last token of the batch (plain decoding).
+    Last,
+    /// Every token of the batch (verification of a speculative draft).
+    All,
+}
+
+/// A local model at the token level: one sequence with its own KV cache.
+///
+/// Calls are blocking and compute-bound; async callers run them on a blocking thread.
+pub trait TokenModel: Send {
+    fn vocab_size(&self) -> usize;
+    fn context_size(&self) -> usize;
+    /// Tokens now in the cache: the position the next evaluated token takes.
+    fn position(&self) -> usize;
+    fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<TokenId>, ModelError>;
+    /// The bytes of one token's text (a token may hold part of a UTF-8 character).
+    fn token_bytes(&self, token: TokenId) -> Vec<u8>;
+    /// True for end-of-generation tokens (EOS, end of turn).
+    fn is_end_of_generation(&self, token: TokenId) -> bool;
+    /// Appends `tokens` to the cache and computes logits for the positions `logits_for` names.
+    fn eval(&mut self, tokens: &[TokenId], logits_for: LogitsFor) -> Result<(), ModelError>;
+    /// Logits of the `index`-th token of the last evaluated batch, borrowed without copying; `None`
+    /// if that position's logits were not requested.
+    fn logits(&self, index: usize) -> Option<&[f32]>;
+    /// Drops every cached token from position `len` on, so the next token is evaluated at `len`.
+    fn truncate(&mut self, len: usize) -> Result<(), ModelError>;
+}

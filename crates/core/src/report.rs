@@ -1,0 +1,98 @@
+//! The per-response report: what each stage of a pipeline did for one request. Served to clients as
+//! the `tandem` object of every response, and recorded by the evaluation harness.
+//!
+//! A stage is one model call. Collaboration strategies add their stages (a cascade's draft and
+//! escalation, a router's choice) and their own fields, so one report tells the whole story.
+
+use serde::{Deserialize, Serialize};
+
+use crate::openai::Usage;
+
+/// Prices of a model in US dollars per million tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pricing {
+    #[serde(default)]
+    pub input_per_million: f64,
+    #[serde(default)]
+    pub output_per_million: f64,
+}
+
+impl Pricing {
+    pub fn cost(&self, usage: Usage) -> f64 {
+        (f64::from(usage.prompt_tokens) * self.input_per_million
+            + f64::from(usage.completion_tokens) * self.output_per_million)
+            / 1_000_000.0
+    }
+}
+
+/// Where a stage ran: on this machine, or behind an HTTP hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Location {
+    Local,
+    Remote,
+}
+
+/// One model call inside a pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    /// The model's name in the configuration.
+    pub model: String,
+    pub location: Location,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub latency_ms: f64,
+    /// Milliseconds to the first generated text, when the stage streamed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_first_token_ms: Option<f64>,
+    pub cost_usd: f64,
+}
+
+/// What happened for one response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The pipeline the request named.
+    pub pipeline: String,
+    /// The model whose text is the answer.
+    pub model: String,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    /// End to end, as seen by whoever filled the report last (the server: request to last byte).
+    pub latency_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_first_token_ms: Option<f64>,
+    /// Sum of the stages' costs.
+    pub cost_usd: f64,
+    pub stages: Vec<Stage>,
+}
+
+impl Report {
+    /// A report for a single model call.
+    pub fn single(stage: Stage) -> Self {
+        Report {
+            pipeline: stage.model.clone(),
+            model: stage.model.clone(),
+            prompt_tokens: stage.prompt_tokens,
+            completion_tokens: stage.completion_tokens,
+            latency_ms: stage.latency_ms,
+            time_to_first_token_ms: stage.time_to_first_token_ms,
+            cost_usd: stage.cost_usd,
+            stages: vec![stage],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_uses_both_prices() {
+        let pricing = Pricing {
+            input_per_million: 0.5,
+            output_per_million: 1.5,
+        };
+        let cost = pricing.cost(Usage::new(2_000, 1_000));
+        assert!((cost - 0.0025).abs() < 1e-12, "{cost}");
+    }
+}

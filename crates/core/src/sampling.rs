@@ -1,0 +1,263 @@
+//! Turning logits into tokens: temperature, top-k, top-p and a seeded random source, plus the log
+//! probabilities OpenAI's `logprobs` reports. Works on borrowed logits so no vocabulary-sized copy
+//! is made per token beyond one scratch buffer reused across tokens.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::ModelError;
+use crate::model::TokenId;
+use crate::openai::ChatCompletionRequest;
+
+/// Generation settings taken from a request, with OpenAI's defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    /// 0 means no top-k cut.
+    pub top_k: usize,
+    pub seed: Option<u64>,
+    pub max_tokens: Option<u32>,
+    pub stop: Vec<String>,
+    pub logprobs: bool,
+    pub top_logprobs: usize,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: None,
+            max_tokens: None,
+            stop: Vec::new(),
+            logprobs: false,
+            top_logprobs: 0,
+        }
+    }
+}
+
+impl SamplingParams {
+    /// The settings of a request that already passed [`crate::validate::validate`].
+    pub fn from_request(request: &ChatCompletionRequest) -> Self {
+        let defaults = SamplingParams::default();
+        SamplingParams {
+            temperature: request.temperature.unwrap_or(defaults.temperature),
+            top_p: request.top_p.unwrap_or(defaults.top_p),
+            top_k: request.top_k.map_or(0, |k| k as usize),
+            seed: request.seed,
+            max_tokens: request.max_completion_tokens.or(request.max_tokens),
+            stop: request.stop.as_ref().map(|s| s.to_vec()).unwrap_or_default(),
+            logprobs: request.logprobs.unwrap_or(false),
+            top_logprobs: request.top_logprobs.unwrap_or(0) as usize,
+        }
+    }
+}
+
+/// Draws tokens from logits according to [`SamplingParams`]. Same seed, same logits: same tokens.
+pub struct Sampler {
+    temperature: f32,
+    top_p: f32,
+    top_k: usize,
+    rng: ChaCha8Rng,
+    /// (token, logit) pairs, reused across calls.
+    scratch: Vec<(TokenId, f32)>,
+}
+
+impl Sampler {
+    pub fn new(params: &SamplingParams) -> Self {
+        let seed = params.seed.unwrap_or_else(|| rand::rng().random());
+        Sampler {
+            temperature: params.temperature,
+            top_p: params.top_p,
+            top_k: params.top_k,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn sample(&mut self, logits: &[f32]) -> Result<TokenId, ModelError> {
+        if logits.is_empty() {
+            return Err(ModelError::Internal("empty logits".into()));
+        }
+        if self.temperature <= 0.0 || self.top_k == 1 {
+            return Ok(argmax(logits));
+        }
+        self.scratch.clear();
+        self.scratch
+            .extend(logits.iter().enumerate().map(|(i, &l)| (i as TokenId, l)));
+        if self.top_k > 0 && self.top_k < self.scratch.len() {
+            self.scratch
+                .select_nth_unstable_by(self.top_k - 1, |a, b| b.1.total_cmp(&a.1));
+            self.scratch.truncate(self.top_k);
+        }
+        // Turn logits into unnormalised probabilities in place.
+        let max = self
+            .scratch
+            .iter()
+            .map(|c| c.1)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let inv_t = 1.0 / self.temperature;
+        let mut total = 0.0f64;
+        for c in &mut self.scratch {
+            c.1 = ((c.1 - max) * inv_t).exp();
+            total += f64::from(c.1);
+        }
+        let kept_mass = if self.top_p < 1.0 {
+            keep_nucleus(&mut self.scratch, total * f64::from(self.top_p))
+        } else {
+            total
+        };
+        let mut target = self.rng.random::<f64>() * kept_mass;
+        for &(token, p) in &self.scratch {
+            target -= f64::from(p);
+            if target <= 0.0 {
+                return Ok(token);
+            }
+        }
+        Ok(self.scratch.last().map_or(0, |c| c.0))
+    }
+}
+
+/// Keeps the smallest set of most probable candidates whose mass reaches `mass`, sorted by
+/// probability; returns the kept mass. Partitions a growing prefix instead of sorting the whole
+/// vocabulary, since the nucleus is usually a few dozen tokens out of tens of thousands.
+fn keep_nucleus(candidates: &mut Vec<(TokenId, f32)>, mass: f64) -> f64 {
+    let n = candidates.len();
+    let mut k = 64.min(n);
+    loop {
+        if k < n {
+            candidates.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
+        }
+        let head_mass: f64 = candidates[..k].iter().map(|c| f64::from(c.1)).sum();
+        if head_mass >= mass || k == n {
+            candidates[..k].sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let mut kept = 0.0;
+            let mut len = 0;
+            for c in &candidates[..k] {
+                kept += f64::from(c.1);
+                len += 1;
+                if kept >= mass {
+                    break;
+                }
+            }
+            candidates.truncate(len);
+            return kept;
+        }
+        k = (k * 4).min(n);
+    }
+}
+
+/// The index of the largest logit (the lowest index among equals).
+pub fn argmax(logits: &[f32]) -> TokenId {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as TokenId
+}
+
+/// log(sum(exp(logits))), computed stably.
+pub fn log_sum_exp(logits: &[f32]) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
+    max + sum.ln()
+}
+
+/// The `n` most probable tokens with their log probabilities under the model's own distribution
+/// (temperature 1), most probable first. `lse` is [`log_sum_exp`] of the same logits.
+pub fn top_logprobs(logits: &[f32], lse: f32, n: usize) -> Vec<(TokenId, f32)> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut all: Vec<(TokenId, f32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i as TokenId, l))
+        .collect();
+    let n = n.min(all.len());
+    if n < all.len() {
+        all.select_nth_unstable_by(n - 1, |a, b| b.1.total_cmp(&a.1));
+        all.truncate(n);
+    }
+    all.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    all.into_iter().map(|(t, l)| (t, l - lse)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(temperature: f32, top_p: f32, top_k: usize, seed: u64) -> SamplingParams {
+        SamplingParams {
+            temperature,
+            top_p,
+            top_k,
+            seed: Some(seed),
+            ..SamplingParams::default()
+        }
+    }
+
+    #[test]
+    fn greedy_picks_the_largest_logit() {
+        let mut s = Sampler::new(&params(0.0, 1.0, 0, 1));
+        assert_eq!(s.sample(&[0.1, 3.0, 2.9, -1.0]).unwrap(), 1);
+    }
+
+    #[test]
+    fn same_seed_same_tokens() {
+        let logits: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 97) as f32 / 10.0).collect();
+        let draw = |seed| {
+            let mut s = Sampler::new(&params(1.0, 0.9, 0, seed));
+            (0..50).map(|_| s.sample(&logits).unwrap()).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7), draw(7));
+        assert_ne!(draw(7), draw(8));
+    }
+
+    #[test]
+    fn top_k_never_leaves_the_k_best() {
+        let logits = [5.0, 4.0, 0.0, 0.0, 3.9, 0.0];
+        let mut s = Sampler::new(&params(5.0, 1.0, 2, 3));
+        for _ in 0..200 {
+            let t = s.sample(&logits).unwrap();
+            assert!(t == 0 || t == 1, "{t}");
+        }
+    }
+
+    #[test]
+    fn top_p_keeps_the_nucleus_only() {
+        // Probabilities about 0.64, 0.24, 0.09, 0.03: top_p 0.8 keeps the first two.
+        let logits: Vec<f32> = [0.64f32, 0.24, 0.09, 0.03].iter().map(|p| p.ln()).collect();
+        let mut s = Sampler::new(&params(1.0, 0.8, 0, 11));
+        let mut seen = [0usize; 4];
+        for _ in 0..2000 {
+            seen[s.sample(&logits).unwrap() as usize] += 1;
+        }
+        assert_eq!(seen[2] + seen[3], 0, "{seen:?}");
+        assert!(seen[0] > seen[1] && seen[1] > 0, "{seen:?}");
+    }
+
+    #[test]
+    fn nucleus_over_a_large_vocabulary_grows_its_prefix() {
+        // A flat distribution forces the partition to widen beyond the first 64 candidates.
+        let mut candidates: Vec<(TokenId, f32)> = (0..1000).map(|i| (i, 1.0)).collect();
+        let kept = keep_nucleus(&mut candidates, 500.0);
+        assert_eq!(candidates.len(), 500);
+        assert!((kept - 500.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn logprobs_are_normalised() {
+        let logits = [1.0, 2.0, 3.0];
+        let lse = log_sum_exp(&logits);
+        let top = top_logprobs(&logits, lse, 3);
+        assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![2, 1, 0]);
+        let total: f32 = top.iter().map(|t| t.1.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-5);
+    }
+}
