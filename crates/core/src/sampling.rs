@@ -49,7 +49,11 @@ impl SamplingParams {
             top_k: request.top_k.map_or(0, |k| k as usize),
             seed: request.seed,
             max_tokens: request.max_completion_tokens.or(request.max_tokens),
-            stop: request.stop.as_ref().map(|s| s.to_vec()).unwrap_or_default(),
+            stop: request
+                .stop
+                .as_ref()
+                .map(|s| s.to_vec())
+                .unwrap_or_default(),
             logprobs: request.logprobs.unwrap_or(false),
             top_logprobs: request.top_logprobs.unwrap_or(0) as usize,
         }
@@ -213,7 +217,9 @@ mod tests {
         let logits: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 97) as f32 / 10.0).collect();
         let draw = |seed| {
             let mut s = Sampler::new(&params(1.0, 0.9, 0, seed));
-            (0..50).map(|_| s.sample(&logits).unwrap()).collect::<Vec<_>>()
+            (0..50)
+                .map(|_| s.sample(&logits).unwrap())
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));

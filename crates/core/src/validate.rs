@@ -11,7 +11,10 @@ pub const MAX_STOP_SEQUENCES: usize = 4;
 
 pub fn validate(request: &ChatCompletionRequest) -> Result<(), ModelError> {
     if request.messages.is_empty() {
-        return Err(ModelError::invalid("messages", "`messages` must not be empty"));
+        return Err(ModelError::invalid(
+            "messages",
+            "`messages` must not be empty",
+        ));
     }
     for (i, message) in request.messages.iter().enumerate() {
         if message.content.text().is_none() {
@@ -75,11 +78,17 @@ pub fn validate(request: &ChatCompletionRequest) -> Result<(), ModelError> {
         if stops.len() > MAX_STOP_SEQUENCES {
             return Err(ModelError::invalid(
                 "stop",
-                format!("at most {MAX_STOP_SEQUENCES} stop sequences, got {}", stops.len()),
+                format!(
+                    "at most {MAX_STOP_SEQUENCES} stop sequences, got {}",
+                    stops.len()
+                ),
             ));
         }
         if stops.iter().any(String::is_empty) {
-            return Err(ModelError::invalid("stop", "stop sequences must not be empty"));
+            return Err(ModelError::invalid(
+                "stop",
+                "stop sequences must not be empty",
+            ));
         }
     }
     for (name, value) in [

@@ -1,0 +1,309 @@
+//! The configuration file: models (local GGUF or remote OpenAI-compatible), named pipelines, and
+//! server settings, in one TOML file typed with serde and checked at start with errors that name
+//! the bad key. With no file, [`EMBEDDED_DEFAULT`] is used.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use tandem_core::Pricing;
+
+/// The configuration `tandem serve` uses when none is given: two local models from the catalog,
+/// pulled on first use.
+pub const EMBEDDED_DEFAULT: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+
+[models.smollm2]
+kind = "local"
+source = "smollm2-135m"
+context_size = 4096
+parallel = 4
+
+[models.qwen-coder-0.5b]
+kind = "local"
+source = "qwen2.5-coder-0.5b"
+context_size = 4096
+parallel = 4
+
+[pipelines.default]
+model = "smollm2"
+"#;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelConfig>,
+    #[serde(default)]
+    pub pipelines: BTreeMap<String, PipelineConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Environment variable holding comma-separated bearer keys; unset or empty: no auth.
+    #[serde(default)]
+    pub api_keys_env: Option<String>,
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            api_keys_env: None,
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+fn default_max_body_bytes() -> usize {
+    4 * 1024 * 1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ModelConfig {
+    Local(LocalModelConfig),
+    Remote(RemoteModelConfig),
+}
+
+impl ModelConfig {
+    pub fn pricing(&self) -> Pricing {
+        match self {
+            ModelConfig::Local(local) => local.price,
+            ModelConfig::Remote(remote) => remote.price,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalModelConfig {
+    /// A catalog name (`tandem models list`) or a hub spec `hf:OWNER/REPO/FILE.gguf`.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// A GGUF file on disk.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// CPU threads; default: all cores.
+    #[serde(default)]
+    pub threads: Option<i32>,
+    #[serde(default = "default_context_size")]
+    pub context_size: u32,
+    /// Requests decoded together.
+    #[serde(default = "default_parallel")]
+    pub parallel: u32,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: u32,
+    /// Overrides the file's chat template: a llama.cpp template name (`chatml`, `gemma`, ...).
+    #[serde(default)]
+    pub chat_template: Option<String>,
+    /// Layers offloaded to a GPU (with the `cuda` build).
+    #[serde(default)]
+    pub gpu_layers: u32,
+    #[serde(default)]
+    pub price: Pricing,
+}
+
+fn default_context_size() -> u32 {
+    4096
+}
+
+fn default_parallel() -> u32 {
+    4
+}
+
+fn default_batch_size() -> u32 {
+    512
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteModelConfig {
+    /// Base URL of the API, up to and including `/v1`.
+    pub base_url: String,
+    /// The upstream's name for the model.
+    pub model: String,
+    /// Environment variable holding the API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: f64,
+    /// Longest silence while reading a response.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout_secs: f64,
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+    #[serde(default)]
+    pub price: Pricing,
+}
+
+fn default_connect_timeout() -> f64 {
+    10.0
+}
+
+fn default_read_timeout() -> f64 {
+    120.0
+}
+
+fn default_retries() -> u32 {
+    3
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The model that answers (later issues add strategies that combine several).
+    pub model: String,
+}
+
+impl Config {
+    /// Reads `path`, or the embedded default when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let (text, origin) = match path {
+            Some(path) => (
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?,
+                path.display().to_string(),
+            ),
+            None => (
+                EMBEDDED_DEFAULT.to_string(),
+                "the embedded default".to_string(),
+            ),
+        };
+        Config::parse(&text).with_context(|| format!("invalid configuration in {origin}"))
+    }
+
+    pub fn parse(text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<()> {
+        for (name, model) in &self.models {
+            match model {
+                ModelConfig::Local(local) => {
+                    if local.source.is_some() == local.file.is_some() {
+                        bail!("models.{name}: set exactly one of `source` and `file`");
+                    }
+                    for (key, value) in [
+                        ("context_size", local.context_size),
+                        ("parallel", local.parallel),
+                        ("batch_size", local.batch_size),
+                    ] {
+                        if value == 0 {
+                            bail!("models.{name}.{key} must be at least 1");
+                        }
+                    }
+                    if local.threads.is_some_and(|t| t < 1) {
+                        bail!("models.{name}.threads must be at least 1");
+                    }
+                }
+                ModelConfig::Remote(remote) => {
+                    if !(remote.base_url.starts_with("http://")
+                        || remote.base_url.starts_with("https://"))
+                    {
+                        bail!(
+                            "models.{name}.base_url must start with http:// or https://, got {:?}",
+                            remote.base_url
+                        );
+                    }
+                    for (key, value) in [
+                        ("connect_timeout_secs", remote.connect_timeout_secs),
+                        ("read_timeout_secs", remote.read_timeout_secs),
+                    ] {
+                        if !(value > 0.0 && value.is_finite()) {
+                            bail!("models.{name}.{key} must be a positive number of seconds");
+                        }
+                    }
+                }
+            }
+            let price = model.pricing();
+            if price.input_per_million < 0.0 || price.output_per_million < 0.0 {
+                bail!("models.{name}.price must not be negative");
+            }
+        }
+        for (name, pipeline) in &self.pipelines {
+            if self.models.contains_key(name) {
+                bail!("pipelines.{name}: a model has the same name; names must be unique");
+            }
+            if !self.models.contains_key(&pipeline.model) {
+                bail!(
+                    "pipelines.{name}.model names `{}`, which is not under [models] (known: {})",
+                    pipeline.model,
+                    self.models.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> String {
+        format!("{:#}", Config::parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn the_embedded_default_is_valid() {
+        let config = Config::parse(EMBEDDED_DEFAULT).unwrap();
+        assert_eq!(config.pipelines["default"].model, "smollm2");
+        assert!(matches!(config.models["smollm2"], ModelConfig::Local(_)));
+    }
+
+    #[test]
+    fn a_remote_model_with_prices() {
+        let config = Config::parse(
+            r#"
+            [models.big]
+            kind = "remote"
+            base_url = "http://127.0.0.1:9000/v1"
+            model = "gpt-x"
+            api_key_env = "BIG_KEY"
+            price = { input_per_million = 2.5, output_per_million = 10.0 }
+            "#,
+        )
+        .unwrap();
+        let ModelConfig::Remote(remote) = &config.models["big"] else {
+            panic!("not remote")
+        };
+        assert_eq!(remote.model, "gpt-x");
+        assert_eq!(remote.price.output_per_million, 10.0);
+        assert_eq!(remote.max_retries, 3);
+    }
+
+    #[test]
+    fn errors_name_the_bad_key() {
+        assert!(
+            error_of("[models.a]\nkind = \"local\"\nsource = \"x\"\ncontext = 5\n")
+                .contains("context")
+        );
+        assert!(error_of("[models.a]\nkind = \"local\"\n").contains("models.a"));
+        assert!(error_of("[models.a]\nkind = \"llama\"\nsource = \"x\"\n").contains("llama"));
+        assert!(error_of(
+            "[models.a]\nkind = \"local\"\nsource = \"x\"\n[pipelines.p]\nmodel = \"b\"\n"
+        )
+        .contains("pipelines.p.model"));
+        assert!(
+            error_of("[models.a]\nkind = \"remote\"\nbase_url = \"ftp://x\"\nmodel = \"m\"\n")
+                .contains("models.a.base_url")
+        );
+        assert!(error_of("[server]\nlisten = 5\n").contains("listen"));
+    }
+}

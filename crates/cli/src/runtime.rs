@@ -1,0 +1,144 @@
+//! Turning a [`Config`] into live models: local GGUF files are fetched if needed and loaded into
+//! llama.cpp engines, remote models become HTTP clients, and pipelines map names to models.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use tandem_core::ChatModel;
+use tandem_fetch::Fetcher;
+use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
+use tandem_remote::{RemoteModel, RemoteOptions};
+use tandem_server::Pipelines;
+
+use crate::config::{Config, LocalModelConfig, ModelConfig};
+
+pub struct Runtime {
+    pub config: Config,
+    models: BTreeMap<String, Arc<dyn ChatModel>>,
+}
+
+impl Runtime {
+    /// Loads the models that `names` (models or pipelines) need; all of them when `names` is empty.
+    pub async fn load(config: Config, fetcher: &Fetcher, names: &[String]) -> Result<Runtime> {
+        let wanted: Vec<String> = if names.is_empty() {
+            config.models.keys().cloned().collect()
+        } else {
+            let mut wanted = Vec::new();
+            for name in names {
+                wanted.push(config.model_of(name)?.to_string());
+            }
+            wanted.sort();
+            wanted.dedup();
+            wanted
+        };
+        let mut runtime = Runtime {
+            config,
+            models: BTreeMap::new(),
+        };
+        for name in wanted {
+            match runtime.config.models[&name].clone() {
+                ModelConfig::Local(local) => {
+                    let engine = load_local(&name, &local, fetcher).await?;
+                    runtime.models.insert(name, Arc::new(engine));
+                }
+                ModelConfig::Remote(remote) => {
+                    let mut options = RemoteOptions::new(&name, &remote.base_url, &remote.model);
+                    options.api_key_env = remote.api_key_env.clone();
+                    options.connect_timeout = Duration::from_secs_f64(remote.connect_timeout_secs);
+                    options.read_timeout = Duration::from_secs_f64(remote.read_timeout_secs);
+                    options.max_retries = remote.max_retries;
+                    options.pricing = remote.price;
+                    let model = RemoteModel::new(options)
+                        .with_context(|| format!("cannot set up remote model `{name}`"))?;
+                    runtime.models.insert(name, Arc::new(model));
+                }
+            }
+        }
+        Ok(runtime)
+    }
+
+    /// The model or pipeline called `name`.
+    pub fn model(&self, name: &str) -> Result<Arc<dyn ChatModel>> {
+        let model = self.config.model_of(name)?;
+        self.models
+            .get(model)
+            .cloned()
+            .ok_or_else(|| anyhow!("model `{model}` was not loaded"))
+    }
+
+    /// Every loaded model under its own name, and every pipeline whose model is loaded.
+    pub fn pipelines(&self) -> Pipelines {
+        let mut pipelines = Pipelines::default();
+        for (name, model) in &self.models {
+            pipelines.insert(name.clone(), model.clone());
+        }
+        for (name, pipeline) in &self.config.pipelines {
+            if let Some(model) = self.models.get(&pipeline.model) {
+                pipelines.insert(name.clone(), model.clone());
+            }
+        }
+        pipelines
+    }
+}
+
+impl Config {
+    /// The model a model-or-pipeline name resolves to.
+    pub fn model_of<'a>(&'a self, name: &'a str) -> Result<&'a str> {
+        if self.models.contains_key(name) {
+            return Ok(name);
+        }
+        if let Some(pipeline) = self.pipelines.get(name) {
+            return Ok(&pipeline.model);
+        }
+        let known: Vec<&str> = self
+            .models
+            .keys()
+            .chain(self.pipelines.keys())
+            .map(String::as_str)
+            .collect();
+        bail!(
+            "no model or pipeline is called `{name}` (known: {})",
+            known.join(", ")
+        )
+    }
+}
+
+/// The GGUF file of a local model, pulled into the cache first when it names a catalog model.
+pub async fn local_file(local: &LocalModelConfig, fetcher: &Fetcher) -> Result<PathBuf> {
+    match (&local.file, &local.source) {
+        (Some(file), _) => Ok(file.clone()),
+        (None, Some(source)) => fetcher
+            .pull(source)
+            .await
+            .with_context(|| format!("cannot fetch model `{source}`")),
+        (None, None) => bail!("a local model needs `source` or `file`"),
+    }
+}
+
+async fn load_local(
+    name: &str,
+    local: &LocalModelConfig,
+    fetcher: &Fetcher,
+) -> Result<LlamaEngine> {
+    let path = local_file(local, fetcher).await?;
+    let mut options = EngineOptions::new(name);
+    options.context_size = local.context_size;
+    options.parallel = local.parallel;
+    options.batch_size = local.batch_size;
+    if let Some(threads) = local.threads {
+        options.threads = threads;
+    }
+    options.pricing = local.price;
+    let template = local.chat_template.clone();
+    let gpu_layers = local.gpu_layers;
+    tokio::task::spawn_blocking(move || {
+        tracing::info!(model = %options.name, path = %path.display(), "loading");
+        let model = LoadedModel::load(&path, template.as_deref(), gpu_layers)?;
+        LlamaEngine::start(model, options)
+    })
+    .await?
+    .with_context(|| format!("cannot load local model `{name}`"))
+}

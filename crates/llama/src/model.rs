@@ -1,0 +1,136 @@
+//! Loading GGUF files and what a loaded model knows on its own: vocabulary, chat template,
+//! token text. Shared (behind an `Arc`) by the batching engine and by token-level sessions.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::token::LlamaToken;
+use tandem_core::openai::{Message, Role};
+use tandem_core::{ModelError, TokenId};
+
+/// llama.cpp's process-wide backend: initialised once, never torn down.
+pub(crate) fn backend() -> Result<&'static LlamaBackend, ModelError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            let backend = LlamaBackend::init().map_err(|e| e.to_string())?;
+            // llama.cpp logs through `tracing` (debug level) instead of writing to stderr.
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            Ok(backend)
+        })
+        .as_ref()
+        .map_err(|e| ModelError::Internal(format!("cannot start llama.cpp: {e}")))
+}
+
+/// A GGUF model in memory with its chat template.
+pub struct LoadedModel {
+    pub(crate) model: LlamaModel,
+    template: LlamaChatTemplate,
+    path: PathBuf,
+}
+
+impl LoadedModel {
+    /// Loads `path`. `chat_template` overrides the template stored in the file: a name llama.cpp
+    /// knows (`chatml`, `llama3`, `gemma`, ...) or a template string.
+    pub fn load(
+        path: &Path,
+        chat_template: Option<&str>,
+        gpu_layers: u32,
+    ) -> Result<Arc<Self>, ModelError> {
+        if !path.is_file() {
+            return Err(ModelError::Internal(format!(
+                "model file {} does not exist",
+                path.display()
+            )));
+        }
+        let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
+        let model = LlamaModel::load_from_file(backend()?, path, &params)
+            .map_err(|e| ModelError::Internal(format!("cannot load {}: {e}", path.display())))?;
+        let template = match chat_template {
+            Some(name) => LlamaChatTemplate::new(name).map_err(|e| {
+                ModelError::Internal(format!("invalid chat template override: {e}"))
+            })?,
+            None => match model.chat_template(None) {
+                Ok(template) => template,
+                Err(_) => {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "the model has no chat template; using chatml (set `chat_template` to choose)"
+                    );
+                    LlamaChatTemplate::new("chatml").expect("no NUL in a literal")
+                }
+            },
+        };
+        Ok(Arc::new(LoadedModel {
+            model,
+            template,
+            path: path.to_path_buf(),
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.model.n_vocab().max(0) as usize
+    }
+
+    /// The context length the model was trained with.
+    pub fn trained_context(&self) -> u32 {
+        self.model.n_ctx_train()
+    }
+
+    /// Renders chat messages with the model's template, ending with the assistant's turn opened.
+    pub fn render_chat(&self, messages: &[Message]) -> Result<String, ModelError> {
+        let mut chat = Vec::with_capacity(messages.len());
+        for (i, message) in messages.iter().enumerate() {
+            let role = match message.role {
+                Role::Developer => Role::System,
+                role => role,
+            };
+            let content = message.content.text().ok_or_else(|| {
+                ModelError::invalid(
+                    &format!("messages[{i}].content"),
+                    "only text content parts are supported",
+                )
+            })?;
+            chat.push(
+                LlamaChatMessage::new(role.as_str().to_string(), content).map_err(|_| {
+                    ModelError::invalid(
+                        &format!("messages[{i}].content"),
+                        "content must not contain NUL characters",
+                    )
+                })?,
+            );
+        }
+        self.model
+            .apply_chat_template(&self.template, &chat, true)
+            .map_err(|e| ModelError::Internal(format!("chat template failed: {e}")))
+    }
+
+    /// Tokenizes text; `add_special` adds BOS where the model wants one, and special tokens written
+    /// in the text (such as `<|im_start|>`) are parsed as such.
+    pub fn tokenize(&self, text: &str, add_special: bool) -> Vec<TokenId> {
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), add_special, true)
+            .into_iter()
+            .map(|t| t.0)
+            .collect()
+    }
+
+    /// The bytes a token stands for; control tokens (end of turn and the like) have none.
+    pub fn token_bytes(&self, token: TokenId) -> Vec<u8> {
+        self.model
+            .vocab()
+            .token_to_piece(LlamaToken(token), false, None)
+    }
+
+    pub fn is_end_of_generation(&self, token: TokenId) -> bool {
+        self.model.vocab().is_eog(LlamaToken(token))
+    }
+}

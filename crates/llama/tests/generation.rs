@@ -1,0 +1,248 @@
+//! Generation with a real model (SmolLM2-135M-Instruct). `tandem models pull smollm2-135m` puts it
+//! where these tests look; `TANDEM_TEST_MODEL` points them at another GGUF file.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use futures::StreamExt;
+use tandem_core::openai::{ChatCompletionRequest, FinishReason, Message, Role, Stop};
+use tandem_core::sampling::argmax;
+use tandem_core::{ChatEvent, ChatModel, LogitsFor, ModelError, TokenModel};
+use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
+
+fn model_path() -> PathBuf {
+    if let Ok(path) = std::env::var("TANDEM_TEST_MODEL") {
+        return PathBuf::from(path);
+    }
+    tandem_fetch::Fetcher::new(tandem_fetch::default_cache_dir())
+        .resolve_local("smollm2-135m")
+        .expect("SmolLM2 is not downloaded: run `tandem models pull smollm2-135m`")
+}
+
+fn engine() -> Arc<LlamaEngine> {
+    static ENGINE: OnceLock<Arc<LlamaEngine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let model = LoadedModel::load(&model_path(), None, 0).expect("model loads");
+            let mut options = EngineOptions::new("smollm2");
+            options.context_size = 512;
+            options.parallel = 4;
+            Arc::new(LlamaEngine::start(model, options).expect("engine starts"))
+        })
+        .clone()
+}
+
+fn request(prompt: &str) -> ChatCompletionRequest {
+    ChatCompletionRequest {
+        model: "smollm2".into(),
+        messages: vec![Message::new(Role::User, prompt)],
+        temperature: Some(0.0),
+        max_tokens: Some(48),
+        ..Default::default()
+    }
+}
+
+async fn stream_text(request: ChatCompletionRequest) -> (Vec<String>, FinishReason, u32) {
+    let mut stream = engine().stream(request).await.expect("stream starts");
+    let mut deltas = Vec::new();
+    while let Some(event) = stream.next().await {
+        match event.expect("no error mid-stream") {
+            ChatEvent::Delta { text, .. } => deltas.push(text),
+            ChatEvent::Done(done) => {
+                return (deltas, done.finish_reason, done.usage.completion_tokens)
+            }
+        }
+    }
+    panic!("stream ended without a final event");
+}
+
+#[tokio::test]
+async fn same_seed_gives_same_text() {
+    let mut r = request("Write a short poem about the sea.");
+    r.temperature = Some(0.9);
+    r.seed = Some(1234);
+    let a = engine().complete(r.clone()).await.unwrap();
+    let b = engine().complete(r.clone()).await.unwrap();
+    assert!(!a.text.is_empty());
+    assert_eq!(a.text, b.text);
+    let others: Vec<String> = futures::future::join_all((0..3).map(|seed| {
+        let mut r = r.clone();
+        r.seed = Some(seed);
+        async move { engine().complete(r).await.unwrap().text }
+    }))
+    .await;
+    assert!(
+        others.iter().any(|t| t != &a.text),
+        "sampling ignores the seed: {others:?}"
+    );
+}
+
+#[tokio::test]
+async fn streaming_concatenates_to_the_complete_text() {
+    let r = request("Name three colours.");
+    let whole = engine().complete(r.clone()).await.unwrap();
+    let (deltas, finish, tokens) = stream_text(r).await;
+    assert!(deltas.len() > 1, "expected several deltas, got {deltas:?}");
+    assert_eq!(deltas.concat(), whole.text);
+    assert_eq!(finish, whole.finish_reason);
+    assert_eq!(tokens, whole.usage.completion_tokens);
+}
+
+#[tokio::test]
+async fn max_tokens_cuts_the_generation() {
+    let mut r = request("Tell me a long story about a dragon.");
+    r.max_tokens = Some(5);
+    let out = engine().complete(r).await.unwrap();
+    assert_eq!(out.usage.completion_tokens, 5);
+    assert_eq!(out.finish_reason, FinishReason::Length);
+    assert_eq!(out.report.completion_tokens, 5);
+    assert!(out.usage.prompt_tokens > 5);
+}
+
+#[tokio::test]
+async fn stop_sequence_ends_the_text_before_it() {
+    let r = request("Count from one to ten in words, separated by commas.");
+    let full = engine().complete(r.clone()).await.unwrap().text;
+    // A stop made of the last four characters of the first word longer than four characters.
+    let word = full
+        .split(|c: char| !c.is_alphanumeric())
+        .find(|w| w.len() > 4)
+        .unwrap_or_else(|| panic!("no long word in {full:?}"));
+    let stop = &word[word.len() - 4..];
+    let cut = full.find(stop).unwrap();
+    let mut stopped = r.clone();
+    stopped.stop = Some(Stop::One(stop.to_string()));
+    let out = engine().complete(stopped.clone()).await.unwrap();
+    assert_eq!(out.text, full[..cut]);
+    assert_eq!(out.finish_reason, FinishReason::Stop);
+    let (deltas, _, _) = stream_text(stopped).await;
+    assert_eq!(deltas.concat(), full[..cut]);
+}
+
+#[tokio::test]
+async fn multibyte_characters_survive_token_boundaries() {
+    let mut r = request("Repeat exactly: 日本語のテキスト 🙂 café €");
+    r.logprobs = Some(true);
+    r.max_tokens = Some(40);
+    let out = engine().complete(r.clone()).await.unwrap();
+    let tokens = out.logprobs.expect("logprobs requested");
+    let bytes: Vec<u8> = tokens
+        .iter()
+        .flat_map(|t| t.bytes.clone().unwrap())
+        .collect();
+    // Some token must carry only part of a character, or this test shows nothing.
+    assert!(
+        tokens
+            .iter()
+            .any(|t| std::str::from_utf8(t.bytes.as_ref().unwrap()).is_err()),
+        "no token split a character: {:?}",
+        out.text
+    );
+    assert!(!out.text.contains('\u{FFFD}'), "{:?}", out.text);
+    assert_eq!(out.text.as_bytes(), &bytes[..]);
+    let (deltas, _, _) = stream_text(r).await;
+    assert!(deltas.iter().all(|d| !d.contains('\u{FFFD}')));
+    assert_eq!(deltas.concat(), out.text);
+}
+
+#[tokio::test]
+async fn logprobs_rank_the_greedy_choice_first() {
+    let mut r = request("What is the capital of France?");
+    r.logprobs = Some(true);
+    r.top_logprobs = Some(3);
+    r.max_tokens = Some(6);
+    let out = engine().complete(r).await.unwrap();
+    let tokens = out.logprobs.unwrap();
+    assert_eq!(tokens.len(), 6);
+    for t in &tokens {
+        assert_eq!(t.top_logprobs.len(), 3);
+        assert_eq!(t.top_logprobs[0].token, t.token);
+        assert!((t.top_logprobs[0].logprob - t.logprob).abs() < 1e-5);
+        assert!(t.logprob <= 0.0);
+        assert!(t
+            .top_logprobs
+            .windows(2)
+            .all(|w| w[0].logprob >= w[1].logprob));
+    }
+}
+
+#[tokio::test]
+async fn a_prompt_longer_than_the_context_is_refused() {
+    let long = "word ".repeat(800);
+    match engine().complete(request(&long)).await {
+        Err(ModelError::ContextOverflow {
+            prompt_tokens,
+            context_size,
+            ..
+        }) => {
+            assert_eq!(context_size, 512);
+            assert!(prompt_tokens > 512);
+        }
+        other => panic!("expected a context overflow, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn concurrent_requests_all_finish() {
+    let prompts = [
+        "Say hi.",
+        "Name a fruit.",
+        "What is 2+2?",
+        "Name a river.",
+        "Name a city.",
+    ];
+    let engine = engine();
+    let outs = futures::future::join_all(prompts.iter().map(|p| engine.complete(request(p)))).await;
+    for out in outs {
+        let out = out.unwrap();
+        assert!(out.usage.completion_tokens > 0);
+        assert!(!out.text.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_frees_its_sequence() {
+    for _ in 0..6 {
+        let mut r = request("Tell me a long story.");
+        r.max_tokens = Some(400);
+        let mut stream = engine().stream(r).await.unwrap();
+        let first = stream.next().await.unwrap().unwrap();
+        assert!(matches!(first, ChatEvent::Delta { .. }));
+        drop(stream);
+    }
+    // Six abandoned requests on four sequences: this one still gets a sequence.
+    let out = engine().complete(request("Say hi.")).await.unwrap();
+    assert!(out.usage.completion_tokens > 0);
+}
+
+#[test]
+fn session_rolls_back_its_cache() {
+    let mut session = engine().session().unwrap();
+    let tokens = session
+        .tokenize("The quick brown fox jumps over", true)
+        .unwrap();
+    session.eval(&tokens, LogitsFor::All).unwrap();
+    assert_eq!(session.position(), tokens.len());
+    for i in 0..tokens.len() {
+        assert_eq!(session.logits(i).unwrap().len(), session.vocab_size());
+    }
+    let last = session.logits(tokens.len() - 1).unwrap().to_vec();
+    let next = argmax(&last);
+
+    // Evaluate a wrong continuation, roll it back, and evaluate the last token again.
+    session.eval(&[next, next, next], LogitsFor::Last).unwrap();
+    assert!(session.logits(0).is_none());
+    session.truncate(tokens.len() - 1).unwrap();
+    session
+        .eval(&tokens[tokens.len() - 1..], LogitsFor::Last)
+        .unwrap();
+    let again = session.logits(0).unwrap();
+    assert_eq!(argmax(again), next);
+    let max_diff = last
+        .iter()
+        .zip(again)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(max_diff < 0.05, "logits drifted by {max_diff}");
+    assert!(session.truncate(tokens.len() + 1).is_err());
+}

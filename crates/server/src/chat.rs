@@ -1,0 +1,224 @@
+//! `POST /v1/chat/completions`: validation, pipeline lookup, and the translation of a pipeline's
+//! events into OpenAI's JSON response or its stream of `chat.completion.chunk` events.
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use tandem_core::openai::{
+    AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
+    ChoiceLogprobs, ChunkChoice, Delta, ErrorBody, Role,
+};
+use tandem_core::validate::validate;
+use tandem_core::{ChatEvent, ChatStream, ModelError, Report};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::error::ApiError;
+use crate::{metrics, unix_now, AppState};
+
+pub(crate) async fn completions(
+    State(state): State<AppState>,
+    body: Result<Json<ChatCompletionRequest>, JsonRejection>,
+) -> Response {
+    let started = Instant::now();
+    let mut pipeline = "unknown".to_string();
+    let response = match body {
+        Ok(Json(request)) => {
+            if state.pipelines.get(&request.model).is_some() {
+                pipeline = request.model.clone();
+            }
+            handle(&state, request, started).await
+        }
+        Err(rejection) => Err(ApiError::from(rejection)),
+    };
+    let response = response.unwrap_or_else(IntoResponse::into_response);
+    // A stream records its own duration when it ends.
+    if !is_event_stream(&response) {
+        metrics::record_request(&pipeline, response.status().as_u16(), started.elapsed());
+    }
+    response
+}
+
+fn is_event_stream(response: &Response) -> bool {
+    response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+}
+
+async fn handle(
+    state: &AppState,
+    request: ChatCompletionRequest,
+    started: Instant,
+) -> Result<Response, ApiError> {
+    validate(&request)?;
+    let model = state
+        .pipelines
+        .get(&request.model)
+        .ok_or_else(|| ModelError::NotFound(request.model.clone()))?
+        .clone();
+    let reply = Reply {
+        id: format!("chatcmpl-{:016x}", rand::random::<u64>()),
+        created: unix_now(),
+        pipeline: request.model.clone(),
+        wants_logprobs: request.logprobs.unwrap_or(false),
+        started,
+    };
+    if request.stream {
+        let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
+        let events = model.stream(request).await?;
+        Ok(reply.stream(events, include_usage))
+    } else {
+        let output = model.complete(request).await?;
+        let report = reply.finish_report(output.report);
+        metrics::record_report(&report);
+        Ok(Json(ChatCompletion {
+            id: reply.id,
+            object: "chat.completion".into(),
+            created: reply.created,
+            model: reply.pipeline,
+            choices: vec![Choice {
+                index: 0,
+                message: AssistantMessage {
+                    role: Role::Assistant,
+                    content: output.text,
+                },
+                logprobs: output.logprobs.map(|content| ChoiceLogprobs { content }),
+                finish_reason: output.finish_reason,
+            }],
+            usage: output.usage,
+            tandem: Some(report),
+        })
+        .into_response())
+    }
+}
+
+/// What every chunk or response of one request shares.
+struct Reply {
+    id: String,
+    created: u64,
+    pipeline: String,
+    wants_logprobs: bool,
+    started: Instant,
+}
+
+impl Reply {
+    /// The pipeline's report, seen from the server: the pipeline's name and end-to-end latency.
+    fn finish_report(&self, mut report: Report) -> Report {
+        report.pipeline = self.pipeline.clone();
+        report.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        report
+    }
+
+    fn chunk(&self, choices: Vec<ChunkChoice>) -> ChatCompletionChunk {
+        ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".into(),
+            created: self.created,
+            model: self.pipeline.clone(),
+            choices,
+            usage: None,
+            tandem: None,
+        }
+    }
+
+    fn delta(&self, delta: Delta, logprobs: Option<ChoiceLogprobs>) -> ChatCompletionChunk {
+        self.chunk(vec![ChunkChoice {
+            index: 0,
+            delta,
+            logprobs,
+            finish_reason: None,
+        }])
+    }
+
+    /// Forwards the pipeline's events as SSE. A task owns the pipeline's stream, so a client that
+    /// disconnects makes the next send fail, which drops the stream and frees the model.
+    fn stream(self, mut events: ChatStream, include_usage: bool) -> Response {
+        let (sender, receiver) = mpsc::channel::<Event>(64);
+        tokio::spawn(async move {
+            let send = |data: String| {
+                let sender = sender.clone();
+                async move { sender.send(Event::default().data(data)).await.is_ok() }
+            };
+            let first = self.delta(
+                Delta {
+                    role: Some(Role::Assistant),
+                    content: Some(String::new()),
+                },
+                None,
+            );
+            if !send(to_json(&first)).await {
+                return;
+            }
+            let mut first_text = true;
+            let mut status = 200;
+            while let Some(event) = events.next().await {
+                let data = match event {
+                    Ok(ChatEvent::Delta { text, logprobs }) => {
+                        if first_text && !text.is_empty() {
+                            first_text = false;
+                            metrics::record_first_token(&self.pipeline, self.started.elapsed());
+                        }
+                        let logprobs = self
+                            .wants_logprobs
+                            .then_some(ChoiceLogprobs { content: logprobs });
+                        to_json(&self.delta(
+                            Delta {
+                                role: None,
+                                content: Some(text),
+                            },
+                            logprobs,
+                        ))
+                    }
+                    Ok(ChatEvent::Done(done)) => {
+                        let report = self.finish_report(done.report);
+                        metrics::record_report(&report);
+                        let mut last = self.chunk(vec![ChunkChoice {
+                            index: 0,
+                            delta: Delta::default(),
+                            logprobs: None,
+                            finish_reason: Some(done.finish_reason),
+                        }]);
+                        if include_usage {
+                            if !send(to_json(&last)).await {
+                                return;
+                            }
+                            last = self.chunk(Vec::new());
+                            last.usage = Some(done.usage);
+                        }
+                        last.tandem = Some(report);
+                        if send(to_json(&last)).await {
+                            send("[DONE]".to_string()).await;
+                        }
+                        break;
+                    }
+                    Err(error) => {
+                        // Headers are gone: the error travels as the last event, without [DONE].
+                        let error = ApiError::from(error);
+                        status = error.status.as_u16();
+                        send(to_json::<ErrorBody>(&error.body)).await;
+                        break;
+                    }
+                };
+                if !send(data).await {
+                    return;
+                }
+            }
+            metrics::record_request(&self.pipeline, status, self.started.elapsed());
+        });
+        let stream = ReceiverStream::new(receiver).map(Ok::<_, Infallible>);
+        Sse::new(stream)
+            .keep_alive(KeepAlive::default())
+            .into_response()
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("response types always serialise")
+}

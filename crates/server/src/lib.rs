@@ -1,0 +1,167 @@
+//! Tandem's OpenAI-compatible HTTP server.
+//!
+//! The HTTP layer only translates: it parses and validates requests, looks up the pipeline the
+//! request's `model` names, and turns the pipeline's [`tandem_core::ChatEvent`]s into OpenAI JSON
+//! or server-sent events. Routes:
+//!
+//! - `POST /v1/chat/completions` — JSON or SSE (`stream: true`), with `usage` and the `tandem` report
+//! - `GET /v1/models`, `GET /v1/models/{id}` — the pipelines served
+//! - `GET /health` — liveness and the pipelines served
+//! - `GET /metrics` — Prometheus: requests, tokens, latency and time to first token per pipeline
+//!
+//! ```no_run
+//! # async fn run(model: std::sync::Arc<dyn tandem_core::ChatModel>) -> std::io::Result<()> {
+//! use tandem_server::{router, Pipelines, ServerOptions};
+//! let mut pipelines = Pipelines::default();
+//! pipelines.insert("smollm2", model);
+//! let app = router(pipelines, ServerOptions::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await
+//! # }
+//! ```
+
+mod chat;
+mod error;
+mod metrics;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tandem_core::openai::{ModelCard, ModelList};
+use tandem_core::{ChatModel, ModelError};
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+/// The pipelines a server answers for, by the name a request's `model` field uses.
+#[derive(Default, Clone)]
+pub struct Pipelines {
+    entries: BTreeMap<String, Arc<dyn ChatModel>>,
+}
+
+impl Pipelines {
+    pub fn insert(&mut self, name: impl Into<String>, model: Arc<dyn ChatModel>) {
+        self.entries.insert(name.into(), model);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn ChatModel>> {
+        self.entries.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Bearer keys accepted on `/v1/*`; empty means no authentication.
+    pub api_keys: Vec<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            api_keys: Vec::new(),
+            max_body_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pipelines: Arc<Pipelines>,
+    api_keys: Arc<Vec<String>>,
+    started: u64,
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The application, ready for `axum::serve`.
+pub fn router(pipelines: Pipelines, options: ServerOptions) -> Router {
+    let metrics = metrics::handle();
+    let state = AppState {
+        pipelines: Arc::new(pipelines),
+        api_keys: Arc::new(options.api_keys),
+        started: unix_now(),
+    };
+    let api = Router::new()
+        .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{id}", get(get_model))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .merge(api)
+        .route("/health", get(health))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        )
+        .fallback(|request: Request| async move {
+            ApiError::route_not_found(request.uri().path()).into_response()
+        })
+        .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if state.api_keys.is_empty() {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(key) if state.api_keys.iter().any(|k| k == key) => next.run(request).await,
+        _ => ApiError::unauthorized().into_response(),
+    }
+}
+
+fn card(state: &AppState, id: &str) -> ModelCard {
+    ModelCard {
+        id: id.to_string(),
+        object: "model".into(),
+        created: state.started,
+        owned_by: "tandem".into(),
+    }
+}
+
+async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
+    Json(ModelList {
+        object: "list".into(),
+        data: state.pipelines.names().map(|n| card(&state, n)).collect(),
+    })
+}
+
+async fn get_model(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ModelCard>, ApiError> {
+    match state.pipelines.get(&id) {
+        Some(_) => Ok(Json(card(&state, &id))),
+        None => Err(ModelError::NotFound(id).into()),
+    }
+}
+
+async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "status": "ok",
+        "pipelines": state.pipelines.names().collect::<Vec<_>>(),
+    }))
+}

@@ -1,0 +1,77 @@
+//! Prometheus metrics: the process-wide recorder and the series every request updates.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tandem_core::Report;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// The recorder is global to the process; every router shares it.
+pub(crate) fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("the bucket list is not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed");
+            describe_counter!(
+                "tandem_requests_total",
+                "Chat completion requests by pipeline and HTTP status."
+            );
+            describe_counter!(
+                "tandem_tokens_total",
+                "Tokens by pipeline, answering model and kind (prompt or completion)."
+            );
+            describe_histogram!(
+                "tandem_request_duration_seconds",
+                Unit::Seconds,
+                "Time from request to last byte, by pipeline."
+            );
+            describe_histogram!(
+                "tandem_time_to_first_token_seconds",
+                Unit::Seconds,
+                "Time from request to the first streamed text, by pipeline."
+            );
+            handle
+        })
+        .clone()
+}
+
+/// Records one finished request; `pipeline` is "unknown" for names that are not served, so clients
+/// cannot grow the label set.
+pub(crate) fn record_request(pipeline: &str, status: u16, elapsed: Duration) {
+    let labels = [
+        ("pipeline", pipeline.to_string()),
+        ("status", status.to_string()),
+    ];
+    counter!("tandem_requests_total", &labels).increment(1);
+    histogram!("tandem_request_duration_seconds", "pipeline" => pipeline.to_string())
+        .record(elapsed.as_secs_f64());
+}
+
+pub(crate) fn record_report(report: &Report) {
+    for (kind, tokens) in [
+        ("prompt", report.prompt_tokens),
+        ("completion", report.completion_tokens),
+    ] {
+        counter!(
+            "tandem_tokens_total",
+            "pipeline" => report.pipeline.clone(),
+            "model" => report.model.clone(),
+            "kind" => kind
+        )
+        .increment(u64::from(tokens));
+    }
+}
+
+pub(crate) fn record_first_token(pipeline: &str, elapsed: Duration) {
+    histogram!("tandem_time_to_first_token_seconds", "pipeline" => pipeline.to_string())
+        .record(elapsed.as_secs_f64());
+}
