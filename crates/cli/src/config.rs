@@ -21,7 +21,7 @@ source = "smollm2-135m"
 context_size = 4096
 parallel = 4
 
-[models.qwen-coder-0.5b]
+[models."qwen-coder-0.5b"]
 kind = "local"
 source = "qwen2.5-coder-0.5b"
 context_size = 4096

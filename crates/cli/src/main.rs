@@ -5,7 +5,7 @@ mod bench;
 mod config;
 mod runtime;
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -123,6 +123,7 @@ async fn main() {
                 .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     if let Err(error) = run(cli).await {
         eprintln!("error: {error:#}");
@@ -144,7 +145,8 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Run { prompt, generation } => {
             let config = Config::load(cli.config.as_deref())?;
-            let runtime = Runtime::load(config, &fetcher, std::slice::from_ref(&generation.model)).await?;
+            let runtime =
+                Runtime::load(config, &fetcher, std::slice::from_ref(&generation.model)).await?;
             let model = runtime.model(&generation.model)?;
             let mut messages = generation.first_messages();
             messages.push(Message::new(Role::User, prompt));
@@ -153,7 +155,8 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Chat { generation } => {
             let config = Config::load(cli.config.as_deref())?;
-            let runtime = Runtime::load(config, &fetcher, std::slice::from_ref(&generation.model)).await?;
+            let runtime =
+                Runtime::load(config, &fetcher, std::slice::from_ref(&generation.model)).await?;
             chat(runtime.model(&generation.model)?.as_ref(), &generation).await
         }
         Command::Models { command } => match command {

@@ -1,0 +1,248 @@
+//! The `tandem` binary end to end, with SmolLM2-135M as the local model.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn model_path() -> PathBuf {
+    if let Ok(path) = std::env::var("TANDEM_TEST_MODEL") {
+        return PathBuf::from(path);
+    }
+    tandem_fetch::Fetcher::new(tandem_fetch::default_cache_dir())
+        .resolve_local("smollm2-135m")
+        .expect("SmolLM2 is not downloaded: run `tandem models pull smollm2-135m`")
+}
+
+/// A config with SmolLM2 as `small` and the `default` pipeline on it.
+fn config(dir: &Path) -> PathBuf {
+    let path = dir.join("tandem.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[models.small]
+kind = "local"
+file = "{}"
+context_size = 512
+parallel = 2
+
+[pipelines.default]
+model = "small"
+"#,
+            model_path().display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn tandem(config: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tandem"));
+    command.arg("--config").arg(config);
+    command
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn run_streams_an_answer_and_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = tandem(&config(dir.path()))
+        .args([
+            "run",
+            "Tell me a story.",
+            "--max-tokens",
+            "5",
+            "--temperature",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stdout.trim().is_empty());
+    assert!(stderr.contains("5 completion tokens"), "{stderr}");
+    assert!(stderr.contains("finish: Length"), "{stderr}");
+}
+
+#[test]
+fn chat_keeps_a_conversation_until_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tandem(&config(dir.path()))
+        .args(["chat", "--max-tokens", "8", "--temperature", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Say hi.\nName a colour.\n/reset\nName a fruit.\n/exit\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let (_, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    let summaries: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("completion tokens"))
+        .collect();
+    assert_eq!(summaries.len(), 3, "{stderr}");
+    // The second turn carries the first turn's exchange; the turn after /reset does not.
+    let prompt_tokens = |line: &str| -> u32 {
+        line.split(": ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(prompt_tokens(summaries[1]) > prompt_tokens(summaries[0]) + 8);
+    assert!(prompt_tokens(summaries[2]) < prompt_tokens(summaries[1]));
+    assert!(stderr.contains("(conversation cleared)"));
+}
+
+#[test]
+fn configuration_errors_name_the_key_and_exit_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[models.a]\nkind = \"local\"\nsource = \"x\"\nthreads = 0\n",
+    )
+    .unwrap();
+    let output = tandem(&bad).args(["run", "hi"]).output().unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr.contains("models.a.threads"), "{stderr}");
+
+    let output = tandem(&config(dir.path()))
+        .args(["run", "hi", "--model", "nope"])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains("no model or pipeline is called `nope`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn serve_answers_over_http_until_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tandem(&config(dir.path()))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let address = loop {
+        let line = lines
+            .next()
+            .expect("serve exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split("address=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let result = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let health: serde_json::Value = client
+            .get(format!("http://{address}/health"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let reply: serde_json::Value = client
+            .post(format!("http://{address}/v1/chat/completions"))
+            .json(&serde_json::json!({
+                "model": "default",
+                "messages": [{"role": "user", "content": "Say hi."}],
+                "max_tokens": 4
+            }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok::<_, reqwest::Error>((health, reply))
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (health, reply) = result.unwrap();
+    assert_eq!(health["pipelines"], serde_json::json!(["default", "small"]));
+    assert_eq!(reply["tandem"]["model"], "small");
+    assert_eq!(reply["tandem"]["pipeline"], "default");
+    assert_eq!(reply["usage"]["completion_tokens"], 4);
+}
+
+#[test]
+fn bench_decode_writes_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("bench.md");
+    let output = tandem(&config(dir.path()))
+        .args(["bench", "decode", "--file"])
+        .arg(model_path())
+        .args([
+            "--prompt-tokens",
+            "8",
+            "--gen-tokens",
+            "8",
+            "--repetitions",
+            "1",
+            "--output",
+        ])
+        .arg(&report)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    let written = std::fs::read_to_string(&report).unwrap();
+    assert_eq!(written, stdout);
+    for row in ["| pp8 |", "| tg8 |", "| tg8 + greedy + detokenize |"] {
+        assert!(written.contains(row), "{written}");
+    }
+}
+
+#[test]
+fn models_list_shows_the_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = tandem(&config(dir.path()))
+        .args(["--cache-dir"])
+        .arg(dir.path())
+        .args(["models", "list"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    for name in [
+        "smollm2-135m",
+        "qwen2.5-coder-0.5b",
+        "qwen2.5-coder-1.5b",
+        "gemma3-270m",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} missing from\n{stdout}"));
+        assert!(line.ends_with("not downloaded"), "{line}");
+    }
+}
