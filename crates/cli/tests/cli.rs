@@ -5,15 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-fn model_path() -> PathBuf {
-    if let Ok(path) = std::env::var("TANDEM_TEST_MODEL") {
-        return PathBuf::from(path);
-    }
-    tandem_fetch::Fetcher::new(tandem_fetch::default_cache_dir())
-        .resolve_local("smollm2-135m")
-        .expect("SmolLM2 is not downloaded: run `tandem models pull smollm2-135m`")
-}
-
 /// A config with SmolLM2 as `small` and the `default` pipeline on it.
 fn config(dir: &Path) -> PathBuf {
     let path = dir.join("tandem.toml");
@@ -30,7 +21,7 @@ parallel = 2
 [pipelines.default]
 model = "small"
 "#,
-            model_path().display()
+            tandem_fetch::test_model().display()
         ),
     )
     .unwrap();
@@ -200,7 +191,7 @@ fn bench_decode_writes_its_report() {
     let report = dir.path().join("bench.md");
     let output = tandem(&config(dir.path()))
         .args(["bench", "decode", "--file"])
-        .arg(model_path())
+        .arg(tandem_fetch::test_model())
         .args([
             "--prompt-tokens",
             "8",

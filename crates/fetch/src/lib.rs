@@ -63,6 +63,20 @@ pub fn default_cache_dir() -> PathBuf {
     )
 }
 
+/// The GGUF file model-backed tests run on: `$TANDEM_TEST_MODEL` if set, else SmolLM2-135M from
+/// the default cache.
+///
+/// # Panics
+/// If the model is not downloaded, naming the command that downloads it.
+pub fn test_model() -> PathBuf {
+    if let Some(path) = std::env::var_os("TANDEM_TEST_MODEL") {
+        return PathBuf::from(path);
+    }
+    Fetcher::new(default_cache_dir())
+        .resolve_local("smollm2-135m")
+        .expect("SmolLM2 is not downloaded: run `tandem models pull smollm2-135m`")
+}
+
 fn cache_dir_from(
     tandem_home: Option<OsString>,
     xdg_cache_home: Option<OsString>,

@@ -1,7 +1,6 @@
 //! Generation with a real model (SmolLM2-135M-Instruct). `tandem models pull smollm2-135m` puts it
 //! where these tests look; `TANDEM_TEST_MODEL` points them at another GGUF file.
 
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use futures::StreamExt;
@@ -10,20 +9,12 @@ use tandem_core::sampling::argmax;
 use tandem_core::{ChatEvent, ChatModel, LogitsFor, ModelError, TokenModel};
 use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
 
-fn model_path() -> PathBuf {
-    if let Ok(path) = std::env::var("TANDEM_TEST_MODEL") {
-        return PathBuf::from(path);
-    }
-    tandem_fetch::Fetcher::new(tandem_fetch::default_cache_dir())
-        .resolve_local("smollm2-135m")
-        .expect("SmolLM2 is not downloaded: run `tandem models pull smollm2-135m`")
-}
-
 fn engine() -> Arc<LlamaEngine> {
     static ENGINE: OnceLock<Arc<LlamaEngine>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
-            let model = LoadedModel::load(&model_path(), None, 0).expect("model loads");
+            let model =
+                LoadedModel::load(&tandem_fetch::test_model(), None, 0).expect("model loads");
             let mut options = EngineOptions::new("smollm2");
             options.context_size = 512;
             options.parallel = 4;

@@ -3,7 +3,6 @@
 //! Python package as a client.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -22,15 +21,6 @@ struct Server {
     engine: Arc<LlamaEngine>,
 }
 
-fn model_path() -> PathBuf {
-    if let Ok(path) = std::env::var("TANDEM_TEST_MODEL") {
-        return PathBuf::from(path);
-    }
-    tandem_fetch::Fetcher::new(tandem_fetch::default_cache_dir())
-        .resolve_local("smollm2-135m")
-        .expect("SmolLM2 is not downloaded: run `tandem models pull smollm2-135m`")
-}
-
 /// One server per test binary, with two API surfaces: open (`/`) and keyed, on two ports.
 async fn server(keyed: bool) -> &'static Server {
     static OPEN: OnceCell<Server> = OnceCell::const_new();
@@ -38,7 +28,7 @@ async fn server(keyed: bool) -> &'static Server {
     let cell = if keyed { &KEYED } else { &OPEN };
     cell.get_or_init(|| async move {
         let engine = tokio::task::spawn_blocking(|| {
-            let model = LoadedModel::load(&model_path(), None, 0).unwrap();
+            let model = LoadedModel::load(&tandem_fetch::test_model(), None, 0).unwrap();
             let mut options = EngineOptions::new("smollm2");
             options.context_size = 512;
             Arc::new(LlamaEngine::start(model, options).unwrap())
