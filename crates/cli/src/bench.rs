@@ -7,7 +7,7 @@
 //! - `concurrent`: aggregate generation throughput of the batching engine with 1, 2, 4... clients.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,8 +33,13 @@ pub enum BenchCommand {
         prompt_tokens: usize,
         #[arg(long, default_value_t = 64)]
         gen_tokens: usize,
+        /// Repetitions of each test per round.
         #[arg(long, default_value_t = 5)]
         repetitions: usize,
+        /// Rounds; with --llama-bench, each round runs our tests and then llama-bench's, so both
+        /// see the same machine conditions.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         /// A llama-bench binary to run side by side as the yardstick.
         #[arg(long)]
         llama_bench: Option<PathBuf>,
@@ -99,22 +104,21 @@ pub async fn run(command: BenchCommand, config: Config, fetcher: &Fetcher) -> Re
             prompt_tokens,
             gen_tokens,
             repetitions,
+            rounds,
             llama_bench,
             output,
         } => {
             let path = target.path(&config, fetcher).await?;
-            let threads = target.threads();
-            let report = tokio::task::spawn_blocking(move || {
-                decode(
-                    &path,
-                    threads,
-                    prompt_tokens,
-                    gen_tokens,
-                    repetitions,
-                    llama_bench,
-                )
-            })
-            .await??;
+            let sizes = Sizes {
+                threads: target.threads(),
+                prompt_tokens,
+                gen_tokens,
+                repetitions,
+                rounds,
+            };
+            let report =
+                tokio::task::spawn_blocking(move || decode(&path, &sizes, llama_bench.as_deref()))
+                    .await??;
             (report, output)
         }
         BenchCommand::Concurrent {
@@ -156,23 +160,32 @@ impl Rate {
     }
 }
 
-fn decode(
-    path: &std::path::Path,
+/// What `bench decode` measures, shared with llama-bench's command line.
+struct Sizes {
     threads: i32,
     prompt_tokens: usize,
     gen_tokens: usize,
     repetitions: usize,
-    llama_bench: Option<PathBuf>,
-) -> Result<String> {
-    if prompt_tokens == 0 || gen_tokens == 0 || repetitions == 0 {
-        bail!("--prompt-tokens, --gen-tokens and --repetitions must be at least 1");
+    rounds: usize,
+}
+
+fn decode(path: &Path, sizes: &Sizes, llama_bench: Option<&Path>) -> Result<String> {
+    let Sizes {
+        threads,
+        prompt_tokens,
+        gen_tokens,
+        repetitions,
+        rounds,
+    } = *sizes;
+    if prompt_tokens == 0 || gen_tokens == 0 || repetitions == 0 || rounds == 0 {
+        bail!("--prompt-tokens, --gen-tokens, --repetitions and --rounds must be at least 1");
     }
     let model = LoadedModel::load(path, None, 0)?;
     let mut session = LlamaSession::new(
         model,
         SessionOptions {
             context_size: (prompt_tokens + gen_tokens + 16) as u32,
-            batch_size: prompt_tokens.max(1) as u32,
+            batch_size: prompt_tokens.max(512) as u32,
             threads,
         },
     )?;
@@ -189,36 +202,44 @@ fn decode(
     let mut pp = Vec::new();
     let mut tg = Vec::new();
     let mut generation = Vec::new();
-    for _ in 0..repetitions {
-        session.truncate(0)?;
-        let start = Instant::now();
-        session.eval(&tokens, LogitsFor::Last)?;
-        pp.push(prompt_tokens as f64 / start.elapsed().as_secs_f64());
+    let mut yardstick_pp = Vec::new();
+    let mut yardstick_tg = Vec::new();
+    for _ in 0..rounds {
+        for _ in 0..repetitions {
+            session.truncate(0)?;
+            let start = Instant::now();
+            session.eval(&tokens, LogitsFor::Last)?;
+            pp.push(prompt_tokens as f64 / start.elapsed().as_secs_f64());
 
-        session.truncate(0)?;
-        let start = Instant::now();
-        for i in 0..gen_tokens {
-            session.eval(&tokens[i % prompt_tokens..][..1], LogitsFor::Last)?;
-        }
-        tg.push(gen_tokens as f64 / start.elapsed().as_secs_f64());
+            session.truncate(0)?;
+            let start = Instant::now();
+            for i in 0..gen_tokens {
+                session.eval(&tokens[i % prompt_tokens..][..1], LogitsFor::Last)?;
+            }
+            tg.push(gen_tokens as f64 / start.elapsed().as_secs_f64());
 
-        // The generation loop: decode, choose greedily from the logits, detokenize.
-        session.truncate(0)?;
-        session.eval(&tokens[..1], LogitsFor::Last)?;
-        let mut bytes = Vec::new();
-        let start = Instant::now();
-        for _ in 0..gen_tokens {
-            let next = argmax(session.logits(0).context("logits of the last token")?);
-            bytes.extend(session.token_bytes(next));
-            session.eval(&[next], LogitsFor::Last)?;
+            // The generation loop: decode, choose greedily from the logits, detokenize.
+            session.truncate(0)?;
+            session.eval(&tokens[..1], LogitsFor::Last)?;
+            let mut bytes = Vec::new();
+            let start = Instant::now();
+            for _ in 0..gen_tokens {
+                let next = argmax(session.logits(0).context("logits of the last token")?);
+                bytes.extend(session.token_bytes(next));
+                session.eval(&[next], LogitsFor::Last)?;
+            }
+            generation.push(gen_tokens as f64 / start.elapsed().as_secs_f64());
         }
-        generation.push(gen_tokens as f64 / start.elapsed().as_secs_f64());
+        if let Some(bin) = llama_bench {
+            let (pp, tg) = run_llama_bench(bin, path, sizes)?;
+            yardstick_pp.push(pp);
+            yardstick_tg.push(tg);
+        }
     }
     let (pp, tg, generation) = (Rate::of(&pp), Rate::of(&tg), Rate::of(&generation));
-
     let yardstick = llama_bench
-        .map(|bin| run_llama_bench(&bin, path, threads, prompt_tokens, gen_tokens, repetitions))
-        .transpose()?;
+        .is_some()
+        .then(|| (Rate::of(&yardstick_pp), Rate::of(&yardstick_tg)));
 
     let name = path.file_name().map_or_else(
         || path.display().to_string(),
@@ -227,7 +248,7 @@ fn decode(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# tandem bench decode\n\nmodel: {name}, threads: {threads}, repetitions: {repetitions}\n"
+        "# tandem bench decode\n\nmodel: {name}, threads: {threads}, rounds: {rounds} x {repetitions} repetitions\n"
     );
     let _ = writeln!(out, "| test | tandem t/s | llama-bench t/s | ratio |");
     let _ = writeln!(out, "|---|---|---|---|");
@@ -265,22 +286,15 @@ fn decode(
     Ok(out)
 }
 
-/// Runs llama-bench on the same file, threads and sizes; returns its (pp, tg) rates.
-fn run_llama_bench(
-    bin: &std::path::Path,
-    model: &std::path::Path,
-    threads: i32,
-    prompt_tokens: usize,
-    gen_tokens: usize,
-    repetitions: usize,
-) -> Result<(Rate, Rate)> {
+/// Runs llama-bench on the same file, threads and sizes; returns its mean (pp, tg) tokens/s.
+fn run_llama_bench(bin: &Path, model: &Path, sizes: &Sizes) -> Result<(f64, f64)> {
     let output = Command::new(bin)
         .arg("-m")
         .arg(model)
-        .args(["-t", &threads.to_string()])
-        .args(["-p", &prompt_tokens.to_string()])
-        .args(["-n", &gen_tokens.to_string()])
-        .args(["-r", &repetitions.to_string()])
+        .args(["-t", &sizes.threads.to_string()])
+        .args(["-p", &sizes.prompt_tokens.to_string()])
+        .args(["-n", &sizes.gen_tokens.to_string()])
+        .args(["-r", &sizes.repetitions.to_string()])
         .args(["-o", "json"])
         .output()
         .with_context(|| format!("cannot run {}", bin.display()))?;
@@ -293,21 +307,20 @@ fn run_llama_bench(
     }
     let tests: Vec<serde_json::Value> =
         serde_json::from_slice(&output.stdout).context("llama-bench printed no JSON list")?;
-    let rate = |want_prompt: bool| -> Result<Rate> {
+    let rate = |want_prompt: bool| -> Result<f64> {
         let test = tests
             .iter()
             .find(|t| (t["n_prompt"].as_u64().unwrap_or(0) > 0) == want_prompt)
             .context("llama-bench output lacks a test")?;
-        Ok(Rate {
-            mean: test["avg_ts"].as_f64().context("avg_ts")?,
-            std: test["stddev_ts"].as_f64().unwrap_or(0.0),
-        })
+        test["avg_ts"]
+            .as_f64()
+            .context("llama-bench output lacks avg_ts")
     };
     Ok((rate(true)?, rate(false)?))
 }
 
 async fn concurrent(
-    path: &std::path::Path,
+    path: &Path,
     threads: i32,
     clients: &[usize],
     gen_tokens: u32,
@@ -334,8 +347,8 @@ async fn concurrent(
         max_tokens: Some(gen_tokens),
         ..Default::default()
     };
-    // Warm-up.
-    engine.complete(request.clone()).await?;
+    // Warm-up with every sequence busy: llama.cpp sizes its buffers on the first batches it sees.
+    futures::future::try_join_all((0..most).map(|_| engine.complete(request.clone()))).await?;
 
     let mut out = String::new();
     let _ = writeln!(

@@ -3,6 +3,7 @@
 
 mod bench;
 mod config;
+mod eval;
 mod runtime;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -59,6 +60,11 @@ enum Command {
     Models {
         #[command(subcommand)]
         command: ModelsCommand,
+    },
+    /// Evaluate models and pipelines on benchmarks (see `eval --help`).
+    Eval {
+        #[command(subcommand)]
+        command: tandem_eval::EvalCommand,
     },
     /// Measure speed (see `bench --help`).
     Bench {
@@ -176,6 +182,10 @@ async fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         },
+        Command::Eval { command } => {
+            let config = Config::load(cli.config.as_deref())?;
+            eval::run(command, config, &fetcher).await
+        }
         Command::Bench { command } => {
             let config = Config::load(cli.config.as_deref())?;
             bench::run(command, config, &fetcher).await

@@ -34,10 +34,7 @@ impl Runtime {
             wanted.dedup();
             wanted
         };
-        let mut runtime = Runtime {
-            config,
-            models: BTreeMap::new(),
-        };
+        let mut runtime = Runtime::empty(config);
         for name in wanted {
             match runtime.config.models[&name].clone() {
                 ModelConfig::Local(local) => {
@@ -58,6 +55,14 @@ impl Runtime {
             }
         }
         Ok(runtime)
+    }
+
+    /// A runtime with no model loaded, for commands that only read the configuration.
+    pub fn empty(config: Config) -> Runtime {
+        Runtime {
+            config,
+            models: BTreeMap::new(),
+        }
     }
 
     /// The model or pipeline called `name`.

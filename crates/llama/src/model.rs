@@ -32,6 +32,19 @@ pub struct LoadedModel {
     path: PathBuf,
 }
 
+/// A llama.cpp template name for a model without a template: base models of a family are usually
+/// fine-tuned with that family's format (Gemma's turns), and chatml is the most common otherwise.
+fn fallback_template(model: &LlamaModel) -> &'static str {
+    let architecture = model
+        .meta_val_str("general.architecture")
+        .unwrap_or_default();
+    if architecture.starts_with("gemma") {
+        "gemma"
+    } else {
+        "chatml"
+    }
+}
+
 impl LoadedModel {
     /// Loads `path`. `chat_template` overrides the template stored in the file: a name llama.cpp
     /// knows (`chatml`, `llama3`, `gemma`, ...) or a template string.
@@ -56,11 +69,13 @@ impl LoadedModel {
             None => match model.chat_template(None) {
                 Ok(template) => template,
                 Err(_) => {
+                    let name = fallback_template(&model);
                     tracing::warn!(
                         path = %path.display(),
-                        "the model has no chat template; using chatml (set `chat_template` to choose)"
+                        template = name,
+                        "the model has no chat template; using its family's (set `chat_template` to choose)"
                     );
-                    LlamaChatTemplate::new("chatml").expect("no NUL in a literal")
+                    LlamaChatTemplate::new(name).expect("no NUL in a literal")
                 }
             },
         };

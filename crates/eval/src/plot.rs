@@ -1,0 +1,240 @@
+//! Plots of quality against cost and against latency, one point per run (model or pipeline) with
+//! its 95% interval, for each dataset split; each as PNG and SVG, drawn with `plotters`.
+//!
+//! Text is drawn with a TrueType font read from the system (DejaVu Sans, Debian's
+//! `fonts-dejavu-core`, or whatever `fc-match` offers).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::error::EvalError;
+use crate::report::Row;
+
+const FONT: &str = "sans-serif";
+const SIZE: (u32, u32) = (960, 640);
+
+/// One x axis of the plots.
+struct Axis {
+    file: &'static str,
+    label: &'static str,
+    value: fn(&Row) -> f64,
+}
+
+const AXES: [Axis; 2] = [
+    Axis {
+        file: "quality-vs-cost",
+        label: "cost per item (USD)",
+        value: |row| row.cost_per_item_usd,
+    },
+    Axis {
+        file: "quality-vs-latency",
+        label: "mean latency per item (s)",
+        value: |row| row.mean_latency_ms / 1000.0,
+    },
+];
+
+/// Draws every plot for `rows` into `dir` and returns the files written.
+pub fn write_plots(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>, EvalError> {
+    std::fs::create_dir_all(dir).map_err(EvalError::io(dir))?;
+    load_font().map_err(|message| EvalError::Plot {
+        path: dir.to_path_buf(),
+        message,
+    })?;
+    let mut splits: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.dataset.as_str(), r.split.as_str()))
+        .collect();
+    splits.sort_unstable();
+    splits.dedup();
+    let mut written = Vec::new();
+    for (dataset, split) in splits {
+        let points: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.dataset == dataset && r.split == split)
+            .collect();
+        for axis in &AXES {
+            let stem = format!("{dataset}-{split}-{}", axis.file);
+            let png = dir.join(format!("{stem}.png"));
+            let svg = dir.join(format!("{stem}.svg"));
+            let title = format!(
+                "{dataset} ({split}): {} against {}",
+                points[0].metric, axis.label
+            );
+            draw(
+                BitMapBackend::new(&png, SIZE).into_drawing_area(),
+                &title,
+                axis,
+                &points,
+            )
+            .map_err(|message| EvalError::Plot {
+                path: png.clone(),
+                message,
+            })?;
+            draw(
+                SVGBackend::new(&svg, SIZE).into_drawing_area(),
+                &title,
+                axis,
+                &points,
+            )
+            .map_err(|message| EvalError::Plot {
+                path: svg.clone(),
+                message,
+            })?;
+            written.extend([png, svg]);
+        }
+    }
+    Ok(written)
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    axis: &Axis,
+    points: &[&Row],
+) -> Result<(), String> {
+    let error = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(error)?;
+    let x_max = points
+        .iter()
+        .map(|r| (axis.value)(r))
+        .fold(0.0f64, f64::max);
+    // All-zero costs (local models) still get a readable axis.
+    let x_max = if x_max > 0.0 { x_max * 1.2 } else { 1.0 };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 22))
+        .margin(24)
+        .x_label_area_size(48)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..x_max, 0.0..100.0)
+        .map_err(error)?;
+    chart
+        .configure_mesh()
+        .x_desc(axis.label)
+        .y_desc(format!("{} (%), 95% Wilson interval", points[0].metric))
+        .label_style((FONT, 14))
+        .draw()
+        .map_err(error)?;
+    for (i, row) in points.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let x = (axis.value)(row);
+        chart
+            .draw_series(std::iter::once(ErrorBar::new_vertical(
+                x,
+                100.0 * row.ci_low,
+                100.0 * row.score,
+                100.0 * row.ci_high,
+                color.stroke_width(2),
+                12,
+            )))
+            .map_err(error)?;
+        let label = if points.iter().filter(|r| r.model == row.model).count() > 1 {
+            format!(
+                "{} [{}]",
+                row.model,
+                &row.settings_hash[..row.settings_hash.len().min(6)]
+            )
+        } else {
+            row.model.clone()
+        };
+        chart
+            .draw_series(std::iter::once(
+                EmptyElement::at((x, 100.0 * row.score))
+                    + Circle::new((0, 0), 6, color.filled())
+                    + Text::new(label, (10, -18), (FONT, 15)),
+            ))
+            .map_err(error)?;
+    }
+    root.present().map_err(error)
+}
+
+/// Registers a system TrueType font with plotters, once per process.
+fn load_font() -> Result<(), String> {
+    static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            let path = font_path().ok_or_else(|| {
+                "no TrueType font found for plot text; install Debian's fonts-dejavu-core"
+                    .to_string()
+            })?;
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            // plotters keeps registered fonts for the life of the process.
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            plotters::style::register_font(FONT, FontStyle::Normal, bytes)
+                .map_err(|_| format!("{} is not a usable TrueType font", path.display()))
+        })
+        .clone()
+}
+
+fn font_path() -> Option<PathBuf> {
+    let known = [
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/TTF/DejaVuSans.ttf",
+        "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    ];
+    if let Some(path) = known.iter().map(PathBuf::from).find(|p| p.is_file()) {
+        return Some(path);
+    }
+    let output = std::process::Command::new("fc-match")
+        .args(["--format=%{file}", "sans-serif:fontformat=TrueType"])
+        .output()
+        .ok()?;
+    let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    path.is_file().then_some(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(model: &str, score: f64, cost: f64) -> Row {
+        let (ci_low, ci_high) = crate::report::wilson((score * 100.0) as usize, 100);
+        Row {
+            dataset: "humaneval".into(),
+            split: "test".into(),
+            model: model.into(),
+            settings_hash: "0123456789abcdef".into(),
+            metric: "pass@1".into(),
+            n: 100,
+            passed: (score * 100.0) as usize,
+            errors: 0,
+            score,
+            ci_low,
+            ci_high,
+            prompt_tokens: 1000,
+            completion_tokens: 5000,
+            mean_latency_ms: 2500.0,
+            tokens_per_s: 20.0,
+            cost_usd: cost * 100.0,
+            cost_per_item_usd: cost,
+            mean_score_ms: 50.0,
+            mean_store_ms: 0.1,
+            overhead_pct: 2.0,
+            session_overhead_pct: None,
+        }
+    }
+
+    #[test]
+    fn writes_png_and_svg_for_each_axis() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = vec![row("small", 0.3, 0.0), row("large", 0.7, 0.002)];
+        let files = write_plots(&rows, dir.path()).unwrap();
+        assert_eq!(files.len(), 4);
+        for file in &files {
+            let bytes = std::fs::read(file).unwrap();
+            if file.extension().unwrap() == "png" {
+                assert!(bytes.starts_with(b"\x89PNG"), "{}", file.display());
+            } else {
+                let svg = String::from_utf8(bytes).unwrap();
+                assert!(
+                    svg.contains("<svg") && svg.contains("large"),
+                    "{}",
+                    file.display()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! Turns stored outcomes into numbers: per run (model or pipeline with its settings, on one
+//! dataset split) the score with a 95% Wilson interval, tokens, latency, throughput, cost and the
+//! harness's own overhead; and the oracle router, the best any router over the same runs could do,
+//! simulated from per-item outcomes alone.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::store::{Outcome, Session};
+
+/// z for a two-sided 95% interval.
+const Z95: f64 = 1.959_963_984_540_054;
+
+/// The Wilson score interval for `passed` successes out of `n` (95%); `(0, 1)` when `n` is 0.
+pub fn wilson(passed: usize, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let n = n as f64;
+    let p = passed as f64 / n;
+    let z2 = Z95 * Z95;
+    let denominator = 1.0 + z2 / n;
+    let centre = (p + z2 / (2.0 * n)) / denominator;
+    let half = Z95 * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / denominator;
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
+/// The summary of one run on one split.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub dataset: String,
+    pub split: String,
+    /// The model or pipeline; for the oracle, `oracle(a|b|...)`.
+    pub model: String,
+    pub settings_hash: String,
+    pub metric: String,
+    pub n: usize,
+    pub passed: usize,
+    /// Items whose generation failed (counted as not passed).
+    pub errors: usize,
+    pub score: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub mean_latency_ms: f64,
+    /// Completion tokens per second of generation time.
+    pub tokens_per_s: f64,
+    pub cost_usd: f64,
+    pub cost_per_item_usd: f64,
+    pub mean_score_ms: f64,
+    pub mean_store_ms: f64,
+    /// Scoring and storage time as a share of generation time, per item.
+    pub overhead_pct: f64,
+    /// Everything but generation, from the wall clock of whole sessions; `None` when no session
+    /// of this run finished.
+    pub session_overhead_pct: Option<f64>,
+}
+
+/// One row per (dataset, split, model, settings hash), in that order. `metric_of` names each
+/// dataset's score.
+pub fn summarize(
+    outcomes: &[Outcome],
+    sessions: &[Session],
+    metric_of: impl Fn(&str) -> String,
+) -> Vec<Row> {
+    let mut groups: BTreeMap<(&str, &str, &str, &str), Vec<&Outcome>> = BTreeMap::new();
+    for outcome in outcomes {
+        groups
+            .entry((
+                &outcome.dataset,
+                &outcome.split,
+                &outcome.model,
+                &outcome.settings_hash,
+            ))
+            .or_default()
+            .push(outcome);
+    }
+    let mut session_totals: HashMap<&str, (f64, f64)> = HashMap::new();
+    for session in sessions {
+        let total = session_totals.entry(&session.settings_hash).or_default();
+        total.0 += session.wall_ms;
+        total.1 += session.gen_ms;
+    }
+    groups
+        .into_iter()
+        .map(|((dataset, split, model, hash), group)| {
+            let mut row = aggregate(dataset, split, model, hash, &metric_of(dataset), &group);
+            row.session_overhead_pct = session_totals
+                .get(hash)
+                .filter(|(_, gen)| *gen > 0.0)
+                .map(|(wall, gen)| 100.0 * (wall - gen) / gen);
+            row
+        })
+        .collect()
+}
+
+fn aggregate(
+    dataset: &str,
+    split: &str,
+    model: &str,
+    hash: &str,
+    metric: &str,
+    group: &[&Outcome],
+) -> Row {
+    let n = group.len();
+    let passed = group.iter().filter(|o| o.passed).count();
+    let sum = |f: fn(&Outcome) -> f64| group.iter().map(|o| f(o)).sum::<f64>();
+    let gen_ms = sum(|o| o.gen_ms);
+    let score_ms = sum(|o| o.score_ms);
+    let store_ms = sum(|o| o.store_ms.unwrap_or(0.0));
+    let completion_tokens = group.iter().map(|o| u64::from(o.completion_tokens)).sum();
+    let cost = sum(|o| o.cost_usd);
+    let per_item = |total: f64| if n == 0 { 0.0 } else { total / n as f64 };
+    let (ci_low, ci_high) = wilson(passed, n);
+    Row {
+        dataset: dataset.to_string(),
+        split: split.to_string(),
+        model: model.to_string(),
+        settings_hash: hash.to_string(),
+        metric: metric.to_string(),
+        n,
+        passed,
+        errors: group.iter().filter(|o| o.error.is_some()).count(),
+        score: per_item(passed as f64),
+        ci_low,
+        ci_high,
+        prompt_tokens: group.iter().map(|o| u64::from(o.prompt_tokens)).sum(),
+        completion_tokens,
+        mean_latency_ms: per_item(gen_ms),
+        tokens_per_s: if gen_ms > 0.0 {
+            completion_tokens as f64 / (gen_ms / 1000.0)
+        } else {
+            0.0
+        },
+        cost_usd: cost,
+        cost_per_item_usd: per_item(cost),
+        mean_score_ms: per_item(score_ms),
+        mean_store_ms: per_item(store_ms),
+        overhead_pct: if gen_ms > 0.0 {
+            100.0 * (score_ms + store_ms) / gen_ms
+        } else {
+            0.0
+        },
+        session_overhead_pct: None,
+    }
+}
+
+/// The oracle router over the runs of each (dataset, split) that has two or more: on every item
+/// all of them answered, it takes the cheapest run that passed (or the cheapest of all when none
+/// did). No real router can beat its score; its cost shows what that score would cost.
+pub fn oracles(outcomes: &[Outcome], metric_of: impl Fn(&str) -> String) -> Vec<Row> {
+    // (dataset, split) -> (model, settings hash) -> item -> outcome
+    type ItemOutcomes<'a> = HashMap<&'a str, &'a Outcome>;
+    type Runs<'a> = BTreeMap<(&'a str, &'a str), ItemOutcomes<'a>>;
+    let mut by_split: BTreeMap<(&str, &str), Runs> = BTreeMap::new();
+    for outcome in outcomes {
+        by_split
+            .entry((&outcome.dataset, &outcome.split))
+            .or_default()
+            .entry((&outcome.model, &outcome.settings_hash))
+            .or_default()
+            .insert(&outcome.item_id, outcome);
+    }
+    let mut rows = Vec::new();
+    for ((dataset, split), runs) in by_split {
+        if runs.len() < 2 {
+            continue;
+        }
+        let first = runs.values().next().expect("two or more runs");
+        let mut items: Vec<&str> = first
+            .keys()
+            .copied()
+            .filter(|item| runs.values().all(|run| run.contains_key(item)))
+            .collect();
+        items.sort_unstable();
+        let chosen: Vec<&Outcome> = items
+            .iter()
+            .map(|item| {
+                let candidates = runs.values().map(|run| run[item]);
+                let cheapest = |a: &&Outcome, b: &&Outcome| a.cost_usd.total_cmp(&b.cost_usd);
+                candidates
+                    .clone()
+                    .filter(|o| o.passed)
+                    .min_by(cheapest)
+                    .or_else(|| candidates.min_by(cheapest))
+                    .expect("two or more runs")
+            })
+            .collect();
+        let name = format!(
+            "oracle({})",
+            runs.keys()
+                .map(|(model, _)| *model)
+                .collect::<Vec<_>>()
+                .join("|")
+        );
+        rows.push(aggregate(
+            dataset,
+            split,
+            &name,
+            "-",
+            &metric_of(dataset),
+            &chosen,
+        ));
+    }
+    rows
+}
+
+/// The rows as an aligned text table.
+pub fn table(rows: &[Row]) -> String {
+    let header = [
+        "dataset", "split", "model", "settings", "n", "metric", "score", "95% CI", "errors",
+        "tok out", "latency", "tok/s", "cost $", "harness",
+    ];
+    let mut cells: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for row in rows {
+        let harness = match row.session_overhead_pct {
+            Some(session) => format!("{:.1}% ({session:.1}%)", row.overhead_pct),
+            None => format!("{:.1}%", row.overhead_pct),
+        };
+        cells.push(vec![
+            row.dataset.clone(),
+            row.split.clone(),
+            row.model.clone(),
+            row.settings_hash.chars().take(8).collect(),
+            row.n.to_string(),
+            row.metric.clone(),
+            format!("{:.1}%", 100.0 * row.score),
+            format!("{:.1}-{:.1}%", 100.0 * row.ci_low, 100.0 * row.ci_high),
+            row.errors.to_string(),
+            row.completion_tokens.to_string(),
+            format!("{:.2}s", row.mean_latency_ms / 1000.0),
+            format!("{:.1}", row.tokens_per_s),
+            format!("{:.4}", row.cost_usd),
+            harness,
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| {
+            cells
+                .iter()
+                .map(|r| r[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for (i, row) in cells.iter().enumerate() {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+        if i == 0 {
+            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+            let _ = writeln!(out, "{}", rule.join("  "));
+        }
+    }
+    out.push_str(
+        "latency: mean generation wall time per item; harness: scoring + storage time as a share \
+         of generation time (in parentheses: everything but generation, from whole sessions)\n",
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(model: &str, item: &str, passed: bool, cost: f64) -> Outcome {
+        Outcome {
+            dataset: "d".into(),
+            item_id: item.into(),
+            model: model.into(),
+            settings_hash: format!("hash-{model}"),
+            split: "test".into(),
+            output: Some(String::new()),
+            finish_reason: None,
+            passed,
+            score_detail: serde_json::Value::Null,
+            prompt_tokens: 10,
+            completion_tokens: 50,
+            latency_ms: None,
+            cost_usd: cost,
+            gen_ms: 1000.0,
+            score_ms: 20.0,
+            store_ms: Some(1.0),
+            error: None,
+            report: None,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn wilson_matches_published_values() {
+        // Computed independently (Python) from Wilson's formula with z = 1.959964.
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-4;
+        let (lo, hi) = wilson(81, 164);
+        assert!(close(lo, 0.41840) && close(hi, 0.56968), "{lo} {hi}");
+        let (lo, hi) = wilson(0, 10);
+        assert!(lo == 0.0 && close(hi, 0.27753), "{hi}");
+        let (lo, hi) = wilson(10, 10);
+        assert!(close(lo, 0.72247) && close(hi, 1.0), "{lo} {hi}");
+        assert_eq!(wilson(0, 0), (0.0, 1.0));
+    }
+
+    #[test]
+    fn summarizes_each_run() {
+        let outcomes = vec![
+            outcome("small", "1", true, 0.0),
+            outcome("small", "2", false, 0.0),
+            Outcome {
+                error: Some("boom".into()),
+                output: None,
+                ..outcome("small", "3", false, 0.0)
+            },
+            outcome("large", "1", true, 0.01),
+        ];
+        let sessions = vec![Session {
+            settings_hash: "hash-small".into(),
+            items: 3,
+            wall_ms: 3300.0,
+            gen_ms: 3000.0,
+        }];
+        let rows = summarize(&outcomes, &sessions, |_| "pass@1".into());
+        assert_eq!(rows.len(), 2);
+        let small = rows.iter().find(|r| r.model == "small").unwrap();
+        assert_eq!((small.n, small.passed, small.errors), (3, 1, 1));
+        assert!((small.score - 1.0 / 3.0).abs() < 1e-12);
+        assert!((small.tokens_per_s - 50.0).abs() < 1e-9);
+        assert!((small.overhead_pct - 2.1).abs() < 1e-9);
+        assert!((small.session_overhead_pct.unwrap() - 10.0).abs() < 1e-9);
+        let large = rows.iter().find(|r| r.model == "large").unwrap();
+        assert_eq!(large.session_overhead_pct, None);
+        assert!((large.cost_usd - 0.01).abs() < 1e-12);
+        let text = table(&rows);
+        assert!(text.contains("33.3%"), "{text}");
+    }
+
+    #[test]
+    fn the_oracle_takes_the_cheapest_passing_run_per_item() {
+        let outcomes = vec![
+            outcome("small", "1", true, 0.001),
+            outcome("small", "2", false, 0.001),
+            outcome("small", "3", false, 0.001),
+            outcome("large", "1", true, 0.01),
+            outcome("large", "2", true, 0.01),
+            outcome("large", "3", false, 0.01),
+            // Only one run answered item 4: the oracle compares items all runs answered.
+            outcome("large", "4", true, 0.01),
+        ];
+        let rows = oracles(&outcomes, |_| "pass@1".into());
+        assert_eq!(rows.len(), 1);
+        let oracle = &rows[0];
+        assert_eq!(oracle.model, "oracle(large|small)");
+        assert_eq!((oracle.n, oracle.passed), (3, 2));
+        // Item 1 from small, item 2 from large, item 3 (no one passed) from the cheaper small.
+        assert!(
+            (oracle.cost_usd - 0.012).abs() < 1e-12,
+            "{}",
+            oracle.cost_usd
+        );
+        assert!(oracles(&outcomes[..3], |_| "pass@1".into()).is_empty());
+    }
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Regenerates the README's baselines: four local models, greedy, on all 164 HumanEval tasks and on
+# the GSM-symbolic test split. Resumable: run it again after an interruption. Writes eval-report/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q -p tandem
+tandem() { target/release/tandem --config configs/baselines.toml "$@"; }
+for dataset in humaneval gsm-symbolic; do
+    for model in smollm2 gemma3-270m qwen-coder-0.5b qwen-coder-1.5b; do
+        tandem eval run --dataset "$dataset" --model "$model" --max-tokens 512 --concurrency 4
+    done
+done
+tandem eval report --out eval-report
