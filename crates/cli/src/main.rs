@@ -120,7 +120,7 @@ impl GenerationArgs {
 async fn main() {
     let cli = Cli::parse();
     let default_filter = match cli.command {
-        Command::Serve { .. } => "info,llama_cpp_2=warn",
+        Command::Serve { .. } => "info,llama-cpp-2=warn",
         _ => "warn",
     };
     tracing_subscriber::fmt()
