@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 cargo build --release -q -p tandem
 tandem() { target/release/tandem --config configs/baselines.toml "$@"; }
 for dataset in humaneval gsm-symbolic; do
-    for model in smollm2 gemma3-270m qwen-coder-0.5b qwen-coder-1.5b; do
+    for model in smollm2 qwen-coder-0.5b gemma3-270m qwen-coder-1.5b; do
         tandem eval run --dataset "$dataset" --model "$model" --max-tokens 512 --concurrency 4
     done
 done
