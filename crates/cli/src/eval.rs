@@ -29,13 +29,7 @@ impl ModelProvider for ConfigModels {
     }
 
     fn names(&self) -> Vec<String> {
-        let config = &self.runtime.config;
-        config
-            .models
-            .keys()
-            .chain(config.pipelines.keys())
-            .cloned()
-            .collect()
+        self.runtime.config.names()
     }
 
     fn fingerprint(&self, name: &str) -> serde_json::Value {

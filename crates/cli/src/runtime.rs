@@ -98,16 +98,19 @@ impl Config {
         if let Some(pipeline) = self.pipelines.get(name) {
             return Ok(&pipeline.model);
         }
-        let known: Vec<&str> = self
-            .models
-            .keys()
-            .chain(self.pipelines.keys())
-            .map(String::as_str)
-            .collect();
         bail!(
             "no model or pipeline is called `{name}` (known: {})",
-            known.join(", ")
+            self.names().join(", ")
         )
+    }
+
+    /// Every model and pipeline name, models first.
+    pub fn names(&self) -> Vec<String> {
+        self.models
+            .keys()
+            .chain(self.pipelines.keys())
+            .cloned()
+            .collect()
     }
 }
 

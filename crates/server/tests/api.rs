@@ -73,24 +73,23 @@ fn body(prompt: &str) -> Value {
     })
 }
 
-async fn post(server: &Server, body: &Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
+async fn send(server: &Server, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
         .post(url(server, "/v1/chat/completions"))
         .json(body)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn post(server: &Server, body: &Value) -> (u16, Value) {
+    let response = send(server, body).await;
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
 /// The `data:` payloads of an SSE response, in order.
 async fn sse_events(server: &Server, body: &Value) -> Vec<String> {
-    let response = reqwest::Client::new()
-        .post(url(server, "/v1/chat/completions"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
+    let response = send(server, body).await;
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"]
         .to_str()
