@@ -6,7 +6,7 @@
 //! pins the sha256 of the data itself too.
 //!
 //! - [`humaneval`]: the 164 HumanEval tasks, pass@1 by running the tests in the [`crate::sandbox`].
-//! - [`gsm`]: 1,000 GSM-style problems generated with a fixed seed by reasoning-gym's
+//! - [`gsm`]: 500 GSM-style problems generated with a fixed seed by reasoning-gym's
 //!   `gsm_symbolic`, accuracy by comparing the final number exactly.
 
 pub mod gsm;
@@ -106,9 +106,9 @@ pub const DATASETS: &[DatasetInfo] = &[
     DatasetInfo {
         name: gsm::NAME,
         metric: gsm::METRIC,
-        description: "1,000 GSM-style word problems from reasoning-gym 0.1.25's gsm_symbolic \
+        description: "500 GSM-style word problems from reasoning-gym 0.1.25's gsm_symbolic \
                       generators, seed 8; the final number must match exactly. Split: items \
-                      0-199 train, 200-999 test.",
+                      0-199 train, 200-499 test.",
     },
 ];
 
