@@ -390,6 +390,10 @@ pub async fn rescore(
         bar.inc(1);
     }
     bar.finish();
+    let runs: HashSet<&str> = outcomes.iter().map(|o| o.settings_hash.as_str()).collect();
+    for settings_hash in runs {
+        store.set_scoring(settings_hash, &dataset.scoring())?;
+    }
     Ok(summary)
 }
 
@@ -630,6 +634,12 @@ mod tests {
             store
                 .update_score(&outcome, false, &serde_json::Value::Null, 0.0)
                 .unwrap();
+            store
+                .set_scoring(
+                    &outcome.settings_hash,
+                    &serde_json::json!({ "scorer": "old" }),
+                )
+                .unwrap();
         }
         let summary = rescore(&dataset, &[], &store, false).await.unwrap();
         assert_eq!(model.calls(), 4, "no generation during re-scoring");
@@ -644,6 +654,8 @@ mod tests {
             .filter(|o| o.passed)
             .count();
         assert_eq!(passed, 2);
+        let runs = store.runs(&Filter::default()).unwrap();
+        assert_eq!(runs[0].settings["scoring"], dataset.scoring());
     }
 
     #[test]

@@ -294,6 +294,22 @@ impl Store {
         })
     }
 
+    /// Records the scorer that produced a run's verdicts (after re-scoring).
+    pub fn set_scoring(
+        &self,
+        settings_hash: &str,
+        scoring: &serde_json::Value,
+    ) -> Result<(), EvalError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET settings = json_set(settings, '$.scoring', json(?1))
+                 WHERE settings_hash = ?2",
+                params![scoring.to_string(), settings_hash],
+            )
+            .map(drop)
+        })
+    }
+
     /// Outcomes in a stable order: dataset, model, settings, item.
     pub fn outcomes(&self, filter: &Filter) -> Result<Vec<Outcome>, EvalError> {
         self.with(|c| {

@@ -8,8 +8,14 @@
 //! task's prompt (its imports and helper functions) followed by that code, which redefines the
 //! stub; otherwise the code is taken as the body and appended to the prompt, as in the official
 //! harness. Then come the task's tests and `check(entry_point)`. The program is executed with
-//! `exec` in a fresh namespace as the official harness does (so an `if __name__ == "__main__"`
-//! block in the answer does not run), and passes if it exits cleanly within the limits.
+//! `exec` in a fresh namespace as the official harness does, and passes if it exits cleanly
+//! within the limits.
+//!
+//! A whole-function answer is sanitised first, as EvalPlus (the harness behind the Qwen2.5-Coder
+//! report's figures) does: only its top-level imports, function and class definitions and
+//! assignments are kept, so the model's own example calls, prints and asserts neither run nor
+//! decide the verdict. The sandbox does this with Python's own parser; an answer that does not
+//! parse is kept whole (and fails).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -33,9 +39,36 @@ pub const MEMBER_SHA256: &str = "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7ce
 pub const PROMPT_VERSION: &str = "humaneval-instruct-v1";
 const TASKS: usize = 164;
 
-/// Runs the program in a fresh namespace, as the official harness's `exec` does.
-const DRIVER: &str = "with open('program.py', encoding='utf-8') as f:\n    source = f.read()\n\
-                      exec(compile(source, 'program.py', 'exec'), {'__name__': '__candidate__'})\n";
+/// Puts the program together from `head.py`, the sanitised `answer.py` and `tests.py`, and runs it
+/// in a fresh namespace, as the official harness's `exec` does.
+const DRIVER: &str = r#"import ast
+
+KEPT = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
+        ast.Assign, ast.AnnAssign)
+
+
+def definitions(source):
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    lines = source.splitlines(keepends=True)
+    kept = []
+    for node in tree.body:
+        if isinstance(node, KEPT):
+            first = min([node.lineno] + [d.lineno for d in getattr(node, 'decorator_list', [])])
+            kept.append(''.join(lines[first - 1:node.end_lineno]).rstrip('\n') + '\n')
+    return ''.join(kept)
+
+
+def read(name):
+    with open(name, encoding='utf-8') as f:
+        return f.read()
+
+
+source = read('head.py') + definitions(read('answer.py')) + read('tests.py')
+exec(compile(source, 'program.py', 'exec'), {'__name__': '__candidate__'})
+"#;
 /// How much of the program's stderr a score keeps.
 const STDERR_KEPT: usize = 2000;
 
@@ -165,18 +198,33 @@ fn fenced_blocks(text: &str) -> Vec<(String, String)> {
     blocks
 }
 
-/// The program that tests `code` against `task`, and how it was put together.
-fn build_program(task: &Task, code: &str) -> (String, Assembly) {
-    let (mut program, assembly) = if code.contains(&format!("def {}(", task.entry_point)) {
-        (format!("{}\n{}", task.prompt, code), Assembly::FullFunction)
+/// The parts of the program that tests `code` against `task`, which the sandbox's driver puts
+/// together: `head` runs first, then the definitions of `answer`, then `tests`.
+#[derive(Debug)]
+struct Program {
+    head: String,
+    answer: String,
+    tests: String,
+    assembly: Assembly,
+}
+
+fn build_program(task: &Task, code: &str) -> Program {
+    let tests = format!("\n\n{}\n\ncheck({})\n", task.test, task.entry_point);
+    if code.contains(&format!("def {}(", task.entry_point)) {
+        Program {
+            head: format!("{}\n", task.prompt),
+            answer: code.to_string(),
+            tests,
+            assembly: Assembly::FullFunction,
+        }
     } else {
-        (format!("{}{}", task.prompt, code), Assembly::Body)
-    };
-    program.push_str(&format!(
-        "\n\n{}\n\ncheck({})\n",
-        task.test, task.entry_point
-    ));
-    (program, assembly)
+        Program {
+            head: format!("{}{}", task.prompt, code),
+            answer: String::new(),
+            tests,
+            assembly: Assembly::Body,
+        }
+    }
 }
 
 #[async_trait]
@@ -198,7 +246,7 @@ impl Dataset for HumanEval {
     }
 
     fn scoring(&self) -> serde_json::Value {
-        serde_json::json!({ "scorer": "humaneval-sandbox-v1", "sandbox": self.sandbox.describe() })
+        serde_json::json!({ "scorer": "humaneval-sandbox-v2", "sandbox": self.sandbox.describe() })
     }
 
     fn items(&self) -> &[Item] {
@@ -211,11 +259,14 @@ impl Dataset for HumanEval {
             .get(&item.id)
             .ok_or_else(|| EvalError::dataset(NAME, format!("no task `{}`", item.id)))?;
         let code = extract_code(answer, &task.entry_point);
-        let (program, assembly) = build_program(task, &code);
-        let execution = self
-            .sandbox
-            .run_python(&[("main.py", DRIVER), ("program.py", &program)], "main.py")
-            .await?;
+        let program = build_program(task, &code);
+        let files = [
+            ("main.py", DRIVER),
+            ("head.py", program.head.as_str()),
+            ("answer.py", program.answer.as_str()),
+            ("tests.py", program.tests.as_str()),
+        ];
+        let execution = self.sandbox.run_python(&files, "main.py").await?;
         let stderr = execution.stderr.trim();
         let tail_from = stderr
             .char_indices()
@@ -225,7 +276,7 @@ impl Dataset for HumanEval {
         Ok(Score {
             passed: execution.success(),
             detail: serde_json::json!({
-                "assembly": match assembly {
+                "assembly": match program.assembly {
                     Assembly::FullFunction => "full_function",
                     Assembly::Body => "body",
                 },
@@ -286,13 +337,16 @@ mod tests {
     #[test]
     fn assembles_a_full_function_after_the_prompt_and_a_body_into_it() {
         let task = task();
-        let (program, assembly) = build_program(&task, "def add(a, b):\n    return a + b\n");
-        assert_eq!(assembly, Assembly::FullFunction);
-        assert!(program.starts_with(&task.prompt));
-        assert!(program.ends_with("check(add)\n"));
-        let (program, assembly) = build_program(&task, "    return a + b\n");
-        assert_eq!(assembly, Assembly::Body);
-        assert!(program.starts_with(&format!("{}    return a + b\n", task.prompt)));
+        let full = "def add(a, b):\n    return a + b\n";
+        let program = build_program(&task, full);
+        assert_eq!(program.assembly, Assembly::FullFunction);
+        assert!(program.head.starts_with(&task.prompt));
+        assert_eq!(program.answer, full);
+        assert!(program.tests.ends_with("check(add)\n"));
+        let program = build_program(&task, "    return a + b\n");
+        assert_eq!(program.assembly, Assembly::Body);
+        assert_eq!(program.head, format!("{}    return a + b\n", task.prompt));
+        assert_eq!(program.answer, "");
     }
 
     fn dataset(sandbox: Sandbox) -> HumanEval {
@@ -321,10 +375,26 @@ mod tests {
         let crashing = "```python\ndef add(a, b):\n    return undefined_name\n```";
         let main_block =
             "```python\ndef add(a, b):\n    return a + b\n\nif __name__ == '__main__':\n    raise SystemExit(3)\n```";
+        // The model's own top-level examples are dropped, right or wrong; its definitions stay.
+        let own_wrong_assert = "```python\nimport math\n\ndef add(a, b):\n    return a + b\n\n\
+                                assert add(2, 2) == 5\nprint(add(1, 2))\n```";
+        // Without its decorator line this `add` would return half the sum.
+        let decorated = "```python\ndef doubled(f):\n    return lambda a, b: f(a, b) * 2\n\n\
+                         @doubled\ndef add(a, b):\n    return (a + b) / 2\n```";
+        let own_right_assert =
+            "```python\ndef add(a, b):\n    return a * b\n\nassert add(2, 2) == 4\n```";
+        let helper_and_constant = "```python\nOFFSET = 0\n\ndef shift(x):\n    return x + OFFSET\n\n\
+                                   def add(a, b):\n    return shift(a) + b\n\nadd(\n    1,\n    2)\n```";
+        let unparsable = "```python\ndef add(a, b):\n    return a + b\n\nadd(1,\n```";
         for (answer, expected) in [
             (right_full, true),
             (right_body, true),
             (main_block, true),
+            (own_wrong_assert, true),
+            (decorated, true),
+            (helper_and_constant, true),
+            (own_right_assert, false),
+            (unparsable, false),
             (wrong, false),
             (crashing, false),
             ("", false),
