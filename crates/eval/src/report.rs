@@ -150,7 +150,8 @@ fn aggregate(
 
 /// The oracle router over the runs of each (dataset, split) that has two or more: on every item
 /// all of them answered, it takes the cheapest run that passed (or the cheapest of all when none
-/// did). No real router can beat its score; its cost shows what that score would cost.
+/// did), the faster one among equally cheap runs (local models all cost 0). No real router can
+/// beat its score; its cost and latency show what that score would cost.
 pub fn oracles(outcomes: &[Outcome], metric_of: impl Fn(&str) -> String) -> Vec<Row> {
     // (dataset, split) -> (model, settings hash) -> item -> outcome
     type ItemOutcomes<'a> = HashMap<&'a str, &'a Outcome>;
@@ -180,7 +181,9 @@ pub fn oracles(outcomes: &[Outcome], metric_of: impl Fn(&str) -> String) -> Vec<
             .iter()
             .map(|item| {
                 let candidates = runs.values().map(|run| run[item]);
-                let cheapest = |a: &&Outcome, b: &&Outcome| a.cost_usd.total_cmp(&b.cost_usd);
+                let cheapest = |a: &&Outcome, b: &&Outcome| {
+                    (a.cost_usd.total_cmp(&b.cost_usd)).then(a.gen_ms.total_cmp(&b.gen_ms))
+                };
                 candidates
                     .clone()
                     .filter(|o| o.passed)
@@ -364,5 +367,23 @@ mod tests {
             oracle.cost_usd
         );
         assert!(oracles(&outcomes[..3], |_| "pass@1".into()).is_empty());
+    }
+
+    #[test]
+    fn among_equally_cheap_runs_the_oracle_takes_the_faster() {
+        let timed = |model: &str, item: &str, passed: bool, gen_ms: f64| Outcome {
+            gen_ms,
+            ..outcome(model, item, passed, 0.0)
+        };
+        let outcomes = vec![
+            timed("a-slow", "1", true, 3000.0),
+            timed("b-fast", "1", true, 1000.0),
+            timed("a-slow", "2", true, 3000.0),
+            timed("b-fast", "2", false, 1000.0),
+        ];
+        let oracle = &oracles(&outcomes, |_| "pass@1".into())[0];
+        assert_eq!((oracle.n, oracle.passed), (2, 2));
+        // Item 1 from b-fast (1 s), item 2 from a-slow (3 s).
+        assert_eq!(oracle.mean_latency_ms, 2000.0);
     }
 }
