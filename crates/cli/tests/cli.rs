@@ -1,6 +1,8 @@
 //! The `tandem` binary end to end, with SmolLM2-135M as the local model.
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -132,24 +134,8 @@ fn configuration_errors_name_the_key_and_exit_non_zero() {
 #[test]
 fn serve_answers_over_http_until_stopped() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tandem(&config(dir.path()))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let address = loop {
-        let line = lines
-            .next()
-            .expect("serve exited before listening")
-            .unwrap();
-        if let Some(rest) = line.split("address=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let server = common::Server::start(&config(dir.path()));
+    let address = &server.address;
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let result = runtime.block_on(async {
@@ -176,8 +162,7 @@ fn serve_answers_over_http_until_stopped() {
             .await?;
         Ok::<_, reqwest::Error>((health, reply))
     });
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(server);
     let (health, reply) = result.unwrap();
     assert_eq!(health["pipelines"], serde_json::json!(["default", "small"]));
     assert_eq!(reply["tandem"]["model"], "small");

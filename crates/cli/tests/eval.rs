@@ -1,6 +1,9 @@
 //! `tandem eval` end to end with a real model (SmolLM2-135M): generation through the chat
 //! template, sandboxed scoring, the SQLite store, a run killed with SIGKILL and resumed, the report
-//! with its plots, and the export.
+//! with its plots, and the export; and a remote model, a `tandem serve` reached through the
+//! OpenAI-compatible client, scored like the local one.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -156,4 +159,72 @@ fn a_killed_run_resumes_where_it_stopped() {
     );
     assert!(summary.contains(&expected), "{summary}");
     assert_eq!(stored(dir.path()), 8);
+}
+
+#[test]
+fn a_remote_model_through_a_tandem_server_answers_like_the_local_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::Server::start(&config(dir.path()));
+    // The evaluating side knows the same model twice: loaded here, and behind the server.
+    let local = std::fs::read_to_string(config(dir.path())).unwrap();
+    let both = dir.path().join("both.toml");
+    std::fs::write(
+        &both,
+        format!(
+            "{local}\n[models.served]\nkind = \"remote\"\nbase_url = \"http://{}/v1\"\nmodel = \"small\"\n",
+            server.address
+        ),
+    )
+    .unwrap();
+    let db = dir.path().join("outcomes.sqlite");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_tandem"));
+    run.arg("--config")
+        .arg(&both)
+        .args(["eval", "run", "--db"])
+        .arg(&db)
+        .args([
+            "--dataset",
+            "humaneval",
+            "--model",
+            "small",
+            "--model",
+            "served",
+            "--limit",
+            "2",
+            "--max-tokens",
+            "64",
+            "--concurrency",
+            "1",
+            "--quiet",
+        ]);
+    let (_, summary) = succeed(&mut run);
+    assert!(summary.contains("served: 2 items"), "{summary}");
+    drop(server);
+
+    let db = rusqlite::Connection::open(db).unwrap();
+    let outputs = |model: &str| -> Vec<(String, String, bool)> {
+        db.prepare("SELECT item_id, output, passed FROM outcomes WHERE model = ?1 ORDER BY item_id")
+            .unwrap()
+            .query_map([model], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let served = outputs("served");
+    assert_eq!(served.len(), 2);
+    assert!(served.iter().all(|(_, output, _)| !output.is_empty()));
+    // Greedy, one request at a time: the server's answers and verdicts are the local ones.
+    assert_eq!(served, outputs("small"));
+    let settings: String = db
+        .query_row(
+            "SELECT settings FROM runs WHERE model = 'served'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let settings: serde_json::Value = serde_json::from_str(&settings).unwrap();
+    assert_eq!(
+        settings["settings"]["model_fingerprint"]["is"]["kind"], "remote",
+        "{settings}"
+    );
 }
