@@ -390,9 +390,10 @@ pub async fn rescore(
         bar.inc(1);
     }
     bar.finish();
+    let scoring = dataset.scoring();
     let runs: HashSet<&str> = outcomes.iter().map(|o| o.settings_hash.as_str()).collect();
     for settings_hash in runs {
-        store.set_scoring(settings_hash, &dataset.scoring())?;
+        store.set_scoring(settings_hash, &scoring)?;
     }
     Ok(summary)
 }
