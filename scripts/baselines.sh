@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the README's baselines: four local models, greedy, on all 164 HumanEval tasks and on
-# the GSM-symbolic test split. Resumable: run it again after an interruption. Writes eval-report/.
+# the GSM-symbolic test split. Resumable: run it again after an interruption. Writes eval-report/
+# (report.md is the README's table).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p tandem

@@ -140,7 +140,7 @@ pub enum EvalCommand {
         split: Option<Split>,
         #[arg(long = "model")]
         models: Vec<String>,
-        /// Directory for report.json and the plots
+        /// Directory for report.json, report.md (a Markdown table) and the plots
         #[arg(long, default_value = "tandem-eval-report")]
         out: PathBuf,
         #[arg(long)]
@@ -302,6 +302,10 @@ pub async fn execute(
             std::fs::write(&json, serde_json::to_vec_pretty(&rows)?)
                 .with_context(|| format!("cannot write {}", json.display()))?;
             println!("wrote {}", json.display());
+            let markdown = out.join("report.md");
+            std::fs::write(&markdown, report::markdown(&rows))
+                .with_context(|| format!("cannot write {}", markdown.display()))?;
+            println!("wrote {}", markdown.display());
             if !no_plots {
                 for file in plot::write_plots(&rows, &out)? {
                     println!("wrote {}", file.display());
@@ -557,6 +561,15 @@ mod tests {
         assert_eq!(score("large"), Some(1.0));
         assert_eq!(score("small"), Some(0.0));
         assert_eq!(score("oracle(large|small)"), Some(1.0));
+        let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+        assert!(
+            markdown.contains("| humaneval | test | large | 4 | pass@1 | 100.0% |"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("| humaneval | test | oracle(large\\|small) | 4 |"),
+            "{markdown}"
+        );
         for plot in ["quality-vs-cost", "quality-vs-latency"] {
             for ext in ["png", "svg"] {
                 assert!(out.join(format!("humaneval-test-{plot}.{ext}")).is_file());

@@ -206,6 +206,7 @@ mod tests {
             ci_high,
             prompt_tokens: 1000,
             completion_tokens: 5000,
+            max_token_stops: 0,
             mean_latency_ms: 2500.0,
             tokens_per_s: 20.0,
             cost_usd: cost * 100.0,

@@ -45,6 +45,8 @@ pub struct Row {
     pub ci_high: f64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Items whose generation stopped at `max_tokens` (finish reason `length`).
+    pub max_token_stops: usize,
     pub mean_latency_ms: f64,
     /// Completion tokens per second of generation time.
     pub tokens_per_s: f64,
@@ -129,6 +131,10 @@ fn aggregate(
         ci_high,
         prompt_tokens: group.iter().map(|o| u64::from(o.prompt_tokens)).sum(),
         completion_tokens,
+        max_token_stops: group
+            .iter()
+            .filter(|o| o.finish_reason.as_deref() == Some("length"))
+            .count(),
         mean_latency_ms: per_item(gen_ms),
         tokens_per_s: if gen_ms > 0.0 {
             completion_tokens as f64 / (gen_ms / 1000.0)
@@ -269,6 +275,43 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
+/// The rows as a Markdown table, per-item means where the text table shows totals: the form the
+/// README's baselines are pasted in.
+pub fn markdown(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| dataset | split | model | n | metric | score | 95% CI | mean tokens out \
+         | stopped at max_tokens | mean latency | tok/s | cost $ per item | harness |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        let mean_tokens = if row.n == 0 {
+            0.0
+        } else {
+            row.completion_tokens as f64 / row.n as f64
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {:.1}% | {:.1}–{:.1}% | {mean_tokens:.0} | {} | {:.1} s \
+             | {:.1} | {:.4} | {:.1}% |",
+            row.dataset,
+            row.split,
+            // The oracle's name lists its runs with `|`, which would end a Markdown cell.
+            row.model.replace('|', "\\|"),
+            row.n,
+            row.metric,
+            100.0 * row.score,
+            100.0 * row.ci_low,
+            100.0 * row.ci_high,
+            row.max_token_stops,
+            row.mean_latency_ms / 1000.0,
+            row.tokens_per_s,
+            row.cost_per_item_usd,
+            row.overhead_pct,
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,7 +357,10 @@ mod tests {
     fn summarizes_each_run() {
         let outcomes = vec![
             outcome("small", "1", true, 0.0),
-            outcome("small", "2", false, 0.0),
+            Outcome {
+                finish_reason: Some("length".into()),
+                ..outcome("small", "2", false, 0.0)
+            },
             Outcome {
                 error: Some("boom".into()),
                 output: None,
@@ -341,6 +387,14 @@ mod tests {
         assert!((large.cost_usd - 0.01).abs() < 1e-12);
         let text = table(&rows);
         assert!(text.contains("33.3%"), "{text}");
+        let markdown = markdown(&rows);
+        assert!(
+            markdown.contains(
+                "| d | test | small | 3 | pass@1 | 33.3% | 6.1–79.2% | 50 | 1 | 1.0 s | 50.0 \
+                 | 0.0000 | 2.1% |"
+            ),
+            "{markdown}"
+        );
     }
 
     #[test]
