@@ -64,7 +64,12 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    async fn load(&self, name: &str, cache_dir: &Path) -> anyhow::Result<Arc<dyn Dataset>> {
+    async fn load(
+        &self,
+        name: &str,
+        prompt: Option<&str>,
+        cache_dir: &Path,
+    ) -> anyhow::Result<Arc<dyn Dataset>> {
         let options = SandboxOptions {
             limits: Limits {
                 wall: Duration::try_from_secs_f64(self.timeout_s)
@@ -74,7 +79,7 @@ impl DataArgs {
             },
             python: self.python.clone(),
         };
-        Ok(dataset::load(name, cache_dir, &options).await?)
+        Ok(dataset::load(name, prompt, cache_dir, &options).await?)
     }
 }
 
@@ -89,6 +94,9 @@ pub enum EvalCommand {
         /// Model or pipeline of the configuration; repeat for several
         #[arg(long = "model", required = true)]
         models: Vec<String>,
+        /// How the items are asked (see `tandem eval datasets`) [default: the dataset's first]
+        #[arg(long)]
+        prompt: Option<String>,
         #[arg(long, value_enum, default_value_t = Split::Test)]
         split: Split,
         /// Only the first N items of the split
@@ -184,6 +192,7 @@ pub async fn execute(
         EvalCommand::Run {
             dataset,
             models: names,
+            prompt,
             split,
             limit,
             temperature,
@@ -203,7 +212,7 @@ pub async fn execute(
                     known.join(", ")
                 );
             }
-            let dataset = data.load(&dataset, cache_dir).await?;
+            let dataset = data.load(&dataset, prompt.as_deref(), cache_dir).await?;
             let store = store.open(cache_dir)?;
             let plan = Plan {
                 dataset: dataset.as_ref(),
@@ -269,7 +278,7 @@ pub async fn execute(
             store,
             data,
         } => {
-            let dataset = data.load(&dataset, cache_dir).await?;
+            let dataset = data.load(&dataset, None, cache_dir).await?;
             let store = store.open(cache_dir)?;
             let summary = runner::rescore(dataset.as_ref(), &names, &store, !quiet).await?;
             println!(
@@ -334,12 +343,18 @@ pub async fn execute(
         EvalCommand::Datasets { check, split, data } => match check {
             None => {
                 for info in DATASETS {
-                    println!("{:<14} {:<9} {}", info.name, info.metric, info.description);
+                    println!(
+                        "{:<14} {:<9} {} Prompts: {}.",
+                        info.name,
+                        info.metric,
+                        info.description,
+                        info.prompts.join(", ")
+                    );
                 }
                 Ok(())
             }
             Some(name) => {
-                let dataset = data.load(&name, cache_dir).await?;
+                let dataset = data.load(&name, None, cache_dir).await?;
                 let started = Instant::now();
                 let (passed, total, failures) = check_references(dataset.as_ref(), split).await?;
                 println!(
@@ -369,8 +384,9 @@ fn report_table(store: &Store, filter: &Filter) -> anyhow::Result<(String, Vec<r
             .map_or("score", |d| d.metric)
             .to_string()
     };
-    let mut rows = report::summarize(&outcomes, &store.sessions()?, metric_of);
-    rows.extend(report::oracles(&outcomes, metric_of));
+    let runs = store.runs(filter)?;
+    let mut rows = report::summarize(&outcomes, &store.sessions()?, &runs, metric_of);
+    rows.extend(report::oracles(&outcomes, &runs, metric_of));
     Ok((report::table(&rows), rows))
 }
 
@@ -453,7 +469,7 @@ mod tests {
     #[tokio::test]
     async fn humaneval_reference_solutions_all_pass_and_bare_prompts_all_fail() {
         let dataset = data_args()
-            .load("humaneval", &tandem_fetch::default_cache_dir())
+            .load("humaneval", None, &tandem_fetch::default_cache_dir())
             .await
             .unwrap();
         assert_eq!(dataset.items().len(), 164);
@@ -473,22 +489,28 @@ mod tests {
 
     #[tokio::test]
     async fn gsm_problems_are_generated_reproducibly_and_their_solutions_score() {
-        let dataset = data_args()
-            .load(dataset::gsm::NAME, &tandem_fetch::default_cache_dir())
-            .await
-            .unwrap();
-        let items = dataset.items();
-        assert_eq!(items.len(), 500);
-        assert_eq!(
-            items.iter().filter(|i| i.split == Split::Train).count(),
-            200
-        );
-        let (passed, total, failures) = check_references(dataset.as_ref(), Split::All)
-            .await
-            .unwrap();
-        assert_eq!((passed, total), (500, 500), "{failures:?}");
-        let wrong = dataset.score(&items[300], "#### 123456789").await.unwrap();
-        assert!(!wrong.passed);
+        for prompt in dataset::gsm::Prompt::NAMES {
+            let dataset = data_args()
+                .load(
+                    dataset::gsm::NAME,
+                    Some(prompt),
+                    &tandem_fetch::default_cache_dir(),
+                )
+                .await
+                .unwrap();
+            let items = dataset.items();
+            assert_eq!(items.len(), 500);
+            assert_eq!(
+                items.iter().filter(|i| i.split == Split::Train).count(),
+                200
+            );
+            let (passed, total, failures) = check_references(dataset.as_ref(), Split::All)
+                .await
+                .unwrap();
+            assert_eq!((passed, total), (500, 500), "{prompt}: {failures:?}");
+            let wrong = dataset.score(&items[300], "#### 123456789").await.unwrap();
+            assert!(!wrong.passed);
+        }
     }
 
     #[tokio::test]
@@ -496,7 +518,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("eval.sqlite").display().to_string();
         let dataset = data_args()
-            .load("humaneval", &tandem_fetch::default_cache_dir())
+            .load("humaneval", None, &tandem_fetch::default_cache_dir())
             .await
             .unwrap();
         let wrong = |_: &Item| Reply::Answer("```python\ndef nothing():\n    pass\n```".into());
@@ -563,11 +585,15 @@ mod tests {
         assert_eq!(score("oracle(large|small)"), Some(1.0));
         let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
         assert!(
-            markdown.contains("| humaneval | test | large | 4 | pass@1 | 100.0% |"),
+            markdown.contains(
+                "| humaneval | test | large | humaneval-instruct-v1 | 4 | pass@1 | 100.0% |"
+            ),
             "{markdown}"
         );
         assert!(
-            markdown.contains("| humaneval | test | oracle(large\\|small) | 4 |"),
+            markdown.contains(
+                "| humaneval | test | oracle(large\\|small) | humaneval-instruct-v1 | 4 |"
+            ),
             "{markdown}"
         );
         for plot in ["quality-vs-cost", "quality-vs-latency"] {
@@ -631,13 +657,27 @@ mod tests {
             .to_string();
         assert!(error.contains("no model or pipeline `nope`"), "{error}");
         let error = data_args()
-            .load("mbpp", &tandem_fetch::default_cache_dir())
+            .load("mbpp", None, &tandem_fetch::default_cache_dir())
             .await
             .err()
             .unwrap()
             .to_string();
         assert!(
             error.contains("humaneval") && error.contains("gsm-symbolic"),
+            "{error}"
+        );
+        let error = data_args()
+            .load(
+                "humaneval",
+                Some("boxed"),
+                &tandem_fetch::default_cache_dir(),
+            )
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            error.contains("no prompt `boxed`") && error.contains("instruct"),
             "{error}"
         );
     }

@@ -130,15 +130,7 @@ fn draw<DB: DrawingBackend>(
                 12,
             )))
             .map_err(error)?;
-        let label = if points.iter().filter(|r| r.model == row.model).count() > 1 {
-            format!(
-                "{} [{}]",
-                row.model,
-                &row.settings_hash[..row.settings_hash.len().min(6)]
-            )
-        } else {
-            row.model.clone()
-        };
+        let label = run_label(row, points);
         chart
             .draw_series(std::iter::once(
                 EmptyElement::at((x, 100.0 * row.score))
@@ -186,6 +178,20 @@ fn font_path() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
+/// The model's name, and where the same model has several runs in the plot, what tells them
+/// apart: the prompt if that does, else the settings hash.
+fn run_label(row: &Row, points: &[&Row]) -> String {
+    let same_model = || points.iter().filter(|r| r.model == row.model);
+    if same_model().count() == 1 {
+        row.model.clone()
+    } else if same_model().filter(|r| r.prompt == row.prompt).count() == 1 {
+        format!("{} [{}]", row.model, row.prompt)
+    } else {
+        let hash = &row.settings_hash[..row.settings_hash.len().min(6)];
+        format!("{} [{hash}]", row.model)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +203,7 @@ mod tests {
             split: "test".into(),
             model: model.into(),
             settings_hash: "0123456789abcdef".into(),
+            prompt: "p1".into(),
             metric: "pass@1".into(),
             n: 100,
             passed: (score * 100.0) as usize,
@@ -216,6 +223,26 @@ mod tests {
             overhead_pct: 2.0,
             session_overhead_pct: None,
         }
+    }
+
+    #[test]
+    fn runs_of_one_model_are_told_apart_by_prompt_then_by_settings() {
+        let boxed = Row {
+            prompt: "p2".into(),
+            settings_hash: "fedcba9876543210".into(),
+            ..row("small", 0.4, 0.0)
+        };
+        let hotter = Row {
+            settings_hash: "aaaaaaaaaaaaaaaa".into(),
+            ..row("small", 0.2, 0.0)
+        };
+        let (small, large) = (row("small", 0.3, 0.0), row("large", 0.7, 0.002));
+        let points = [&small, &boxed, &hotter, &large];
+        let labels: Vec<String> = points.iter().map(|r| run_label(r, &points)).collect();
+        assert_eq!(
+            labels,
+            ["small [012345]", "small [p2]", "small [aaaaaa]", "large"]
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::store::{Outcome, Session};
+use crate::store::{Outcome, RunRecord, Session};
 
 /// z for a two-sided 95% interval.
 const Z95: f64 = 1.959_963_984_540_054;
@@ -35,6 +35,8 @@ pub struct Row {
     /// The model or pipeline; for the oracle, `oracle(a|b|...)`.
     pub model: String,
     pub settings_hash: String,
+    /// The prompt version the items were asked with; for the oracle, those of its runs.
+    pub prompt: String,
     pub metric: String,
     pub n: usize,
     pub passed: usize,
@@ -61,11 +63,12 @@ pub struct Row {
     pub session_overhead_pct: Option<f64>,
 }
 
-/// One row per (dataset, split, model, settings hash), in that order. `metric_of` names each
-/// dataset's score.
+/// One row per (dataset, split, model, settings hash), in that order. `runs` give each run's
+/// prompt version; `metric_of` names each dataset's score.
 pub fn summarize(
     outcomes: &[Outcome],
     sessions: &[Session],
+    runs: &[RunRecord],
     metric_of: impl Fn(&str) -> String,
 ) -> Vec<Row> {
     let mut groups: BTreeMap<(&str, &str, &str, &str), Vec<&Outcome>> = BTreeMap::new();
@@ -90,6 +93,7 @@ pub fn summarize(
         .into_iter()
         .map(|((dataset, split, model, hash), group)| {
             let mut row = aggregate(dataset, split, model, hash, &metric_of(dataset), &group);
+            row.prompt = prompt_of(runs, hash);
             row.session_overhead_pct = session_totals
                 .get(hash)
                 .filter(|(_, gen)| *gen > 0.0)
@@ -97,6 +101,15 @@ pub fn summarize(
             row
         })
         .collect()
+}
+
+/// The prompt version recorded in the settings of the run `hash` ("?" if it is not recorded).
+fn prompt_of(runs: &[RunRecord], hash: &str) -> String {
+    runs.iter()
+        .find(|run| run.settings_hash == hash)
+        .and_then(|run| run.settings["settings"]["prompt_version"].as_str())
+        .unwrap_or("?")
+        .to_string()
 }
 
 fn aggregate(
@@ -122,6 +135,7 @@ fn aggregate(
         split: split.to_string(),
         model: model.to_string(),
         settings_hash: hash.to_string(),
+        prompt: String::new(),
         metric: metric.to_string(),
         n,
         passed,
@@ -158,7 +172,11 @@ fn aggregate(
 /// all of them answered, it takes the cheapest run that passed (or the cheapest of all when none
 /// did), the faster one among equally cheap runs (local models all cost 0). No real router can
 /// beat its score; its cost and latency show what that score would cost.
-pub fn oracles(outcomes: &[Outcome], metric_of: impl Fn(&str) -> String) -> Vec<Row> {
+pub fn oracles(
+    outcomes: &[Outcome],
+    records: &[RunRecord],
+    metric_of: impl Fn(&str) -> String,
+) -> Vec<Row> {
     // (dataset, split) -> (model, settings hash) -> item -> outcome
     type ItemOutcomes<'a> = HashMap<&'a str, &'a Outcome>;
     type Runs<'a> = BTreeMap<(&'a str, &'a str), ItemOutcomes<'a>>;
@@ -205,14 +223,15 @@ pub fn oracles(outcomes: &[Outcome], metric_of: impl Fn(&str) -> String) -> Vec<
                 .collect::<Vec<_>>()
                 .join("|")
         );
-        rows.push(aggregate(
-            dataset,
-            split,
-            &name,
-            "-",
-            &metric_of(dataset),
-            &chosen,
-        ));
+        let mut prompts: Vec<String> = runs
+            .keys()
+            .map(|(_, hash)| prompt_of(records, hash))
+            .collect();
+        prompts.sort_unstable();
+        prompts.dedup();
+        let mut row = aggregate(dataset, split, &name, "-", &metric_of(dataset), &chosen);
+        row.prompt = prompts.join(", ");
+        rows.push(row);
     }
     rows
 }
@@ -220,8 +239,8 @@ pub fn oracles(outcomes: &[Outcome], metric_of: impl Fn(&str) -> String) -> Vec<
 /// The rows as an aligned text table.
 pub fn table(rows: &[Row]) -> String {
     let header = [
-        "dataset", "split", "model", "settings", "n", "metric", "score", "95% CI", "errors",
-        "tok out", "latency", "tok/s", "cost $", "harness",
+        "dataset", "split", "model", "settings", "prompt", "n", "metric", "score", "95% CI",
+        "errors", "tok out", "latency", "tok/s", "cost $", "harness",
     ];
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for row in rows {
@@ -234,6 +253,7 @@ pub fn table(rows: &[Row]) -> String {
             row.split.clone(),
             row.model.clone(),
             row.settings_hash.chars().take(8).collect(),
+            row.prompt.clone(),
             row.n.to_string(),
             row.metric.clone(),
             format!("{:.1}%", 100.0 * row.score),
@@ -279,9 +299,9 @@ pub fn table(rows: &[Row]) -> String {
 /// README's baselines are pasted in.
 pub fn markdown(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| dataset | split | model | n | metric | score | 95% CI | mean tokens out \
+        "| dataset | split | model | prompt | n | metric | score | 95% CI | mean tokens out \
          | stopped at max_tokens | mean latency | tok/s | cost $ per item | harness |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
         let mean_tokens = if row.n == 0 {
@@ -291,12 +311,13 @@ pub fn markdown(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {:.1}% | {:.1}–{:.1}% | {mean_tokens:.0} | {} | {:.1} s \
-             | {:.1} | {:.4} | {:.1}% |",
+            "| {} | {} | {} | {} | {} | {} | {:.1}% | {:.1}–{:.1}% | {mean_tokens:.0} | {} \
+             | {:.1} s | {:.1} | {:.4} | {:.1}% |",
             row.dataset,
             row.split,
             // The oracle's name lists its runs with `|`, which would end a Markdown cell.
             row.model.replace('|', "\\|"),
+            row.prompt,
             row.n,
             row.metric,
             100.0 * row.score,
@@ -315,6 +336,16 @@ pub fn markdown(rows: &[Row]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(model: &str, prompt: &str) -> RunRecord {
+        RunRecord {
+            settings_hash: format!("hash-{model}"),
+            model: model.into(),
+            dataset: "d".into(),
+            settings: serde_json::json!({ "settings": { "prompt_version": prompt } }),
+            created_at: 0,
+        }
+    }
 
     fn outcome(model: &str, item: &str, passed: bool, cost: f64) -> Outcome {
         Outcome {
@@ -374,7 +405,9 @@ mod tests {
             wall_ms: 3300.0,
             gen_ms: 3000.0,
         }];
-        let rows = summarize(&outcomes, &sessions, |_| "pass@1".into());
+        let rows = summarize(&outcomes, &sessions, &[record("small", "p1")], |_| {
+            "pass@1".into()
+        });
         assert_eq!(rows.len(), 2);
         let small = rows.iter().find(|r| r.model == "small").unwrap();
         assert_eq!((small.n, small.passed, small.errors), (3, 1, 1));
@@ -382,15 +415,17 @@ mod tests {
         assert!((small.tokens_per_s - 50.0).abs() < 1e-9);
         assert!((small.overhead_pct - 2.1).abs() < 1e-9);
         assert!((small.session_overhead_pct.unwrap() - 10.0).abs() < 1e-9);
+        assert_eq!(small.prompt, "p1");
         let large = rows.iter().find(|r| r.model == "large").unwrap();
         assert_eq!(large.session_overhead_pct, None);
+        assert_eq!(large.prompt, "?", "no run recorded");
         assert!((large.cost_usd - 0.01).abs() < 1e-12);
         let text = table(&rows);
         assert!(text.contains("33.3%"), "{text}");
         let markdown = markdown(&rows);
         assert!(
             markdown.contains(
-                "| d | test | small | 3 | pass@1 | 33.3% | 6.1–79.2% | 50 | 1 | 1.0 s | 50.0 \
+                "| d | test | small | p1 | 3 | pass@1 | 33.3% | 6.1–79.2% | 50 | 1 | 1.0 s | 50.0 \
                  | 0.0000 | 2.1% |"
             ),
             "{markdown}"
@@ -409,18 +444,20 @@ mod tests {
             // Only one run answered item 4: the oracle compares items all runs answered.
             outcome("large", "4", true, 0.01),
         ];
-        let rows = oracles(&outcomes, |_| "pass@1".into());
+        let records = [record("small", "p1"), record("large", "p2")];
+        let rows = oracles(&outcomes, &records, |_| "pass@1".into());
         assert_eq!(rows.len(), 1);
         let oracle = &rows[0];
         assert_eq!(oracle.model, "oracle(large|small)");
         assert_eq!((oracle.n, oracle.passed), (3, 2));
+        assert_eq!(oracle.prompt, "p1, p2");
         // Item 1 from small, item 2 from large, item 3 (no one passed) from the cheaper small.
         assert!(
             (oracle.cost_usd - 0.012).abs() < 1e-12,
             "{}",
             oracle.cost_usd
         );
-        assert!(oracles(&outcomes[..3], |_| "pass@1".into()).is_empty());
+        assert!(oracles(&outcomes[..3], &records, |_| "pass@1".into()).is_empty());
     }
 
     #[test]
@@ -435,7 +472,7 @@ mod tests {
             timed("a-slow", "2", true, 3000.0),
             timed("b-fast", "2", false, 1000.0),
         ];
-        let oracle = &oracles(&outcomes, |_| "pass@1".into())[0];
+        let oracle = &oracles(&outcomes, &[], |_| "pass@1".into())[0];
         assert_eq!((oracle.n, oracle.passed), (2, 2));
         // Item 1 from b-fast (1 s), item 2 from a-slow (3 s).
         assert_eq!(oracle.mean_latency_ms, 2000.0);

@@ -12,8 +12,11 @@
 //! an unbiased one: items 0-199 are `train` (for tuning routers and thresholds), 200-499 `test`.
 //! 500 is the smallest set the evaluation plan allows: a test split of 300 keeps a 95% interval
 //! within about ±5.7 points, and every strategy is evaluated on it, so its size bounds the cost
-//! of each experiment on a CPU-only machine. The generator is prefix-stable (`seed + index`), so a larger set would keep these
-//! items and their ids.
+//! of each experiment on a CPU-only machine. A larger set would keep these items and their ids.
+//!
+//! Two prompts ([`Prompt`]): the default asks for a final `#### <number>` line (GSM8K's answer
+//! format); `boxed` is the reasoning-first instruction of Qwen's math evaluations ("reason step by
+//! step, and put your final answer within \boxed{}"). The scorer reads either form.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,7 +39,65 @@ pub const SIZE: usize = 500;
 pub const TRAIN_SIZE: usize = 200;
 /// sha256 of the generated JSON lines for [`SEED`] and [`SIZE`].
 pub const DATA_SHA256: &str = "9d56b939c7ee179d0fbe77803767f4c729b766433241fa0b992be44c09c6a62e";
-pub const PROMPT_VERSION: &str = "gsm-final-number-v1";
+
+/// How a problem is put to the model; its version is part of every run's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prompt {
+    /// "Solve the problem step by step. End your answer with a line of the form `#### <number>`."
+    FinalLine,
+    /// "Please reason step by step, and put your final answer within \boxed{}."
+    Boxed,
+}
+
+impl Prompt {
+    /// The names `tandem eval run --prompt` takes, the default first.
+    pub const NAMES: &'static [&'static str] = &["final-line", "boxed"];
+
+    pub fn from_name(name: &str) -> Option<Prompt> {
+        match name {
+            "final-line" => Some(Prompt::FinalLine),
+            "boxed" => Some(Prompt::Boxed),
+            _ => None,
+        }
+    }
+
+    pub fn version(self) -> &'static str {
+        match self {
+            Prompt::FinalLine => "gsm-final-number-v1",
+            Prompt::Boxed => "gsm-boxed-v1",
+        }
+    }
+
+    /// The message a model gets for `question`.
+    pub fn instruction(self, question: &str) -> String {
+        match self {
+            Prompt::FinalLine => format!(
+                "{question}\n\nSolve the problem step by step. End your answer with a line of the \
+                 form `#### <number>`."
+            ),
+            Prompt::Boxed => format!(
+                "{question}\n\nPlease reason step by step, and put your final answer within \
+                 \\boxed{{}}."
+            ),
+        }
+    }
+
+    /// The reference solution (reasoning, then `#### <answer>`) in the form this prompt asks for.
+    fn solution(self, solution: &str, answer: &str) -> String {
+        match self {
+            Prompt::FinalLine => solution.to_string(),
+            Prompt::Boxed => {
+                let reasoning = solution
+                    .rfind("####")
+                    .map_or(solution, |at| &solution[..at]);
+                format!(
+                    "{}\n\nThe final answer is \\boxed{{{answer}}}.",
+                    reasoning.trim_end()
+                )
+            }
+        }
+    }
+}
 
 const GENERATOR: &str = include_str!("gsm_generate.py");
 
@@ -53,11 +114,12 @@ pub struct GsmSymbolic {
     /// Item id to the normalised reference answer.
     answers: HashMap<String, String>,
     version: String,
+    prompt: Prompt,
 }
 
 impl GsmSymbolic {
     /// Reads the cached problems, generating them first if they are not cached yet.
-    pub async fn load(cache_dir: &Path) -> Result<GsmSymbolic, EvalError> {
+    pub async fn load(cache_dir: &Path, prompt: Prompt) -> Result<GsmSymbolic, EvalError> {
         let path = data_path(cache_dir);
         if !path.exists() {
             generate(cache_dir, &path).await?;
@@ -66,10 +128,10 @@ impl GsmSymbolic {
         check_sha256(&path.display().to_string(), DATA_SHA256, &bytes).map_err(|e| {
             EvalError::dataset(NAME, format!("{e}; delete the file to generate it again"))
         })?;
-        GsmSymbolic::from_jsonl(&bytes)
+        GsmSymbolic::from_jsonl(&bytes, prompt)
     }
 
-    fn from_jsonl(bytes: &[u8]) -> Result<GsmSymbolic, EvalError> {
+    fn from_jsonl(bytes: &[u8], prompt: Prompt) -> Result<GsmSymbolic, EvalError> {
         let text = std::str::from_utf8(bytes)
             .map_err(|e| EvalError::dataset(NAME, format!("not UTF-8: {e}")))?;
         let mut items = Vec::with_capacity(SIZE);
@@ -87,17 +149,20 @@ impl GsmSymbolic {
                 )
             })?;
             let id = format!("{NAME}/{:04}", problem.index);
-            answers.insert(id.clone(), answer);
             items.push(Item {
-                id,
+                id: id.clone(),
                 split: if problem.index < TRAIN_SIZE {
                     Split::Train
                 } else {
                     Split::Test
                 },
-                messages: vec![Message::new(Role::User, instruction(&problem.question))],
-                solution: problem.solution,
+                messages: vec![Message::new(
+                    Role::User,
+                    prompt.instruction(&problem.question),
+                )],
+                solution: prompt.solution(&problem.solution, &answer),
             });
+            answers.insert(id, answer);
         }
         if items.len() != SIZE {
             return Err(EvalError::dataset(
@@ -111,6 +176,7 @@ impl GsmSymbolic {
             version: format!(
                 "{PACKAGE}=={PACKAGE_VERSION} gsm_symbolic seed={SEED} size={SIZE} sha256:{DATA_SHA256}"
             ),
+            prompt,
         })
     }
 }
@@ -119,14 +185,6 @@ fn data_path(cache_dir: &Path) -> PathBuf {
     cache_dir.join("datasets").join(format!(
         "gsm_symbolic-{PACKAGE_VERSION}-seed{SEED}-n{SIZE}.jsonl"
     ))
-}
-
-/// The message a model gets for a problem.
-pub fn instruction(question: &str) -> String {
-    format!(
-        "{question}\n\nSolve the problem step by step. End your answer with a line of the form \
-         `#### <number>`."
-    )
 }
 
 /// Installs reasoning-gym into a temporary virtual environment, generates the problems, checks
@@ -332,7 +390,7 @@ impl Dataset for GsmSymbolic {
     }
 
     fn prompt_version(&self) -> &'static str {
-        PROMPT_VERSION
+        self.prompt.version()
     }
 
     fn scoring(&self) -> serde_json::Value {
@@ -402,6 +460,10 @@ mod tests {
     }
 
     fn dataset() -> GsmSymbolic {
+        dataset_asked(Prompt::FinalLine)
+    }
+
+    fn dataset_asked(prompt: Prompt) -> GsmSymbolic {
         let lines = (0..SIZE)
             .map(|i| {
                 format!(
@@ -410,7 +472,50 @@ mod tests {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        GsmSymbolic::from_jsonl(lines.as_bytes()).unwrap()
+        GsmSymbolic::from_jsonl(lines.as_bytes(), prompt).unwrap()
+    }
+
+    #[test]
+    fn each_prompt_asks_in_its_own_words() {
+        // The default's wording is that of the stored baselines: changing it needs a new version.
+        assert_eq!(
+            Prompt::FinalLine.instruction("What is 2?"),
+            "What is 2?\n\nSolve the problem step by step. End your answer with a line of the form \
+             `#### <number>`."
+        );
+        assert_eq!(
+            Prompt::Boxed.instruction("What is 2?"),
+            "What is 2?\n\nPlease reason step by step, and put your final answer within \\boxed{}."
+        );
+        let versions: Vec<_> = Prompt::NAMES
+            .iter()
+            .map(|name| Prompt::from_name(name).map(Prompt::version))
+            .collect();
+        assert_eq!(
+            versions,
+            [Some("gsm-final-number-v1"), Some("gsm-boxed-v1")]
+        );
+        assert_eq!(Prompt::from_name("chain-of-thought"), None);
+    }
+
+    #[tokio::test]
+    async fn the_reference_solutions_score_right_under_both_prompts() {
+        for prompt in [Prompt::FinalLine, Prompt::Boxed] {
+            let data = dataset_asked(prompt);
+            assert_eq!(data.prompt_version(), prompt.version());
+            let item = &data.items()[321];
+            assert_eq!(
+                item.messages[0].content.text(),
+                Some(prompt.instruction("What is 321?"))
+            );
+            let score = data.score(item, &item.solution).await.unwrap();
+            assert!(score.passed, "{prompt:?}: {:?} {score:?}", item.solution);
+        }
+        let boxed = dataset_asked(Prompt::Boxed);
+        assert_eq!(
+            boxed.items()[321].solution,
+            "It is 321.\n\nThe final answer is \\boxed{321}."
+        );
     }
 
     #[test]

