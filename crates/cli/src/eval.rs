@@ -57,7 +57,16 @@ impl ModelProvider for ConfigModels {
 
 pub async fn run(command: EvalCommand, config: Config, fetcher: &Fetcher) -> Result<()> {
     let names = match &command {
-        EvalCommand::Run { models, .. } => models.clone(),
+        EvalCommand::Run {
+            models,
+            dataset,
+            prompt,
+            ..
+        } => {
+            // A misspelt dataset or prompt is reported before any model is fetched or loaded.
+            tandem_eval::dataset::check(dataset, prompt.as_deref())?;
+            models.clone()
+        }
         _ => Vec::new(),
     };
     // Nothing to load for commands that only read the store; `load` with no names loads all.

@@ -228,3 +228,39 @@ fn a_remote_model_through_a_tandem_server_answers_like_the_local_one() {
         "{settings}"
     );
 }
+
+#[test]
+fn a_misspelt_dataset_or_prompt_is_refused_before_any_model_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    // A model that cannot load: a refusal that mentions the prompt came before loading it.
+    let config = dir.path().join("missing.toml");
+    std::fs::write(
+        &config,
+        "[models.missing]\nkind = \"local\"\nfile = \"/nonexistent/model.gguf\"\n",
+    )
+    .unwrap();
+    for (args, expected) in [
+        (
+            ["gsm-symbolic", "cot"],
+            "no prompt `cot`; it has: final-line, boxed",
+        ),
+        (
+            ["mbpp", "boxed"],
+            "unknown dataset; known: humaneval, gsm-symbolic",
+        ),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .arg("--config")
+            .arg(&config)
+            .args(["eval", "run", "--model", "missing", "--dataset", args[0]])
+            .args(["--prompt", args[1]])
+            .arg("--db")
+            .arg(dir.path().join("outcomes.sqlite"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!stderr.contains("nonexistent"), "{stderr}");
+    }
+}

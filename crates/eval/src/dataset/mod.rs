@@ -128,22 +128,36 @@ pub struct SandboxOptions {
     pub python: Option<std::path::PathBuf>,
 }
 
-/// Loads the dataset called `name`, asked with `prompt` (one of its [`DatasetInfo::prompts`];
-/// `None` for the default), fetching or generating its data into `cache_dir` if needed.
+/// Checks that a dataset called `name` exists and can be asked with `prompt` (one of its
+/// [`DatasetInfo::prompts`]; `None` for the default), before anything is fetched or loaded.
+pub fn check(name: &str, prompt: Option<&str>) -> Result<(), EvalError> {
+    let info = info(name).ok_or_else(|| unknown_dataset(name))?;
+    match prompt {
+        Some(prompt) if !info.prompts.contains(&prompt) => Err(EvalError::dataset(
+            name,
+            format!("no prompt `{prompt}`; it has: {}", info.prompts.join(", ")),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn unknown_dataset(name: &str) -> EvalError {
+    let known: Vec<&str> = DATASETS.iter().map(|d| d.name).collect();
+    EvalError::dataset(
+        name,
+        format!("unknown dataset; known: {}", known.join(", ")),
+    )
+}
+
+/// Loads the dataset called `name`, asked with `prompt` (see [`check`]), fetching or generating
+/// its data into `cache_dir` if needed.
 pub async fn load(
     name: &str,
     prompt: Option<&str>,
     cache_dir: &Path,
     sandbox: &SandboxOptions,
 ) -> Result<Arc<dyn Dataset>, EvalError> {
-    if let (Some(prompt), Some(info)) = (prompt, info(name)) {
-        if !info.prompts.contains(&prompt) {
-            return Err(EvalError::dataset(
-                name,
-                format!("no prompt `{prompt}`; it has: {}", info.prompts.join(", ")),
-            ));
-        }
-    }
+    check(name, prompt)?;
     match name {
         humaneval::NAME => {
             let sandbox = Sandbox::detect(sandbox.limits, sandbox.python.clone()).await?;
@@ -157,17 +171,7 @@ pub async fn load(
                 .unwrap_or(gsm::Prompt::FinalLine);
             Ok(Arc::new(gsm::GsmSymbolic::load(cache_dir, prompt).await?))
         }
-        other => Err(EvalError::dataset(
-            other,
-            format!(
-                "unknown dataset; known: {}",
-                DATASETS
-                    .iter()
-                    .map(|d| d.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )),
+        other => Err(unknown_dataset(other)),
     }
 }
 
