@@ -35,7 +35,7 @@ pub struct Row {
     /// The model or pipeline; for the oracle, `oracle(a|b|...)`.
     pub model: String,
     pub settings_hash: String,
-    /// The prompt version the items were asked with; for the oracle, those of its runs.
+    /// The prompt version the items were asked with ("?" if the run is not recorded).
     pub prompt: String,
     pub metric: String,
     pub n: usize,
@@ -168,29 +168,31 @@ fn aggregate(
     }
 }
 
-/// The oracle router over the runs of each (dataset, split) that has two or more: on every item
-/// all of them answered, it takes the cheapest run that passed (or the cheapest of all when none
-/// did), the faster one among equally cheap runs (local models all cost 0). No real router can
-/// beat its score; its cost and latency show what that score would cost.
+/// The oracle router over the runs of each (dataset, split, prompt) that has two or more: on
+/// every item all of them answered, it takes the cheapest run that passed (or the cheapest of all
+/// when none did), the faster one among equally cheap runs (local models all cost 0). No real
+/// router over those runs can beat its score; its cost and latency show what that score would
+/// cost. `records` give each run's prompt version.
 pub fn oracles(
     outcomes: &[Outcome],
     records: &[RunRecord],
     metric_of: impl Fn(&str) -> String,
 ) -> Vec<Row> {
-    // (dataset, split) -> (model, settings hash) -> item -> outcome
+    // (dataset, split, prompt) -> (model, settings hash) -> item -> outcome
     type ItemOutcomes<'a> = HashMap<&'a str, &'a Outcome>;
     type Runs<'a> = BTreeMap<(&'a str, &'a str), ItemOutcomes<'a>>;
-    let mut by_split: BTreeMap<(&str, &str), Runs> = BTreeMap::new();
+    let mut by_split: BTreeMap<(&str, &str, String), Runs> = BTreeMap::new();
     for outcome in outcomes {
+        let prompt = prompt_of(records, &outcome.settings_hash);
         by_split
-            .entry((&outcome.dataset, &outcome.split))
+            .entry((&outcome.dataset, &outcome.split, prompt))
             .or_default()
             .entry((&outcome.model, &outcome.settings_hash))
             .or_default()
             .insert(&outcome.item_id, outcome);
     }
     let mut rows = Vec::new();
-    for ((dataset, split), runs) in by_split {
+    for ((dataset, split, prompt), runs) in by_split {
         if runs.len() < 2 {
             continue;
         }
@@ -223,14 +225,8 @@ pub fn oracles(
                 .collect::<Vec<_>>()
                 .join("|")
         );
-        let mut prompts: Vec<String> = runs
-            .keys()
-            .map(|(_, hash)| prompt_of(records, hash))
-            .collect();
-        prompts.sort_unstable();
-        prompts.dedup();
         let mut row = aggregate(dataset, split, &name, "-", &metric_of(dataset), &chosen);
-        row.prompt = prompts.join(", ");
+        row.prompt = prompt;
         rows.push(row);
     }
     rows
@@ -444,13 +440,13 @@ mod tests {
             // Only one run answered item 4: the oracle compares items all runs answered.
             outcome("large", "4", true, 0.01),
         ];
-        let records = [record("small", "p1"), record("large", "p2")];
+        let records = [record("small", "p1"), record("large", "p1")];
         let rows = oracles(&outcomes, &records, |_| "pass@1".into());
         assert_eq!(rows.len(), 1);
         let oracle = &rows[0];
         assert_eq!(oracle.model, "oracle(large|small)");
         assert_eq!((oracle.n, oracle.passed), (3, 2));
-        assert_eq!(oracle.prompt, "p1, p2");
+        assert_eq!(oracle.prompt, "p1");
         // Item 1 from small, item 2 from large, item 3 (no one passed) from the cheaper small.
         assert!(
             (oracle.cost_usd - 0.012).abs() < 1e-12,
@@ -458,6 +454,9 @@ mod tests {
             oracle.cost_usd
         );
         assert!(oracles(&outcomes[..3], &records, |_| "pass@1".into()).is_empty());
+        // Runs asked with different prompts are not routed between: no oracle.
+        let records = [record("small", "p1"), record("large", "p2")];
+        assert!(oracles(&outcomes, &records, |_| "pass@1".into()).is_empty());
     }
 
     #[test]
