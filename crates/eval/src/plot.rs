@@ -101,8 +101,9 @@ fn draw<DB: DrawingBackend>(
         .iter()
         .map(|r| (axis.value)(r))
         .fold(0.0f64, f64::max);
-    // All-zero costs (local models) still get a readable axis.
-    let x_max = if x_max > 0.0 { x_max * 1.2 } else { 1.0 };
+    // Room on the right for the labels of the rightmost points; all-zero costs (local models)
+    // still get a readable axis.
+    let x_max = if x_max > 0.0 { x_max * 1.4 } else { 1.0 };
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FONT, 22))
         .margin(24)
