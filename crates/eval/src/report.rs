@@ -89,11 +89,20 @@ pub fn summarize(
         total.0 += session.wall_ms;
         total.1 += session.gen_ms;
     }
+    let prompts = prompt_versions(runs);
     groups
         .into_iter()
         .map(|((dataset, split, model, hash), group)| {
-            let mut row = aggregate(dataset, split, model, hash, &metric_of(dataset), &group);
-            row.prompt = prompt_of(runs, hash);
+            let prompt = prompt_of(&prompts, hash);
+            let mut row = aggregate(
+                dataset,
+                split,
+                model,
+                hash,
+                prompt,
+                &metric_of(dataset),
+                &group,
+            );
             row.session_overhead_pct = session_totals
                 .get(hash)
                 .filter(|(_, gen)| *gen > 0.0)
@@ -103,13 +112,19 @@ pub fn summarize(
         .collect()
 }
 
-/// The prompt version recorded in the settings of the run `hash` ("?" if it is not recorded).
-fn prompt_of(runs: &[RunRecord], hash: &str) -> String {
+/// Each run's prompt version as recorded in its settings, by settings hash.
+fn prompt_versions(runs: &[RunRecord]) -> HashMap<&str, &str> {
     runs.iter()
-        .find(|run| run.settings_hash == hash)
-        .and_then(|run| run.settings["settings"]["prompt_version"].as_str())
-        .unwrap_or("?")
-        .to_string()
+        .filter_map(|run| {
+            let prompt = run.settings["settings"]["prompt_version"].as_str()?;
+            Some((run.settings_hash.as_str(), prompt))
+        })
+        .collect()
+}
+
+/// The prompt version of the run `hash`; "?" if the run is not recorded.
+fn prompt_of<'a>(prompts: &HashMap<&str, &'a str>, hash: &str) -> &'a str {
+    prompts.get(hash).copied().unwrap_or("?")
 }
 
 fn aggregate(
@@ -117,6 +132,7 @@ fn aggregate(
     split: &str,
     model: &str,
     hash: &str,
+    prompt: &str,
     metric: &str,
     group: &[&Outcome],
 ) -> Row {
@@ -135,7 +151,7 @@ fn aggregate(
         split: split.to_string(),
         model: model.to_string(),
         settings_hash: hash.to_string(),
-        prompt: String::new(),
+        prompt: prompt.to_string(),
         metric: metric.to_string(),
         n,
         passed,
@@ -181,9 +197,10 @@ pub fn oracles(
     // (dataset, split, prompt) -> (model, settings hash) -> item -> outcome
     type ItemOutcomes<'a> = HashMap<&'a str, &'a Outcome>;
     type Runs<'a> = BTreeMap<(&'a str, &'a str), ItemOutcomes<'a>>;
-    let mut by_split: BTreeMap<(&str, &str, String), Runs> = BTreeMap::new();
+    let prompts = prompt_versions(records);
+    let mut by_split: BTreeMap<(&str, &str, &str), Runs> = BTreeMap::new();
     for outcome in outcomes {
-        let prompt = prompt_of(records, &outcome.settings_hash);
+        let prompt = prompt_of(&prompts, &outcome.settings_hash);
         by_split
             .entry((&outcome.dataset, &outcome.split, prompt))
             .or_default()
@@ -225,9 +242,15 @@ pub fn oracles(
                 .collect::<Vec<_>>()
                 .join("|")
         );
-        let mut row = aggregate(dataset, split, &name, "-", &metric_of(dataset), &chosen);
-        row.prompt = prompt;
-        rows.push(row);
+        rows.push(aggregate(
+            dataset,
+            split,
+            &name,
+            "-",
+            prompt,
+            &metric_of(dataset),
+            &chosen,
+        ));
     }
     rows
 }
