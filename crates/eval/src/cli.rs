@@ -656,26 +656,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("no model or pipeline `nope`"), "{error}");
-        let error = data_args()
-            .load("mbpp", None, &tandem_fetch::default_cache_dir())
-            .await
-            .err()
-            .unwrap()
-            .to_string();
+        async fn load_error(name: &str, prompt: Option<&str>) -> String {
+            data_args()
+                .load(name, prompt, &tandem_fetch::default_cache_dir())
+                .await
+                .err()
+                .unwrap()
+                .to_string()
+        }
+        let error = load_error("mbpp", None).await;
         assert!(
             error.contains("humaneval") && error.contains("gsm-symbolic"),
             "{error}"
         );
-        let error = data_args()
-            .load(
-                "humaneval",
-                Some("boxed"),
-                &tandem_fetch::default_cache_dir(),
-            )
-            .await
-            .err()
-            .unwrap()
-            .to_string();
+        let error = load_error("humaneval", Some("boxed")).await;
         assert!(
             error.contains("no prompt `boxed`") && error.contains("instruct"),
             "{error}"
