@@ -1,5 +1,9 @@
 //! `POST /v1/chat/completions`: validation, pipeline lookup, and the translation of a pipeline's
 //! events into OpenAI's JSON response or its stream of `chat.completion.chunk` events.
+//!
+//! Each request runs in a `chat_completion` span that carries its pipeline and the `user` the
+//! client named, and ends with one `info` log line, so an operator can trace a request to its end
+//! user (what OpenAI's `user` field is for).
 
 use std::convert::Infallible;
 use std::time::Instant;
@@ -18,6 +22,7 @@ use tandem_core::validate::validate;
 use tandem_core::{ChatEvent, ChatStream, ModelError, Report};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tracing::{Instrument, Span};
 
 use crate::error::ApiError;
 use crate::{metrics, unix_now, AppState};
@@ -27,22 +32,43 @@ pub(crate) async fn completions(
     body: Result<Json<ChatCompletionRequest>, JsonRejection>,
 ) -> Response {
     let started = Instant::now();
-    let mut pipeline = "unknown".to_string();
-    let response = match body {
-        Ok(Json(request)) => {
-            if state.pipelines.get(&request.model).is_some() {
-                pipeline = request.model.clone();
-            }
-            handle(&state, request, started).await
+    let request = match body {
+        Ok(Json(request)) => request,
+        Err(rejection) => {
+            let error = ApiError::from(rejection);
+            finished("unknown", error.status.as_u16(), started);
+            return error.into_response();
         }
-        Err(rejection) => Err(ApiError::from(rejection)),
     };
-    let response = response.unwrap_or_else(IntoResponse::into_response);
-    // A stream records its own duration when it ends.
-    if !is_event_stream(&response) {
-        metrics::record_request(&pipeline, response.status().as_u16(), started.elapsed());
+    let pipeline = match state.pipelines.get(&request.model) {
+        Some(_) => request.model.clone(),
+        None => "unknown".to_string(),
+    };
+    let span = tracing::info_span!("chat_completion", %pipeline, user = request.user.as_deref());
+    async move {
+        let response = match handle(&state, request, started).await {
+            // A stream records its own end.
+            Ok(response) if is_event_stream(&response) => return response,
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        };
+        finished(&pipeline, response.status().as_u16(), started);
+        response
     }
-    response
+    .instrument(span)
+    .await
+}
+
+/// Counts a finished request and logs it; called inside the request's span, so the log line names
+/// the pipeline and the user.
+fn finished(pipeline: &str, status: u16, started: Instant) {
+    let elapsed = started.elapsed();
+    metrics::record_request(pipeline, status, elapsed);
+    tracing::info!(
+        status,
+        elapsed_ms = elapsed.as_millis() as u64,
+        "chat completion"
+    );
 }
 
 fn is_event_stream(response: &Response) -> bool {
@@ -141,7 +167,7 @@ impl Reply {
     /// disconnects makes the next send fail, which drops the stream and frees the model.
     fn stream(self, mut events: ChatStream, include_usage: bool) -> Response {
         let (sender, receiver) = mpsc::channel::<Event>(64);
-        tokio::spawn(async move {
+        let task = async move {
             let send = |data: String| {
                 let sender = sender.clone();
                 async move { sender.send(Event::default().data(data)).await.is_ok() }
@@ -210,8 +236,9 @@ impl Reply {
                     return;
                 }
             }
-            metrics::record_request(&self.pipeline, status, self.started.elapsed());
-        });
+            finished(&self.pipeline, status, self.started);
+        };
+        tokio::spawn(task.instrument(Span::current()));
         let stream = ReceiverStream::new(receiver).map(Ok::<_, Infallible>);
         Sse::new(stream)
             .keep_alive(KeepAlive::default())
