@@ -13,6 +13,9 @@ use crate::openai::ChatCompletionRequest;
 pub const MAX_TOP_LOGPROBS: u32 = 20;
 /// The most stop sequences OpenAI allows.
 pub const MAX_STOP_SEQUENCES: usize = 4;
+/// The longest stop sequence accepted, in bytes: generation holds back as much text as the longest
+/// stop sequence while it might still become one, and checks every stop after every token.
+pub const MAX_STOP_BYTES: usize = 256;
 
 /// OpenAI chat-completions fields that Tandem knows but does not honour, with the reason given to
 /// the client. Any other field it has no member for is refused as unknown.
@@ -137,6 +140,15 @@ pub fn validate(request: &ChatCompletionRequest) -> Result<(), ModelError> {
                 "stop sequences must not be empty",
             ));
         }
+        if let Some(long) = stops.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+            return Err(ModelError::invalid(
+                "stop",
+                format!(
+                    "stop sequences must be at most {MAX_STOP_BYTES} bytes long, got one of {}",
+                    long.len()
+                ),
+            ));
+        }
     }
     for (name, value) in [
         ("presence_penalty", request.presence_penalty),
@@ -235,6 +247,19 @@ mod tests {
         let mut r = request();
         r.n = Some(2);
         assert_eq!(param_of(r).as_deref(), Some("n"));
+    }
+
+    #[test]
+    fn caps_the_length_of_a_stop_sequence() {
+        let mut r = request();
+        r.stop = Some(Stop::One("x".repeat(MAX_STOP_BYTES)));
+        assert_eq!(validate(&r), Ok(()));
+        let mut r = request();
+        r.stop = Some(Stop::Many(vec![
+            "a".into(),
+            "é".repeat(MAX_STOP_BYTES / 2 + 1),
+        ]));
+        assert_eq!(param_of(r).as_deref(), Some("stop"));
     }
 
     fn with_field(name: &str, value: Value) -> ChatCompletionRequest {

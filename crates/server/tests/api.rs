@@ -206,6 +206,10 @@ async fn bad_input_gets_openai_errors_with_the_right_status() {
     hot["temperature"] = json!(7);
     expect_error(s, &hot, 400, Some("temperature")).await;
 
+    let mut long_stop = body("hi");
+    long_stop["stop"] = json!(["x".repeat(1000)]);
+    expect_error(s, &long_stop, 400, Some("stop")).await;
+
     let mut wrong_type = body("hi");
     wrong_type["max_tokens"] = json!("many");
     expect_error(s, &wrong_type, 400, None).await;
