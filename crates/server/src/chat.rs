@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{Instrument, Span};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, OVERLOADED};
 use crate::{metrics, unix_now, AppState};
 
 pub(crate) async fn completions(
@@ -50,7 +50,10 @@ pub(crate) async fn completions(
             // A stream records its own end.
             Ok(response) if is_event_stream(&response) => return response,
             Ok(response) => response,
-            Err(error) => error.into_response(),
+            Err(error) => {
+                count_rejection(&pipeline, &error);
+                error.into_response()
+            }
         };
         finished(&pipeline, response.status().as_u16(), started);
         response
@@ -69,6 +72,13 @@ fn finished(pipeline: &str, status: u16, started: Instant) {
         elapsed_ms = elapsed.as_millis() as u64,
         "chat completion"
     );
+}
+
+/// Counts a request that an overloaded model refused, besides its status.
+fn count_rejection(pipeline: &str, error: &ApiError) {
+    if error.body.error.code.as_deref() == Some(OVERLOADED) {
+        metrics::record_rejection(pipeline, OVERLOADED);
+    }
 }
 
 fn is_event_stream(response: &Response) -> bool {
@@ -163,8 +173,8 @@ impl Reply {
         }])
     }
 
-    /// Forwards the pipeline's events as SSE. A task owns the pipeline's stream, so a client that
-    /// disconnects makes the next send fail, which drops the stream and frees the model.
+    /// Forwards the pipeline's events as SSE. A task owns the pipeline's stream and drops it, which
+    /// frees the model, as soon as the client's side of the channel is gone.
     fn stream(self, mut events: ChatStream, include_usage: bool) -> Response {
         let (sender, receiver) = mpsc::channel::<Event>(64);
         let task = async move {
@@ -183,10 +193,18 @@ impl Reply {
                 return;
             }
             let mut first_text = true;
-            let mut status = 200;
-            while let Some(event) = events.next().await {
-                let data = match event {
-                    Ok(ChatEvent::Delta { text, logprobs }) => {
+            let status = loop {
+                // Waiting for the client to leave alongside the next event notices a departure
+                // even while the request is queued or prefilling and no event is due.
+                let event = tokio::select! {
+                    event = events.next() => event,
+                    () = sender.closed() => {
+                        tracing::info!("the client left; generation stopped");
+                        return;
+                    }
+                };
+                let error = match event {
+                    Some(Ok(ChatEvent::Delta { text, logprobs })) => {
                         if first_text && !text.is_empty() {
                             first_text = false;
                             metrics::record_first_token(&self.pipeline, self.started.elapsed());
@@ -194,15 +212,19 @@ impl Reply {
                         let logprobs = self
                             .wants_logprobs
                             .then_some(ChoiceLogprobs { content: logprobs });
-                        to_json(&self.delta(
+                        let delta = self.delta(
                             Delta {
                                 role: None,
                                 content: Some(text),
                             },
                             logprobs,
-                        ))
+                        );
+                        if !send(to_json(&delta)).await {
+                            return;
+                        }
+                        continue;
                     }
-                    Ok(ChatEvent::Done(done)) => {
+                    Some(Ok(ChatEvent::Done(done))) => {
                         let report = self.finish_report(done.report);
                         metrics::record_report(&report);
                         let mut last = self.chunk(vec![ChunkChoice {
@@ -222,20 +244,20 @@ impl Reply {
                         if send(to_json(&last)).await {
                             send("[DONE]".to_string()).await;
                         }
-                        break;
+                        break 200;
                     }
-                    Err(error) => {
-                        // Headers are gone: the error travels as the last event, without [DONE].
-                        let error = ApiError::from(error);
-                        status = error.status.as_u16();
-                        send(to_json::<ErrorBody>(&error.body)).await;
-                        break;
+                    Some(Err(error)) => error,
+                    // A clean close here would pass a cut-off answer for a whole one.
+                    None => {
+                        ModelError::Internal("the generation ended without its final event".into())
                     }
                 };
-                if !send(data).await {
-                    return;
-                }
-            }
+                // Headers are gone: the error travels as the last event, without [DONE].
+                let error = ApiError::from(error);
+                count_rejection(&self.pipeline, &error);
+                send(to_json::<ErrorBody>(&error.body)).await;
+                break error.status.as_u16();
+            };
             finished(&self.pipeline, status, self.started);
         };
         tokio::spawn(task.instrument(Span::current()));

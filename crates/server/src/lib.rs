@@ -7,7 +7,8 @@
 //! - `POST /v1/chat/completions` — JSON or SSE (`stream: true`), with `usage` and the `tandem` report
 //! - `GET /v1/models`, `GET /v1/models/{id}` — the pipelines served
 //! - `GET /health` — liveness and the pipelines served
-//! - `GET /metrics` — Prometheus: requests, tokens, latency and time to first token per pipeline
+//! - `GET /metrics` — Prometheus: requests, rejections, tokens, latency and time to first token per
+//!   pipeline
 //!
 //! ```no_run
 //! # async fn run(model: std::sync::Arc<dyn tandem_core::ChatModel>) -> std::io::Result<()> {
@@ -38,7 +39,7 @@ use tandem_core::openai::{ModelCard, ModelList};
 use tandem_core::{ChatModel, ModelError};
 use tower_http::trace::TraceLayer;
 
-pub use error::ApiError;
+pub use error::{ApiError, OVERLOADED_RETRY_AFTER_SECS};
 
 /// The pipelines a server answers for, by the name a request's `model` field uses.
 #[derive(Default, Clone)]
