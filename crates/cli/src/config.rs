@@ -47,7 +47,8 @@ pub struct Config {
 pub struct ServerConfig {
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// Environment variable holding comma-separated bearer keys; unset or empty: no auth.
+    /// Environment variable holding comma-separated bearer keys; `serve` refuses to start if it
+    /// is unset or holds no key.
     #[serde(default)]
     pub api_keys_env: Option<String>,
     #[serde(default = "default_max_body_bytes")]

@@ -196,13 +196,7 @@ async fn run(cli: Cli) -> Result<()> {
 async fn serve(config: Config, fetcher: &Fetcher, listen: Option<String>) -> Result<()> {
     let listen = listen.unwrap_or_else(|| config.server.listen.clone());
     let api_keys = match &config.server.api_keys_env {
-        Some(var) => std::env::var(var)
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .map(String::from)
-            .collect(),
+        Some(var) => api_keys_from(var)?,
         None => Vec::new(),
     };
     let options = ServerOptions {
@@ -224,6 +218,37 @@ async fn serve(config: Config, fetcher: &Fetcher, listen: Option<String>) -> Res
         })
         .await?;
     Ok(())
+}
+
+/// The bearer keys in environment variable `var` (comma-separated). A variable that is unset or
+/// holds no key is an error: the configuration asked for authentication, and serving without it
+/// would open the API to anyone.
+fn api_keys_from(var: &str) -> Result<Vec<String>> {
+    let value = match std::env::var(var) {
+        Ok(value) => value,
+        Err(std::env::VarError::NotPresent) => anyhow::bail!(
+            "`server.api_keys_env` names the environment variable `{var}`, which is not set; \
+             set it to one or more comma-separated API keys, or remove `api_keys_env` to serve \
+             without authentication"
+        ),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            anyhow::bail!("the environment variable `{var}` (`server.api_keys_env`) is not UTF-8")
+        }
+    };
+    let keys: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(String::from)
+        .collect();
+    if keys.is_empty() {
+        anyhow::bail!(
+            "the environment variable `{var}` (`server.api_keys_env`) holds no API key; \
+             set it to one or more comma-separated keys, or remove `api_keys_env` to serve \
+             without authentication"
+        );
+    }
+    Ok(keys)
 }
 
 /// Streams an answer to stdout and a one-line summary to stderr; returns the text.

@@ -171,6 +171,45 @@ fn serve_answers_over_http_until_stopped() {
 }
 
 #[test]
+fn serve_refuses_to_start_without_the_keys_it_was_told_to_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path());
+    let mut toml = std::fs::read_to_string(&path).unwrap();
+    toml.push_str("\n[server]\napi_keys_env = \"TANDEM_TEST_KEYS\"\n");
+    std::fs::write(&path, toml).unwrap();
+    for value in [None, Some(""), Some(" , ")] {
+        let mut command = tandem(&path);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        match value {
+            Some(value) => command.env("TANDEM_TEST_KEYS", value),
+            None => command.env_remove("TANDEM_TEST_KEYS"),
+        };
+        let mut child = command.spawn().unwrap();
+        // A server that starts anyway never exits: give up on it after a wide deadline.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("`serve` started with TANDEM_TEST_KEYS = {value:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let output = child.wait_with_output().unwrap();
+        let (_, stderr) = text(&output);
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("`TANDEM_TEST_KEYS`"), "{stderr}");
+        assert!(stderr.contains("api_keys_env"), "{stderr}");
+    }
+}
+
+#[test]
 fn bench_decode_writes_its_report() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("bench.md");

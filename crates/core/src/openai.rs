@@ -10,8 +10,10 @@ use crate::report::Report;
 
 /// A `POST /v1/chat/completions` body.
 ///
-/// Unknown fields are accepted and ignored, as the OpenAI API does; fields Tandem cannot honour
-/// (for example `n > 1` or tools) are rejected by [`crate::validate`].
+/// Fields without a member of their own land in `extra`, so that [`crate::validate`] can refuse
+/// them by name (as OpenAI refuses arguments it does not recognise) instead of ignoring them, and
+/// so that the remote client passes on whatever an in-process caller put there. Values Tandem
+/// cannot honour (for example `n > 1` or tools) are refused by [`crate::validate`] too.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatCompletionRequest {
     pub model: String,
@@ -43,12 +45,16 @@ pub struct ChatCompletionRequest {
     pub frequency_penalty: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<serde_json::Value>,
+    /// The end user's id, for abuse monitoring: the server logs it with the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
+    /// Every other field, by name.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +109,9 @@ pub struct Message {
     pub content: Content,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Every other field (`tool_calls`, `tool_call_id`, ...), kept so validation can refuse it.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Message {
@@ -111,6 +120,7 @@ impl Message {
             role,
             content: Content::Text(text.into()),
             name: None,
+            extra: serde_json::Map::new(),
         }
     }
 }
@@ -311,6 +321,19 @@ mod tests {
         assert_eq!(req.messages[0].content.text().unwrap(), "be brief");
         assert_eq!(req.messages[1].content.text().unwrap(), "a\nb");
         assert_eq!(req.stop.unwrap().to_vec(), vec!["x".to_string()]);
+        assert_eq!(req.extra["unknown_field"], 1);
+    }
+
+    #[test]
+    fn other_fields_survive_a_round_trip() {
+        let body = r#"{"model":"m","messages":[{"role":"assistant","content":"","tool_calls":[]}],
+            "response_format":{"type":"json_object"}}"#;
+        let req: ChatCompletionRequest = serde_json::from_str(body).unwrap();
+        assert_eq!(req.extra["response_format"]["type"], "json_object");
+        assert_eq!(req.messages[0].extra["tool_calls"], serde_json::json!([]));
+        let again: ChatCompletionRequest =
+            serde_json::from_str(&serde_json::to_string(&req).unwrap()).unwrap();
+        assert_eq!(again, req);
     }
 
     #[test]

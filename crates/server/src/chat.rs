@@ -1,5 +1,9 @@
 //! `POST /v1/chat/completions`: validation, pipeline lookup, and the translation of a pipeline's
 //! events into OpenAI's JSON response or its stream of `chat.completion.chunk` events.
+//!
+//! Each request runs in a `chat_completion` span that carries its pipeline and the `user` the
+//! client named, and ends with one `info` log line, so an operator can trace a request to its end
+//! user (what OpenAI's `user` field is for).
 
 use std::convert::Infallible;
 use std::time::Instant;
@@ -18,8 +22,9 @@ use tandem_core::validate::validate;
 use tandem_core::{ChatEvent, ChatStream, ModelError, Report};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tracing::{Instrument, Span};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, OVERLOADED};
 use crate::{metrics, unix_now, AppState};
 
 pub(crate) async fn completions(
@@ -27,22 +32,53 @@ pub(crate) async fn completions(
     body: Result<Json<ChatCompletionRequest>, JsonRejection>,
 ) -> Response {
     let started = Instant::now();
-    let mut pipeline = "unknown".to_string();
-    let response = match body {
-        Ok(Json(request)) => {
-            if state.pipelines.get(&request.model).is_some() {
-                pipeline = request.model.clone();
-            }
-            handle(&state, request, started).await
+    let request = match body {
+        Ok(Json(request)) => request,
+        Err(rejection) => {
+            let error = ApiError::from(rejection);
+            finished("unknown", error.status.as_u16(), started);
+            return error.into_response();
         }
-        Err(rejection) => Err(ApiError::from(rejection)),
     };
-    let response = response.unwrap_or_else(IntoResponse::into_response);
-    // A stream records its own duration when it ends.
-    if !is_event_stream(&response) {
-        metrics::record_request(&pipeline, response.status().as_u16(), started.elapsed());
+    let pipeline = match state.pipelines.get(&request.model) {
+        Some(_) => request.model.clone(),
+        None => "unknown".to_string(),
+    };
+    let span = tracing::info_span!("chat_completion", %pipeline, user = request.user.as_deref());
+    async move {
+        let response = match handle(&state, request, started).await {
+            // A stream records its own end.
+            Ok(response) if is_event_stream(&response) => return response,
+            Ok(response) => response,
+            Err(error) => {
+                count_rejection(&pipeline, &error);
+                error.into_response()
+            }
+        };
+        finished(&pipeline, response.status().as_u16(), started);
+        response
     }
-    response
+    .instrument(span)
+    .await
+}
+
+/// Counts a finished request and logs it; called inside the request's span, so the log line names
+/// the pipeline and the user.
+fn finished(pipeline: &str, status: u16, started: Instant) {
+    let elapsed = started.elapsed();
+    metrics::record_request(pipeline, status, elapsed);
+    tracing::info!(
+        status,
+        elapsed_ms = elapsed.as_millis() as u64,
+        "chat completion"
+    );
+}
+
+/// Counts a request that an overloaded model refused, besides its status.
+fn count_rejection(pipeline: &str, error: &ApiError) {
+    if error.body.error.code.as_deref() == Some(OVERLOADED) {
+        metrics::record_rejection(pipeline, OVERLOADED);
+    }
 }
 
 fn is_event_stream(response: &Response) -> bool {
@@ -137,11 +173,11 @@ impl Reply {
         }])
     }
 
-    /// Forwards the pipeline's events as SSE. A task owns the pipeline's stream, so a client that
-    /// disconnects makes the next send fail, which drops the stream and frees the model.
+    /// Forwards the pipeline's events as SSE. A task owns the pipeline's stream and drops it, which
+    /// frees the model, as soon as the client's side of the channel is gone.
     fn stream(self, mut events: ChatStream, include_usage: bool) -> Response {
         let (sender, receiver) = mpsc::channel::<Event>(64);
-        tokio::spawn(async move {
+        let task = async move {
             let send = |data: String| {
                 let sender = sender.clone();
                 async move { sender.send(Event::default().data(data)).await.is_ok() }
@@ -157,10 +193,18 @@ impl Reply {
                 return;
             }
             let mut first_text = true;
-            let mut status = 200;
-            while let Some(event) = events.next().await {
-                let data = match event {
-                    Ok(ChatEvent::Delta { text, logprobs }) => {
+            let status = loop {
+                // Waiting for the client to leave alongside the next event notices a departure
+                // even while the request is queued or prefilling and no event is due.
+                let event = tokio::select! {
+                    event = events.next() => event,
+                    () = sender.closed() => {
+                        tracing::info!("the client left; generation stopped");
+                        return;
+                    }
+                };
+                let error = match event {
+                    Some(Ok(ChatEvent::Delta { text, logprobs })) => {
                         if first_text && !text.is_empty() {
                             first_text = false;
                             metrics::record_first_token(&self.pipeline, self.started.elapsed());
@@ -168,15 +212,19 @@ impl Reply {
                         let logprobs = self
                             .wants_logprobs
                             .then_some(ChoiceLogprobs { content: logprobs });
-                        to_json(&self.delta(
+                        let delta = self.delta(
                             Delta {
                                 role: None,
                                 content: Some(text),
                             },
                             logprobs,
-                        ))
+                        );
+                        if !send(to_json(&delta)).await {
+                            return;
+                        }
+                        continue;
                     }
-                    Ok(ChatEvent::Done(done)) => {
+                    Some(Ok(ChatEvent::Done(done))) => {
                         let report = self.finish_report(done.report);
                         metrics::record_report(&report);
                         let mut last = self.chunk(vec![ChunkChoice {
@@ -196,22 +244,23 @@ impl Reply {
                         if send(to_json(&last)).await {
                             send("[DONE]".to_string()).await;
                         }
-                        break;
+                        break 200;
                     }
-                    Err(error) => {
-                        // Headers are gone: the error travels as the last event, without [DONE].
-                        let error = ApiError::from(error);
-                        status = error.status.as_u16();
-                        send(to_json::<ErrorBody>(&error.body)).await;
-                        break;
+                    Some(Err(error)) => error,
+                    // A clean close here would pass a cut-off answer for a whole one.
+                    None => {
+                        ModelError::Internal("the generation ended without its final event".into())
                     }
                 };
-                if !send(data).await {
-                    return;
-                }
-            }
-            metrics::record_request(&self.pipeline, status, self.started.elapsed());
-        });
+                // Headers are gone: the error travels as the last event, without [DONE].
+                let error = ApiError::from(error);
+                count_rejection(&self.pipeline, &error);
+                send(to_json::<ErrorBody>(&error.body)).await;
+                break error.status.as_u16();
+            };
+            finished(&self.pipeline, status, self.started);
+        };
+        tokio::spawn(task.instrument(Span::current()));
         let stream = ReceiverStream::new(receiver).map(Ok::<_, Infallible>);
         Sse::new(stream)
             .keep_alive(KeepAlive::default())

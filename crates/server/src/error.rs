@@ -2,16 +2,27 @@
 //! body (`{"error": {"message", "type", "param", "code"}}`).
 
 use axum::extract::rejection::JsonRejection;
+use axum::http::header::RETRY_AFTER;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tandem_core::openai::{ErrorBody, ErrorDetail};
 use tandem_core::ModelError;
 
+/// Seconds an overloaded model asks a client to wait (`Retry-After`) before it tries again. Short,
+/// because a queue frees a place with every finished generation; OpenAI's own clients honour the
+/// header and back off further on each repeated 503.
+pub const OVERLOADED_RETRY_AFTER_SECS: u64 = 1;
+
+/// The `code` of the error body when a model's queue is full.
+pub(crate) const OVERLOADED: &str = "overloaded";
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub body: ErrorBody,
+    /// Seconds for the `Retry-After` header, when trying again later can succeed.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -26,6 +37,7 @@ impl ApiError {
                     code: None,
                 },
             },
+            retry_after: None,
         }
     }
 
@@ -83,10 +95,11 @@ impl From<ModelError> for ApiError {
                 ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_error", message)
                     .with_code("timeout")
             }
-            ModelError::Overloaded(_) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
-                    .with_code("overloaded")
-            }
+            ModelError::Overloaded(_) => ApiError {
+                retry_after: Some(OVERLOADED_RETRY_AFTER_SECS),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+                    .with_code(OVERLOADED)
+            },
             ModelError::Internal(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
             }
@@ -113,6 +126,10 @@ impl From<JsonRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

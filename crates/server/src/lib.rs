@@ -7,7 +7,8 @@
 //! - `POST /v1/chat/completions` — JSON or SSE (`stream: true`), with `usage` and the `tandem` report
 //! - `GET /v1/models`, `GET /v1/models/{id}` — the pipelines served
 //! - `GET /health` — liveness and the pipelines served
-//! - `GET /metrics` — Prometheus: requests, tokens, latency and time to first token per pipeline
+//! - `GET /metrics` — Prometheus: requests, rejections, tokens, latency and time to first token per
+//!   pipeline
 //!
 //! ```no_run
 //! # async fn run(model: std::sync::Arc<dyn tandem_core::ChatModel>) -> std::io::Result<()> {
@@ -34,11 +35,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
 use tandem_core::openai::{ModelCard, ModelList};
 use tandem_core::{ChatModel, ModelError};
 use tower_http::trace::TraceLayer;
 
-pub use error::ApiError;
+pub use error::{ApiError, OVERLOADED_RETRY_AFTER_SECS};
 
 /// The pipelines a server answers for, by the name a request's `model` field uses.
 #[derive(Default, Clone)]
@@ -80,8 +83,36 @@ impl Default for ServerOptions {
 #[derive(Clone)]
 pub(crate) struct AppState {
     pipelines: Arc<Pipelines>,
-    api_keys: Arc<Vec<String>>,
+    api_keys: Arc<ApiKeys>,
     started: u64,
+}
+
+/// The accepted bearer keys, kept as SHA-256 digests so that a presented key is checked in time
+/// that tells nothing about the keys: every digest has the same length whatever the key's, each
+/// comparison runs in constant time, and every key is compared, so the time does not say which
+/// key matched, or how much of one.
+struct ApiKeys(Vec<[u8; 32]>);
+
+impl ApiKeys {
+    fn new(keys: &[String]) -> Self {
+        ApiKeys(keys.iter().map(|key| digest(key)).collect())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn accepts(&self, presented: &str) -> bool {
+        let presented = digest(presented);
+        let matched = self.0.iter().fold(Choice::from(0), |matched, key| {
+            matched | key.as_slice().ct_eq(presented.as_slice())
+        });
+        matched.into()
+    }
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -95,7 +126,7 @@ pub fn router(pipelines: Pipelines, options: ServerOptions) -> Router {
     let metrics = metrics::handle();
     let state = AppState {
         pipelines: Arc::new(pipelines),
-        api_keys: Arc::new(options.api_keys),
+        api_keys: Arc::new(ApiKeys::new(&options.api_keys)),
         started: unix_now(),
     };
     let api = Router::new()
@@ -128,7 +159,7 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
-        Some(key) if state.api_keys.iter().any(|k| k == key) => next.run(request).await,
+        Some(key) if state.api_keys.accepts(key) => next.run(request).await,
         _ => ApiError::unauthorized().into_response(),
     }
 }
@@ -164,4 +195,20 @@ async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
         "status": "ok",
         "pipelines": state.pipelines.names().collect::<Vec<_>>(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiKeys;
+
+    #[test]
+    fn accepts_each_key_and_nothing_near_one() {
+        let keys = ApiKeys::new(&["first-key".to_string(), "second-key".to_string()]);
+        assert!(keys.accepts("first-key"));
+        assert!(keys.accepts("second-key"));
+        for near in ["", "first-ke", "first-key ", "second-keyX", "FIRST-KEY"] {
+            assert!(!keys.accepts(near), "{near:?} was accepted");
+        }
+        assert!(!ApiKeys::new(&[]).accepts(""));
+    }
 }

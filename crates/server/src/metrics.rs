@@ -26,6 +26,11 @@ pub(crate) fn handle() -> PrometheusHandle {
                 "Chat completion requests by pipeline and HTTP status."
             );
             describe_counter!(
+                "tandem_requests_rejected_total",
+                "Chat completion requests refused without generating, by pipeline and reason \
+                 (`overloaded`: the model's queue was full; answered 503 with Retry-After)."
+            );
+            describe_counter!(
                 "tandem_tokens_total",
                 "Tokens by pipeline, answering model and kind (prompt or completion)."
             );
@@ -54,6 +59,15 @@ pub(crate) fn record_request(pipeline: &str, status: u16, elapsed: Duration) {
     counter!("tandem_requests_total", &labels).increment(1);
     histogram!("tandem_request_duration_seconds", "pipeline" => pipeline.to_string())
         .record(elapsed.as_secs_f64());
+}
+
+pub(crate) fn record_rejection(pipeline: &str, reason: &str) {
+    counter!(
+        "tandem_requests_rejected_total",
+        "pipeline" => pipeline.to_string(),
+        "reason" => reason.to_string()
+    )
+    .increment(1);
 }
 
 pub(crate) fn record_report(report: &Report) {

@@ -206,6 +206,10 @@ async fn bad_input_gets_openai_errors_with_the_right_status() {
     hot["temperature"] = json!(7);
     expect_error(s, &hot, 400, Some("temperature")).await;
 
+    let mut long_stop = body("hi");
+    long_stop["stop"] = json!(["x".repeat(1000)]);
+    expect_error(s, &long_stop, 400, Some("stop")).await;
+
     let mut wrong_type = body("hi");
     wrong_type["max_tokens"] = json!("many");
     expect_error(s, &wrong_type, 400, None).await;
@@ -237,6 +241,59 @@ async fn bad_input_gets_openai_errors_with_the_right_status() {
     // The server is still healthy after all of that.
     let (status, _) = post(s, &body("Say hi.")).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn fields_tandem_does_not_honour_are_refused_by_name() {
+    let s = server(false).await;
+    let mut schema = body("Give me a JSON object.");
+    schema["response_format"] = json!({
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": {"type": "object"}}
+    });
+    let v = expect_error(s, &schema, 400, Some("response_format")).await;
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+
+    let mut unknown = body("hi");
+    unknown["frobnicate"] = json!(true);
+    expect_error(s, &unknown, 400, Some("frobnicate")).await;
+
+    let listed = [
+        ("response_format", json!({"type": "json_object"})),
+        ("tool_choice", json!("auto")),
+        ("parallel_tool_calls", json!(false)),
+        ("logit_bias", json!({"42": 100})),
+        ("functions", json!([{"name": "f"}])),
+        ("function_call", json!("auto")),
+        ("audio", json!({"voice": "alloy", "format": "wav"})),
+        ("modalities", json!(["text", "audio"])),
+        ("prediction", json!({"type": "content", "content": "x"})),
+        ("reasoning_effort", json!("low")),
+        ("service_tier", json!("flex")),
+        ("store", json!(true)),
+        ("metadata", json!({"k": "v"})),
+        ("web_search_options", json!({})),
+    ];
+    for (name, value) in listed {
+        let mut request = body("hi");
+        request[name] = value;
+        expect_error(s, &request, 400, Some(name)).await;
+    }
+
+    let mut tool_reply = body("hi");
+    tool_reply["messages"] = json!([
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "c", "type": "function"}]}
+    ]);
+    expect_error(s, &tool_reply, 400, Some("messages[1].tool_calls")).await;
+
+    // `null` is the same as absent, and `user` is honoured (logged with the request).
+    let mut accepted = body("Say hi.");
+    accepted["response_format"] = Value::Null;
+    accepted["store"] = json!(false);
+    accepted["user"] = json!("end-user-7");
+    let (status, v) = post(s, &accepted).await;
+    assert_eq!(status, 200, "{v}");
 }
 
 #[tokio::test]
