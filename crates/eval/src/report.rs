@@ -5,10 +5,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::store::{Outcome, RunRecord, Session};
+use crate::error::EvalError;
+use crate::store::{Filter, Outcome, RunRecord, Session, Store};
 
 /// z for a two-sided 95% interval.
 const Z95: f64 = 1.959_963_984_540_054;
@@ -61,6 +63,42 @@ pub struct Row {
     /// Everything but generation, from the wall clock of whole sessions; `None` when no session
     /// of this run finished.
     pub session_overhead_pct: Option<f64>,
+}
+
+/// The report's rows for the outcomes `filter` selects: one per run and split, then the oracle
+/// rows. An empty selection is an error, not an empty report.
+pub fn build(store: &Store, filter: &Filter) -> Result<Vec<Row>, EvalError> {
+    let outcomes = store.outcomes(filter)?;
+    if outcomes.is_empty() {
+        return Err(EvalError::NoOutcomes {
+            store: store.path().to_path_buf(),
+        });
+    }
+    let metric_of = |name: &str| {
+        crate::dataset::info(name)
+            .map_or("score", |d| d.metric)
+            .to_string()
+    };
+    let runs = store.runs(filter)?;
+    let mut rows = summarize(&outcomes, &store.sessions()?, &runs, metric_of);
+    rows.extend(oracles(&outcomes, &runs, metric_of));
+    Ok(rows)
+}
+
+/// Writes `report.json`, `report.md` and (with `plots`) the plots into `out`, creating it;
+/// returns the files written.
+pub fn write(rows: &[Row], out: &Path, plots: bool) -> Result<Vec<PathBuf>, EvalError> {
+    std::fs::create_dir_all(out).map_err(EvalError::io(out))?;
+    let json = out.join("report.json");
+    let bytes = serde_json::to_vec_pretty(rows).expect("report rows serialise");
+    std::fs::write(&json, bytes).map_err(EvalError::io(&json))?;
+    let markdown_path = out.join("report.md");
+    std::fs::write(&markdown_path, markdown(rows)).map_err(EvalError::io(&markdown_path))?;
+    let mut written = vec![json, markdown_path];
+    if plots {
+        written.extend(crate::plot::write_plots(rows, out)?);
+    }
+    Ok(written)
 }
 
 /// One row per (dataset, split, model, settings hash), in that order. `runs` give each run's
