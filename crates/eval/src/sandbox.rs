@@ -16,6 +16,9 @@
 //!   remounted read-only, except a bind mount of the run's temporary directory. World-writable
 //!   places (`/tmp`, `/dev/shm`) are read-only there too, so the unprivileged uid has nowhere
 //!   else to write.
+//! - **other processes**: `/proc` is hidden behind an empty read-only tmpfs, so no process of
+//!   the run can read the memory, environment or file descriptors of another (the HumanEval
+//!   runner's marker, say).
 //! - **cleanup**: the temporary directory is removed when the run ends, whatever the outcome; the
 //!   environment is cleared (only `PATH`, `HOME`, `TMPDIR`, `LANG` are set) and stdin is empty.
 //!   If Tandem itself dies mid-run, the wrapper sees its lifeline pipe close and kills the run, so
@@ -70,6 +73,9 @@ while read -r _ _ _ _ point options rest; do
     seen="$seen$point "
     mount -o remount,bind,ro "$point" || fail "cannot make $point read-only"
 done < /proc/self/mountinfo
+# No sandboxed process may read another one's memory, environment or descriptors (where the
+# HumanEval runner keeps its marker): /proc is hidden behind an empty read-only tmpfs.
+mount -t tmpfs -o ro,size=4k,nr_inodes=1,mode=0555 tandem-no-proc /proc || fail "cannot hide /proc"
 cd "$work" || fail "cannot enter $work"
 unset OLDPWD PWD
 # The command runs in the background so that this shell can also watch its stdin, a pipe whose
