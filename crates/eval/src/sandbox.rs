@@ -25,9 +25,12 @@
 //!   nothing outlives the process that started it.
 //!
 //! [`Sandbox::detect`] probes what the machine allows and falls back, with a warning for each
-//! guarantee lost, to [`Isolation::UserNamespace`] (not root: same namespaces, but the code keeps
-//! the caller's uid, so the process limit counts all of the caller's processes) and then to
-//! [`Isolation::LimitsOnly`] (resource limits and the timeout only).
+//! guarantee lost, to [`Isolation::UserNamespace`] (not root: the same namespaces, with the code
+//! as root of its own user namespace stripped of every capability; the code keeps the caller's
+//! uid, so the process limit counts all of the caller's processes). It does not fall back to
+//! [`Isolation::LimitsOnly`] (resource limits and the timeout only: the code has the network and
+//! can write wherever the caller can) unless the caller allows it explicitly; it refuses instead.
+//! The level is part of [`Sandbox::describe`], which is recorded with every run.
 
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
@@ -82,10 +85,13 @@ unset OLDPWD PWD
 # other end Tandem holds until the run ends. End of file there means Tandem is gone (killed, say):
 # the command is killed, this shell exits and the PID namespace takes everything left with it.
 exec 3<&0
+# Every capability goes: root of a user namespace could otherwise remount the filesystem
+# read-write or undo the hidden /proc.
+drop="--bounding-set=-all --inh-caps=-all --ambient-caps=-all --no-new-privs"
 if [ "$uid" = - ]; then
-    "$@" </dev/null 3<&- &
+    setpriv $drop -- "$@" </dev/null 3<&- &
 else
-    setpriv --reuid="$uid" --regid="$uid" --clear-groups --no-new-privs -- "$@" </dev/null 3<&- &
+    setpriv --reuid="$uid" --regid="$uid" --clear-groups $drop -- "$@" </dev/null 3<&- &
 fi
 command=$!
 (while read -r _; do :; done; kill -KILL "$command") <&3 2>/dev/null &
@@ -211,22 +217,34 @@ impl Sandbox {
     /// system's `/usr/bin/python3`, which any uid can run, else `python3` on `PATH`) by running a
     /// probe program at each level. Every guarantee that is lost is logged as a warning and kept
     /// in [`Sandbox::warnings`].
-    pub async fn detect(limits: Limits, python: Option<PathBuf>) -> Result<Sandbox, EvalError> {
+    /// Without `allow_unisolated`, a machine that offers neither namespaced level is refused.
+    pub async fn detect(
+        limits: Limits,
+        python: Option<PathBuf>,
+        allow_unisolated: bool,
+    ) -> Result<Sandbox, EvalError> {
+        let candidates: &[Isolation] = if nix::unistd::geteuid().is_root() {
+            &[Isolation::Full, Isolation::UserNamespace]
+        } else {
+            &[Isolation::UserNamespace]
+        };
+        Sandbox::detect_among(candidates, limits, python, allow_unisolated).await
+    }
+
+    /// [`Sandbox::detect`] over the namespaced levels `candidates`, strongest first.
+    async fn detect_among(
+        candidates: &[Isolation],
+        limits: Limits,
+        python: Option<PathBuf>,
+        allow_unisolated: bool,
+    ) -> Result<Sandbox, EvalError> {
         let python = match python {
             Some(path) => path,
             None => default_python()?,
         };
-        let candidates: &[Isolation] = if nix::unistd::geteuid().is_root() {
-            &[
-                Isolation::Full,
-                Isolation::UserNamespace,
-                Isolation::LimitsOnly,
-            ]
-        } else {
-            &[Isolation::UserNamespace, Isolation::LimitsOnly]
-        };
+        let unisolated = allow_unisolated.then_some(Isolation::LimitsOnly);
         let mut warnings = Vec::new();
-        for &isolation in candidates {
+        for &isolation in candidates.iter().chain(unisolated.iter()) {
             let sandbox = Sandbox {
                 limits,
                 isolation,
@@ -250,8 +268,16 @@ impl Sandbox {
                 )),
             }
         }
+        let hint = if allow_unisolated {
+            String::new()
+        } else {
+            "; refusing to run model-written code without namespaces (it would have the network \
+             and a writable filesystem): pass --allow-unisolated or set `[eval] allow_unisolated \
+             = true` to run it with resource limits only"
+                .to_string()
+        };
         Err(EvalError::Sandbox(format!(
-            "no way to run {} here: {}",
+            "no isolated way to run {} here: {}{hint}",
             python.display(),
             warnings.join("; ")
         )))
@@ -541,7 +567,7 @@ mod tests {
     use super::*;
 
     async fn sandbox(limits: Limits) -> Sandbox {
-        let sandbox = Sandbox::detect(limits, None).await.unwrap();
+        let sandbox = Sandbox::detect(limits, None, false).await.unwrap();
         // These tests prove the guarantees of full isolation; as root on Linux (our CI) the
         // machine must provide it, so anything less is a failure, not a skip.
         assert_eq!(
@@ -856,6 +882,72 @@ mod tests {
         );
         let sleep = run(&sandbox, "import time\ntime.sleep(600)\n").await;
         assert_eq!(sleep.status, Status::TimedOut, "{sleep:?}");
+    }
+
+    #[tokio::test]
+    async fn without_namespaces_code_is_refused_unless_allowed() {
+        // A machine where no namespaced level works, as detection sees it.
+        let error = Sandbox::detect_among(&[], Limits::default(), None, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--allow-unisolated") && error.contains("allow_unisolated"),
+            "{error}"
+        );
+        let allowed = Sandbox::detect_among(&[], Limits::default(), None, true)
+            .await
+            .unwrap();
+        assert_eq!(allowed.isolation(), Isolation::LimitsOnly);
+        assert_eq!(allowed.describe()["isolation"], "limits_only");
+    }
+
+    #[tokio::test]
+    async fn the_user_namespace_level_keeps_the_code_in_without_capabilities() {
+        let sandbox =
+            Sandbox::detect_among(&[Isolation::UserNamespace], Limits::default(), None, false)
+                .await
+                .unwrap();
+        assert_eq!(sandbox.isolation(), Isolation::UserNamespace);
+        let open = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let target = open.path().join("escaped.txt");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let program = format!(
+            "import os, socket, subprocess\n\
+             for args in (['mount', '-o', 'remount,rw', '/'], ['mount', '-o', 'remount,bind,rw', {dir:?}],\n\
+             \x20            ['umount', '-l', '/proc'], ['mount', '-t', 'tmpfs', 'x', {dir:?}]):\n\
+             \x20   r = subprocess.run(args, capture_output=True)\n\
+             \x20   print('REMOUNTED' if r.returncode == 0 else 'mount refused', args)\n\
+             with open('/proc/self/status' if os.path.exists('/proc/self/status') else os.devnull) as f:\n\
+             \x20   print('caps', [l for l in f if l.startswith('CapEff')])\n\
+             try:\n    open({target:?}, 'w').write('x')\n    print('WROTE')\n\
+             except OSError as e:\n    print('write refused:', e)\n\
+             try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n    print('CONNECTED')\n\
+             except OSError as e:\n    print('network refused:', e)\n",
+            dir = open.path().display().to_string(),
+            target = target.display().to_string(),
+        );
+        let execution = run(&sandbox, &program).await;
+        assert!(execution.success(), "{execution:?}");
+        assert_eq!(
+            execution.stdout.matches("mount refused").count(),
+            4,
+            "{execution:?}"
+        );
+        assert!(!execution.stdout.contains("REMOUNTED"), "{execution:?}");
+        assert!(execution.stdout.contains("write refused"), "{execution:?}");
+        assert!(
+            execution.stdout.contains("network refused"),
+            "{execution:?}"
+        );
+        assert!(!target.exists());
+        assert!(
+            matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "the sandboxed program reached a socket on the host"
+        );
     }
 
     #[test]

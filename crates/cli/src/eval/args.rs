@@ -57,6 +57,11 @@ pub struct DataArgs {
     /// Python for sandboxed code; any user must be able to run it [default: /usr/bin/python3]
     #[arg(long)]
     pub python: Option<PathBuf>,
+    /// Where namespaces are not available, run model-written code with resource limits only
+    /// (it can then use the network and write wherever you can) instead of refusing; also
+    /// `[eval] allow_unisolated = true` in the configuration
+    #[arg(long)]
+    pub allow_unisolated: bool,
 }
 
 impl DataArgs {
@@ -74,8 +79,21 @@ impl DataArgs {
                 ..Limits::default()
             },
             python: self.python.clone(),
+            allow_unisolated: self.allow_unisolated,
         };
         Ok(dataset::load(name, prompt, cache_dir, &options).await?)
+    }
+}
+
+impl EvalCommand {
+    /// Lets the command run code unisolated (`[eval] allow_unisolated` of the configuration).
+    pub fn allow_unisolated(&mut self) {
+        match self {
+            EvalCommand::Run { data, .. }
+            | EvalCommand::Rescore { data, .. }
+            | EvalCommand::Datasets { data, .. } => data.allow_unisolated = true,
+            EvalCommand::Report { .. } | EvalCommand::Export { .. } => {}
+        }
     }
 }
 

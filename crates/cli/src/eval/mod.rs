@@ -63,7 +63,10 @@ impl ModelProvider for ConfigModels {
     }
 }
 
-pub async fn run(command: EvalCommand, config: Config, fetcher: &Fetcher) -> Result<()> {
+pub async fn run(mut command: EvalCommand, config: Config, fetcher: &Fetcher) -> Result<()> {
+    if config.eval.allow_unisolated {
+        command.allow_unisolated();
+    }
     let names = match &command {
         EvalCommand::Run {
             models,

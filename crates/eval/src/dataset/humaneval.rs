@@ -366,7 +366,9 @@ mod tests {
 
     #[tokio::test]
     async fn scores_right_and_wrong_answers_in_the_sandbox() {
-        let sandbox = Sandbox::detect(Limits::default(), None).await.unwrap();
+        let sandbox = Sandbox::detect(Limits::default(), None, false)
+            .await
+            .unwrap();
         let data = dataset(sandbox);
         let item = data.items()[0].clone();
         let right_full = "```python\ndef add(a, b):\n    return helper(a) + b\n```";
@@ -528,7 +530,9 @@ def add(a, b):
 
     #[tokio::test]
     async fn answers_that_end_the_program_early_or_forge_the_marker_fail() {
-        let sandbox = Sandbox::detect(Limits::default(), None).await.unwrap();
+        let sandbox = Sandbox::detect(Limits::default(), None, false)
+            .await
+            .unwrap();
         let data = dataset(sandbox);
         let item = data.items()[0].clone();
         let mut passed = Vec::new();
@@ -560,7 +564,9 @@ def add(a, b):
         use crate::store::{Filter, Store};
         use crate::testing::{Reply, ScriptedModel};
 
-        let sandbox = Sandbox::detect(Limits::default(), None).await.unwrap();
+        let sandbox = Sandbox::detect(Limits::default(), None, false)
+            .await
+            .unwrap();
         let data = dataset(sandbox);
         let exits_early = "```python\nimport sys\n\ndef add(a, b):\n    sys.exit(0)\n```";
         let model = ScriptedModel::new(
