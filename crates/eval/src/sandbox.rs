@@ -18,7 +18,10 @@
 //!   else to write.
 //! - **other processes**: `/proc` is hidden behind an empty read-only tmpfs, so no process of
 //!   the run can read the memory, environment or file descriptors of another (the HumanEval
-//!   runner's marker, say).
+//!   runner's marker, say); `ptrace`, `process_vm_readv`/`process_vm_writev` and `pidfd_getfd`
+//!   are refused by a seccomp filter (see `syscalls`).
+//! - **sockets**: the same filter refuses `socket()` (and `socketpair()`, io_uring), at every
+//!   level: a read-only mount does not stop `connect()` to a Unix socket of the host.
 //! - **cleanup**: the temporary directory is removed when the run ends, whatever the outcome; the
 //!   environment is cleared (only `PATH`, `HOME`, `TMPDIR`, `LANG` are set) and stdin is empty.
 //!   If Tandem itself dies mid-run, the wrapper sees its lifeline pipe close and kills the run, so
@@ -28,7 +31,7 @@
 //! guarantee lost, to [`Isolation::UserNamespace`] (not root: the same namespaces, with the code
 //! as root of its own user namespace stripped of every capability; the code keeps the caller's
 //! uid, so the process limit counts all of the caller's processes). It does not fall back to
-//! [`Isolation::LimitsOnly`] (resource limits and the timeout only: the code has the network and
+//! [`Isolation::LimitsOnly`] (resource limits, the timeout and the seccomp filter only: the code
 //! can write wherever the caller can) unless the caller allows it explicitly; it refuses instead.
 //! The level is part of [`Sandbox::describe`], which is recorded with every run.
 
@@ -44,6 +47,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
 use crate::error::EvalError;
+use syscalls::spawn_filtered;
+
+mod syscalls;
 
 /// The `PATH` the wrapper and the sandboxed code see.
 const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -159,8 +165,8 @@ impl Isolation {
             Isolation::Full => Vec::new(),
             Isolation::UserNamespace => vec![nproc],
             Isolation::LimitsOnly => vec![
-                "NO NETWORK ISOLATION: sandboxed code can open sockets (network namespaces are \
-                 not available here)"
+                "NO NETWORK NAMESPACE: only the seccomp filter that refuses socket() keeps \
+                 sandboxed code off the network (network namespaces are not available here)"
                     .into(),
                 "NO FILESYSTEM ISOLATION: sandboxed code can write wherever the user running \
                  Tandem can (mount namespaces are not available here)"
@@ -271,8 +277,8 @@ impl Sandbox {
         let hint = if allow_unisolated {
             String::new()
         } else {
-            "; refusing to run model-written code without namespaces (it would have the network \
-             and a writable filesystem): pass --allow-unisolated or set `[eval] allow_unisolated \
+            "; refusing to run model-written code without namespaces (it would have a writable \
+             filesystem and no network namespace): pass --allow-unisolated or set `[eval] allow_unisolated \
              = true` to run it with resource limits only"
                 .to_string()
         };
@@ -432,13 +438,9 @@ impl Sandbox {
         main: &str,
     ) -> Result<Execution, EvalError> {
         let started = Instant::now();
-        let mut child = self
-            .command(dir, uid, main)
-            .spawn()
-            .map_err(|e| EvalError::Command {
-                command: "unshare/prlimit".into(),
-                message: format!("cannot start the sandbox: {e}"),
-            })?;
+        // Kept until the run has ended: see `Spawned`.
+        let mut spawned = spawn_filtered(self.command(dir, uid, main)).await?;
+        let child = &mut spawned.child;
         let group = child.id();
         // Held until the run has ended; see the wrapper.
         let lifeline = child.stdin.take();
@@ -466,6 +468,7 @@ impl Sandbox {
         );
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         drop(lifeline);
+        drop(spawned);
         let status = status.map_err(|e| EvalError::Command {
             command: "unshare/prlimit".into(),
             message: format!("waiting for the sandbox failed: {e}"),
@@ -844,7 +847,10 @@ mod tests {
         std::fs::write(dir.join("main.py"), program).unwrap();
         let uid = sandbox_uid();
         chown(&dir, Some(uid), Some(uid)).unwrap();
-        let mut child = sandbox.command(&dir, Some(uid), "main.py").spawn().unwrap();
+        let mut spawned = spawn_filtered(sandbox.command(&dir, Some(uid), "main.py"))
+            .await
+            .unwrap();
+        let child = &mut spawned.child;
         let mut stdout = child.stdout.take().unwrap();
         let mut started = [0u8; 4];
         stdout.read_exact(&mut started).await.unwrap();
@@ -948,6 +954,72 @@ mod tests {
             matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
             "the sandboxed program reached a socket on the host"
         );
+    }
+
+    /// The sandbox at `isolation`, whatever detection would choose (LimitsOnly by hand, as a
+    /// machine without namespaces gets it).
+    async fn sandbox_at(isolation: Isolation, limits: Limits) -> Sandbox {
+        match isolation {
+            Isolation::Full => sandbox(limits).await,
+            Isolation::UserNamespace => {
+                Sandbox::detect_among(&[Isolation::UserNamespace], limits, None, false)
+                    .await
+                    .unwrap()
+            }
+            Isolation::LimitsOnly => Sandbox::detect_among(&[], limits, None, true)
+                .await
+                .unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn no_level_lets_the_code_open_sockets_or_trace_processes() {
+        // A Unix socket anyone may connect to: a read-only bind mount would not stop connect().
+        let open = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let path = open.path().join("host.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        // PTRACE_PEEKDATA of a process we do not trace is ESRCH when ptrace is allowed at all;
+        // reading zero bytes of our own memory succeeds when process_vm_readv is allowed.
+        let program = format!(
+            "import ctypes, os, socket\n\
+             libc = ctypes.CDLL(None, use_errno=True)\n\
+             try:\n    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n    \
+             s.connect({path:?})\n    print('CONNECTED')\n\
+             except OSError as e:\n    print('connect refused:', e)\n\
+             try:\n    socket.socketpair()\n    print('SOCKETPAIR')\n\
+             except OSError as e:\n    print('socketpair refused:', e)\n\
+             print('ptrace', libc.ptrace(2, os.getppid(), None, None), ctypes.get_errno())\n\
+             print('process_vm_readv', libc.process_vm_readv(os.getpid(), None, 0, None, 0, 0), \
+             ctypes.get_errno())\n",
+            path = path.display().to_string(),
+        );
+        for isolation in [
+            Isolation::Full,
+            Isolation::UserNamespace,
+            Isolation::LimitsOnly,
+        ] {
+            let sandbox = sandbox_at(isolation, Limits::default()).await;
+            let execution = run(&sandbox, &program).await;
+            let context = format!("{isolation:?}: {execution:?}");
+            assert!(execution.success(), "{context}");
+            assert!(execution.stdout.contains("connect refused:"), "{context}");
+            assert!(
+                execution.stdout.contains("socketpair refused:"),
+                "{context}"
+            );
+            assert!(execution.stdout.contains("ptrace -1 1\n"), "{context}");
+            assert!(
+                execution.stdout.contains("process_vm_readv -1 1\n"),
+                "{context}"
+            );
+            assert!(
+                matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                "{isolation:?}: the sandboxed program reached a Unix socket on the host"
+            );
+        }
     }
 
     #[test]
