@@ -13,9 +13,11 @@
 //!   nothing on the machine, which is also why it cannot write to any file but its own.
 //! - **network**: a new, empty network namespace (`unshare --net`): not even loopback is up.
 //! - **writes**: a private mount namespace in which every filesystem that could hold new files is
-//!   remounted read-only, except a bind mount of the run's temporary directory. World-writable
-//!   places (`/tmp`, `/dev/shm`) are read-only there too, so the unprivileged uid has nowhere
-//!   else to write.
+//!   remounted read-only, except the run's directory: a tmpfs mounted over the temporary
+//!   directory in that namespace only ([`Limits::work_dir_bytes`], [`Limits::work_dir_inodes`]),
+//!   owned by the run's uid, into which the program is copied; so many files each under
+//!   RLIMIT_FSIZE cannot fill the disk either. World-writable places (`/tmp`, `/dev/shm`) are
+//!   read-only there too, so the unprivileged uid has nowhere else to write.
 //! - **other processes**: `/proc` is hidden behind an empty read-only tmpfs, so no process of
 //!   the run can read the memory, environment or file descriptors of another (the HumanEval
 //!   runner's marker, say); `ptrace`, `process_vm_readv`/`process_vm_writev` and `pidfd_getfd`
@@ -62,12 +64,22 @@ const SETUP_MARKER: &str = "tandem-sandbox:";
 
 /// Runs as PID 1 of the new namespaces, as root (real or namespaced): makes the filesystem
 /// read-only but for the work directory, drops to the run's uid, runs the command and exits with
-/// its status. Arguments: work directory, uid (`-` to keep the current one), command.
+/// its status. Arguments: work directory, uid (`-` to keep the current one), the work directory's
+/// size and inode limits, command.
 const WRAPPER: &str = r#"
-work=$1 uid=$2
-shift 2
+work=$1 uid=$2 size=$3 inodes=$4
+shift 4
 fail() { echo "tandem-sandbox: $*" >&2; exit 97; }
-mount --bind "$work" "$work" || fail "cannot bind-mount $work"
+# The run works in a tmpfs of its own, limited in size and inodes, so that many files each under
+# RLIMIT_FSIZE cannot fill the disk. It exists only in this mount namespace and goes with it.
+# The shell stays in the directory underneath, to copy the program in.
+cd "$work" || fail "cannot enter $work"
+owner=
+[ "$uid" = - ] || owner=",uid=$uid,gid=$uid"
+mount -t tmpfs -o "size=$size,nr_inodes=$inodes,mode=0700$owner" tandem-work "$work" \
+    || fail "cannot mount a tmpfs on $work"
+cp -- ./* "$work"/ || fail "cannot copy the program into $work"
+[ "$uid" = - ] || chown -R "$uid:$uid" "$work" || fail "cannot give $work to $uid"
 seen=" $work "
 while read -r _ _ _ _ point options rest; do
     case "$rest" in "- "*) fstype=${rest#- } ;; *) fstype=${rest#* - } ;; esac
@@ -121,6 +133,11 @@ pub struct Limits {
     pub file_size_bytes: u64,
     /// Open file descriptors (RLIMIT_NOFILE).
     pub open_files: u64,
+    /// Size of the run's directory, a tmpfs of its own (not enforced by [`Isolation::LimitsOnly`]).
+    pub work_dir_bytes: u64,
+    /// Files and directories the run's directory can hold (not enforced by
+    /// [`Isolation::LimitsOnly`]).
+    pub work_dir_inodes: u64,
 }
 
 impl Default for Limits {
@@ -134,6 +151,8 @@ impl Default for Limits {
             processes: 16,
             file_size_bytes: 16 << 20,
             open_files: 64,
+            work_dir_bytes: 64 << 20,
+            work_dir_inodes: 4096,
         }
     }
 }
@@ -169,7 +188,8 @@ impl Isolation {
                  sandboxed code off the network (network namespaces are not available here)"
                     .into(),
                 "NO FILESYSTEM ISOLATION: sandboxed code can write wherever the user running \
-                 Tandem can (mount namespaces are not available here)"
+                 Tandem can, as many files as it likes, each under the file size limit (mount \
+                 namespaces are not available here)"
                     .into(),
                 nproc,
             ],
@@ -309,6 +329,8 @@ impl Sandbox {
             "processes": self.limits.processes,
             "file_size_bytes": self.limits.file_size_bytes,
             "open_files": self.limits.open_files,
+            "work_dir_bytes": self.limits.work_dir_bytes,
+            "work_dir_inodes": self.limits.work_dir_inodes,
             "warnings": self.warnings,
         })
     }
@@ -412,6 +434,8 @@ impl Sandbox {
                     ])
                     .arg(dir)
                     .arg(uid.map_or_else(|| "-".to_string(), |u| u.to_string()))
+                    .arg(limits.work_dir_bytes.to_string())
+                    .arg(limits.work_dir_inodes.to_string())
                     .args(inner)
                     .current_dir("/")
                     .stdin(Stdio::piped());
@@ -1018,6 +1042,49 @@ mod tests {
             assert!(
                 matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
                 "{isolation:?}: the sandboxed program reached a Unix socket on the host"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn many_files_under_the_file_size_limit_cannot_fill_the_disk() {
+        let fill = |files: usize| {
+            format!(
+                "written = 0\ntry:\n    for i in range({files}):\n        \
+                 with open(f'big{{i}}', 'wb') as f:\n            f.write(b'x' * (8 << 20))\n        \
+                 written += 1\n    print('wrote', written)\n\
+                 except OSError as e:\n    print('refused after', written, e)\n"
+            )
+        };
+        let inodes =
+            "n = 0\ntry:\n    while n < 100000:\n        open(f'f{n}', 'w').close()\n        \
+                      n += 1\n    print('created', n)\nexcept OSError as e:\n    \
+                      print('refused after', n, e)\n";
+        let limits = Limits {
+            work_dir_bytes: 64 << 20,
+            work_dir_inodes: 4096,
+            ..Limits::default()
+        };
+        for isolation in [Isolation::Full, Isolation::UserNamespace] {
+            let sandbox = sandbox_at(isolation, limits).await;
+            let two = run(&sandbox, &fill(2)).await;
+            assert!(two.stdout.contains("wrote 2"), "{isolation:?}: {two:?}");
+            let twenty = run(&sandbox, &fill(20)).await;
+            assert!(
+                twenty.stdout.contains("refused after")
+                    && twenty.stdout.contains("No space left on device"),
+                "{isolation:?}: {twenty:?}"
+            );
+            let many = run(&sandbox, inodes).await;
+            let created: u64 = many
+                .stdout
+                .strip_prefix("refused after ")
+                .and_then(|l| l.split_whitespace().next()?.parse().ok())
+                .unwrap_or_else(|| panic!("{isolation:?}: no inode limit: {many:?}"));
+            assert!(created < 4096, "{isolation:?}: {many:?}");
+            assert!(
+                many.stdout.contains("No space left on device"),
+                "{isolation:?}: {many:?}"
             );
         }
     }
