@@ -333,13 +333,13 @@ mod tests {
         let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
         assert!(
             markdown.contains(
-                "| humaneval | test | large | humaneval-instruct-v1 | 4 | pass@1 | 100.0% |"
+                "| humaneval | test | large | humaneval-instruct-v1 | full | 4 | pass@1 | 100.0% |"
             ),
             "{markdown}"
         );
         assert!(
             markdown.contains(
-                "| humaneval | test | oracle(large\\|small) | humaneval-instruct-v1 | 4 |"
+                "| humaneval | test | oracle(large\\|small) | humaneval-instruct-v1 | full | 4 |"
             ),
             "{markdown}"
         );
