@@ -40,6 +40,18 @@ pub struct Config {
     pub models: BTreeMap<String, ModelConfig>,
     #[serde(default)]
     pub pipelines: BTreeMap<String, PipelineConfig>,
+    #[serde(default)]
+    pub eval: EvalConfig,
+}
+
+/// `[eval]`: settings of `tandem eval`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Run model-written code with resource limits only (network and a writable filesystem) where
+    /// namespaces are not available, instead of refusing; as `--allow-unisolated` does.
+    #[serde(default)]
+    pub allow_unisolated: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -266,6 +278,18 @@ mod tests {
         let config = Config::parse(EMBEDDED_DEFAULT).unwrap();
         assert_eq!(config.pipelines["default"].model, "smollm2");
         assert!(matches!(config.models["smollm2"], ModelConfig::Local(_)));
+    }
+
+    #[test]
+    fn running_code_unisolated_is_off_unless_the_eval_section_allows_it() {
+        assert!(
+            !Config::parse(EMBEDDED_DEFAULT)
+                .unwrap()
+                .eval
+                .allow_unisolated
+        );
+        let allowed = format!("{EMBEDDED_DEFAULT}\n[eval]\nallow_unisolated = true\n");
+        assert!(Config::parse(&allowed).unwrap().eval.allow_unisolated);
     }
 
     #[test]

@@ -64,7 +64,7 @@ enum Command {
     /// Evaluate models and pipelines on benchmarks (see `eval --help`).
     Eval {
         #[command(subcommand)]
-        command: tandem_eval::EvalCommand,
+        command: eval::EvalCommand,
     },
     /// Measure speed (see `bench --help`).
     Bench {

@@ -31,6 +31,9 @@ pub enum EvalError {
     /// The sandbox itself could not be set up (not the sandboxed code failing).
     #[error("sandbox: {0}")]
     Sandbox(String),
+    /// A report was asked for a selection the store has no outcomes for.
+    #[error("no outcomes in {} for this selection; `tandem eval run` stores them", .store.display())]
+    NoOutcomes { store: PathBuf },
     #[error("plot {}: {message}", .path.display())]
     Plot { path: PathBuf, message: String },
 }

@@ -16,12 +16,10 @@
 //! - [`store`]: the SQLite outcome store keyed by (dataset, item, model, settings hash).
 //! - [`report`], [`plot`], [`export`]: Wilson intervals, cost and latency, the oracle router,
 //!   PNG/SVG plots, JSON/CSV.
-//! - [`cli`]: [`EvalCommand`] and [`execute`]; the binary supplies a [`ModelProvider`].
 //!
-//! The binary wires it as `Eval { #[command(subcommand)] command: EvalCommand }` and calls
-//! `tandem_eval::execute(command, &provider, &cache_dir).await`.
+//! The library returns data ([`runner::RunSummary`], [`report::Row`], ...) and [`EvalError`]s; the
+//! `tandem` binary owns the command line and everything printed.
 
-pub mod cli;
 pub mod dataset;
 pub mod error;
 pub mod export;
@@ -31,10 +29,10 @@ pub mod runner;
 pub mod sandbox;
 pub mod store;
 
-#[cfg(test)]
-mod testing;
+/// Test doubles, also for the binary's tests (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
-pub use cli::{execute, EvalCommand, ModelProvider};
 pub use dataset::{Dataset, Item, Score, Split};
 pub use error::EvalError;
 pub use store::{Outcome, Store};

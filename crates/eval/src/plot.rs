@@ -205,6 +205,7 @@ mod tests {
             model: model.into(),
             settings_hash: "0123456789abcdef".into(),
             prompt: "p1".into(),
+            isolation: "full".into(),
             metric: "pass@1".into(),
             n: 100,
             passed: (score * 100.0) as usize,

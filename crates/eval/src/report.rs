@@ -5,10 +5,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::store::{Outcome, RunRecord, Session};
+use crate::error::EvalError;
+use crate::store::{Filter, Outcome, RunRecord, Session, Store};
 
 /// z for a two-sided 95% interval.
 const Z95: f64 = 1.959_963_984_540_054;
@@ -37,6 +39,10 @@ pub struct Row {
     pub settings_hash: String,
     /// The prompt version the items were asked with ("?" if the run is not recorded).
     pub prompt: String,
+    /// How the run's code was sandboxed (`full`, `user_namespace`, `limits_only`), `none` for a
+    /// dataset that runs no code, "?" if the run is not recorded; for the oracle, those of its
+    /// runs joined by `+`.
+    pub isolation: String,
     pub metric: String,
     pub n: usize,
     pub passed: usize,
@@ -61,6 +67,42 @@ pub struct Row {
     /// Everything but generation, from the wall clock of whole sessions; `None` when no session
     /// of this run finished.
     pub session_overhead_pct: Option<f64>,
+}
+
+/// The report's rows for the outcomes `filter` selects: one per run and split, then the oracle
+/// rows. An empty selection is an error, not an empty report.
+pub fn build(store: &Store, filter: &Filter) -> Result<Vec<Row>, EvalError> {
+    let outcomes = store.outcomes(filter)?;
+    if outcomes.is_empty() {
+        return Err(EvalError::NoOutcomes {
+            store: store.path().to_path_buf(),
+        });
+    }
+    let metric_of = |name: &str| {
+        crate::dataset::info(name)
+            .map_or("score", |d| d.metric)
+            .to_string()
+    };
+    let runs = store.runs(filter)?;
+    let mut rows = summarize(&outcomes, &store.sessions()?, &runs, metric_of);
+    rows.extend(oracles(&outcomes, &runs, metric_of));
+    Ok(rows)
+}
+
+/// Writes `report.json`, `report.md` and (with `plots`) the plots into `out`, creating it;
+/// returns the files written.
+pub fn write(rows: &[Row], out: &Path, plots: bool) -> Result<Vec<PathBuf>, EvalError> {
+    std::fs::create_dir_all(out).map_err(EvalError::io(out))?;
+    let json = out.join("report.json");
+    let bytes = serde_json::to_vec_pretty(rows).expect("report rows serialise");
+    std::fs::write(&json, bytes).map_err(EvalError::io(&json))?;
+    let markdown_path = out.join("report.md");
+    std::fs::write(&markdown_path, markdown(rows)).map_err(EvalError::io(&markdown_path))?;
+    let mut written = vec![json, markdown_path];
+    if plots {
+        written.extend(crate::plot::write_plots(rows, out)?);
+    }
+    Ok(written)
 }
 
 /// One row per (dataset, split, model, settings hash), in that order. `runs` give each run's
@@ -90,19 +132,23 @@ pub fn summarize(
         total.1 += session.gen_ms;
     }
     let prompts = prompt_versions(runs);
+    let isolations = isolations(runs);
     groups
         .into_iter()
         .map(|((dataset, split, model, hash), group)| {
             let prompt = prompt_of(&prompts, hash);
-            let mut row = aggregate(
-                dataset,
-                split,
-                model,
-                hash,
-                prompt,
-                &metric_of(dataset),
-                &group,
-            );
+            let mut row = Row {
+                isolation: isolation_of(&isolations, hash).to_string(),
+                ..aggregate(
+                    dataset,
+                    split,
+                    model,
+                    hash,
+                    prompt,
+                    &metric_of(dataset),
+                    &group,
+                )
+            };
             row.session_overhead_pct = session_totals
                 .get(hash)
                 .filter(|(_, gen)| *gen > 0.0)
@@ -125,6 +171,24 @@ fn prompt_versions(runs: &[RunRecord]) -> HashMap<&str, &str> {
 /// The prompt version of the run `hash`; "?" if the run is not recorded.
 fn prompt_of<'a>(prompts: &HashMap<&str, &'a str>, hash: &str) -> &'a str {
     prompts.get(hash).copied().unwrap_or("?")
+}
+
+/// Each run's sandbox isolation as recorded in its scoring settings (`none` when its dataset
+/// runs no code), by settings hash.
+fn isolations(runs: &[RunRecord]) -> HashMap<&str, &str> {
+    runs.iter()
+        .map(|run| {
+            let isolation = run.settings["scoring"]["sandbox"]["isolation"]
+                .as_str()
+                .unwrap_or("none");
+            (run.settings_hash.as_str(), isolation)
+        })
+        .collect()
+}
+
+/// The isolation of the run `hash`; "?" if the run is not recorded.
+fn isolation_of<'a>(isolations: &HashMap<&str, &'a str>, hash: &str) -> &'a str {
+    isolations.get(hash).copied().unwrap_or("?")
 }
 
 fn aggregate(
@@ -152,6 +216,8 @@ fn aggregate(
         model: model.to_string(),
         settings_hash: hash.to_string(),
         prompt: prompt.to_string(),
+        // Known to the caller, which has the run's record.
+        isolation: String::new(),
         metric: metric.to_string(),
         n,
         passed,
@@ -198,6 +264,7 @@ pub fn oracles(
     type ItemOutcomes<'a> = HashMap<&'a str, &'a Outcome>;
     type Runs<'a> = BTreeMap<(&'a str, &'a str), ItemOutcomes<'a>>;
     let prompts = prompt_versions(records);
+    let isolations = isolations(records);
     let mut by_split: BTreeMap<(&str, &str, &str), Runs> = BTreeMap::new();
     for outcome in outcomes {
         let prompt = prompt_of(&prompts, &outcome.settings_hash);
@@ -242,15 +309,24 @@ pub fn oracles(
                 .collect::<Vec<_>>()
                 .join("|")
         );
-        rows.push(aggregate(
-            dataset,
-            split,
-            &name,
-            "-",
-            prompt,
-            &metric_of(dataset),
-            &chosen,
-        ));
+        let mut isolation: Vec<&str> = runs
+            .keys()
+            .map(|(_, hash)| isolation_of(&isolations, hash))
+            .collect();
+        isolation.sort_unstable();
+        isolation.dedup();
+        rows.push(Row {
+            isolation: isolation.join("+"),
+            ..aggregate(
+                dataset,
+                split,
+                &name,
+                "-",
+                prompt,
+                &metric_of(dataset),
+                &chosen,
+            )
+        });
     }
     rows
 }
@@ -258,8 +334,8 @@ pub fn oracles(
 /// The rows as an aligned text table.
 pub fn table(rows: &[Row]) -> String {
     let header = [
-        "dataset", "split", "model", "settings", "prompt", "n", "metric", "score", "95% CI",
-        "errors", "tok out", "latency", "tok/s", "cost $", "harness",
+        "dataset", "split", "model", "settings", "prompt", "sandbox", "n", "metric", "score",
+        "95% CI", "errors", "tok out", "latency", "tok/s", "cost $", "harness",
     ];
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for row in rows {
@@ -273,6 +349,7 @@ pub fn table(rows: &[Row]) -> String {
             row.model.clone(),
             row.settings_hash.chars().take(8).collect(),
             row.prompt.clone(),
+            row.isolation.clone(),
             row.n.to_string(),
             row.metric.clone(),
             format!("{:.1}%", 100.0 * row.score),
@@ -318,9 +395,10 @@ pub fn table(rows: &[Row]) -> String {
 /// README's baselines are pasted in.
 pub fn markdown(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| dataset | split | model | prompt | n | metric | score | 95% CI | mean tokens out \
-         | stopped at max_tokens | mean latency | tok/s | cost $ per item | harness |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| dataset | split | model | prompt | sandbox | n | metric | score | 95% CI \
+         | mean tokens out | stopped at max_tokens | mean latency | tok/s | cost $ per item \
+         | harness |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
         let mean_tokens = if row.n == 0 {
@@ -330,13 +408,14 @@ pub fn markdown(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {:.1}% | {:.1}–{:.1}% | {mean_tokens:.0} | {} \
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1}% | {:.1}–{:.1}% | {mean_tokens:.0} | {} \
              | {:.1} s | {:.1} | {:.4} | {:.1}% |",
             row.dataset,
             row.split,
             // The oracle's name lists its runs with `|`, which would end a Markdown cell.
             row.model.replace('|', "\\|"),
             row.prompt,
+            row.isolation,
             row.n,
             row.metric,
             100.0 * row.score,
@@ -364,6 +443,13 @@ mod tests {
             settings: serde_json::json!({ "settings": { "prompt_version": prompt } }),
             created_at: 0,
         }
+    }
+
+    /// `record`, as a run of a dataset whose code ran in a sandbox at `isolation`.
+    fn sandboxed(record: RunRecord, isolation: &str) -> RunRecord {
+        let mut settings = record.settings;
+        settings["scoring"] = serde_json::json!({ "sandbox": { "isolation": isolation } });
+        RunRecord { settings, ..record }
     }
 
     fn outcome(model: &str, item: &str, passed: bool, cost: f64) -> Outcome {
@@ -424,9 +510,8 @@ mod tests {
             wall_ms: 3300.0,
             gen_ms: 3000.0,
         }];
-        let rows = summarize(&outcomes, &sessions, &[record("small", "p1")], |_| {
-            "pass@1".into()
-        });
+        let records = [sandboxed(record("small", "p1"), "full")];
+        let rows = summarize(&outcomes, &sessions, &records, |_| "pass@1".into());
         assert_eq!(rows.len(), 2);
         let small = rows.iter().find(|r| r.model == "small").unwrap();
         assert_eq!((small.n, small.passed, small.errors), (3, 1, 1));
@@ -435,16 +520,20 @@ mod tests {
         assert!((small.overhead_pct - 2.1).abs() < 1e-9);
         assert!((small.session_overhead_pct.unwrap() - 10.0).abs() < 1e-9);
         assert_eq!(small.prompt, "p1");
+        assert_eq!(small.isolation, "full");
         let large = rows.iter().find(|r| r.model == "large").unwrap();
         assert_eq!(large.session_overhead_pct, None);
         assert_eq!(large.prompt, "?", "no run recorded");
+        assert_eq!(large.isolation, "?", "no run recorded");
         assert!((large.cost_usd - 0.01).abs() < 1e-12);
         let text = table(&rows);
         assert!(text.contains("33.3%"), "{text}");
+        assert!(text.lines().next().unwrap().contains("sandbox"), "{text}");
+        assert!(text.contains("p1      full"), "{text}");
         let markdown = markdown(&rows);
         assert!(
             markdown.contains(
-                "| d | test | small | p1 | 3 | pass@1 | 33.3% | 6.1–79.2% | 50 | 1 | 1.0 s | 50.0 \
+                "| d | test | small | p1 | full | 3 | pass@1 | 33.3% | 6.1–79.2% | 50 | 1 | 1.0 s | 50.0 \
                  | 0.0000 | 2.1% |"
             ),
             "{markdown}"
@@ -470,6 +559,14 @@ mod tests {
         assert_eq!(oracle.model, "oracle(large|small)");
         assert_eq!((oracle.n, oracle.passed), (3, 2));
         assert_eq!(oracle.prompt, "p1");
+        // A dataset that runs no code records no sandbox.
+        assert_eq!(oracle.isolation, "none");
+        let mixed = [
+            sandboxed(record("small", "p1"), "full"),
+            sandboxed(record("large", "p1"), "limits_only"),
+        ];
+        let oracle = &oracles(&outcomes, &mixed, |_| "pass@1".into())[0];
+        assert_eq!(oracle.isolation, "full+limits_only");
         // Item 1 from small, item 2 from large, item 3 (no one passed) from the cheaper small.
         assert!(
             (oracle.cost_usd - 0.012).abs() < 1e-12,

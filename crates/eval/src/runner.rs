@@ -45,7 +45,9 @@ impl Default for Generation {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Settings {
     pub model: String,
-    /// What identifies the model beyond its name (see [`crate::ModelProvider::fingerprint`]).
+    /// What identifies the model beyond its name: for a local model its file and sha256, for a
+    /// remote one the upstream and its model id, for a pipeline its structure; null trusts the
+    /// name alone.
     pub model_fingerprint: serde_json::Value,
     pub dataset: String,
     pub dataset_version: String,

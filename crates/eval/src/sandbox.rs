@@ -13,18 +13,29 @@
 //!   nothing on the machine, which is also why it cannot write to any file but its own.
 //! - **network**: a new, empty network namespace (`unshare --net`): not even loopback is up.
 //! - **writes**: a private mount namespace in which every filesystem that could hold new files is
-//!   remounted read-only, except a bind mount of the run's temporary directory. World-writable
-//!   places (`/tmp`, `/dev/shm`) are read-only there too, so the unprivileged uid has nowhere
-//!   else to write.
+//!   remounted read-only, except the run's directory: a tmpfs mounted over the temporary
+//!   directory in that namespace only ([`Limits::work_dir_bytes`], [`Limits::work_dir_inodes`]),
+//!   owned by the run's uid, into which the program is copied; so many files each under
+//!   RLIMIT_FSIZE cannot fill the disk either. World-writable places (`/tmp`, `/dev/shm`) are
+//!   read-only there too, so the unprivileged uid has nowhere else to write.
+//! - **other processes**: `/proc` is hidden behind an empty read-only tmpfs, so no process of
+//!   the run can read the memory, environment or file descriptors of another (the HumanEval
+//!   runner's marker, say); `ptrace`, `process_vm_readv`/`process_vm_writev` and `pidfd_getfd`
+//!   are refused by a seccomp filter (see `syscalls`).
+//! - **sockets**: the same filter refuses `socket()` (and `socketpair()`, io_uring), at every
+//!   level: a read-only mount does not stop `connect()` to a Unix socket of the host.
 //! - **cleanup**: the temporary directory is removed when the run ends, whatever the outcome; the
 //!   environment is cleared (only `PATH`, `HOME`, `TMPDIR`, `LANG` are set) and stdin is empty.
 //!   If Tandem itself dies mid-run, the wrapper sees its lifeline pipe close and kills the run, so
 //!   nothing outlives the process that started it.
 //!
 //! [`Sandbox::detect`] probes what the machine allows and falls back, with a warning for each
-//! guarantee lost, to [`Isolation::UserNamespace`] (not root: same namespaces, but the code keeps
-//! the caller's uid, so the process limit counts all of the caller's processes) and then to
-//! [`Isolation::LimitsOnly`] (resource limits and the timeout only).
+//! guarantee lost, to [`Isolation::UserNamespace`] (not root: the same namespaces, with the code
+//! as root of its own user namespace stripped of every capability; the code keeps the caller's
+//! uid, so the process limit counts all of the caller's processes). It does not fall back to
+//! [`Isolation::LimitsOnly`] (resource limits, the timeout and the seccomp filter only: the code
+//! can write wherever the caller can) unless the caller allows it explicitly; it refuses instead.
+//! The level is part of [`Sandbox::describe`], which is recorded with every run.
 
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
@@ -38,6 +49,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
 use crate::error::EvalError;
+use syscalls::spawn_filtered;
+
+mod syscalls;
 
 /// The `PATH` the wrapper and the sandboxed code see.
 const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -50,12 +64,22 @@ const SETUP_MARKER: &str = "tandem-sandbox:";
 
 /// Runs as PID 1 of the new namespaces, as root (real or namespaced): makes the filesystem
 /// read-only but for the work directory, drops to the run's uid, runs the command and exits with
-/// its status. Arguments: work directory, uid (`-` to keep the current one), command.
+/// its status. Arguments: work directory, uid (`-` to keep the current one), the work directory's
+/// size and inode limits, command.
 const WRAPPER: &str = r#"
-work=$1 uid=$2
-shift 2
+work=$1 uid=$2 size=$3 inodes=$4
+shift 4
 fail() { echo "tandem-sandbox: $*" >&2; exit 97; }
-mount --bind "$work" "$work" || fail "cannot bind-mount $work"
+# The run works in a tmpfs of its own, limited in size and inodes, so that many files each under
+# RLIMIT_FSIZE cannot fill the disk. It exists only in this mount namespace and goes with it.
+# The shell stays in the directory underneath, to copy the program in.
+cd "$work" || fail "cannot enter $work"
+owner=
+[ "$uid" = - ] || owner=",uid=$uid,gid=$uid"
+mount -t tmpfs -o "size=$size,nr_inodes=$inodes,mode=0700$owner" tandem-work "$work" \
+    || fail "cannot mount a tmpfs on $work"
+cp -- ./* "$work"/ || fail "cannot copy the program into $work"
+[ "$uid" = - ] || chown -R "$uid:$uid" "$work" || fail "cannot give $work to $uid"
 seen=" $work "
 while read -r _ _ _ _ point options rest; do
     case "$rest" in "- "*) fstype=${rest#- } ;; *) fstype=${rest#* - } ;; esac
@@ -70,16 +94,22 @@ while read -r _ _ _ _ point options rest; do
     seen="$seen$point "
     mount -o remount,bind,ro "$point" || fail "cannot make $point read-only"
 done < /proc/self/mountinfo
+# No sandboxed process may read another one's memory, environment or descriptors (where the
+# HumanEval runner keeps its marker): /proc is hidden behind an empty read-only tmpfs.
+mount -t tmpfs -o ro,size=4k,nr_inodes=1,mode=0555 tandem-no-proc /proc || fail "cannot hide /proc"
 cd "$work" || fail "cannot enter $work"
 unset OLDPWD PWD
 # The command runs in the background so that this shell can also watch its stdin, a pipe whose
 # other end Tandem holds until the run ends. End of file there means Tandem is gone (killed, say):
 # the command is killed, this shell exits and the PID namespace takes everything left with it.
 exec 3<&0
+# Every capability goes: root of a user namespace could otherwise remount the filesystem
+# read-write or undo the hidden /proc.
+drop="--bounding-set=-all --inh-caps=-all --ambient-caps=-all --no-new-privs"
 if [ "$uid" = - ]; then
-    "$@" </dev/null 3<&- &
+    setpriv $drop -- "$@" </dev/null 3<&- &
 else
-    setpriv --reuid="$uid" --regid="$uid" --clear-groups --no-new-privs -- "$@" </dev/null 3<&- &
+    setpriv --reuid="$uid" --regid="$uid" --clear-groups $drop -- "$@" </dev/null 3<&- &
 fi
 command=$!
 (while read -r _; do :; done; kill -KILL "$command") <&3 2>/dev/null &
@@ -103,6 +133,11 @@ pub struct Limits {
     pub file_size_bytes: u64,
     /// Open file descriptors (RLIMIT_NOFILE).
     pub open_files: u64,
+    /// Size of the run's directory, a tmpfs of its own (not enforced by [`Isolation::LimitsOnly`]).
+    pub work_dir_bytes: u64,
+    /// Files and directories the run's directory can hold (not enforced by
+    /// [`Isolation::LimitsOnly`]).
+    pub work_dir_inodes: u64,
 }
 
 impl Default for Limits {
@@ -116,6 +151,8 @@ impl Default for Limits {
             processes: 16,
             file_size_bytes: 16 << 20,
             open_files: 64,
+            work_dir_bytes: 64 << 20,
+            work_dir_inodes: 4096,
         }
     }
 }
@@ -147,11 +184,12 @@ impl Isolation {
             Isolation::Full => Vec::new(),
             Isolation::UserNamespace => vec![nproc],
             Isolation::LimitsOnly => vec![
-                "NO NETWORK ISOLATION: sandboxed code can open sockets (network namespaces are \
-                 not available here)"
+                "NO NETWORK NAMESPACE: only the seccomp filter that refuses socket() keeps \
+                 sandboxed code off the network (network namespaces are not available here)"
                     .into(),
                 "NO FILESYSTEM ISOLATION: sandboxed code can write wherever the user running \
-                 Tandem can (mount namespaces are not available here)"
+                 Tandem can, as many files as it likes, each under the file size limit (mount \
+                 namespaces are not available here)"
                     .into(),
                 nproc,
             ],
@@ -205,22 +243,34 @@ impl Sandbox {
     /// system's `/usr/bin/python3`, which any uid can run, else `python3` on `PATH`) by running a
     /// probe program at each level. Every guarantee that is lost is logged as a warning and kept
     /// in [`Sandbox::warnings`].
-    pub async fn detect(limits: Limits, python: Option<PathBuf>) -> Result<Sandbox, EvalError> {
+    /// Without `allow_unisolated`, a machine that offers neither namespaced level is refused.
+    pub async fn detect(
+        limits: Limits,
+        python: Option<PathBuf>,
+        allow_unisolated: bool,
+    ) -> Result<Sandbox, EvalError> {
+        let candidates: &[Isolation] = if nix::unistd::geteuid().is_root() {
+            &[Isolation::Full, Isolation::UserNamespace]
+        } else {
+            &[Isolation::UserNamespace]
+        };
+        Sandbox::detect_among(candidates, limits, python, allow_unisolated).await
+    }
+
+    /// [`Sandbox::detect`] over the namespaced levels `candidates`, strongest first.
+    async fn detect_among(
+        candidates: &[Isolation],
+        limits: Limits,
+        python: Option<PathBuf>,
+        allow_unisolated: bool,
+    ) -> Result<Sandbox, EvalError> {
         let python = match python {
             Some(path) => path,
             None => default_python()?,
         };
-        let candidates: &[Isolation] = if nix::unistd::geteuid().is_root() {
-            &[
-                Isolation::Full,
-                Isolation::UserNamespace,
-                Isolation::LimitsOnly,
-            ]
-        } else {
-            &[Isolation::UserNamespace, Isolation::LimitsOnly]
-        };
+        let unisolated = allow_unisolated.then_some(Isolation::LimitsOnly);
         let mut warnings = Vec::new();
-        for &isolation in candidates {
+        for &isolation in candidates.iter().chain(unisolated.iter()) {
             let sandbox = Sandbox {
                 limits,
                 isolation,
@@ -244,8 +294,16 @@ impl Sandbox {
                 )),
             }
         }
+        let hint = if allow_unisolated {
+            String::new()
+        } else {
+            "; refusing to run model-written code without namespaces (it would have a writable \
+             filesystem and no network namespace): pass --allow-unisolated or set `[eval] allow_unisolated \
+             = true` to run it with resource limits only"
+                .to_string()
+        };
         Err(EvalError::Sandbox(format!(
-            "no way to run {} here: {}",
+            "no isolated way to run {} here: {}{hint}",
             python.display(),
             warnings.join("; ")
         )))
@@ -271,6 +329,8 @@ impl Sandbox {
             "processes": self.limits.processes,
             "file_size_bytes": self.limits.file_size_bytes,
             "open_files": self.limits.open_files,
+            "work_dir_bytes": self.limits.work_dir_bytes,
+            "work_dir_inodes": self.limits.work_dir_inodes,
             "warnings": self.warnings,
         })
     }
@@ -374,6 +434,8 @@ impl Sandbox {
                     ])
                     .arg(dir)
                     .arg(uid.map_or_else(|| "-".to_string(), |u| u.to_string()))
+                    .arg(limits.work_dir_bytes.to_string())
+                    .arg(limits.work_dir_inodes.to_string())
                     .args(inner)
                     .current_dir("/")
                     .stdin(Stdio::piped());
@@ -400,13 +462,9 @@ impl Sandbox {
         main: &str,
     ) -> Result<Execution, EvalError> {
         let started = Instant::now();
-        let mut child = self
-            .command(dir, uid, main)
-            .spawn()
-            .map_err(|e| EvalError::Command {
-                command: "unshare/prlimit".into(),
-                message: format!("cannot start the sandbox: {e}"),
-            })?;
+        // Kept until the run has ended: see `Spawned`.
+        let mut spawned = spawn_filtered(self.command(dir, uid, main)).await?;
+        let child = &mut spawned.child;
         let group = child.id();
         // Held until the run has ended; see the wrapper.
         let lifeline = child.stdin.take();
@@ -434,6 +492,7 @@ impl Sandbox {
         );
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         drop(lifeline);
+        drop(spawned);
         let status = status.map_err(|e| EvalError::Command {
             command: "unshare/prlimit".into(),
             message: format!("waiting for the sandbox failed: {e}"),
@@ -535,7 +594,7 @@ mod tests {
     use super::*;
 
     async fn sandbox(limits: Limits) -> Sandbox {
-        let sandbox = Sandbox::detect(limits, None).await.unwrap();
+        let sandbox = Sandbox::detect(limits, None, false).await.unwrap();
         // These tests prove the guarantees of full isolation; as root on Linux (our CI) the
         // machine must provide it, so anything less is a failure, not a skip.
         assert_eq!(
@@ -812,7 +871,10 @@ mod tests {
         std::fs::write(dir.join("main.py"), program).unwrap();
         let uid = sandbox_uid();
         chown(&dir, Some(uid), Some(uid)).unwrap();
-        let mut child = sandbox.command(&dir, Some(uid), "main.py").spawn().unwrap();
+        let mut spawned = spawn_filtered(sandbox.command(&dir, Some(uid), "main.py"))
+            .await
+            .unwrap();
+        let child = &mut spawned.child;
         let mut stdout = child.stdout.take().unwrap();
         let mut started = [0u8; 4];
         stdout.read_exact(&mut started).await.unwrap();
@@ -830,16 +892,19 @@ mod tests {
     #[tokio::test]
     async fn without_namespaces_the_limits_and_the_timeout_still_hold() {
         // What a machine without namespaces gets (chosen by hand here: this one has them).
-        let sandbox = Sandbox {
+        let unisolated = |wall: Duration| Sandbox {
             limits: Limits {
                 cpu_seconds: 1,
-                wall: Duration::from_secs(2),
+                wall,
                 ..Limits::default()
             },
             isolation: Isolation::LimitsOnly,
             python: default_python().unwrap(),
             warnings: Isolation::LimitsOnly.gaps(),
         };
+        // The wall clock is far off, so that the CPU limit ends the spin even on a loaded machine
+        // where one CPU-second takes many seconds to use.
+        let sandbox = unisolated(Duration::from_secs(30));
         assert_eq!(sandbox.warnings().len(), 3);
         let hello = run(&sandbox, "print('hello')\n").await;
         assert!(hello.success() && hello.stdout == "hello\n", "{hello:?}");
@@ -848,8 +913,187 @@ mod tests {
             matches!(spin.status, Status::Killed { signal } if signal == 9 || signal == 24),
             "{spin:?}"
         );
-        let sleep = run(&sandbox, "import time\ntime.sleep(600)\n").await;
+        let sleep = run(
+            &unisolated(Duration::from_secs(2)),
+            "import time\ntime.sleep(600)\n",
+        )
+        .await;
         assert_eq!(sleep.status, Status::TimedOut, "{sleep:?}");
+    }
+
+    #[tokio::test]
+    async fn without_namespaces_code_is_refused_unless_allowed() {
+        // A machine where no namespaced level works, as detection sees it.
+        let error = Sandbox::detect_among(&[], Limits::default(), None, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--allow-unisolated") && error.contains("allow_unisolated"),
+            "{error}"
+        );
+        let allowed = Sandbox::detect_among(&[], Limits::default(), None, true)
+            .await
+            .unwrap();
+        assert_eq!(allowed.isolation(), Isolation::LimitsOnly);
+        assert_eq!(allowed.describe()["isolation"], "limits_only");
+    }
+
+    #[tokio::test]
+    async fn the_user_namespace_level_keeps_the_code_in_without_capabilities() {
+        let sandbox =
+            Sandbox::detect_among(&[Isolation::UserNamespace], Limits::default(), None, false)
+                .await
+                .unwrap();
+        assert_eq!(sandbox.isolation(), Isolation::UserNamespace);
+        let open = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let target = open.path().join("escaped.txt");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let program = format!(
+            "import os, socket, subprocess\n\
+             for args in (['mount', '-o', 'remount,rw', '/'], ['mount', '-o', 'remount,bind,rw', {dir:?}],\n\
+             \x20            ['umount', '-l', '/proc'], ['mount', '-t', 'tmpfs', 'x', {dir:?}]):\n\
+             \x20   r = subprocess.run(args, capture_output=True)\n\
+             \x20   print('REMOUNTED' if r.returncode == 0 else 'mount refused', args)\n\
+             with open('/proc/self/status' if os.path.exists('/proc/self/status') else os.devnull) as f:\n\
+             \x20   print('caps', [l for l in f if l.startswith('CapEff')])\n\
+             try:\n    open({target:?}, 'w').write('x')\n    print('WROTE')\n\
+             except OSError as e:\n    print('write refused:', e)\n\
+             try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n    print('CONNECTED')\n\
+             except OSError as e:\n    print('network refused:', e)\n",
+            dir = open.path().display().to_string(),
+            target = target.display().to_string(),
+        );
+        let execution = run(&sandbox, &program).await;
+        assert!(execution.success(), "{execution:?}");
+        assert_eq!(
+            execution.stdout.matches("mount refused").count(),
+            4,
+            "{execution:?}"
+        );
+        assert!(!execution.stdout.contains("REMOUNTED"), "{execution:?}");
+        assert!(execution.stdout.contains("write refused"), "{execution:?}");
+        assert!(
+            execution.stdout.contains("network refused"),
+            "{execution:?}"
+        );
+        assert!(!target.exists());
+        assert!(
+            matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "the sandboxed program reached a socket on the host"
+        );
+    }
+
+    /// The sandbox at `isolation`, whatever detection would choose (LimitsOnly by hand, as a
+    /// machine without namespaces gets it).
+    async fn sandbox_at(isolation: Isolation, limits: Limits) -> Sandbox {
+        match isolation {
+            Isolation::Full => sandbox(limits).await,
+            Isolation::UserNamespace => {
+                Sandbox::detect_among(&[Isolation::UserNamespace], limits, None, false)
+                    .await
+                    .unwrap()
+            }
+            Isolation::LimitsOnly => Sandbox::detect_among(&[], limits, None, true)
+                .await
+                .unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn no_level_lets_the_code_open_sockets_or_trace_processes() {
+        // A Unix socket anyone may connect to: a read-only bind mount would not stop connect().
+        let open = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let path = open.path().join("host.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        // PTRACE_PEEKDATA of a process we do not trace is ESRCH when ptrace is allowed at all;
+        // reading zero bytes of our own memory succeeds when process_vm_readv is allowed.
+        let program = format!(
+            "import ctypes, os, socket\n\
+             libc = ctypes.CDLL(None, use_errno=True)\n\
+             try:\n    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n    \
+             s.connect({path:?})\n    print('CONNECTED')\n\
+             except OSError as e:\n    print('connect refused:', e)\n\
+             try:\n    socket.socketpair()\n    print('SOCKETPAIR')\n\
+             except OSError as e:\n    print('socketpair refused:', e)\n\
+             print('ptrace', libc.ptrace(2, os.getppid(), None, None), ctypes.get_errno())\n\
+             print('process_vm_readv', libc.process_vm_readv(os.getpid(), None, 0, None, 0, 0), \
+             ctypes.get_errno())\n",
+            path = path.display().to_string(),
+        );
+        for isolation in [
+            Isolation::Full,
+            Isolation::UserNamespace,
+            Isolation::LimitsOnly,
+        ] {
+            let sandbox = sandbox_at(isolation, Limits::default()).await;
+            let execution = run(&sandbox, &program).await;
+            let context = format!("{isolation:?}: {execution:?}");
+            assert!(execution.success(), "{context}");
+            assert!(execution.stdout.contains("connect refused:"), "{context}");
+            assert!(
+                execution.stdout.contains("socketpair refused:"),
+                "{context}"
+            );
+            assert!(execution.stdout.contains("ptrace -1 1\n"), "{context}");
+            assert!(
+                execution.stdout.contains("process_vm_readv -1 1\n"),
+                "{context}"
+            );
+            assert!(
+                matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                "{isolation:?}: the sandboxed program reached a Unix socket on the host"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn many_files_under_the_file_size_limit_cannot_fill_the_disk() {
+        let fill = |files: usize| {
+            format!(
+                "written = 0\ntry:\n    for i in range({files}):\n        \
+                 with open(f'big{{i}}', 'wb') as f:\n            f.write(b'x' * (8 << 20))\n        \
+                 written += 1\n    print('wrote', written)\n\
+                 except OSError as e:\n    print('refused after', written, e)\n"
+            )
+        };
+        let inodes =
+            "n = 0\ntry:\n    while n < 100000:\n        open(f'f{n}', 'w').close()\n        \
+                      n += 1\n    print('created', n)\nexcept OSError as e:\n    \
+                      print('refused after', n, e)\n";
+        let limits = Limits {
+            work_dir_bytes: 64 << 20,
+            work_dir_inodes: 4096,
+            ..Limits::default()
+        };
+        for isolation in [Isolation::Full, Isolation::UserNamespace] {
+            let sandbox = sandbox_at(isolation, limits).await;
+            let two = run(&sandbox, &fill(2)).await;
+            assert!(two.stdout.contains("wrote 2"), "{isolation:?}: {two:?}");
+            let twenty = run(&sandbox, &fill(20)).await;
+            assert!(
+                twenty.stdout.contains("refused after")
+                    && twenty.stdout.contains("No space left on device"),
+                "{isolation:?}: {twenty:?}"
+            );
+            let many = run(&sandbox, inodes).await;
+            let created: u64 = many
+                .stdout
+                .strip_prefix("refused after ")
+                .and_then(|l| l.split_whitespace().next()?.parse().ok())
+                .unwrap_or_else(|| panic!("{isolation:?}: no inode limit: {many:?}"));
+            assert!(created < 4096, "{isolation:?}: {many:?}");
+            assert!(
+                many.stdout.contains("No space left on device"),
+                "{isolation:?}: {many:?}"
+            );
+        }
     }
 
     #[test]

@@ -4,18 +4,30 @@
 //! The model is asked, through its chat template, to return the whole function in a fenced
 //! Python block. Scoring then does what the official harness does, with one allowance for chat
 //! models: the code is taken from the first fenced block that defines the entry point (else the
-//! first Python block, else the raw answer); if it defines the entry point, the program is the
-//! task's prompt (its imports and helper functions) followed by that code, which redefines the
-//! stub; otherwise the code is taken as the body and appended to the prompt, as in the official
-//! harness. Then come the task's tests and `check(entry_point)`. The program is executed with
-//! `exec` in a fresh namespace as the official harness does, and passes if it exits cleanly
-//! within the limits.
+//! first Python block, else the raw answer); if it defines the entry point, the candidate program
+//! is the task's prompt (its imports and helper functions) followed by that code, which redefines
+//! the stub; otherwise the code is taken as the body and appended to the prompt, as in the
+//! official harness.
 //!
 //! A whole-function answer is sanitised first, as EvalPlus (the harness behind the Qwen2.5-Coder
 //! report's figures) does: only its top-level imports, function and class definitions and
 //! assignments are kept, so the model's own example calls, prints and asserts neither run nor
 //! decide the verdict. The sandbox does this with Python's own parser; an answer that does not
 //! parse is kept whole (and fails).
+//!
+//! **A pass means the tests ran to the end.** An exit status proves nothing: the model's code can
+//! exit with 0 before the tests run (`sys.exit(0)` in the function, `os._exit(0)` in a default
+//! argument, an `excepthook`), so the model's code and the tests live in two processes of the
+//! sandbox. The runner (`humaneval_runner.py`) runs the task's own prompt and tests, and
+//! `check(entry_point)` calls the candidate through a pipe to the candidate process
+//! (`humaneval_candidate.py`), which alone runs the model's code; arguments and results cross as
+//! Python literals (`repr`, then `ast.literal_eval`), so the candidate can return data, never code
+//! or objects with a rigged `__eq__`. Before the candidate process starts, the runner reads a
+//! fresh random marker from a file and deletes the file; it prints the marker only after `check()`
+//! returned, and a pass is exit status 0 *and* the marker as the last line of output. The model's
+//! code never shares an address space with the marker, its file is gone before that code starts,
+//! and the sandbox hides `/proc` (so the runner's memory, environment and descriptors cannot be
+//! read through it); guessing 128 random bits is hopeless.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -41,36 +53,12 @@ pub const PROMPT: &str = "instruct";
 pub const PROMPT_VERSION: &str = "humaneval-instruct-v1";
 const TASKS: usize = 164;
 
-/// Puts the program together from `head.py`, the sanitised `answer.py` and `tests.py`, and runs it
-/// in a fresh namespace, as the official harness's `exec` does.
-const DRIVER: &str = r#"import ast
-
-KEPT = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
-        ast.Assign, ast.AnnAssign)
-
-
-def definitions(source):
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return source
-    lines = source.splitlines(keepends=True)
-    kept = []
-    for node in tree.body:
-        if isinstance(node, KEPT):
-            first = min([node.lineno] + [d.lineno for d in getattr(node, 'decorator_list', [])])
-            kept.append(''.join(lines[first - 1:node.end_lineno]).rstrip('\n') + '\n')
-    return ''.join(kept)
-
-
-def read(name):
-    with open(name, encoding='utf-8') as f:
-        return f.read()
-
-
-source = read('head.py') + definitions(read('answer.py')) + read('tests.py')
-exec(compile(source, 'program.py', 'exec'), {'__name__': '__candidate__'})
-"#;
+/// Runs the task's prompt and tests, calling the candidate in another process (module docs).
+const RUNNER: &str = include_str!("humaneval_runner.py");
+/// Runs the sanitised answer and serves the runner's calls to its entry point.
+const CANDIDATE: &str = include_str!("humaneval_candidate.py");
+/// The scorer's name, recorded with every run: v3 requires the tests to run to the end.
+pub const SCORER: &str = "humaneval-sandbox-v3";
 /// How much of the program's stderr a score keeps.
 const STDERR_KEPT: usize = 2000;
 
@@ -200,10 +188,11 @@ fn fenced_blocks(text: &str) -> Vec<(String, String)> {
     blocks
 }
 
-/// The parts of the program that tests `code` against `task`, which the sandbox's driver puts
-/// together: `head` runs first, then the definitions of `answer`, then `tests`.
+/// The parts of the programs that test `code` against `task`. The candidate process runs `head`
+/// and then the definitions of `answer`; the runner runs the task's own `prompt` and then `tests`.
 #[derive(Debug)]
 struct Program {
+    prompt: String,
     head: String,
     answer: String,
     tests: String,
@@ -214,6 +203,7 @@ fn build_program(task: &Task, code: &str) -> Program {
     let tests = format!("\n\n{}\n\ncheck({})\n", task.test, task.entry_point);
     if code.contains(&format!("def {}(", task.entry_point)) {
         Program {
+            prompt: task.prompt.clone(),
             head: format!("{}\n", task.prompt),
             answer: code.to_string(),
             tests,
@@ -221,6 +211,7 @@ fn build_program(task: &Task, code: &str) -> Program {
         }
     } else {
         Program {
+            prompt: task.prompt.clone(),
             head: format!("{}{}", task.prompt, code),
             answer: String::new(),
             tests,
@@ -248,7 +239,7 @@ impl Dataset for HumanEval {
     }
 
     fn scoring(&self) -> serde_json::Value {
-        serde_json::json!({ "scorer": "humaneval-sandbox-v2", "sandbox": self.sandbox.describe() })
+        serde_json::json!({ "scorer": SCORER, "sandbox": self.sandbox.describe() })
     }
 
     fn items(&self) -> &[Item] {
@@ -262,13 +253,19 @@ impl Dataset for HumanEval {
             .ok_or_else(|| EvalError::dataset(NAME, format!("no task `{}`", item.id)))?;
         let code = extract_code(answer, &task.entry_point);
         let program = build_program(task, &code);
+        let marker = format!("tandem-tests-completed-{:032x}", rand::random::<u128>());
         let files = [
-            ("main.py", DRIVER),
+            ("main.py", RUNNER),
+            ("candidate.py", CANDIDATE),
+            ("prompt.py", program.prompt.as_str()),
             ("head.py", program.head.as_str()),
             ("answer.py", program.answer.as_str()),
             ("tests.py", program.tests.as_str()),
+            ("entry_point", task.entry_point.as_str()),
+            ("secret", marker.as_str()),
         ];
         let execution = self.sandbox.run_python(&files, "main.py").await?;
+        let tests_completed = execution.stdout.lines().last() == Some(marker.as_str());
         let stderr = execution.stderr.trim();
         let tail_from = stderr
             .char_indices()
@@ -276,8 +273,9 @@ impl Dataset for HumanEval {
             .nth(STDERR_KEPT)
             .map_or(0, |(i, _)| i);
         Ok(Score {
-            passed: execution.success(),
+            passed: execution.success() && tests_completed,
             detail: serde_json::json!({
+                "tests_completed": tests_completed,
                 "assembly": match program.assembly {
                     Assembly::FullFunction => "full_function",
                     Assembly::Body => "body",
@@ -368,7 +366,9 @@ mod tests {
 
     #[tokio::test]
     async fn scores_right_and_wrong_answers_in_the_sandbox() {
-        let sandbox = Sandbox::detect(Limits::default(), None).await.unwrap();
+        let sandbox = Sandbox::detect(Limits::default(), None, false)
+            .await
+            .unwrap();
         let data = dataset(sandbox);
         let item = data.items()[0].clone();
         let right_full = "```python\ndef add(a, b):\n    return helper(a) + b\n```";
@@ -412,5 +412,203 @@ mod tests {
                 .contains("AssertionError"),
             "{score:?}"
         );
+    }
+
+    /// Answers that solve nothing but try to pass anyway: by ending the program with status 0
+    /// before or while the tests run, by tampering with the tests, or by finding or guessing the
+    /// marker. Each is wrong (or never returns) if it does not cheat.
+    const HOSTILE: &[(&str, &str)] = &[
+        (
+            "sys.exit(0) in the function",
+            "import sys\n\ndef add(a, b):\n    sys.exit(0)\n",
+        ),
+        (
+            "os._exit(0) in a default argument",
+            "import os\n\ndef add(a, b, _=os._exit(0)):\n    return 0\n",
+        ),
+        (
+            "SystemExit(0) while the module loads",
+            "import sys\n\nEXIT = sys.exit(0)\n\ndef add(a, b):\n    return 0\n",
+        ),
+        (
+            "an atexit handler that exits with 0",
+            "import atexit, os\n\nHOOK = atexit.register(lambda: os._exit(0))\n\n\
+             def add(a, b):\n    raise ValueError('no')\n",
+        ),
+        (
+            "an excepthook that turns the failed assert into status 0",
+            "import os, sys\n\nHOOK = sys.__setattr__('excepthook', lambda *a: os._exit(0))\n\n\
+             def add(a, b):\n    return 0\n",
+        ),
+        (
+            "killing its own process with status 0 from a profile hook on check",
+            "import os, sys\n\nHOOK = sys.setprofile(lambda frame, event, arg: os._exit(0) \
+             if frame.f_code.co_name == 'check' else None)\n\ndef add(a, b):\n    return 0\n",
+        ),
+        (
+            "a check redefined, in its own namespace and in builtins",
+            "import builtins\n\ndef check(candidate):\n    pass\n\n\
+             PATCH = setattr(builtins, 'check', check)\n\ndef add(a, b):\n    return 0\n",
+        ),
+        (
+            "monkeypatched builtins and an object equal to everything",
+            "import builtins\n\nclass Anything:\n    def __eq__(self, other):\n        return True\n\n\
+             PATCH = setattr(builtins, 'AssertionError', type(None))\n\n\
+             def add(a, b):\n    return Anything()\n",
+        ),
+        (
+            "printing a guessed marker",
+            "import os\n\ndef add(a, b):\n    print('tandem-tests-completed-' + '0' * 32, flush=True)\n\
+             \x20   os._exit(0)\n",
+        ),
+        (
+            "hunting the marker in files, stdin, /proc, the heap and the frames",
+            HUNTER,
+        ),
+    ];
+
+    /// Looks everywhere the marker could be, prints everything that looks like it (on stdout and
+    /// stderr, through every descriptor it can find) and exits with 0.
+    const HUNTER: &str = r#"import gc, os, re, sys
+
+def add(a, b):
+    pattern = re.compile(rb'tandem-tests-completed-[0-9a-f]{32}')
+    found = set()
+    def scan(data):
+        if isinstance(data, str):
+            data = data.encode('utf-8', 'replace')
+        if isinstance(data, (bytes, bytearray)):
+            found.update(pattern.findall(data))
+    def read(path):
+        try:
+            with open(path, 'rb') as f:
+                scan(f.read(1 << 20))
+        except Exception:
+            pass
+    for name in os.listdir('.'):
+        read(name)
+    try:
+        scan(os.read(0, 1 << 16))
+    except Exception:
+        pass
+    for pid in ['self', str(os.getppid())] + [p for p in os.listdir('/proc') if p.isdigit()]:
+        for part in ['environ', 'cmdline']:
+            read(f'/proc/{pid}/{part}')
+        try:
+            for fd in os.listdir(f'/proc/{pid}/fd'):
+                read(f'/proc/{pid}/fd/{fd}')
+        except Exception:
+            pass
+        try:
+            with open(f'/proc/{pid}/maps') as maps, open(f'/proc/{pid}/mem', 'rb') as mem:
+                for line in maps:
+                    start, end = (int(x, 16) for x in line.split()[0].split('-'))
+                    if 'r' in line.split()[1] and end - start < 1 << 26:
+                        try:
+                            mem.seek(start)
+                            scan(mem.read(end - start))
+                        except Exception:
+                            pass
+        except Exception:
+            pass
+    for obj in gc.get_objects():
+        scan(obj if isinstance(obj, (str, bytes)) else repr(obj)[:10000])
+    frame = sys._getframe()
+    while frame:
+        for value in list(frame.f_locals.values()) + list(frame.f_globals.values()):
+            scan(repr(value))
+        frame = frame.f_back
+    for marker in found:
+        for fd in range(64):
+            try:
+                os.write(fd, marker + b'
+')
+            except OSError:
+                pass
+    os._exit(0)
+"#;
+
+    #[tokio::test]
+    async fn answers_that_end_the_program_early_or_forge_the_marker_fail() {
+        let sandbox = Sandbox::detect(Limits::default(), None, false)
+            .await
+            .unwrap();
+        let data = dataset(sandbox);
+        let item = data.items()[0].clone();
+        let mut passed = Vec::new();
+        for (attack, code) in HOSTILE {
+            let score = data
+                .score(&item, &format!("```python\n{code}```"))
+                .await
+                .unwrap();
+            if score.passed {
+                passed.push(format!("{attack}: {score:?}"));
+            }
+            assert_eq!(
+                score.detail["tests_completed"], false,
+                "{attack}: {score:?}"
+            );
+        }
+        assert_eq!(passed, Vec::<String>::new());
+        // The same tricks around a right answer still pass: only the verdict on cheating changed.
+        let honest = "```python\nimport atexit, sys\n\nHOOK = atexit.register(lambda: None)\n\n\
+                      def add(a, b):\n    print('adding', a, b)\n    return a + b\n```";
+        let score = data.score(&item, honest).await.unwrap();
+        assert!(score.passed, "{score:?}");
+        assert_eq!(score.detail["tests_completed"], true, "{score:?}");
+    }
+
+    #[tokio::test]
+    async fn rescoring_with_this_scorer_overturns_passes_that_skipped_the_tests() {
+        use crate::runner::{self, Plan, Subject};
+        use crate::store::{Filter, Store};
+        use crate::testing::{Reply, ScriptedModel};
+
+        let sandbox = Sandbox::detect(Limits::default(), None, false)
+            .await
+            .unwrap();
+        let data = dataset(sandbox);
+        let exits_early = "```python\nimport sys\n\ndef add(a, b):\n    sys.exit(0)\n```";
+        let model = ScriptedModel::new(
+            "hostile",
+            &data,
+            |_: &Item| Reply::Answer(exits_early.into()),
+            None,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("outcomes.sqlite")).unwrap();
+        let plan = Plan {
+            dataset: &data,
+            split: Split::All,
+            limit: None,
+            generation: Default::default(),
+            retry_errors: false,
+            progress: false,
+            concurrency: 1,
+        };
+        let subject = Subject {
+            name: "hostile",
+            model: model.as_ref(),
+            pricing: Default::default(),
+            fingerprint: serde_json::Value::Null,
+        };
+        let summary = runner::run_model(&plan, &subject, &store).await.unwrap();
+        assert_eq!(summary.passed, 0);
+        // What the v2 scorer stored for this answer: a pass, from exit status 0 alone.
+        let outcome = store.outcomes(&Filter::default()).unwrap().remove(0);
+        store
+            .update_score(&outcome, true, &serde_json::json!({}), 1.0)
+            .unwrap();
+        let v2 = serde_json::json!({ "scorer": "humaneval-sandbox-v2" });
+        store.set_scoring(&outcome.settings_hash, &v2).unwrap();
+
+        let rescored = runner::rescore(&data, &[], &store, false).await.unwrap();
+        assert_eq!(
+            (rescored.rescored, rescored.changed, rescored.passed),
+            (1, 1, 0)
+        );
+        assert!(!store.outcomes(&Filter::default()).unwrap()[0].passed);
+        let runs = store.runs(&Filter::default()).unwrap();
+        assert_eq!(runs[0].settings["scoring"]["scorer"], SCORER);
     }
 }

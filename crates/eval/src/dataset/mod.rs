@@ -23,7 +23,7 @@ use crate::error::EvalError;
 use crate::sandbox::{Limits, Sandbox};
 
 /// Which part of a dataset to use. Items are `Train` or `Test`; `All` selects both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
     Train,
@@ -126,6 +126,9 @@ pub struct SandboxOptions {
     pub limits: Limits,
     /// The interpreter sandboxed code runs with; by default the system's `python3`.
     pub python: Option<std::path::PathBuf>,
+    /// Run code with [`crate::sandbox::Isolation::LimitsOnly`] where namespaces are not
+    /// available, instead of refusing.
+    pub allow_unisolated: bool,
 }
 
 /// Checks that a dataset called `name` exists and can be asked with `prompt` (one of its
@@ -160,7 +163,12 @@ pub async fn load(
     check(name, prompt)?;
     match name {
         humaneval::NAME => {
-            let sandbox = Sandbox::detect(sandbox.limits, sandbox.python.clone()).await?;
+            let sandbox = Sandbox::detect(
+                sandbox.limits,
+                sandbox.python.clone(),
+                sandbox.allow_unisolated,
+            )
+            .await?;
             Ok(Arc::new(
                 humaneval::HumanEval::load(cache_dir, sandbox).await?,
             ))
@@ -173,6 +181,37 @@ pub async fn load(
         }
         other => Err(unknown_dataset(other)),
     }
+}
+
+/// What scoring every reference solution of a split gave (`tandem eval datasets --check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferenceCheck {
+    pub passed: usize,
+    pub total: usize,
+    /// The ids of the items whose reference solution failed.
+    pub failures: Vec<String>,
+}
+
+/// Scores each selected item's reference solution, proving the scoring path (sandbox included)
+/// works on this machine.
+pub async fn check_references(
+    dataset: &dyn Dataset,
+    split: Split,
+) -> Result<ReferenceCheck, EvalError> {
+    let mut check = ReferenceCheck {
+        passed: 0,
+        total: 0,
+        failures: Vec::new(),
+    };
+    for item in dataset.items().iter().filter(|i| split.selects(i.split)) {
+        check.total += 1;
+        if dataset.score(item, &item.solution).await?.passed {
+            check.passed += 1;
+        } else {
+            check.failures.push(item.id.clone());
+        }
+    }
+    Ok(check)
 }
 
 /// The sha256 of `bytes` in lowercase hex.
@@ -191,5 +230,79 @@ pub(crate) fn check_sha256(what: &str, expected: &str, bytes: &[u8]) -> Result<(
             expected: expected.to_string(),
             actual,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn load_default(name: &str, prompt: Option<&str>) -> Result<Arc<dyn Dataset>, EvalError> {
+        load(
+            name,
+            prompt,
+            &tandem_fetch::default_cache_dir(),
+            &SandboxOptions::default(),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn humaneval_reference_solutions_all_pass_and_bare_prompts_all_fail() {
+        let dataset = load_default(humaneval::NAME, None).await.unwrap();
+        assert_eq!(dataset.items().len(), 164);
+        let check = check_references(dataset.as_ref(), Split::All)
+            .await
+            .unwrap();
+        assert_eq!((check.passed, check.total), (164, 164), "{check:?}");
+        let mut wrongly_passed = Vec::new();
+        for item in dataset.items() {
+            // The bare stub returns None: every task's tests must reject it.
+            if dataset.score(item, "").await.unwrap().passed {
+                wrongly_passed.push(item.id.clone());
+            }
+        }
+        assert_eq!(wrongly_passed, Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn gsm_problems_are_generated_reproducibly_and_their_solutions_score() {
+        for prompt in gsm::Prompt::NAMES {
+            let dataset = load_default(gsm::NAME, Some(prompt)).await.unwrap();
+            let items = dataset.items();
+            assert_eq!(items.len(), 500);
+            assert_eq!(
+                items.iter().filter(|i| i.split == Split::Train).count(),
+                200
+            );
+            let check = check_references(dataset.as_ref(), Split::All)
+                .await
+                .unwrap();
+            assert_eq!(
+                (check.passed, check.total),
+                (500, 500),
+                "{prompt}: {check:?}"
+            );
+            let wrong = dataset.score(&items[300], "#### 123456789").await.unwrap();
+            assert!(!wrong.passed);
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_datasets_and_prompts_are_refused_with_the_known_names() {
+        let error = load_default("mbpp", None).await.err().unwrap().to_string();
+        assert!(
+            error.contains("humaneval") && error.contains("gsm-symbolic"),
+            "{error}"
+        );
+        let error = load_default(humaneval::NAME, Some("boxed"))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            error.contains("no prompt `boxed`") && error.contains("instruct"),
+            "{error}"
+        );
     }
 }

@@ -1,15 +1,23 @@
 //! `tandem eval`: the evaluation harness of `tandem-eval`, given the configuration's models.
+//!
+//! - [`args`]: the command line ([`EvalCommand`]).
+//! - [`execute`]: runs a command with the library and prints what it returns.
+
+mod args;
+mod execute;
 
 use std::sync::Arc;
 
 use anyhow::Result;
 use serde_json::json;
 use tandem_core::{ChatModel, Pricing};
-use tandem_eval::{EvalCommand, ModelProvider};
 use tandem_fetch::Fetcher;
 
 use crate::config::{Config, ModelConfig};
 use crate::runtime::Runtime;
+
+pub use args::EvalCommand;
+use execute::ModelProvider;
 
 /// The configuration's models and pipelines, with those a run names already loaded.
 struct ConfigModels {
@@ -55,7 +63,10 @@ impl ModelProvider for ConfigModels {
     }
 }
 
-pub async fn run(command: EvalCommand, config: Config, fetcher: &Fetcher) -> Result<()> {
+pub async fn run(mut command: EvalCommand, config: Config, fetcher: &Fetcher) -> Result<()> {
+    if config.eval.allow_unisolated {
+        command.allow_unisolated();
+    }
     let names = match &command {
         EvalCommand::Run {
             models,
@@ -76,5 +87,5 @@ pub async fn run(command: EvalCommand, config: Config, fetcher: &Fetcher) -> Res
         Runtime::load(config, fetcher, &names).await?
     };
     let models = ConfigModels { runtime };
-    tandem_eval::execute(command, &models, &fetcher.cache_dir).await
+    execute::execute(command, &models, &fetcher.cache_dir).await
 }
