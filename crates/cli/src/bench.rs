@@ -1,9 +1,11 @@
 //! `tandem bench`: speed measurements with a written report.
 //!
-//! - `decode`: prompt processing and decoding tokens/s of one local model, measured the way
-//!   llama.cpp's `llama-bench` measures them (pp: one batch of N prompt tokens; tg: N single-token
-//!   decodes), plus our full generation loop (decode, greedy choice, detokenization). Given the path
-//!   of a `llama-bench` binary, it runs it in the same invocation and reports our/llama.cpp ratios.
+//! - `decode`: prompt processing and decoding tokens/s of one local model. Two rows time llama.cpp
+//!   through the `llama-cpp-2` binding the way `llama-bench` does (pp: one batch of N prompt tokens;
+//!   tg: N single-token decodes); the engine row times the serving engine itself: one client
+//!   streaming a greedy chat request through the scheduler. Given the path of a `llama-bench`
+//!   binary, it runs it in the same invocation and reports our/llama.cpp ratios. Every column's
+//!   spread is computed as llama-bench computes its own.
 //! - `concurrent`: aggregate generation throughput of the batching engine with 1, 2, 4... clients.
 
 use std::fmt::Write as _;
@@ -14,9 +16,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
+use futures::StreamExt;
 use tandem_core::openai::{ChatCompletionRequest, Message, Role};
-use tandem_core::sampling::argmax;
-use tandem_core::{ChatModel, LogitsFor, TokenModel};
+use tandem_core::{ChatEvent, ChatModel, LogitsFor, TokenModel};
 use tandem_fetch::Fetcher;
 use tandem_llama::{EngineOptions, LlamaEngine, LlamaSession, LoadedModel, SessionOptions};
 
@@ -142,7 +144,9 @@ pub async fn run(command: BenchCommand, config: Config, fetcher: &Fetcher) -> Re
     Ok(())
 }
 
-/// Mean and standard deviation of tokens/s over repetitions.
+/// Mean and spread of tokens/s over repetitions, computed as llama-bench computes `avg_ts` and
+/// `stddev_ts`: the mean and the sample standard deviation (n - 1) of the per-repetition rates.
+#[derive(Debug, PartialEq)]
 struct Rate {
     mean: f64,
     std: f64,
@@ -150,13 +154,14 @@ struct Rate {
 
 impl Rate {
     fn of(samples: &[f64]) -> Rate {
-        let n = samples.len().max(1) as f64;
-        let mean = samples.iter().sum::<f64>() / n;
-        let var = samples.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n;
-        Rate {
-            mean,
-            std: var.sqrt(),
-        }
+        let n = samples.len() as f64;
+        let mean = samples.iter().sum::<f64>() / n.max(1.0);
+        let std = if samples.len() < 2 {
+            0.0
+        } else {
+            (samples.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        };
+        Rate { mean, std }
     }
 }
 
@@ -167,6 +172,16 @@ struct Sizes {
     gen_tokens: usize,
     repetitions: usize,
     rounds: usize,
+}
+
+/// Per-repetition tokens/s of every row, pooled over the rounds.
+#[derive(Default)]
+struct Samples {
+    pp: Vec<f64>,
+    tg: Vec<f64>,
+    engine: Vec<f64>,
+    yardstick_pp: Vec<f64>,
+    yardstick_tg: Vec<f64>,
 }
 
 fn decode(path: &Path, sizes: &Sizes, llama_bench: Option<&Path>) -> Result<String> {
@@ -182,13 +197,14 @@ fn decode(path: &Path, sizes: &Sizes, llama_bench: Option<&Path>) -> Result<Stri
     }
     let model = LoadedModel::load(path, None, 0)?;
     let mut session = LlamaSession::new(
-        model,
+        Arc::clone(&model),
         SessionOptions {
             context_size: (prompt_tokens + gen_tokens + 16) as u32,
             batch_size: prompt_tokens.max(512) as u32,
             threads,
         },
     )?;
+    let engine = EngineRun::start(model, threads, gen_tokens)?;
     let vocab = session.vocab_size() as i32;
     // Like llama-bench: arbitrary tokens; content does not change the cost of a decode.
     let tokens: Vec<i32> = (0..prompt_tokens as i32)
@@ -199,52 +215,50 @@ fn decode(path: &Path, sizes: &Sizes, llama_bench: Option<&Path>) -> Result<Stri
     session.eval(&tokens, LogitsFor::Last)?;
     session.eval(&tokens[..1], LogitsFor::Last)?;
 
-    let mut pp = Vec::new();
-    let mut tg = Vec::new();
-    let mut generation = Vec::new();
-    let mut yardstick_pp = Vec::new();
-    let mut yardstick_tg = Vec::new();
+    let mut samples = Samples::default();
     for _ in 0..rounds {
         for _ in 0..repetitions {
             session.truncate(0)?;
             let start = Instant::now();
             session.eval(&tokens, LogitsFor::Last)?;
-            pp.push(prompt_tokens as f64 / start.elapsed().as_secs_f64());
+            samples
+                .pp
+                .push(prompt_tokens as f64 / start.elapsed().as_secs_f64());
 
             session.truncate(0)?;
             let start = Instant::now();
             for i in 0..gen_tokens {
                 session.eval(&tokens[i % prompt_tokens..][..1], LogitsFor::Last)?;
             }
-            tg.push(gen_tokens as f64 / start.elapsed().as_secs_f64());
+            samples
+                .tg
+                .push(gen_tokens as f64 / start.elapsed().as_secs_f64());
 
-            // The generation loop: decode, choose greedily from the logits, detokenize.
-            session.truncate(0)?;
-            session.eval(&tokens[..1], LogitsFor::Last)?;
-            let mut bytes = Vec::new();
-            let start = Instant::now();
-            for _ in 0..gen_tokens {
-                let next = argmax(session.logits(0).context("logits of the last token")?);
-                bytes.extend(session.token_bytes(next));
-                session.eval(&[next], LogitsFor::Last)?;
-            }
-            generation.push(gen_tokens as f64 / start.elapsed().as_secs_f64());
+            samples.engine.push(engine.generation_rate()?);
         }
         if let Some(bin) = llama_bench {
             let (pp, tg) = run_llama_bench(bin, path, sizes)?;
-            yardstick_pp.push(pp);
-            yardstick_tg.push(tg);
+            samples.yardstick_pp.extend(pp);
+            samples.yardstick_tg.extend(tg);
         }
     }
-    let (pp, tg, generation) = (Rate::of(&pp), Rate::of(&tg), Rate::of(&generation));
-    let yardstick = llama_bench
-        .is_some()
-        .then(|| (Rate::of(&yardstick_pp), Rate::of(&yardstick_tg)));
+    Ok(decode_report(path, sizes, llama_bench.is_some(), &samples))
+}
 
+fn decode_report(path: &Path, sizes: &Sizes, with_yardstick: bool, samples: &Samples) -> String {
+    let Sizes {
+        threads,
+        prompt_tokens,
+        gen_tokens,
+        repetitions,
+        rounds,
+    } = *sizes;
     let name = path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
+    let yardstick_pp = with_yardstick.then(|| Rate::of(&samples.yardstick_pp));
+    let yardstick_tg = with_yardstick.then(|| Rate::of(&samples.yardstick_tg));
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -254,19 +268,19 @@ fn decode(path: &Path, sizes: &Sizes, llama_bench: Option<&Path>) -> Result<Stri
     let _ = writeln!(out, "|---|---|---|---|");
     let rows = [
         (
-            format!("pp{prompt_tokens}"),
-            &pp,
-            yardstick.as_ref().map(|y| &y.0),
+            format!("pp{prompt_tokens} (llama-cpp-2 batch)"),
+            Rate::of(&samples.pp),
+            yardstick_pp.as_ref(),
         ),
         (
-            format!("tg{gen_tokens}"),
-            &tg,
-            yardstick.as_ref().map(|y| &y.1),
+            format!("tg{gen_tokens} (llama-cpp-2 decodes)"),
+            Rate::of(&samples.tg),
+            yardstick_tg.as_ref(),
         ),
         (
-            format!("tg{gen_tokens} + greedy + detokenize"),
-            &generation,
-            yardstick.as_ref().map(|y| &y.1),
+            format!("tg{gen_tokens} engine (one client, greedy)"),
+            Rate::of(&samples.engine),
+            yardstick_tg.as_ref(),
         ),
     ];
     for (test, ours, theirs) in rows {
@@ -283,11 +297,132 @@ fn decode(path: &Path, sizes: &Sizes, llama_bench: Option<&Path>) -> Result<Stri
             ours.mean, ours.std
         );
     }
-    Ok(out)
+    let _ = writeln!(
+        out,
+        "\nmean ± sample standard deviation of the per-repetition rates of all rounds, for every \
+         column (llama-bench's avg_ts and stddev_ts, pooled over its runs). The engine row: \
+         {gen_tokens} tokens generated after the first one of a streamed chat request, timed from \
+         the arrival of the first text to the final event."
+    );
+    out
 }
 
-/// Runs llama-bench on the same file, threads and sizes; returns its mean (pp, tg) tokens/s.
-fn run_llama_bench(bin: &Path, model: &Path, sizes: &Sizes) -> Result<(f64, f64)> {
+/// The serving engine as one client sees it: a chat request streamed through the scheduler.
+struct EngineRun {
+    engine: LlamaEngine,
+    request: ChatCompletionRequest,
+    gen_tokens: usize,
+    /// Tokens generated by the time the first text arrives (more than one when the first tokens
+    /// hold only part of a character, or no text).
+    tokens_at_first_text: usize,
+}
+
+impl EngineRun {
+    /// Starts a one-sequence engine and makes an untimed request with log probabilities, which
+    /// send every token on its own, to learn how many tokens the first text of the (greedy, hence
+    /// always the same) answer holds, and that the answer is long enough.
+    fn start(model: Arc<LoadedModel>, threads: i32, gen_tokens: usize) -> Result<EngineRun> {
+        let mut options = EngineOptions::new("bench");
+        options.threads = threads;
+        options.parallel = 1;
+        options.context_size = (ENGINE_PROMPT_ROOM + gen_tokens) as u32;
+        let engine = LlamaEngine::start(model, options)?;
+        let mut request = ChatCompletionRequest {
+            model: "bench".into(),
+            messages: vec![Message::new(
+                Role::User,
+                "Write a long story about a lighthouse keeper, with many details.",
+            )],
+            temperature: Some(0.0),
+            // Room for a first text that takes a few tokens.
+            max_tokens: Some(gen_tokens as u32 + 16),
+            logprobs: Some(true),
+            ..Default::default()
+        };
+        let (tokens_at_first_text, answered) =
+            futures::executor::block_on(probe(&engine, request.clone()))?;
+        let wanted = gen_tokens + tokens_at_first_text;
+        if answered < wanted {
+            bail!(
+                "the model ended its answer to the benchmark prompt after {answered} tokens; \
+                 choose --gen-tokens below {}",
+                answered.saturating_sub(tokens_at_first_text) + 1
+            );
+        }
+        request.logprobs = None;
+        request.max_tokens = Some(wanted as u32);
+        Ok(EngineRun {
+            engine,
+            request,
+            gen_tokens,
+            tokens_at_first_text,
+        })
+    }
+
+    /// Tokens/s of one streamed request after its first text: each of those tokens costs one
+    /// scheduler step (one single-token decode, sampling, detokenization, delivery).
+    fn generation_rate(&self) -> Result<f64> {
+        futures::executor::block_on(async {
+            let mut stream = self.engine.stream(self.request.clone()).await?;
+            let mut first_text = None;
+            while let Some(event) = stream.next().await {
+                match event? {
+                    ChatEvent::Delta { .. } => {
+                        first_text.get_or_insert_with(Instant::now);
+                    }
+                    ChatEvent::Done(done) => {
+                        let end = Instant::now();
+                        let generated = done.usage.completion_tokens as usize;
+                        let expected = self.gen_tokens + self.tokens_at_first_text;
+                        if generated != expected {
+                            bail!(
+                                "the engine generated {generated} tokens where the untimed \
+                                 probe generated {expected}: greedy decoding was not repeatable"
+                            );
+                        }
+                        let first_text = first_text.context("the answer had no text")?;
+                        return Ok(
+                            self.gen_tokens as f64 / end.duration_since(first_text).as_secs_f64()
+                        );
+                    }
+                }
+            }
+            bail!("the engine's stream ended without its final event")
+        })
+    }
+}
+
+/// Streams `request` (with log probabilities: one delta per token); returns the tokens generated
+/// by the first delta with text, and all tokens generated.
+async fn probe(engine: &LlamaEngine, request: ChatCompletionRequest) -> Result<(usize, usize)> {
+    let mut stream = engine.stream(request).await?;
+    let mut tokens = 0;
+    let mut at_first_text = None;
+    while let Some(event) = stream.next().await {
+        match event? {
+            ChatEvent::Delta { text, logprobs } => {
+                tokens += logprobs.len();
+                if !text.is_empty() {
+                    at_first_text.get_or_insert(tokens);
+                }
+            }
+            ChatEvent::Done(done) => {
+                let at_first_text = at_first_text
+                    .context("the model's answer to the benchmark prompt has no text")?;
+                return Ok((at_first_text, done.usage.completion_tokens as usize));
+            }
+        }
+    }
+    bail!("the engine's stream ended without its final event")
+}
+
+/// Context the engine's bench request may use besides the generated tokens: its chat-templated
+/// prompt is a few dozen tokens.
+const ENGINE_PROMPT_ROOM: usize = 256;
+
+/// Runs llama-bench on the same file, threads and sizes; returns its per-repetition tokens/s
+/// (`samples_ts`) of the prompt test and of the generation test.
+fn run_llama_bench(bin: &Path, model: &Path, sizes: &Sizes) -> Result<(Vec<f64>, Vec<f64>)> {
     let output = Command::new(bin)
         .arg("-m")
         .arg(model)
@@ -305,18 +440,24 @@ fn run_llama_bench(bin: &Path, model: &Path, sizes: &Sizes) -> Result<(f64, f64)
             String::from_utf8_lossy(&output.stderr)
         );
     }
+    llama_bench_samples(&output.stdout)
+}
+
+/// The `samples_ts` of llama-bench's JSON output: (prompt test, generation test).
+fn llama_bench_samples(json: &[u8]) -> Result<(Vec<f64>, Vec<f64>)> {
     let tests: Vec<serde_json::Value> =
-        serde_json::from_slice(&output.stdout).context("llama-bench printed no JSON list")?;
-    let rate = |want_prompt: bool| -> Result<f64> {
+        serde_json::from_slice(json).context("llama-bench printed no JSON list")?;
+    let samples = |want_prompt: bool| -> Result<Vec<f64>> {
         let test = tests
             .iter()
             .find(|t| (t["n_prompt"].as_u64().unwrap_or(0) > 0) == want_prompt)
             .context("llama-bench output lacks a test")?;
-        test["avg_ts"]
-            .as_f64()
-            .context("llama-bench output lacks avg_ts")
+        test["samples_ts"]
+            .as_array()
+            .and_then(|s| s.iter().map(serde_json::Value::as_f64).collect())
+            .context("llama-bench output lacks samples_ts")
     };
-    Ok((rate(true)?, rate(false)?))
+    Ok((samples(true)?, samples(false)?))
 }
 
 async fn concurrent(
@@ -389,4 +530,36 @@ async fn concurrent(
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spread_is_the_sample_standard_deviation_as_in_llama_bench() {
+        // llama-bench's stdev: sqrt(sum of squares / (n - 1) - mean^2 * n / (n - 1)).
+        let rate = Rate::of(&[1.0, 3.0]);
+        assert_eq!(rate.mean, 2.0);
+        assert!((rate.std - 2f64.sqrt()).abs() < 1e-12, "{rate:?}");
+        assert_eq!(
+            Rate::of(&[5.0]),
+            Rate {
+                mean: 5.0,
+                std: 0.0
+            }
+        );
+    }
+
+    #[test]
+    fn llama_bench_rates_are_its_per_repetition_samples() {
+        let json = br#"[
+            {"n_prompt": 64, "n_gen": 0, "avg_ts": 300.0, "samples_ts": [290.0, 310.0]},
+            {"n_prompt": 0, "n_gen": 64, "avg_ts": 170.0, "samples_ts": [169.0, 171.0, 170.0]}
+        ]"#;
+        let (pp, tg) = llama_bench_samples(json).unwrap();
+        assert_eq!(pp, [290.0, 310.0]);
+        assert_eq!(tg, [169.0, 171.0, 170.0]);
+        assert!(llama_bench_samples(br#"[{"n_prompt": 64, "avg_ts": 1.0}]"#).is_err());
+    }
 }

@@ -232,7 +232,11 @@ fn bench_decode_writes_its_report() {
     assert!(output.status.success(), "{stderr}");
     let written = std::fs::read_to_string(&report).unwrap();
     assert_eq!(written, stdout);
-    for row in ["| pp8 |", "| tg8 |", "| tg8 + greedy + detokenize |"] {
+    for row in [
+        "| pp8 (llama-cpp-2 batch) |",
+        "| tg8 (llama-cpp-2 decodes) |",
+        "| tg8 engine (one client, greedy) |",
+    ] {
         assert!(written.contains(row), "{written}");
     }
 }
