@@ -127,8 +127,7 @@ impl ChatModel for LlamaEngine {
     async fn stream(&self, request: ChatCompletionRequest) -> Result<ChatStream, ModelError> {
         let received = Instant::now();
         validate(&request)?;
-        let prompt = self.model.render_chat(&request.messages)?;
-        let prompt = self.model.tokenize(&prompt, true);
+        let prompt = self.model.chat_prompt(&request.messages)?;
         if prompt.len() >= self.options.context_size as usize {
             return Err(ModelError::ContextOverflow {
                 model: self.options.name.clone(),

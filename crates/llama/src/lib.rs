@@ -15,6 +15,7 @@
 //! # Ok::<(), tandem_core::ModelError>(())
 //! ```
 
+mod chat;
 mod engine;
 mod model;
 mod session;
