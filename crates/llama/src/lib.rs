@@ -20,6 +20,6 @@ mod engine;
 mod model;
 mod session;
 
-pub use engine::{EngineOptions, LlamaEngine};
+pub use engine::{EngineLoad, EngineOptions, LlamaEngine};
 pub use model::LoadedModel;
 pub use session::{LlamaSession, SessionOptions};
