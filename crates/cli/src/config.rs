@@ -118,6 +118,9 @@ pub struct LocalModelConfig {
     /// Requests decoded together.
     #[serde(default = "default_parallel")]
     pub parallel: u32,
+    /// Requests that may wait for a sequence; more are answered 503 with `Retry-After`.
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
     #[serde(default = "default_batch_size")]
     pub batch_size: u32,
     /// Overrides the file's chat template: a llama.cpp template name (`chatml`, `gemma`, ...).
@@ -136,6 +139,10 @@ fn default_context_size() -> u32 {
 
 fn default_parallel() -> u32 {
     4
+}
+
+fn default_max_queue() -> usize {
+    64
 }
 
 fn default_batch_size() -> u32 {
@@ -220,6 +227,9 @@ impl Config {
                         if value == 0 {
                             bail!("models.{name}.{key} must be at least 1");
                         }
+                    }
+                    if local.max_queue == 0 {
+                        bail!("models.{name}.max_queue must be at least 1");
                     }
                     if local.threads.is_some_and(|t| t < 1) {
                         bail!("models.{name}.threads must be at least 1");
@@ -330,5 +340,21 @@ mod tests {
                 .contains("models.a.base_url")
         );
         assert!(error_of("[server]\nlisten = 5\n").contains("listen"));
+    }
+
+    #[test]
+    fn max_queue_has_a_default_and_must_be_positive() {
+        let local = |config: &Config| match &config.models["a"] {
+            ModelConfig::Local(local) => local.max_queue,
+            ModelConfig::Remote(_) => panic!("not local"),
+        };
+        let base = "[models.a]\nkind = \"local\"\nsource = \"x\"\n";
+        assert_eq!(local(&Config::parse(base).unwrap()), 64);
+        assert_eq!(
+            local(&Config::parse(&format!("{base}max_queue = 3\n")).unwrap()),
+            3
+        );
+        assert!(error_of(&format!("{base}max_queue = 0\n")).contains("models.a.max_queue"));
+        assert!(error_of(&format!("{base}max_queue = -1\n")).contains("invalid value"));
     }
 }

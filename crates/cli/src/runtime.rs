@@ -135,6 +135,7 @@ async fn load_local(
     let mut options = EngineOptions::new(name);
     options.context_size = local.context_size;
     options.parallel = local.parallel;
+    options.max_queue = local.max_queue;
     options.batch_size = local.batch_size;
     if let Some(threads) = local.threads {
         options.threads = threads;

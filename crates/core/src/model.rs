@@ -10,7 +10,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use crate::error::ModelError;
-use crate::openai::{ChatCompletionRequest, FinishReason, TokenLogprob, Usage};
+use crate::openai::{ChatCompletionRequest, FinishReason, Message, TokenLogprob, Usage};
 use crate::report::Report;
 
 /// One event of a generation.
@@ -114,7 +114,13 @@ pub trait TokenModel: Send {
     fn context_size(&self) -> usize;
     /// Tokens now in the cache: the position the next evaluated token takes.
     fn position(&self) -> usize;
+    /// Tokenizes `text` as plain text: special tokens written in it (`<|im_end|>`) stay text,
+    /// since strategies pass on text that users and models wrote. `add_special` adds BOS where the
+    /// model wants one.
     fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<TokenId>, ModelError>;
+    /// The prompt of a chat in the model's template, ending with the assistant's turn opened:
+    /// the template's markers are special tokens, message content is plain text.
+    fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<TokenId>, ModelError>;
     /// The bytes of one token's text (a token may hold part of a UTF-8 character).
     fn token_bytes(&self, token: TokenId) -> Vec<u8>;
     /// True for end-of-generation tokens (EOS, end of turn).

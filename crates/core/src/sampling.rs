@@ -97,16 +97,19 @@ impl Sampler {
                 .select_nth_unstable_by(self.top_k - 1, |a, b| b.1.total_cmp(&a.1));
             self.scratch.truncate(self.top_k);
         }
-        // Turn logits into unnormalised probabilities in place.
+        // Turn logits into unnormalised probabilities in place. Dividing the gap to the largest
+        // logit (never positive) by the temperature in f64 cannot give NaN: multiplying by 1/t
+        // did, once 1/t overflowed to infinity (t below about 3e-39) and met a gap of 0. A tiny
+        // temperature thus gives the largest logit probability 1 and every other 0: greedy.
         let max = self
             .scratch
             .iter()
             .map(|c| c.1)
             .fold(f32::NEG_INFINITY, f32::max);
-        let inv_t = 1.0 / self.temperature;
+        let temperature = f64::from(self.temperature);
         let mut total = 0.0f64;
         for c in &mut self.scratch {
-            c.1 = ((c.1 - max) * inv_t).exp();
+            c.1 = (f64::from(c.1 - max) / temperature).exp() as f32;
             total += f64::from(c.1);
         }
         let kept_mass = if self.top_p < 1.0 {
@@ -210,6 +213,44 @@ mod tests {
     fn greedy_picks_the_largest_logit() {
         let mut s = Sampler::new(&params(0.0, 1.0, 0, 1));
         assert_eq!(s.sample(&[0.1, 3.0, 2.9, -1.0]).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_tiny_positive_temperature_is_greedy() {
+        // Distinct logits (7919 permutes the residues of the prime 1009), so greedy has one answer.
+        let logits: Vec<f32> = (0..1000)
+            .map(|i| ((i * 7919) % 1009) as f32 / 100.0)
+            .collect();
+        let best = argmax(&logits);
+        let subnormal = f32::from_bits(1);
+        assert!(subnormal > 0.0 && !subnormal.is_normal());
+        for temperature in [1e-39, 1e-30, f32::MIN_POSITIVE, subnormal, 1e-44, 1e-45] {
+            for seed in 0..20 {
+                let mut s = Sampler::new(&params(temperature, 1.0, 0, seed));
+                assert_eq!(
+                    s.sample(&logits).unwrap(),
+                    best,
+                    "temperature {temperature:e}"
+                );
+                let mut s = Sampler::new(&params(temperature, 0.9, 40, seed));
+                assert_eq!(
+                    s.sample(&logits).unwrap(),
+                    best,
+                    "temperature {temperature:e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_normal_temperature_still_samples() {
+        let logits: Vec<f32> = (0..1000)
+            .map(|i| ((i * 7919) % 1009) as f32 / 100.0)
+            .collect();
+        let mut s = Sampler::new(&params(0.7, 1.0, 0, 5));
+        let drawn: std::collections::HashSet<TokenId> =
+            (0..200).map(|_| s.sample(&logits).unwrap()).collect();
+        assert!(drawn.len() > 1, "{drawn:?}");
     }
 
     #[test]

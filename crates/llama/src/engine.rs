@@ -4,9 +4,16 @@
 //! one token of every generating request and a chunk of every new prompt into a single batch, runs
 //! one decode, and samples each request's next token from its own row of logits. Requests join and
 //! leave between steps, so concurrent requests share the machine instead of queueing behind a lock,
-//! and a request whose client went away is dropped at the next step.
+//! and a request whose client went away is dropped at the next step, whether it was waiting for a
+//! sequence, reading its prompt or generating.
+//!
+//! Requests beyond the `parallel` sequences wait in a queue of at most `max_queue`; past that,
+//! [`ChatModel::stream`] fails at once with [`ModelError::Overloaded`]. [`LlamaEngine::load`] and
+//! the gauges `tandem_engine_active_sequences{model}` and `tandem_engine_waiting_requests{model}`
+//! show the occupancy; `tandem_engine_rejected_total{model,reason="queue_full"}` counts refusals.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread;
@@ -39,6 +46,8 @@ pub struct EngineOptions {
     pub context_size: u32,
     /// Requests decoded together; more wait in a queue.
     pub parallel: u32,
+    /// Requests that may wait for a sequence; more are refused with [`ModelError::Overloaded`].
+    pub max_queue: usize,
     /// Most tokens per decode step (prompt chunks included).
     pub batch_size: u32,
     pub threads: i32,
@@ -51,6 +60,7 @@ impl EngineOptions {
             name: name.into(),
             context_size: 4096,
             parallel: 4,
+            max_queue: 64,
             batch_size: 512,
             threads: thread::available_parallelism().map_or(2, |n| n.get() as i32),
             pricing: Pricing::default(),
@@ -62,6 +72,66 @@ pub struct LlamaEngine {
     options: EngineOptions,
     model: Arc<LoadedModel>,
     jobs: mpsc::Sender<Job>,
+    occupancy: Arc<Occupancy>,
+}
+
+/// How busy an engine is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineLoad {
+    /// Requests holding a sequence (reading their prompt or generating).
+    pub active: usize,
+    /// Requests accepted and waiting for a sequence.
+    pub waiting: usize,
+}
+
+/// Counts shared by [`LlamaEngine::stream`] and the scheduler. `admitted` (requests accepted and not
+/// yet finished or dropped) decides admission: `stream` adds one and undoes it if that passes
+/// `parallel + max_queue`, so concurrent callers can never admit more than the bound. `active` is
+/// written by the scheduler alone; `waiting` is the difference, read without a lock, so a reader
+/// may see a request in neither place for an instant but never the bound exceeded.
+struct Occupancy {
+    admitted: AtomicUsize,
+    active: AtomicUsize,
+    model: String,
+}
+
+impl Occupancy {
+    fn load(&self) -> EngineLoad {
+        let active = self.active.load(Ordering::SeqCst);
+        let admitted = self.admitted.load(Ordering::SeqCst);
+        EngineLoad {
+            active,
+            waiting: admitted.saturating_sub(active),
+        }
+    }
+
+    /// Accepts one more request unless `limit` are already in.
+    fn admit(&self, limit: usize) -> bool {
+        if self.admitted.fetch_add(1, Ordering::SeqCst) >= limit {
+            self.admitted.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        self.publish();
+        true
+    }
+
+    /// A request left: finished, failed, or dropped because its client went away.
+    fn release(&self) {
+        self.admitted.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn set_active(&self, active: usize) {
+        self.active.store(active, Ordering::SeqCst);
+    }
+
+    fn publish(&self) {
+        let load = self.load();
+        let model = self.model.clone();
+        metrics::gauge!("tandem_engine_active_sequences", "model" => model.clone())
+            .set(load.active as f64);
+        metrics::gauge!("tandem_engine_waiting_requests", "model" => model)
+            .set(load.waiting as f64);
+    }
 }
 
 struct Job {
@@ -74,27 +144,46 @@ struct Job {
 impl LlamaEngine {
     /// Starts the scheduler thread; fails if llama.cpp cannot create the context.
     pub fn start(model: Arc<LoadedModel>, options: EngineOptions) -> Result<Self, ModelError> {
-        if options.parallel == 0 || options.batch_size == 0 || options.context_size == 0 {
+        if options.parallel == 0
+            || options.batch_size == 0
+            || options.context_size == 0
+            || options.max_queue == 0
+        {
             return Err(ModelError::Internal(
-                "parallel, batch_size and context_size must be at least 1".into(),
+                "parallel, max_queue, batch_size and context_size must be at least 1".into(),
             ));
         }
         let (jobs, queue) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-        let scheduler_model = Arc::clone(&model);
-        let scheduler_options = options.clone();
+        let occupancy = Arc::new(Occupancy {
+            admitted: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            model: options.name.clone(),
+        });
+        let scheduler = Scheduler {
+            model: Arc::clone(&model),
+            options: options.clone(),
+            occupancy: Arc::clone(&occupancy),
+        };
         thread::Builder::new()
             .name(format!("llama-{}", options.name))
-            .spawn(move || run_scheduler(scheduler_model, scheduler_options, queue, ready_tx))
+            .spawn(move || scheduler.run(queue, ready_tx))
             .map_err(|e| ModelError::Internal(format!("cannot start the scheduler: {e}")))?;
         ready_rx
             .recv()
             .map_err(|_| ModelError::Internal("the scheduler died at start".into()))??;
+        occupancy.publish();
         Ok(LlamaEngine {
             options,
             model,
             jobs,
+            occupancy,
         })
+    }
+
+    /// Requests holding a sequence and requests waiting for one, now.
+    pub fn load(&self) -> EngineLoad {
+        self.occupancy.load()
     }
 
     pub fn model(&self) -> &Arc<LoadedModel> {
@@ -127,8 +216,7 @@ impl ChatModel for LlamaEngine {
     async fn stream(&self, request: ChatCompletionRequest) -> Result<ChatStream, ModelError> {
         let received = Instant::now();
         validate(&request)?;
-        let prompt = self.model.render_chat(&request.messages)?;
-        let prompt = self.model.tokenize(&prompt, true);
+        let prompt = self.model.chat_prompt(&request.messages)?;
         if prompt.len() >= self.options.context_size as usize {
             return Err(ModelError::ContextOverflow {
                 model: self.options.name.clone(),
@@ -136,15 +224,29 @@ impl ChatModel for LlamaEngine {
                 context_size: self.options.context_size as usize,
             });
         }
+        let limit = self.options.parallel as usize + self.options.max_queue;
+        if !self.occupancy.admit(limit) {
+            metrics::counter!(
+                "tandem_engine_rejected_total",
+                "model" => self.options.name.clone(),
+                "reason" => "queue_full"
+            )
+            .increment(1);
+            return Err(ModelError::Overloaded(self.options.name.clone()));
+        }
         let (events, receiver) = unbounded_channel();
-        self.jobs
-            .send(Job {
-                prompt,
-                params: SamplingParams::from_request(&request),
-                events,
-                received,
-            })
-            .map_err(|_| ModelError::Internal("the llama.cpp scheduler has stopped".into()))?;
+        let job = Job {
+            prompt,
+            params: SamplingParams::from_request(&request),
+            events,
+            received,
+        };
+        if self.jobs.send(job).is_err() {
+            self.occupancy.release();
+            return Err(ModelError::Internal(
+                "the llama.cpp scheduler has stopped".into(),
+            ));
+        }
         Ok(UnboundedReceiverStream::new(receiver).boxed())
     }
 }
@@ -292,139 +394,161 @@ fn token_logprob(
     }
 }
 
-fn run_scheduler(
+/// The scheduler thread's state that outlives one step.
+struct Scheduler {
     model: Arc<LoadedModel>,
     options: EngineOptions,
-    queue: Receiver<Job>,
-    ready: SyncSender<Result<(), ModelError>>,
-) {
-    let params = context_params(
-        options.context_size,
-        options.batch_size,
-        options.parallel,
-        options.threads,
-    );
-    let context = backend().and_then(|backend| {
-        model
-            .model
-            .new_context(backend, params)
-            .map_err(|e| ModelError::Internal(format!("cannot create a llama.cpp context: {e}")))
-    });
-    let mut context = match context {
-        Ok(context) => {
-            let _ = ready.send(Ok(()));
-            context
-        }
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    let batch_size = options.batch_size as usize;
-    let mut batch = LlamaBatch::new(batch_size, 1);
-    let mut slots: Vec<Option<Sequence>> = (0..options.parallel).map(|_| None).collect();
-    let mut waiting: VecDeque<Job> = VecDeque::new();
-    // (sequence, row of the batch whose logits it samples from)
-    let mut rows: Vec<(usize, i32)> = Vec::with_capacity(slots.len());
+    occupancy: Arc<Occupancy>,
+}
 
-    loop {
-        if waiting.is_empty() && slots.iter().all(Option::is_none) {
-            match queue.recv() {
-                Ok(job) => waiting.push_back(job),
-                Err(_) => return,
+impl Scheduler {
+    fn run(self, queue: Receiver<Job>, ready: SyncSender<Result<(), ModelError>>) {
+        let Scheduler {
+            model,
+            options,
+            occupancy,
+        } = self;
+        let params = context_params(
+            options.context_size,
+            options.batch_size,
+            options.parallel,
+            options.threads,
+        );
+        let context = backend().and_then(|backend| {
+            model.model.new_context(backend, params).map_err(|e| {
+                ModelError::Internal(format!("cannot create a llama.cpp context: {e}"))
+            })
+        });
+        let mut context = match context {
+            Ok(context) => {
+                let _ = ready.send(Ok(()));
+                context
             }
-        }
-        // A disconnected queue (the engine was dropped) still lets running requests finish.
-        while let Ok(job) = queue.try_recv() {
-            waiting.push_back(job);
-        }
-        for (seq, slot) in slots.iter_mut().enumerate() {
-            if slot.as_ref().is_some_and(|s| s.job.events.is_closed()) {
-                tracing::debug!(seq, "client left; dropping its sequence");
-                *slot = None;
-                let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
             }
-            if slot.is_none() {
-                while let Some(job) = waiting.pop_front() {
-                    if !job.events.is_closed() {
-                        *slot = Some(Sequence::new(job));
-                        break;
-                    }
+        };
+        let batch_size = options.batch_size as usize;
+        let mut batch = LlamaBatch::new(batch_size, 1);
+        let mut slots: Vec<Option<Sequence>> = (0..options.parallel).map(|_| None).collect();
+        let mut waiting: VecDeque<Job> = VecDeque::new();
+        // (sequence, row of the batch whose logits it samples from)
+        let mut rows: Vec<(usize, i32)> = Vec::with_capacity(slots.len());
+        let free = |context: &mut llama_cpp_2::context::LlamaContext,
+                    slots: &mut [Option<Sequence>],
+                    seq: usize| {
+            slots[seq] = None;
+            let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
+            occupancy.release();
+        };
+
+        loop {
+            occupancy.set_active(slots.iter().flatten().count());
+            occupancy.publish();
+            if waiting.is_empty() && slots.iter().all(Option::is_none) {
+                match queue.recv() {
+                    Ok(job) => waiting.push_back(job),
+                    Err(_) => return,
                 }
             }
-        }
+            // A disconnected queue (the engine was dropped) still lets running requests finish.
+            while let Ok(job) = queue.try_recv() {
+                waiting.push_back(job);
+            }
+            // Clients that left while waiting leave the queue now, not when a sequence frees.
+            waiting.retain(|job| {
+                let open = !job.events.is_closed();
+                if !open {
+                    occupancy.release();
+                }
+                open
+            });
+            for seq in 0..slots.len() {
+                if slots[seq]
+                    .as_ref()
+                    .is_some_and(|s| s.job.events.is_closed())
+                {
+                    tracing::debug!(seq, "client left; dropping its sequence");
+                    free(&mut context, &mut slots, seq);
+                }
+                if slots[seq].is_none() {
+                    slots[seq] = waiting.pop_front().map(Sequence::new);
+                }
+            }
+            occupancy.set_active(slots.iter().flatten().count());
+            occupancy.publish();
 
-        batch.clear();
-        rows.clear();
-        let mut used = 0usize;
-        let add = |batch: &mut LlamaBatch, token: TokenId, pos: usize, seq: usize, logits| {
-            batch
-                .add(LlamaToken(token), pos as i32, &[seq as i32], logits)
-                .map_err(|e| ModelError::Internal(e.to_string()))
-        };
-        let mut failure = None;
-        // Generating sequences first: one token each keeps every stream moving.
-        for (seq, slot) in slots.iter_mut().enumerate() {
-            let Some(s) = slot.as_mut().filter(|s| s.prompt_done()) else {
-                continue;
+            batch.clear();
+            rows.clear();
+            let mut used = 0usize;
+            let add = |batch: &mut LlamaBatch, token: TokenId, pos: usize, seq: usize, logits| {
+                batch
+                    .add(LlamaToken(token), pos as i32, &[seq as i32], logits)
+                    .map_err(|e| ModelError::Internal(e.to_string()))
             };
-            if used == batch_size {
-                break;
-            }
-            if let Err(e) = add(&mut batch, s.next_token, s.position, seq, true) {
-                failure = Some(e);
-            }
-            rows.push((seq, used as i32));
-            s.position += 1;
-            used += 1;
-        }
-        // Then prompts, in chunks that fill the rest of the batch.
-        for (seq, slot) in slots.iter_mut().enumerate() {
-            let Some(s) = slot.as_mut().filter(|s| !s.prompt_done()) else {
-                continue;
-            };
-            let take = (batch_size - used).min(s.job.prompt.len() - s.prompt_fed);
-            for k in 0..take {
-                let index = s.prompt_fed + k;
-                let last = index + 1 == s.job.prompt.len();
-                if let Err(e) = add(&mut batch, s.job.prompt[index], index, seq, last) {
+            let mut failure = None;
+            // Generating sequences first: one token each keeps every stream moving.
+            for (seq, slot) in slots.iter_mut().enumerate() {
+                let Some(s) = slot.as_mut().filter(|s| s.prompt_done()) else {
+                    continue;
+                };
+                if used == batch_size {
+                    break;
+                }
+                if let Err(e) = add(&mut batch, s.next_token, s.position, seq, true) {
                     failure = Some(e);
                 }
-                if last {
-                    rows.push((seq, (used + k) as i32));
-                }
+                rows.push((seq, used as i32));
+                s.position += 1;
+                used += 1;
             }
-            s.prompt_fed += take;
-            s.position += take;
-            used += take;
-        }
-        if used == 0 {
-            continue;
-        }
-        let result = match failure {
-            Some(e) => Err(e),
-            None => context
-                .decode(&mut batch)
-                .map_err(|e| ModelError::Internal(format!("llama.cpp decode failed: {e}"))),
-        };
-        if let Err(e) = result {
-            tracing::error!(error = %e, "decode step failed; failing its requests");
+            // Then prompts, in chunks that fill the rest of the batch.
             for (seq, slot) in slots.iter_mut().enumerate() {
-                if let Some(s) = slot.take() {
-                    let _ = s.job.events.send(Err(e.clone()));
-                    let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
+                let Some(s) = slot.as_mut().filter(|s| !s.prompt_done()) else {
+                    continue;
+                };
+                let take = (batch_size - used).min(s.job.prompt.len() - s.prompt_fed);
+                for k in 0..take {
+                    let index = s.prompt_fed + k;
+                    let last = index + 1 == s.job.prompt.len();
+                    if let Err(e) = add(&mut batch, s.job.prompt[index], index, seq, last) {
+                        failure = Some(e);
+                    }
+                    if last {
+                        rows.push((seq, (used + k) as i32));
+                    }
                 }
+                s.prompt_fed += take;
+                s.position += take;
+                used += take;
             }
-            continue;
-        }
-        for &(seq, row) in &rows {
-            let Some(s) = slots[seq].as_mut() else {
+            if used == 0 {
                 continue;
+            }
+            let result = match failure {
+                Some(e) => Err(e),
+                None => context
+                    .decode(&mut batch)
+                    .map_err(|e| ModelError::Internal(format!("llama.cpp decode failed: {e}"))),
             };
-            let finished = s.step(&model, context.get_logits_ith(row), &options);
-            if finished {
-                slots[seq] = None;
-                let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
+            if let Err(e) = result {
+                tracing::error!(error = %e, "decode step failed; failing its requests");
+                for seq in 0..slots.len() {
+                    if let Some(s) = &slots[seq] {
+                        let _ = s.job.events.send(Err(e.clone()));
+                        free(&mut context, &mut slots, seq);
+                    }
+                }
+                continue;
+            }
+            for &(seq, row) in &rows {
+                let Some(s) = slots[seq].as_mut() else {
+                    continue;
+                };
+                if s.step(&model, context.get_logits_ith(row), &options) {
+                    free(&mut context, &mut slots, seq);
+                }
             }
         }
     }

@@ -15,10 +15,11 @@
 //! # Ok::<(), tandem_core::ModelError>(())
 //! ```
 
+mod chat;
 mod engine;
 mod model;
 mod session;
 
-pub use engine::{EngineOptions, LlamaEngine};
+pub use engine::{EngineLoad, EngineOptions, LlamaEngine};
 pub use model::LoadedModel;
 pub use session::{LlamaSession, SessionOptions};

@@ -11,6 +11,8 @@ use llama_cpp_2::token::LlamaToken;
 use tandem_core::openai::{Message, Role};
 use tandem_core::{ModelError, TokenId};
 
+use crate::chat::{self, SpecialTokens};
+
 /// llama.cpp's process-wide backend: initialised once, never torn down.
 pub(crate) fn backend() -> Result<&'static LlamaBackend, ModelError> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
@@ -29,6 +31,7 @@ pub(crate) fn backend() -> Result<&'static LlamaBackend, ModelError> {
 pub struct LoadedModel {
     pub(crate) model: LlamaModel,
     template: LlamaChatTemplate,
+    specials: SpecialTokens,
     path: PathBuf,
 }
 
@@ -80,6 +83,7 @@ impl LoadedModel {
             },
         };
         Ok(Arc::new(LoadedModel {
+            specials: SpecialTokens::of(&model),
             model,
             template,
             path: path.to_path_buf(),
@@ -99,40 +103,77 @@ impl LoadedModel {
         self.model.n_ctx_train()
     }
 
-    /// Renders chat messages with the model's template, ending with the assistant's turn opened.
-    pub fn render_chat(&self, messages: &[Message]) -> Result<String, ModelError> {
-        let mut chat = Vec::with_capacity(messages.len());
+    /// The prompt tokens of a chat, ending with the assistant's turn opened. The template's own
+    /// markers are special tokens; message content is tokenized as text, so a `<|im_end|>` typed
+    /// in a message stays text (see [`crate::chat`]). Roles are fixed names and `name` fields are
+    /// not rendered, so content is the only text a client controls.
+    pub fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<TokenId>, ModelError> {
+        let mut roles = Vec::with_capacity(messages.len());
+        let mut contents = Vec::with_capacity(messages.len());
         for (i, message) in messages.iter().enumerate() {
-            let role = match message.role {
-                Role::Developer => Role::System,
-                role => role,
-            };
             let content = message.content.text().ok_or_else(|| {
                 ModelError::invalid(
                     &format!("messages[{i}].content"),
                     "only text content parts are supported",
                 )
             })?;
-            chat.push(
-                LlamaChatMessage::new(role.as_str().to_string(), content).map_err(|_| {
-                    ModelError::invalid(
-                        &format!("messages[{i}].content"),
-                        "content must not contain NUL characters",
-                    )
-                })?,
-            );
+            if content.contains('\0') {
+                return Err(ModelError::invalid(
+                    &format!("messages[{i}].content"),
+                    "content must not contain NUL characters",
+                ));
+            }
+            roles.push(match message.role {
+                Role::Developer => Role::System,
+                role => role,
+            });
+            contents.push(content);
         }
+        let vocab = self.model.vocab();
+        let mut tokens = Vec::new();
+        // What `tokenize(prompt, add_special = true)` adds around a whole prompt.
+        if vocab.should_add_bos() {
+            tokens.push(vocab.bos().0);
+        }
+        tokens.extend(chat::chat_tokens(
+            &self.specials,
+            &contents,
+            |contents| self.render(&roles, contents),
+            |text| self.tokenize_bytes(text, false),
+        )?);
+        if vocab.should_add_eos() {
+            tokens.push(vocab.eos().0);
+        }
+        Ok(tokens)
+    }
+
+    /// The template applied to messages of `roles` with `contents`.
+    pub(crate) fn render(&self, roles: &[Role], contents: &[String]) -> Result<String, ModelError> {
+        let chat = roles
+            .iter()
+            .zip(contents)
+            .map(|(role, content)| {
+                LlamaChatMessage::new(role.as_str().to_string(), content.clone())
+                    .map_err(|e| ModelError::Internal(format!("chat message: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         self.model
             .apply_chat_template(&self.template, &chat, true)
             .map_err(|e| ModelError::Internal(format!("chat template failed: {e}")))
     }
 
-    /// Tokenizes text; `add_special` adds BOS where the model wants one, and special tokens written
-    /// in the text (such as `<|im_start|>`) are parsed as such.
+    /// Tokenizes text as text: `add_special` adds BOS where the model wants one, and special
+    /// tokens written in the text (such as `<|im_start|>`) stay text. Token-level strategies feed
+    /// this text that users or models wrote, so nothing in it may become a control token; chat
+    /// prompts come from [`LoadedModel::chat_prompt`].
     pub fn tokenize(&self, text: &str, add_special: bool) -> Vec<TokenId> {
+        self.tokenize_bytes(text.as_bytes(), add_special)
+    }
+
+    fn tokenize_bytes(&self, text: &[u8], add_special: bool) -> Vec<TokenId> {
         self.model
             .vocab()
-            .tokenize(text.as_bytes(), add_special, true)
+            .tokenize(text, add_special, false)
             .into_iter()
             .map(|t| t.0)
             .collect()

@@ -9,6 +9,7 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 use self_cell::self_cell;
+use tandem_core::openai::Message;
 use tandem_core::{LogitsFor, ModelError, TokenId, TokenModel};
 
 use crate::model::{backend, LoadedModel};
@@ -104,6 +105,10 @@ impl TokenModel for LlamaSession {
 
     fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<TokenId>, ModelError> {
         Ok(self.model().tokenize(text, add_special))
+    }
+
+    fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<TokenId>, ModelError> {
+        self.model().chat_prompt(messages)
     }
 
     fn token_bytes(&self, token: TokenId) -> Vec<u8> {
