@@ -85,6 +85,7 @@ impl Target {
             return match &config.models[model] {
                 ModelConfig::Local(local) => local_file(local, fetcher).await,
                 ModelConfig::Remote(_) => bail!("`{}` is a remote model", self.model),
+                ModelConfig::Embedding(_) => bail!("`{}` is an embedding model", self.model),
             };
         }
         fetcher

@@ -1,4 +1,5 @@
-//! The configuration file: models (local GGUF or remote OpenAI-compatible), named pipelines, and
+//! The configuration file: models (local GGUF, remote OpenAI-compatible, or sentence embedding),
+//! named pipelines, and
 //! server settings, in one TOML file typed with serde and checked at start with errors that name
 //! the bad key. With no file, [`EMBEDDED_DEFAULT`] is used.
 
@@ -90,6 +91,7 @@ fn default_max_body_bytes() -> usize {
 pub enum ModelConfig {
     Local(LocalModelConfig),
     Remote(RemoteModelConfig),
+    Embedding(EmbeddingModelConfig),
 }
 
 impl ModelConfig {
@@ -97,6 +99,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Local(local) => local.price,
             ModelConfig::Remote(remote) => remote.price,
+            ModelConfig::Embedding(_) => Pricing::default(),
         }
     }
 }
@@ -182,6 +185,25 @@ fn default_retries() -> u32 {
     3
 }
 
+/// A sentence-embedding model, served on `/v1/embeddings` and by `tandem embed`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingModelConfig {
+    /// A catalog name (`all-minilm-l6-v2`).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// A sentence-transformers directory on disk.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Texts run through the model together.
+    #[serde(default = "default_embedding_batch_size")]
+    pub batch_size: usize,
+}
+
+fn default_embedding_batch_size() -> usize {
+    tandem_embed::DEFAULT_BATCH_SIZE
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
@@ -253,6 +275,7 @@ impl Config {
                         }
                     }
                 }
+                ModelConfig::Embedding(embedding) => check_embedding(name, embedding)?,
             }
             let price = model.pricing();
             if price.input_per_million < 0.0 || price.output_per_million < 0.0 {
@@ -270,9 +293,37 @@ impl Config {
                     self.models.keys().cloned().collect::<Vec<_>>().join(", ")
                 );
             }
+            if matches!(self.models[&pipeline.model], ModelConfig::Embedding(_)) {
+                bail!(
+                    "pipelines.{name}.model names `{}`, an embedding model; pipelines answer chat",
+                    pipeline.model
+                );
+            }
         }
         Ok(())
     }
+}
+
+fn check_embedding(name: &str, embedding: &EmbeddingModelConfig) -> Result<()> {
+    if embedding.source.is_some() == embedding.dir.is_some() {
+        bail!("models.{name}: set exactly one of `source` and `dir`");
+    }
+    if embedding.batch_size == 0 {
+        bail!("models.{name}.batch_size must be at least 1");
+    }
+    if let Some(source) = &embedding.source {
+        match tandem_fetch::find(source).map(|model| model.format) {
+            Some(tandem_fetch::Format::ZipDirectory { .. }) => {}
+            Some(tandem_fetch::Format::Gguf { .. }) => bail!(
+                "models.{name}.source: `{source}` is a GGUF chat model, not an embedding model"
+            ),
+            None => bail!(
+                "models.{name}.source: `{source}` is not in the catalog (known: {})",
+                tandem_fetch::known_names()
+            ),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -346,7 +397,7 @@ mod tests {
     fn max_queue_has_a_default_and_must_be_positive() {
         let local = |config: &Config| match &config.models["a"] {
             ModelConfig::Local(local) => local.max_queue,
-            ModelConfig::Remote(_) => panic!("not local"),
+            _ => panic!("not local"),
         };
         let base = "[models.a]\nkind = \"local\"\nsource = \"x\"\n";
         assert_eq!(local(&Config::parse(base).unwrap()), 64);
@@ -356,5 +407,34 @@ mod tests {
         );
         assert!(error_of(&format!("{base}max_queue = 0\n")).contains("models.a.max_queue"));
         assert!(error_of(&format!("{base}max_queue = -1\n")).contains("invalid value"));
+    }
+
+    #[test]
+    fn an_embedding_model() {
+        let config =
+            Config::parse("[models.minilm]\nkind = \"embedding\"\nsource = \"all-minilm-l6-v2\"\n")
+                .unwrap();
+        let ModelConfig::Embedding(embedding) = &config.models["minilm"] else {
+            panic!("not an embedding model")
+        };
+        assert_eq!(embedding.source.as_deref(), Some("all-minilm-l6-v2"));
+        assert_eq!(embedding.batch_size, tandem_embed::DEFAULT_BATCH_SIZE);
+    }
+
+    #[test]
+    fn embedding_errors_name_the_bad_key() {
+        let model = "[models.e]\nkind = \"embedding\"\n";
+        assert!(error_of(model).contains("models.e: set exactly one of `source` and `dir`"));
+        assert!(error_of(&format!("{model}source = \"smollm2-135m\"\n"))
+            .contains("models.e.source: `smollm2-135m` is a GGUF chat model"));
+        assert!(error_of(&format!("{model}source = \"nope\"\n"))
+            .contains("models.e.source: `nope` is not in the catalog"));
+        assert!(error_of(&format!("{model}dir = \"/m\"\nbatch_size = 0\n"))
+            .contains("models.e.batch_size"));
+        assert!(
+            error_of(&format!("{model}dir = \"/m\"\ncontext_size = 5\n")).contains("context_size")
+        );
+        let pipeline = format!("{model}dir = \"/m\"\n[pipelines.p]\nmodel = \"e\"\n");
+        assert!(error_of(&pipeline).contains("pipelines.p.model names `e`, an embedding model"));
     }
 }

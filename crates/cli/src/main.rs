@@ -3,6 +3,7 @@
 
 mod bench;
 mod config;
+mod embed;
 mod eval;
 mod runtime;
 
@@ -55,6 +56,15 @@ enum Command {
     Chat {
         #[command(flatten)]
         generation: GenerationArgs,
+    },
+    /// Embed texts with an embedding model and print the vectors as JSON.
+    Embed {
+        /// A configured embedding model, or a catalog one (`all-minilm-l6-v2`).
+        #[arg(long, short)]
+        model: String,
+        /// The texts; each gets one vector.
+        #[arg(required = true)]
+        texts: Vec<String>,
     },
     /// List or download models.
     Models {
@@ -164,6 +174,10 @@ async fn run(cli: Cli) -> Result<()> {
             let runtime =
                 Runtime::load(config, &fetcher, std::slice::from_ref(&generation.model)).await?;
             chat(runtime.model(&generation.model)?.as_ref(), &generation).await
+        }
+        Command::Embed { model, texts } => {
+            let config = Config::load(cli.config.as_deref())?;
+            embed::run(config, &fetcher, model, texts).await
         }
         Command::Models { command } => match command {
             ModelsCommand::List => {

@@ -1,5 +1,6 @@
 //! Turning a [`Config`] into live models: local GGUF files are fetched if needed and loaded into
-//! llama.cpp engines, remote models become HTTP clients, and pipelines map names to models.
+//! llama.cpp engines, remote models become HTTP clients, embedding models are loaded on candle, and
+//! pipelines map names to models.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,16 +9,18 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use tandem_core::ChatModel;
+use tandem_embed::Embedder;
 use tandem_fetch::Fetcher;
 use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
 use tandem_remote::{RemoteModel, RemoteOptions};
 use tandem_server::Pipelines;
 
-use crate::config::{Config, LocalModelConfig, ModelConfig};
+use crate::config::{Config, EmbeddingModelConfig, LocalModelConfig, ModelConfig};
 
 pub struct Runtime {
     pub config: Config,
     models: BTreeMap<String, Arc<dyn ChatModel>>,
+    embedders: BTreeMap<String, Arc<Embedder>>,
 }
 
 impl Runtime {
@@ -52,6 +55,10 @@ impl Runtime {
                         .with_context(|| format!("cannot set up remote model `{name}`"))?;
                     runtime.models.insert(name, Arc::new(model));
                 }
+                ModelConfig::Embedding(embedding) => {
+                    let embedder = load_embedding(&name, &embedding, fetcher).await?;
+                    runtime.embedders.insert(name, Arc::new(embedder));
+                }
             }
         }
         Ok(runtime)
@@ -62,16 +69,28 @@ impl Runtime {
         Runtime {
             config,
             models: BTreeMap::new(),
+            embedders: BTreeMap::new(),
         }
     }
 
     /// The model or pipeline called `name`.
     pub fn model(&self, name: &str) -> Result<Arc<dyn ChatModel>> {
         let model = self.config.model_of(name)?;
+        if matches!(self.config.models[model], ModelConfig::Embedding(_)) {
+            bail!("`{model}` is an embedding model: use `tandem embed` or POST /v1/embeddings");
+        }
         self.models
             .get(model)
             .cloned()
             .ok_or_else(|| anyhow!("model `{model}` was not loaded"))
+    }
+
+    /// The embedding model called `name`, if it was loaded.
+    pub fn embedder(&self, name: &str) -> Result<Arc<Embedder>> {
+        self.embedders
+            .get(name)
+            .cloned()
+            .ok_or_else(|| anyhow!("embedding model `{name}` was not loaded"))
     }
 
     /// Every loaded model under its own name, and every pipeline whose model is loaded.
@@ -79,6 +98,9 @@ impl Runtime {
         let mut pipelines = Pipelines::default();
         for (name, model) in &self.models {
             pipelines.insert(name.clone(), model.clone());
+        }
+        for (name, embedder) in &self.embedders {
+            pipelines.insert_embedder(name.clone(), embedder.clone());
         }
         for (name, pipeline) in &self.config.pipelines {
             if let Some(model) = self.models.get(&pipeline.model) {
@@ -150,4 +172,26 @@ async fn load_local(
     })
     .await?
     .with_context(|| format!("cannot load local model `{name}`"))
+}
+
+async fn load_embedding(
+    name: &str,
+    embedding: &EmbeddingModelConfig,
+    fetcher: &Fetcher,
+) -> Result<Embedder> {
+    let dir = match (&embedding.dir, &embedding.source) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(source)) => fetcher
+            .pull(source)
+            .await
+            .with_context(|| format!("cannot fetch model `{source}`"))?,
+        (None, None) => bail!("an embedding model needs `source` or `dir`"),
+    };
+    let batch_size = embedding.batch_size;
+    tokio::task::spawn_blocking(move || {
+        tracing::info!(path = %dir.display(), "loading embedding model");
+        Embedder::load(&dir).map(|embedder| embedder.with_batch_size(batch_size))
+    })
+    .await?
+    .with_context(|| format!("cannot load embedding model `{name}`"))
 }

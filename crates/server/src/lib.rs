@@ -5,6 +5,7 @@
 //! or server-sent events. Routes:
 //!
 //! - `POST /v1/chat/completions` — JSON or SSE (`stream: true`), with `usage` and the `tandem` report
+//! - `POST /v1/embeddings` — OpenAI's embeddings, from the embedding models served
 //! - `GET /v1/models`, `GET /v1/models/{id}` — the pipelines served
 //! - `GET /health` — liveness and the pipelines served
 //! - `GET /metrics` — Prometheus: requests, rejections, tokens, latency and time to first token per
@@ -22,6 +23,7 @@
 //! ```
 
 mod chat;
+mod embeddings;
 mod error;
 mod metrics;
 
@@ -39,14 +41,17 @@ use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 use tandem_core::openai::{ModelCard, ModelList};
 use tandem_core::{ChatModel, ModelError};
+use tandem_embed::Embedder;
 use tower_http::trace::TraceLayer;
 
 pub use error::{ApiError, OVERLOADED_RETRY_AFTER_SECS};
 
-/// The pipelines a server answers for, by the name a request's `model` field uses.
+/// The pipelines and embedding models a server answers for, by the name a request's `model`
+/// field uses.
 #[derive(Default, Clone)]
 pub struct Pipelines {
     entries: BTreeMap<String, Arc<dyn ChatModel>>,
+    embedders: BTreeMap<String, Arc<Embedder>>,
 }
 
 impl Pipelines {
@@ -58,8 +63,21 @@ impl Pipelines {
         self.entries.get(name)
     }
 
+    /// Serves `embedder` on `/v1/embeddings` under `name`.
+    pub fn insert_embedder(&mut self, name: impl Into<String>, embedder: Arc<Embedder>) {
+        self.embedders.insert(name.into(), embedder);
+    }
+
+    pub fn embedder(&self, name: &str) -> Option<&Arc<Embedder>> {
+        self.embedders.get(name)
+    }
+
+    /// Chat pipelines first, then embedding models.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.entries.keys().map(String::as_str)
+        self.entries
+            .keys()
+            .chain(self.embedders.keys())
+            .map(String::as_str)
     }
 }
 
@@ -131,6 +149,7 @@ pub fn router(pipelines: Pipelines, options: ServerOptions) -> Router {
     };
     let api = Router::new()
         .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/embeddings", post(embeddings::create))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{id}", get(get_model))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
@@ -184,9 +203,10 @@ async fn get_model(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelCard>, ApiError> {
-    match state.pipelines.get(&id) {
-        Some(_) => Ok(Json(card(&state, &id))),
-        None => Err(ModelError::NotFound(id).into()),
+    if state.pipelines.names().any(|name| name == id) {
+        Ok(Json(card(&state, &id)))
+    } else {
+        Err(ModelError::NotFound(id).into())
     }
 }
 

@@ -58,6 +58,11 @@ impl ModelProvider for ConfigModels {
                 "base_url": remote.base_url,
                 "model": remote.model,
             }),
+            ModelConfig::Embedding(embedding) => json!({
+                "kind": "embedding",
+                "source": embedding.source,
+                "dir": embedding.dir,
+            }),
         };
         json!({ "model": model, "is": what })
     }
