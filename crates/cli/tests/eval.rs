@@ -14,7 +14,10 @@ fn config(dir: &Path) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[models.small]\nkind = \"local\"\nfile = \"{}\"\ncontext_size = 1024\n",
+            // One thread per engine: these tests run several engines at once on two cores, and
+            // llama.cpp's threads spinning at barriers against each other slow every one of them
+            // down many times over.
+            "[models.small]\nkind = \"local\"\nfile = \"{}\"\ncontext_size = 1024\nthreads = 1\n",
             tandem_fetch::test_model().display()
         ),
     )
@@ -203,12 +206,20 @@ fn a_remote_model_through_a_tandem_server_answers_like_the_local_one() {
 
     let db = rusqlite::Connection::open(db).unwrap();
     let outputs = |model: &str| -> Vec<(String, String, bool)> {
-        db.prepare("SELECT item_id, output, passed FROM outcomes WHERE model = ?1 ORDER BY item_id")
-            .unwrap()
-            .query_map([model], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
+        db.prepare(
+            "SELECT item_id, output, passed, error FROM outcomes WHERE model = ?1 ORDER BY item_id",
+        )
+        .unwrap()
+        .query_map([model], |row| {
+            let item: String = row.get(0)?;
+            let error: Option<String> = row.get(3)?;
+            let output: Option<String> = row.get(1)?;
+            let output = output.unwrap_or_else(|| panic!("{model} {item} failed: {error:?}"));
+            Ok((item, output, row.get(2)?))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
     };
     let served = outputs("served");
     assert_eq!(served.len(), 2);

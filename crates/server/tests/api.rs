@@ -2,6 +2,8 @@
 //! against that server, so a real model sits behind a real HTTP hop; and the official `openai`
 //! Python package as a client.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -11,7 +13,7 @@ use tandem_core::openai::{ChatCompletionRequest, FinishReason, Message, Role};
 use tandem_core::{ChatEvent, ChatModel, ModelError};
 use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
 use tandem_remote::{RemoteModel, RemoteOptions};
-use tandem_server::{router, Pipelines, ServerOptions};
+use tandem_server::{Pipelines, ServerOptions};
 use tokio::sync::OnceCell;
 
 const KEY: &str = "test-key-123";
@@ -42,19 +44,7 @@ async fn server(keyed: bool) -> &'static Server {
             api_keys: if keyed { vec![KEY.into()] } else { vec![] },
             max_body_bytes: 64 * 1024,
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        // The server outlives each test's runtime: give it a runtime of its own.
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            runtime.block_on(async move {
-                let listener =
-                    tokio::net::TcpListener::from_std(listener.into_std().unwrap()).unwrap();
-                axum::serve(listener, router(pipelines, options))
-                    .await
-                    .unwrap();
-            });
-        });
+        let addr = common::serve_for_the_process(pipelines, options).await;
         Server { addr, engine }
     })
     .await

@@ -1,6 +1,8 @@
 //! `POST /v1/embeddings` over a real socket with the real all-MiniLM-L6-v2 embedder behind it (and
 //! SmolLM2 as a chat model beside it), from reqwest and from the official `openai` Python package.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -8,7 +10,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use tandem_embed::Embedder;
 use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
-use tandem_server::{router, Pipelines, ServerOptions};
+use tandem_server::{Pipelines, ServerOptions};
 use tokio::sync::OnceCell;
 
 const KEY: &str = "embed-key-1";
@@ -45,19 +47,7 @@ async fn server() -> &'static Server {
                 api_keys: vec![KEY.into()],
                 max_body_bytes: 1024 * 1024,
             };
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            // The server outlives each test's runtime: give it a runtime of its own.
-            std::thread::spawn(move || {
-                let runtime = tokio::runtime::Runtime::new().unwrap();
-                runtime.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener.into_std().unwrap()).unwrap();
-                    axum::serve(listener, router(pipelines, options))
-                        .await
-                        .unwrap();
-                });
-            });
+            let addr = common::serve_for_the_process(pipelines, options).await;
             Server { addr, embedder }
         })
         .await
