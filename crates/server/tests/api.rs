@@ -301,21 +301,7 @@ async fn api_keys_guard_the_api_but_not_health() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
-    let models: Value = client
-        .get(url(s, "/v1/models"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = common::model_ids(&client, &url(s, ""), KEY).await;
     assert_eq!(ids, vec!["default", "smollm2"]);
     assert_eq!(
         client.get(url(s, "/health")).send().await.unwrap().status(),

@@ -20,3 +20,22 @@ pub async fn serve_for_the_process(pipelines: Pipelines, options: ServerOptions)
     });
     addr
 }
+
+/// The ids `GET /v1/models` lists at `base` (`http://host:port`), asked with `key`.
+pub async fn model_ids(client: &reqwest::Client, base: &str, key: &str) -> Vec<String> {
+    let models: serde_json::Value = client
+        .get(format!("{base}/v1/models"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    models["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no model list: {models}"))
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect()
+}
