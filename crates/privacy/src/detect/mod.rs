@@ -1,0 +1,232 @@
+//! Detection: every span of a text that holds private data, with its kind and a confidence.
+//!
+//! Recognisers are rules: regular expressions checked by checksums (Luhn for cards, mod-97 for
+//! IBANs), known key prefixes, entropy, context words and small name lists. Each proposes
+//! candidates; [`Detector::detect`] drops those below the configured confidence or on the
+//! allow-list, adds deny-listed values, and resolves overlaps (a credential URL wins over the
+//! e-mail-like text inside it). Values match whatever their casing, spacing or separators, so
+//! `4111 1111 1111 1111` and `4111-1111-1111-1111` are the same card.
+
+mod context;
+mod language;
+mod secrets;
+mod structured;
+
+use std::collections::HashSet;
+use std::ops::Range;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::kind::Kind;
+use crate::normalize::{canonical, loose_pattern};
+use crate::PrivacyError;
+
+/// One span of private data.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    pub kind: Kind,
+    /// Byte range in the text it was found in; always on character boundaries.
+    pub span: Range<usize>,
+    /// 0 to 1: how sure the recogniser is.
+    pub confidence: f32,
+}
+
+impl Finding {
+    pub(crate) fn new(kind: Kind, span: Range<usize>, confidence: f32) -> Finding {
+        Finding {
+            kind,
+            span,
+            confidence,
+        }
+    }
+}
+
+/// What to detect; the `detect` table of a privacy pipeline in the configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    /// The kinds to look for; all of them by default.
+    pub kinds: Vec<Kind>,
+    /// Findings below this confidence are not acted on.
+    pub min_confidence: f32,
+    /// Values that may leave the machine (a company's public support address), matched whatever
+    /// their casing, spacing or separators.
+    pub allow: Vec<String>,
+    /// Values that never leave it (a project's code name), matched the same way.
+    pub deny: Vec<String>,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig {
+            kinds: Kind::ALL.to_vec(),
+            min_confidence: 0.5,
+            allow: Vec::new(),
+            deny: Vec::new(),
+        }
+    }
+}
+
+pub struct Detector {
+    kinds: HashSet<Kind>,
+    min_confidence: f32,
+    allow: HashSet<String>,
+    deny: Vec<Regex>,
+}
+
+impl Detector {
+    pub fn new(config: &DetectorConfig) -> Result<Detector, PrivacyError> {
+        if !(0.0..=1.0).contains(&config.min_confidence) {
+            return Err(PrivacyError::Config(format!(
+                "`min_confidence` must be between 0 and 1, not {}",
+                config.min_confidence
+            )));
+        }
+        let mut deny = Vec::with_capacity(config.deny.len());
+        for value in &config.deny {
+            let pattern = loose_pattern(value).ok_or_else(|| {
+                PrivacyError::Config(format!(
+                    "deny-list entry {value:?} has no letter or digit to match"
+                ))
+            })?;
+            deny.push(
+                Regex::new(&pattern)
+                    .map_err(|e| PrivacyError::Config(format!("deny-list entry {value:?}: {e}")))?,
+            );
+        }
+        Ok(Detector {
+            kinds: config.kinds.iter().copied().collect(),
+            min_confidence: config.min_confidence,
+            allow: config.allow.iter().map(|v| canonical(v)).collect(),
+            deny,
+        })
+    }
+
+    /// The findings in `text`, non-overlapping, in order of position.
+    pub fn detect(&self, text: &str) -> Vec<Finding> {
+        let mut candidates = Vec::new();
+        structured::find(text, &mut candidates);
+        secrets::find(text, &mut candidates);
+        language::find(text, &mut candidates);
+        candidates.retain(|f| {
+            self.kinds.contains(&f.kind)
+                && f.confidence >= self.min_confidence
+                && !self.allow.contains(&canonical(&text[f.span.clone()]))
+        });
+        if self.kinds.contains(&Kind::Denied) {
+            for pattern in &self.deny {
+                for m in pattern.find_iter(text) {
+                    candidates.push(Finding::new(Kind::Denied, m.range(), 1.0));
+                }
+            }
+        }
+        resolve_overlaps(candidates)
+    }
+}
+
+/// Keeps the strongest of overlapping candidates: higher kind rank, then surer, then longer.
+fn resolve_overlaps(mut candidates: Vec<Finding>) -> Vec<Finding> {
+    candidates.sort_by(|a, b| {
+        b.kind
+            .rank()
+            .cmp(&a.kind.rank())
+            .then(b.confidence.total_cmp(&a.confidence))
+            .then(b.span.len().cmp(&a.span.len()))
+    });
+    let mut kept: Vec<Finding> = Vec::new();
+    for candidate in candidates {
+        if candidate.span.is_empty() {
+            continue;
+        }
+        let overlaps = kept
+            .iter()
+            .any(|k| k.span.start < candidate.span.end && candidate.span.start < k.span.end);
+        if !overlaps {
+            kept.push(candidate);
+        }
+    }
+    kept.sort_by_key(|f| f.span.start);
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(text: &str) -> Vec<(Kind, String)> {
+        Detector::new(&DetectorConfig::default())
+            .unwrap()
+            .detect(text)
+            .into_iter()
+            .map(|f| (f.kind, text[f.span].to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn credential_url_wins_over_the_email_inside_it() {
+        assert_eq!(
+            kinds("db: postgres://admin:s3cr3tPw@db.internal:5432/app now"),
+            vec![(
+                Kind::CredentialUrl,
+                "postgres://admin:s3cr3tPw@db.internal:5432/app".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn allow_list_matches_whatever_the_separators_and_deny_list_too() {
+        let config = DetectorConfig {
+            allow: vec!["support@example.com".into()],
+            deny: vec!["Project Bluebird".into()],
+            ..Default::default()
+        };
+        let detector = Detector::new(&config).unwrap();
+        let text = "Write to SUPPORT@example.com about project-blue bird, or to jo@x.org.";
+        let found: Vec<(Kind, &str)> = detector
+            .detect(text)
+            .into_iter()
+            .map(|f| (f.kind, &text[f.span]))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (Kind::Denied, "project-blue bird"),
+                (Kind::Email, "jo@x.org")
+            ]
+        );
+    }
+
+    #[test]
+    fn disabled_kinds_and_low_confidence_are_dropped() {
+        let config = DetectorConfig {
+            kinds: vec![Kind::Email],
+            ..Default::default()
+        };
+        let detector = Detector::new(&config).unwrap();
+        let text = "mail a@b.io, card 4111 1111 1111 1111";
+        assert_eq!(detector.detect(text).len(), 1);
+        let strict = Detector::new(&DetectorConfig {
+            min_confidence: 1.0,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(strict.detect(text).is_empty());
+    }
+
+    #[test]
+    fn bad_configuration_is_refused() {
+        for config in [
+            DetectorConfig {
+                min_confidence: 1.5,
+                ..Default::default()
+            },
+            DetectorConfig {
+                deny: vec!["--".into()],
+                ..Default::default()
+            },
+        ] {
+            assert!(Detector::new(&config).is_err());
+        }
+    }
+}
