@@ -12,9 +12,11 @@
 //! The mapping from placeholders to values lives in memory for one request and is never logged.
 
 pub mod detect;
+pub mod fields;
 
 pub mod kind;
 pub mod normalize;
+pub mod vault;
 
 pub use detect::{Detector, DetectorConfig, Finding};
 pub use kind::Kind;
