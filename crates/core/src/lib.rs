@@ -21,4 +21,4 @@ pub use model::{
     collect, ChatEvent, ChatModel, ChatOutput, ChatStream, Completion, LogitsFor, TokenId,
     TokenModel,
 };
-pub use report::{Location, Pricing, Report, Stage};
+pub use report::{Location, Pricing, Report, Stage, StrategyEntry};
