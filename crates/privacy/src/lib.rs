@@ -16,6 +16,7 @@ pub mod fields;
 
 pub mod kind;
 pub mod normalize;
+pub mod stage;
 pub mod vault;
 
 pub use detect::{Detector, DetectorConfig, Finding};

@@ -12,7 +12,7 @@ mod language;
 mod secrets;
 mod structured;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 
 use regex::Regex;
@@ -123,6 +123,46 @@ impl Detector {
         }
         resolve_overlaps(candidates)
     }
+
+    /// The findings of each text of one conversation. A value found in one text is found in every
+    /// text, whatever its casing, spacing or separators: "Priya Raman" recognised once makes
+    /// "PRIYA RAMAN" and "priya raman" elsewhere the same value.
+    pub fn detect_conversation(&self, texts: &[&str]) -> Vec<Vec<Finding>> {
+        let mut found: Vec<Vec<Finding>> = texts.iter().map(|t| self.detect(t)).collect();
+        let mut known: BTreeMap<String, Kind> = BTreeMap::new();
+        for (text, findings) in texts.iter().zip(&found) {
+            for finding in findings {
+                let value = canonical(&text[finding.span.clone()]);
+                // Very short values would match inside ordinary words; very long ones (key
+                // blocks) are found by their structure anyway.
+                if (4..=256).contains(&value.chars().count()) {
+                    known.entry(value).or_insert(finding.kind);
+                }
+            }
+        }
+        let patterns: Vec<(Kind, Regex)> = known
+            .iter()
+            .filter_map(|(value, kind)| {
+                let pattern = loose_pattern(value)?;
+                Some((*kind, Regex::new(&pattern).ok()?))
+            })
+            .collect();
+        if patterns.is_empty() {
+            return found;
+        }
+        for (text, findings) in texts.iter().zip(found.iter_mut()) {
+            let mut candidates = std::mem::take(findings);
+            for (kind, pattern) in &patterns {
+                for m in pattern.find_iter(text) {
+                    if context::standalone(text, m.start(), m.end()) {
+                        candidates.push(Finding::new(*kind, m.range(), 1.0));
+                    }
+                }
+            }
+            *findings = resolve_overlaps(candidates);
+        }
+        found
+    }
 }
 
 /// Keeps the strongest of overlapping candidates: higher kind rank, then surer, then longer.
@@ -195,6 +235,31 @@ mod tests {
                 (Kind::Email, "jo@x.org")
             ]
         );
+    }
+
+    #[test]
+    fn a_value_found_once_is_found_in_every_spelling() {
+        let detector = Detector::new(&DetectorConfig::default()).unwrap();
+        let texts = [
+            "Yesterday Priya Raman called.",
+            "PRIYA RAMAN again",
+            "priya-raman, priyaramanathan",
+        ];
+        let found = detector.detect_conversation(&texts);
+        let values: Vec<Vec<&str>> = found
+            .iter()
+            .zip(texts)
+            .map(|(f, t)| f.iter().map(|f| &t[f.span.clone()]).collect())
+            .collect();
+        assert_eq!(
+            values,
+            [
+                vec!["Priya Raman"],
+                vec!["PRIYA RAMAN"],
+                vec!["priya-raman"]
+            ]
+        );
+        assert!(found[1].iter().all(|f| f.kind == Kind::Person));
     }
 
     #[test]
