@@ -44,6 +44,23 @@ pub struct Config {
     pub pipelines: BTreeMap<String, PipelineConfig>,
     #[serde(default)]
     pub eval: EvalConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// `[store]`: where state shared between replicas lives (the egress audit of privacy pipelines).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The SQLite file; default: `tandem_store::default_path()` (under the user's data directory).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+impl StoreConfig {
+    pub fn path(&self) -> PathBuf {
+        self.path.clone().unwrap_or_else(tandem_store::default_path)
+    }
 }
 
 /// `[eval]`: settings of `tandem eval`.
@@ -214,6 +231,55 @@ fn default_embedding_batch_size() -> usize {
 pub enum PipelineConfig {
     /// One model or pipeline answers, unchanged: a second name for it.
     Direct(DirectConfig),
+    /// Private data in the request is replaced by placeholders before `model` sees it, and put
+    /// back into the answer.
+    Redact(RedactConfig),
+    /// Requests whose private data reaches `threshold` go to `local`, the others to `remote`.
+    KeepLocal(KeepLocalConfig),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactConfig {
+    pub model: String,
+    /// What to detect (`kinds`, `min_confidence`, `allow`, `deny`).
+    #[serde(default)]
+    pub detect: tandem_privacy::DetectorConfig,
+    /// Requests with more text are refused rather than inspected.
+    #[serde(default = "default_max_text_bytes")]
+    pub max_text_bytes: usize,
+    /// Record every call in the egress audit (`[store]`).
+    #[serde(default = "default_true")]
+    pub audit: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepLocalConfig {
+    /// A local model, or a pipeline over local models only.
+    pub local: String,
+    pub remote: String,
+    /// The confidence of a finding (0 to 1) from which a request stays on the machine.
+    #[serde(default = "default_threshold")]
+    pub threshold: f32,
+    #[serde(default)]
+    pub detect: tandem_privacy::DetectorConfig,
+    #[serde(default = "default_max_text_bytes")]
+    pub max_text_bytes: usize,
+    #[serde(default = "default_true")]
+    pub audit: bool,
+}
+
+fn default_max_text_bytes() -> usize {
+    tandem_privacy::stage::DEFAULT_MAX_TEXT_BYTES
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_threshold() -> f32 {
+    0.8
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -246,6 +312,23 @@ impl PipelineConfig {
                 name: &direct.model,
                 need: Need::Chat,
             }],
+            PipelineConfig::Redact(redact) => vec![Use {
+                key: "model",
+                name: &redact.model,
+                need: Need::Chat,
+            }],
+            PipelineConfig::KeepLocal(keep) => vec![
+                Use {
+                    key: "local",
+                    name: &keep.local,
+                    need: Need::Chat,
+                },
+                Use {
+                    key: "remote",
+                    name: &keep.remote,
+                    need: Need::Chat,
+                },
+            ],
         }
     }
 }
@@ -330,11 +413,45 @@ impl Config {
             }
         }
         self.pipeline_order()?;
+        for (name, pipeline) in &self.pipelines {
+            self.check_privacy(name, pipeline)?;
+        }
         Ok(())
     }
 }
 
 impl Config {
+    /// Detector settings are compiled now, so a bad deny-list entry stops the start; a
+    /// `keep_local` pipeline's `local` must not reach a remote model.
+    fn check_privacy(&self, name: &str, pipeline: &PipelineConfig) -> Result<()> {
+        let (detect, max_text_bytes) = match pipeline {
+            PipelineConfig::Direct(_) => return Ok(()),
+            PipelineConfig::Redact(redact) => (&redact.detect, redact.max_text_bytes),
+            PipelineConfig::KeepLocal(keep) => {
+                if !(0.0..=1.0).contains(&keep.threshold) {
+                    bail!("pipelines.{name}.threshold must be between 0 and 1");
+                }
+                for model in self.models_under(&keep.local)? {
+                    if !matches!(self.models[model], ModelConfig::Local(_)) {
+                        bail!(
+                            "pipelines.{name}.local names `{}`, which reaches `{model}`, {}; \
+                             `local` must run on this machine",
+                            keep.local,
+                            self.models[model].described()
+                        );
+                    }
+                }
+                (&keep.detect, keep.max_text_bytes)
+            }
+        };
+        if max_text_bytes == 0 {
+            bail!("pipelines.{name}.max_text_bytes must be at least 1");
+        }
+        tandem_privacy::Detector::new(detect)
+            .with_context(|| format!("pipelines.{name}.detect"))?;
+        Ok(())
+    }
+
     fn check_use(&self, pipeline: &str, used: Use<'_>) -> Result<()> {
         let Use { key, name, need } = used;
         let at = format!("pipelines.{pipeline}.{key} names `{name}`");
@@ -429,6 +546,7 @@ impl Config {
         }
         match self.pipelines.get(name)? {
             PipelineConfig::Direct(direct) => self.single_model(&direct.model),
+            PipelineConfig::Redact(_) | PipelineConfig::KeepLocal(_) => None,
         }
     }
 
@@ -646,5 +764,35 @@ mod tests {
         assert!(error_of(&text).contains("magic"));
         let text = format!("{TWO_MODELS}{}extra = 1\n", direct("p", "small"));
         assert!(error_of(&text).contains("extra"));
+    }
+
+    #[test]
+    fn privacy_pipelines_parse_and_check_their_settings() {
+        let text = format!(
+            "{TWO_MODELS}[pipelines.private]\nstrategy = \"redact\"\nmodel = \"big\"\n\
+             detect = {{ deny = [\"Bluebird\"], min_confidence = 0.6 }}\n\
+             [pipelines.careful]\nstrategy = \"keep_local\"\nlocal = \"small\"\nremote = \"private\"\n"
+        );
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.pipeline_order().unwrap(), ["private", "careful"]);
+        assert_eq!(config.models_under("careful").unwrap(), ["big", "small"]);
+        assert_eq!(config.single_model("private"), None);
+
+        let remote_as_local = format!(
+            "{TWO_MODELS}[pipelines.p]\nstrategy = \"keep_local\"\nlocal = \"big\"\nremote = \"big\"\n"
+        );
+        assert!(error_of(&remote_as_local).contains("`local` must run on this machine"));
+        let bad_threshold = format!(
+            "{TWO_MODELS}[pipelines.p]\nstrategy = \"keep_local\"\nlocal = \"small\"\nremote = \"big\"\nthreshold = 2.0\n"
+        );
+        assert!(error_of(&bad_threshold).contains("pipelines.p.threshold"));
+        let bad_deny = format!(
+            "{TWO_MODELS}[pipelines.p]\nstrategy = \"redact\"\nmodel = \"big\"\ndetect = {{ deny = [\"--\"] }}\n"
+        );
+        assert!(error_of(&bad_deny).contains("pipelines.p.detect"));
+        let unknown_key = format!(
+            "{TWO_MODELS}[pipelines.p]\nstrategy = \"redact\"\nmodel = \"big\"\ndetect = {{ kinds = [\"dna\"] }}\n"
+        );
+        assert!(error_of(&unknown_key).contains("dna"));
     }
 }

@@ -1,6 +1,7 @@
 //! `tandem`: serve models and pipelines over an OpenAI-compatible API, talk to them from the
 //! terminal, fetch models, and measure them.
 
+mod audit;
 mod bench;
 mod config;
 mod embed;
@@ -76,6 +77,11 @@ enum Command {
     Eval {
         #[command(subcommand)]
         command: eval::EvalCommand,
+    },
+    /// The egress audit of privacy pipelines: what left the machine (see `audit --help`).
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
     },
     /// Measure speed (see `bench --help`).
     Bench {
@@ -200,6 +206,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Eval { command } => {
             let config = Config::load(cli.config.as_deref())?;
             eval::run(command, config, &fetcher).await
+        }
+        Command::Audit { command } => {
+            let config = Config::load(cli.config.as_deref())?;
+            audit::run(command, &config)
         }
         Command::Bench { command } => {
             let config = Config::load(cli.config.as_deref())?;

@@ -5,11 +5,15 @@
 //! registry when it is built.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use tandem_core::ChatModel;
 use tandem_embed::Embedder;
+use tandem_privacy::stage::{Guard, KeepLocal, Redact};
+use tandem_privacy::{Detector, DetectorConfig};
+use tandem_store::{SqliteStore, Store};
 
 use crate::config::{Config, PipelineConfig};
 
@@ -60,6 +64,7 @@ impl Registry {
 
 /// Builds every pipeline whose models are all in `registry`, in dependency order, and adds it.
 pub fn build_all(config: &Config, registry: &mut Registry) -> Result<()> {
+    let mut store = LazyStore::new(config.store.path());
     for name in config.pipeline_order()? {
         let loaded = config.models_under(name)?.iter().all(|model| {
             registry.chat.contains_key(*model) || registry.embedders.contains_key(*model)
@@ -67,15 +72,75 @@ pub fn build_all(config: &Config, registry: &mut Registry) -> Result<()> {
         if !loaded {
             continue;
         }
-        let model = build(&config.pipelines[name], registry)
+        let model = build(name, &config.pipelines[name], registry, &mut store)
             .with_context(|| format!("cannot build pipeline `{name}`"))?;
         registry.insert_chat(name.to_string(), model);
     }
     Ok(())
 }
 
-fn build(pipeline: &PipelineConfig, registry: &Registry) -> Result<Arc<dyn ChatModel>> {
+fn build(
+    name: &str,
+    pipeline: &PipelineConfig,
+    registry: &Registry,
+    store: &mut LazyStore,
+) -> Result<Arc<dyn ChatModel>> {
     match pipeline {
         PipelineConfig::Direct(direct) => registry.chat(&direct.model),
+        PipelineConfig::Redact(redact) => {
+            let guard = guard(
+                name,
+                &redact.detect,
+                redact.max_text_bytes,
+                redact.audit,
+                store,
+            )?;
+            Ok(Arc::new(Redact::new(guard, registry.chat(&redact.model)?)))
+        }
+        PipelineConfig::KeepLocal(keep) => {
+            let guard = guard(name, &keep.detect, keep.max_text_bytes, keep.audit, store)?;
+            Ok(Arc::new(KeepLocal::new(
+                guard,
+                registry.chat(&keep.local)?,
+                registry.chat(&keep.remote)?,
+                keep.threshold,
+            )))
+        }
+    }
+}
+
+fn guard(
+    name: &str,
+    detect: &DetectorConfig,
+    max_text_bytes: usize,
+    audit: bool,
+    store: &mut LazyStore,
+) -> Result<Guard> {
+    let mut guard = Guard::new(name, Detector::new(detect)?);
+    guard.max_text_bytes = max_text_bytes;
+    if audit {
+        guard = guard.with_audit(store.get()?);
+    }
+    Ok(guard)
+}
+
+/// The state store, opened when the first pipeline that audits is built, then shared.
+struct LazyStore {
+    path: PathBuf,
+    store: Option<Arc<dyn Store>>,
+}
+
+impl LazyStore {
+    fn new(path: PathBuf) -> LazyStore {
+        LazyStore { path, store: None }
+    }
+
+    fn get(&mut self) -> Result<Arc<dyn Store>> {
+        if let Some(store) = &self.store {
+            return Ok(store.clone());
+        }
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&self.path)?);
+        self.store = Some(store.clone());
+        Ok(store)
     }
 }
