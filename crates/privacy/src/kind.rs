@@ -94,8 +94,9 @@ impl Kind {
     pub(crate) fn rank(self) -> u8 {
         match self {
             Kind::Denied => 12,
-            Kind::Secret => 11,
-            Kind::CredentialUrl => 10,
+            // A credential URL holds its password or token: the whole URL goes.
+            Kind::CredentialUrl => 11,
+            Kind::Secret => 10,
             Kind::CreditCard => 9,
             Kind::Iban => 8,
             Kind::Email => 7,

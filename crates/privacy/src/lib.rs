@@ -6,12 +6,14 @@
 //! - [`fields`]: every text field of a request that is sent, so nothing is left unchecked.
 //! - [`vault`]: reversible pseudonymisation: one placeholder per distinct value per conversation,
 //!   and [`vault::Restorer`], which puts the values back into a streamed answer.
+//! - [`eval`]: a labelled set generated with a fixed seed, and precision and recall per kind.
 //! - [`stage`]: the pipeline stages, each a `ChatModel` wrapping others: [`stage::Redact`] and
 //!   [`stage::KeepLocal`], with the egress audit.
 //!
 //! The mapping from placeholders to values lives in memory for one request and is never logged.
 
 pub mod detect;
+pub mod eval;
 pub mod fields;
 
 pub mod kind;
@@ -26,4 +28,6 @@ pub use kind::Kind;
 pub enum PrivacyError {
     #[error("privacy configuration: {0}")]
     Config(String),
+    #[error("evaluation data: {0}")]
+    Data(String),
 }

@@ -10,7 +10,7 @@
 mod context;
 mod language;
 mod secrets;
-mod structured;
+pub(crate) mod structured;
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
@@ -129,22 +129,24 @@ impl Detector {
     /// "PRIYA RAMAN" and "priya raman" elsewhere the same value.
     pub fn detect_conversation(&self, texts: &[&str]) -> Vec<Vec<Finding>> {
         let mut found: Vec<Vec<Finding>> = texts.iter().map(|t| self.detect(t)).collect();
-        let mut known: BTreeMap<String, Kind> = BTreeMap::new();
+        // Each value with its kind and the highest confidence it was found with.
+        let mut known: BTreeMap<String, (Kind, f32)> = BTreeMap::new();
         for (text, findings) in texts.iter().zip(&found) {
             for finding in findings {
                 let value = canonical(&text[finding.span.clone()]);
                 // Very short values would match inside ordinary words; very long ones (key
                 // blocks) are found by their structure anyway.
                 if (4..=256).contains(&value.chars().count()) {
-                    known.entry(value).or_insert(finding.kind);
+                    let entry = known.entry(value).or_insert((finding.kind, 0.0));
+                    entry.1 = entry.1.max(finding.confidence);
                 }
             }
         }
-        let patterns: Vec<(Kind, Regex)> = known
+        let patterns: Vec<(Kind, f32, Regex)> = known
             .iter()
-            .filter_map(|(value, kind)| {
+            .filter_map(|(value, (kind, confidence))| {
                 let pattern = loose_pattern(value)?;
-                Some((*kind, Regex::new(&pattern).ok()?))
+                Some((*kind, *confidence, Regex::new(&pattern).ok()?))
             })
             .collect();
         if patterns.is_empty() {
@@ -152,10 +154,10 @@ impl Detector {
         }
         for (text, findings) in texts.iter().zip(found.iter_mut()) {
             let mut candidates = std::mem::take(findings);
-            for (kind, pattern) in &patterns {
+            for (kind, confidence, pattern) in &patterns {
                 for m in pattern.find_iter(text) {
                     if context::standalone(text, m.start(), m.end()) {
-                        candidates.push(Finding::new(*kind, m.range(), 1.0));
+                        candidates.push(Finding::new(*kind, m.range(), *confidence));
                     }
                 }
             }
@@ -260,6 +262,7 @@ mod tests {
             ]
         );
         assert!(found[1].iter().all(|f| f.kind == Kind::Person));
+        assert_eq!(found[1][0].confidence, found[0][0].confidence);
     }
 
     #[test]

@@ -15,7 +15,7 @@ fn re(pattern: &str) -> Regex {
 }
 
 static CREDENTIAL_URL: LazyLock<Regex> =
-    LazyLock::new(|| re(r#"(?i)\b[a-z][a-z0-9+.\-]*://[^\s:/@"'<>]+:[^\s@/"'<>]+@[^\s"'<>]+"#));
+    LazyLock::new(|| re(r#"(?i)\b[a-z][a-z0-9+.\-]*://[^\s:/@"'<>]*:[^\s@/"'<>]+@[^\s"'<>]+"#));
 static PRIVATE_KEY: LazyLock<Regex> = LazyLock::new(|| {
     re(
         r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----(?s:.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----|\z)",
@@ -210,6 +210,13 @@ mod tests {
         assert_eq!(
             secrets("url = mysql://root:toor@10.0.0.5:3306/shop."),
             vec!["mysql://root:toor@10.0.0.5:3306/shop"]
+        );
+        assert_eq!(
+            secrets("REDIS=redis://:Maple71$@10.0.0.7:6379/0 and git https://ann:ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789@github.com/a/b"),
+            vec![
+                "redis://:Maple71$@10.0.0.7:6379/0",
+                "https://ann:ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789@github.com/a/b"
+            ]
         );
         assert!(secrets(r#"password = os.environ["DB_PASSWORD"]"#).is_empty());
         assert!(secrets("token: ${TOKEN}").is_empty());

@@ -113,7 +113,8 @@ fn numbers(text: &str, offset: usize, run: &str, out: &mut Vec<Finding>) {
             }
         }
     }
-    if let Some((start, end)) = best {
+    // A leading `+` makes a number a phone number ("+358 050 007 0204" passes Luhn by chance).
+    if let Some((start, end)) = best.filter(|_| !run.starts_with('+')) {
         let digits: String = run[start..end]
             .chars()
             .filter(char::is_ascii_digit)
@@ -216,6 +217,8 @@ fn phone(text: &str, offset: usize, run: &str, out: &mut Vec<Finding>) {
         0.75
     } else if named && (7..=15).contains(&digits) {
         0.6
+    } else if grouped(run) {
+        0.5
     } else {
         return;
     };
@@ -229,6 +232,18 @@ fn phone(text: &str, offset: usize, run: &str, out: &mut Vec<Finding>) {
         offset..offset + run.len(),
         confidence,
     ));
+}
+
+/// Digits in two or more groups of two to four, with six to twelve digits in all ("776 5737",
+/// "28-15-10-60", "(37) 788-063"): how many countries write national numbers.
+fn grouped(run: &str) -> bool {
+    static GROUPED: LazyLock<Regex> =
+        LazyLock::new(|| re(r"^(?:\(\d{2,4}\)|\d{2,4})(?:[ \-]\d{2,4}){1,4}$"));
+    static DATE_LIKE: LazyLock<Regex> = LazyLock::new(|| {
+        re(r"^(?:(?:19|20)\d{2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:19|20)\d{2})")
+    });
+    let digits = run.chars().filter(char::is_ascii_digit).count();
+    (6..=12).contains(&digits) && GROUPED.is_match(run) && !DATE_LIKE.is_match(run)
 }
 
 fn iban(text: &str, offset: usize, candidate: &str, out: &mut Vec<Finding>) {
@@ -337,10 +352,14 @@ mod tests {
             "415.555.0132",
             "030 1234 5678",
             "0049 30 12345678",
+            "+358 050 007 0204",
+            "776 5737",
+            "28-15-10-60",
         ] {
             one(&format!("call me at {phone} today"), Kind::Phone, phone);
         }
-        assert!(found("version 2024 has 12 items").is_empty());
+        assert!(found("version 2024 has 12 items, v1.2.3, 12:30, order 123456").is_empty());
+        assert!(found("2024-05-15 12:00:01 INFO and 1956-10-13").is_empty());
     }
 
     #[test]
