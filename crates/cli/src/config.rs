@@ -236,6 +236,24 @@ pub enum PipelineConfig {
     Redact(RedactConfig),
     /// Requests whose private data reaches `threshold` go to `local`, the others to `remote`.
     KeepLocal(KeepLocalConfig),
+    /// `local` rewrites the request without its private context, `remote` answers that, and
+    /// `local` composes the answer (PAPILLON).
+    Rewrite(RewriteConfig),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteConfig {
+    /// A local model, or a pipeline over local models only.
+    pub local: String,
+    pub remote: String,
+    /// What is still replaced in the rewritten question before it leaves.
+    #[serde(default)]
+    pub detect: tandem_privacy::DetectorConfig,
+    #[serde(default = "default_max_text_bytes")]
+    pub max_text_bytes: usize,
+    #[serde(default = "default_true")]
+    pub audit: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -317,15 +335,16 @@ impl PipelineConfig {
                 name: &redact.model,
                 need: Need::Chat,
             }],
-            PipelineConfig::KeepLocal(keep) => vec![
+            PipelineConfig::KeepLocal(KeepLocalConfig { local, remote, .. })
+            | PipelineConfig::Rewrite(RewriteConfig { local, remote, .. }) => vec![
                 Use {
                     key: "local",
-                    name: &keep.local,
+                    name: local,
                     need: Need::Chat,
                 },
                 Use {
                     key: "remote",
-                    name: &keep.remote,
+                    name: remote,
                     need: Need::Chat,
                 },
             ],
@@ -431,17 +450,12 @@ impl Config {
                 if !(0.0..=1.0).contains(&keep.threshold) {
                     bail!("pipelines.{name}.threshold must be between 0 and 1");
                 }
-                for model in self.models_under(&keep.local)? {
-                    if !matches!(self.models[model], ModelConfig::Local(_)) {
-                        bail!(
-                            "pipelines.{name}.local names `{}`, which reaches `{model}`, {}; \
-                             `local` must run on this machine",
-                            keep.local,
-                            self.models[model].described()
-                        );
-                    }
-                }
+                self.check_local(name, &keep.local)?;
                 (&keep.detect, keep.max_text_bytes)
+            }
+            PipelineConfig::Rewrite(rewrite) => {
+                self.check_local(name, &rewrite.local)?;
+                (&rewrite.detect, rewrite.max_text_bytes)
             }
         };
         if max_text_bytes == 0 {
@@ -449,6 +463,19 @@ impl Config {
         }
         tandem_privacy::Detector::new(detect)
             .with_context(|| format!("pipelines.{name}.detect"))?;
+        Ok(())
+    }
+
+    fn check_local(&self, pipeline: &str, local: &str) -> Result<()> {
+        for model in self.models_under(local)? {
+            if !matches!(self.models[model], ModelConfig::Local(_)) {
+                bail!(
+                    "pipelines.{pipeline}.local names `{local}`, which reaches `{model}`, {}; \
+                     `local` must run on this machine",
+                    self.models[model].described()
+                );
+            }
+        }
         Ok(())
     }
 
@@ -546,7 +573,9 @@ impl Config {
         }
         match self.pipelines.get(name)? {
             PipelineConfig::Direct(direct) => self.single_model(&direct.model),
-            PipelineConfig::Redact(_) | PipelineConfig::KeepLocal(_) => None,
+            PipelineConfig::Redact(_)
+            | PipelineConfig::KeepLocal(_)
+            | PipelineConfig::Rewrite(_) => None,
         }
     }
 
@@ -782,6 +811,10 @@ mod tests {
             "{TWO_MODELS}[pipelines.p]\nstrategy = \"keep_local\"\nlocal = \"big\"\nremote = \"big\"\n"
         );
         assert!(error_of(&remote_as_local).contains("`local` must run on this machine"));
+        let rewrite = format!(
+            "{TWO_MODELS}[pipelines.p]\nstrategy = \"rewrite\"\nlocal = \"big\"\nremote = \"small\"\n"
+        );
+        assert!(error_of(&rewrite).contains("pipelines.p.local names `big`"));
         let bad_threshold = format!(
             "{TWO_MODELS}[pipelines.p]\nstrategy = \"keep_local\"\nlocal = \"small\"\nremote = \"big\"\nthreshold = 2.0\n"
         );

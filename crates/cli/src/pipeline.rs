@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use tandem_core::ChatModel;
 use tandem_embed::Embedder;
-use tandem_privacy::stage::{Guard, KeepLocal, Redact};
+use tandem_privacy::stage::{Guard, KeepLocal, Redact, Rewrite};
 use tandem_privacy::{Detector, DetectorConfig};
 use tandem_store::{SqliteStore, Store};
 
@@ -104,6 +104,20 @@ fn build(
                 registry.chat(&keep.local)?,
                 registry.chat(&keep.remote)?,
                 keep.threshold,
+            )))
+        }
+        PipelineConfig::Rewrite(rewrite) => {
+            let guard = guard(
+                name,
+                &rewrite.detect,
+                rewrite.max_text_bytes,
+                rewrite.audit,
+                store,
+            )?;
+            Ok(Arc::new(Rewrite::new(
+                guard,
+                registry.chat(&rewrite.local)?,
+                registry.chat(&rewrite.remote)?,
             )))
         }
     }

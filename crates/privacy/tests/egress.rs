@@ -5,7 +5,7 @@
 //! chunks, so the test also sees the answer restored. Bad input is refused with a clear error and
 //! sends nothing; the egress audit survives reopening its database and holds no value.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::{Body, Bytes};
 use axum::response::Response;
@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tandem_core::openai::{ChatCompletionRequest, Content, ContentPart, Message, Role, Stop};
 use tandem_core::{ChatEvent, ChatModel, ModelError};
 use tandem_privacy::normalize::canonical;
-use tandem_privacy::stage::{Guard, KeepLocal, Redact};
+use tandem_privacy::stage::{Guard, KeepLocal, Redact, Rewrite};
 use tandem_privacy::{Detector, DetectorConfig};
 use tandem_remote::{RemoteModel, RemoteOptions};
 use tandem_store::{EgressQuery, SqliteStore, Store};
@@ -456,19 +456,28 @@ async fn bad_input_gets_a_clear_error_and_sends_nothing() {
     assert!(leaked.is_empty(), "{}", leaked[0]);
 }
 
+/// SmolLM2 on one thread, shared by the tests of this binary.
+fn smollm2() -> Arc<dyn ChatModel> {
+    static ENGINE: OnceLock<Arc<tandem_llama::LlamaEngine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let model =
+                tandem_llama::LoadedModel::load(&tandem_fetch::test_model(), None, 0).unwrap();
+            let mut options = tandem_llama::EngineOptions::new("smollm2");
+            options.context_size = 2048;
+            options.parallel = 1;
+            options.threads = 1;
+            Arc::new(tandem_llama::LlamaEngine::start(model, options).unwrap())
+        })
+        .clone()
+}
+
 #[tokio::test]
 async fn keep_local_answers_sensitive_requests_on_the_local_model() {
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite")).unwrap());
-    let local: Arc<dyn ChatModel> = {
-        let model = tandem_llama::LoadedModel::load(&tandem_fetch::test_model(), None, 0).unwrap();
-        let mut options = tandem_llama::EngineOptions::new("smollm2");
-        options.context_size = 512;
-        options.parallel = 1;
-        options.threads = 1;
-        Arc::new(tandem_llama::LlamaEngine::start(model, options).unwrap())
-    };
+    let local = smollm2();
     let guard = Guard::new("careful", Detector::new(&config()).unwrap()).with_audit(store.clone());
     let keep = KeepLocal::new(guard, local, upstream.model(), 0.8);
     let ask = |text: &str| ChatCompletionRequest {
@@ -499,4 +508,30 @@ async fn keep_local_answers_sensitive_requests_on_the_local_model() {
     let records = store.egress(&EgressQuery::default()).unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].strategy, "keep_local");
+}
+
+#[tokio::test]
+async fn rewrite_asks_the_remote_model_without_the_private_context() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite")).unwrap());
+    let guard = Guard::new("papillon", Detector::new(&config()).unwrap()).with_audit(store.clone());
+    let rewrite = Rewrite::new(guard, smollm2(), upstream.model());
+    let mut request = corpus().pop().unwrap();
+    request.max_tokens = Some(8);
+    request.temperature = Some(0.0);
+
+    let output = rewrite.complete(request).await.unwrap();
+    assert!(!output.text.is_empty());
+    assert_eq!(output.report.model, "smollm2");
+    let entry = &output.report.strategies[0];
+    assert_eq!(entry.strategy, "rewrite");
+    assert_eq!(entry.details["remote"], "cloud");
+    let bodies = upstream.bodies();
+    assert_eq!(bodies.len(), 1, "one question went out");
+    let leaked = leaks(&bodies);
+    assert!(leaked.is_empty(), "{}", leaked[0]);
+    let records = store.egress(&EgressQuery::default()).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].strategy, "rewrite");
 }

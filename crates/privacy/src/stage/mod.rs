@@ -1,6 +1,8 @@
 //! The privacy pipeline stages, each a [`ChatModel`] wrapping other `ChatModel`s:
 //! - [`Redact`]: pseudonymise every text field, send, restore the answer (streamed or not).
 //! - [`KeepLocal`]: answer with a local model when a request's sensitivity passes a threshold.
+//! - [`Rewrite`]: the local model asks the remote one without the private context, then answers
+//!   with both (PAPILLON).
 //!
 //! Both write an [`EgressRecord`] before anything leaves the machine (when an audit store is
 //! configured): a stage that cannot write its audit record sends nothing. Each adds an entry to the
@@ -8,6 +10,7 @@
 
 mod keep_local;
 mod redact;
+mod rewrite;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use tandem_store::{EgressRecord, Store};
 
 pub use keep_local::KeepLocal;
 pub use redact::Redact;
+pub use rewrite::Rewrite;
 
 use crate::fields;
 use crate::kind::Kind;
