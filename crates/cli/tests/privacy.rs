@@ -180,6 +180,35 @@ async fn served_privacy_pipelines_send_no_value_and_audit_every_call() {
     assert_eq!(text, format!("Got: {CARD} {EMAIL} Project Bluebird."));
     assert_eq!(report["strategies"][0]["pipeline"], "private");
 
+    // Bytes that are not UTF-8, and nesting deeper than JSON parsers allow, are refused by the
+    // server with OpenAI's error body before any pipeline runs.
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/v1/chat/completions", server.address);
+    let mut invalid = br#"{"model":"private","messages":[{"role":"user","content":"mail "#.to_vec();
+    invalid.extend_from_slice(b"\xff\xfe jane.doe@acme-mail.com\"}]}");
+    let deep = format!(
+        r#"{{"model":"private","messages":[{{"role":"user","content":{}"{EMAIL}"{}}}]}}"#,
+        "[".repeat(4000),
+        "]".repeat(4000)
+    );
+    for body in [invalid, deep.into_bytes()] {
+        let response = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        let error: Value = response.json().await.unwrap();
+        assert!(error["error"]["message"].as_str().is_some(), "{error}");
+    }
+    assert_eq!(
+        bodies.lock().unwrap().len(),
+        2,
+        "a refused request was sent"
+    );
+
     let (_, report) = ask(&server.address, "careful", &secret, false).await;
     assert_eq!(report["strategies"][0]["route"], "local");
     assert_eq!(report["model"], "small");
