@@ -113,6 +113,89 @@ pub async fn run(args: PrivacyArgs, cache_dir: &Path) -> Result<()> {
             .join(", ")
     );
     print!("{}", table(&ours, theirs.as_ref().map(|t| ("Presidio", t))));
+    leakage(&samples, args.seed)?;
+    Ok(())
+}
+
+/// Groups the sentences into multi-message requests (two to six messages, every role, a seeded
+/// draw), sends each through the `redact` stage's pseudonymisation, and counts the requests in
+/// which a labelled value still appears in what would be sent: as written whatever the case, or
+/// (for values of six letters and digits or more) with other spacing and separators.
+fn leakage(samples: &[Sample], seed: u64) -> Result<()> {
+    use rand::{Rng, SeedableRng};
+    use tandem_core::openai::{ChatCompletionRequest, Message, Role};
+    use tandem_privacy::normalize::canonical;
+    use tandem_privacy::stage::Guard;
+
+    let guard = Guard::new("eval", Detector::new(&DetectorConfig::default())?);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let roles = [
+        Role::System,
+        Role::User,
+        Role::Assistant,
+        Role::Tool,
+        Role::User,
+    ];
+    let (mut requests, mut leaked, mut structured_leaked) = (0usize, 0usize, 0usize);
+    let mut by_kind: BTreeMap<Kind, usize> = BTreeMap::new();
+    let mut at = 0;
+    while at < samples.len() {
+        let n = rng.random_range(2..=6).min(samples.len() - at);
+        let group = &samples[at..at + n];
+        at += n;
+        let request = ChatCompletionRequest {
+            model: "eval".into(),
+            messages: group
+                .iter()
+                .enumerate()
+                .map(|(i, s)| Message::new(roles[i % roles.len()], s.text.clone()))
+                .collect(),
+            ..Default::default()
+        };
+        let (sent, _) = guard
+            .pseudonymise(&request)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let body = serde_json::to_string(&sent)?;
+        let (lower, squeezed) = (body.to_lowercase(), canonical(&body));
+        let mut kinds = Vec::new();
+        for sample in group {
+            for (kind, span) in &sample.spans {
+                let value = &sample.text[span.clone()];
+                let bare = canonical(value);
+                if lower.contains(&value.to_lowercase())
+                    || bare.chars().count() >= 6 && squeezed.contains(&bare)
+                {
+                    kinds.push(*kind);
+                }
+            }
+        }
+        requests += 1;
+        if !kinds.is_empty() {
+            leaked += 1;
+        }
+        if kinds.iter().any(|k| k.is_structured()) {
+            structured_leaked += 1;
+        }
+        for kind in kinds {
+            *by_kind.entry(kind).or_default() += 1;
+        }
+    }
+    let share = |n: usize| 100.0 * n as f64 / requests.max(1) as f64;
+    println!(
+        "\nLeakage through `redact`: {requests} requests of 2-6 messages; a labelled value reached \
+         the upstream in {leaked} ({:.1}%), a structured one (cards, IBANs, ids, e-mails, phones, \
+         keys, credential URLs, IPs) in {structured_leaked} ({:.1}%).",
+        share(leaked),
+        share(structured_leaked)
+    );
+    println!(
+        "Values leaked by kind: {}",
+        by_kind
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(())
 }
 

@@ -247,6 +247,15 @@ fn capitalised_run(text: &str, offset: usize, run: &str, out: &mut Vec<Finding>)
     });
     static WEAK_VERB: LazyLock<Regex> =
         LazyLock::new(|| re(r"^,?\s+(?:is|was|will|would|has|had|called)\b"));
+    // "Cerys, can I please speak to your boss?"
+    static VOCATIVE: LazyLock<Regex> = LazyLock::new(|| {
+        re(r"^,\s+(?i:can|could|please|would|will|i|we|you|do|did|are|have|thank|listen|look)\b")
+    });
+    // "Fosca's kid": a possessive is a person's (or an organisation's, which is private too).
+    let (run, possessive) = match run.strip_suffix("'s").or_else(|| run.strip_suffix("’s")) {
+        Some(bare) => (bare, true),
+        None => (run, false),
+    };
     let end = offset + run.len();
     let after = &text[end..];
     // "Tjalling Harkeswei 125," is a street.
@@ -309,6 +318,13 @@ fn capitalised_run(text: &str, offset: usize, run: &str, out: &mut Vec<Finding>)
             0.6
         } else if given && !sentence_start {
             0.5
+        } else if rest == 1 && sentence_start && VOCATIVE.is_match(after) {
+            0.6
+        } else if rest <= 2 && !sentence_start && possessive {
+            0.55
+        } else if line_start && after.starts_with(':') && speaks_twice(text, run) {
+            // A speaker's label in a transcript.
+            0.6
         } else {
             continue;
         };
@@ -316,6 +332,18 @@ fn capitalised_run(text: &str, offset: usize, run: &str, out: &mut Vec<Finding>)
         out.push(Finding::new(Kind::Person, start..end, confidence));
         return;
     }
+}
+
+/// Whether two lines of `text` start with `name:`.
+fn speaks_twice(text: &str, name: &str) -> bool {
+    text.lines()
+        .filter(|line| {
+            line.trim_start_matches([' ', '\t', '>'])
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })
+        .count()
+        >= 2
 }
 
 /// "The Acme Corp": the article belongs to the sentence, not the name.
@@ -376,6 +404,20 @@ mod tests {
         assert_eq!(
             found("Roland is very reliable. During 1975 it grew."),
             vec![(Kind::Person, "Roland".into())]
+        );
+        assert_eq!(
+            found("Cerys, can I speak to your boss? It was for Fosca's kid."),
+            vec![
+                (Kind::Person, "Cerys".into()),
+                (Kind::Person, "Fosca".into())
+            ]
+        );
+        assert_eq!(
+            found("Szemere: What a day.\nSzemere: Remember me?"),
+            vec![
+                (Kind::Person, "Szemere".into()),
+                (Kind::Person, "Szemere".into())
+            ]
         );
         assert_eq!(
             found(r#"{"name": "Dzhambek Ryzaev", "tier": "gold"}"#),

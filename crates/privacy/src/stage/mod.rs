@@ -86,7 +86,7 @@ impl Guard {
     }
 
     /// The request with every finding replaced by a placeholder, and the vault to restore with.
-    fn pseudonymise(
+    pub fn pseudonymise(
         &self,
         request: &ChatCompletionRequest,
     ) -> Result<(ChatCompletionRequest, Vault), ModelError> {
