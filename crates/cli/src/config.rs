@@ -214,12 +214,39 @@ fn default_embedding_batch_size() -> usize {
 pub enum PipelineConfig {
     /// One model or pipeline answers, unchanged: a second name for it.
     Direct(DirectConfig),
+    /// The small model answers first; a confidence signal under the threshold escalates to the
+    /// large one.
+    Cascade(CascadeConfig),
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectConfig {
     pub model: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CascadeConfig {
+    pub small: String,
+    pub large: String,
+    /// `mean_logprob`, `min_logprob`, `self_check` or `agreement`.
+    pub signal: tandem_route::Signal,
+    /// Escalate when the signal's score (in [0, 1]) is under this.
+    pub threshold: f64,
+    /// Extra sampled answers of the `agreement` signal.
+    #[serde(default = "default_cascade_samples")]
+    pub samples: u32,
+    #[serde(default = "default_cascade_sample_temperature")]
+    pub sample_temperature: f32,
+}
+
+fn default_cascade_samples() -> u32 {
+    4
+}
+
+fn default_cascade_sample_temperature() -> f32 {
+    0.8
 }
 
 /// What a pipeline needs from a name it uses.
@@ -240,13 +267,36 @@ pub struct Use<'a> {
 impl PipelineConfig {
     /// Every model and pipeline this pipeline calls.
     pub fn uses(&self) -> Vec<Use<'_>> {
+        let chat = |key, name| Use {
+            key,
+            name,
+            need: Need::Chat,
+        };
         match self {
-            PipelineConfig::Direct(direct) => vec![Use {
-                key: "model",
-                name: &direct.model,
-                need: Need::Chat,
-            }],
+            PipelineConfig::Direct(direct) => vec![chat("model", &direct.model)],
+            PipelineConfig::Cascade(cascade) => {
+                vec![chat("small", &cascade.small), chat("large", &cascade.large)]
+            }
         }
+    }
+
+    /// Settings that no single key can check: ranges, combinations.
+    fn check_settings(&self, name: &str) -> Result<()> {
+        match self {
+            PipelineConfig::Direct(_) => {}
+            PipelineConfig::Cascade(cascade) => {
+                if !(cascade.threshold >= 0.0 && cascade.threshold.is_finite()) {
+                    bail!("pipelines.{name}.threshold must be a number of at least 0 (scores are in [0, 1])");
+                }
+                if cascade.samples == 0 {
+                    bail!("pipelines.{name}.samples must be at least 1");
+                }
+                if !(cascade.sample_temperature > 0.0 && cascade.sample_temperature.is_finite()) {
+                    bail!("pipelines.{name}.sample_temperature must be above 0");
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -328,6 +378,7 @@ impl Config {
             for used in pipeline.uses() {
                 self.check_use(name, used)?;
             }
+            pipeline.check_settings(name)?;
         }
         self.pipeline_order()?;
         Ok(())
@@ -429,6 +480,7 @@ impl Config {
         }
         match self.pipelines.get(name)? {
             PipelineConfig::Direct(direct) => self.single_model(&direct.model),
+            PipelineConfig::Cascade(_) => None,
         }
     }
 
@@ -636,6 +688,30 @@ mod tests {
         assert!(error_of(&text).contains("pipelines form a cycle: a -> b -> c -> a"));
         let itself = format!("{TWO_MODELS}{}", direct("me", "me"));
         assert!(error_of(&itself).contains("cycle: me -> me"));
+    }
+
+    #[test]
+    fn a_cascade_names_two_models_and_a_signal() {
+        let cascade = |rest: &str| {
+            format!("{TWO_MODELS}[pipelines.c]\nstrategy = \"cascade\"\nsmall = \"small\"\nlarge = \"big\"\n{rest}")
+        };
+        let config = Config::parse(&cascade("signal = \"self_check\"\nthreshold = 0.7\n")).unwrap();
+        let PipelineConfig::Cascade(parsed) = &config.pipelines["c"] else {
+            panic!("not a cascade")
+        };
+        assert_eq!(parsed.signal, tandem_route::Signal::SelfCheck);
+        assert_eq!(parsed.samples, 4);
+        assert_eq!(config.models_under("c").unwrap(), ["big", "small"]);
+        assert_eq!(config.single_model("c"), None);
+        assert!(error_of(&cascade("signal = \"vibes\"\nthreshold = 0.7\n")).contains("vibes"));
+        assert!(
+            error_of(&cascade("signal = \"agreement\"\nthreshold = -1\n"))
+                .contains("pipelines.c.threshold")
+        );
+        assert!(error_of(&cascade(
+            "signal = \"agreement\"\nthreshold = 0.5\nsamples = 0\n"
+        ))
+        .contains("pipelines.c.samples"));
     }
 
     #[test]

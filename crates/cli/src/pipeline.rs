@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use tandem_core::ChatModel;
 use tandem_embed::Embedder;
+use tandem_route::{Cascade, CascadeOptions};
 
 use crate::config::{Config, PipelineConfig};
 
@@ -67,15 +68,28 @@ pub fn build_all(config: &Config, registry: &mut Registry) -> Result<()> {
         if !loaded {
             continue;
         }
-        let model = build(&config.pipelines[name], registry)
+        let model = build(name, config, registry)
             .with_context(|| format!("cannot build pipeline `{name}`"))?;
         registry.insert_chat(name.to_string(), model);
     }
     Ok(())
 }
 
-fn build(pipeline: &PipelineConfig, registry: &Registry) -> Result<Arc<dyn ChatModel>> {
-    match pipeline {
-        PipelineConfig::Direct(direct) => registry.chat(&direct.model),
-    }
+fn build(name: &str, config: &Config, registry: &Registry) -> Result<Arc<dyn ChatModel>> {
+    Ok(match &config.pipelines[name] {
+        PipelineConfig::Direct(direct) => registry.chat(&direct.model)?,
+        PipelineConfig::Cascade(cascade) => {
+            let mut options = CascadeOptions::new(name, cascade.signal, cascade.threshold);
+            options.samples = cascade.samples;
+            options.sample_temperature = cascade.sample_temperature;
+            options.large_pricing = config
+                .single_model(&cascade.large)
+                .map(|model| config.models[model].pricing());
+            Arc::new(Cascade::new(
+                options,
+                registry.chat(&cascade.small)?,
+                registry.chat(&cascade.large)?,
+            ))
+        }
+    })
 }
