@@ -82,7 +82,7 @@ impl Target {
         if let Some(file) = &self.file {
             return Ok(file.clone());
         }
-        if let Ok(model) = config.model_of(&self.model) {
+        if let Some(model) = config.single_model(&self.model) {
             return match &config.models[model] {
                 ModelConfig::Local(local) => local_file(local, fetcher).await,
                 ModelConfig::Remote(_) => bail!("`{}` is a remote model", self.model),

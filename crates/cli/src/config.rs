@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tandem_core::Pricing;
 
 /// The configuration `tandem serve` uses when none is given: two local models from the catalog,
@@ -29,6 +29,7 @@ context_size = 4096
 parallel = 4
 
 [pipelines.default]
+strategy = "direct"
 model = "smollm2"
 "#;
 
@@ -204,11 +205,49 @@ fn default_embedding_batch_size() -> usize {
     tandem_embed::DEFAULT_BATCH_SIZE
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[pipelines.NAME]`: what a request's `model` field names. `strategy` says how the pipeline
+/// answers; the names it uses are models or other pipelines, so strategies nest (a router over a
+/// speculative pipeline, a redaction stage around a router). Pipelines are built after the models,
+/// each after the pipelines it uses; a cycle is refused when the configuration is read.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "strategy", rename_all = "snake_case")]
+pub enum PipelineConfig {
+    /// One model or pipeline answers, unchanged: a second name for it.
+    Direct(DirectConfig),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct PipelineConfig {
-    /// The model that answers (later issues add strategies that combine several).
+pub struct DirectConfig {
     pub model: String,
+}
+
+/// What a pipeline needs from a name it uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// A chat model or a pipeline, called through `ChatModel`.
+    Chat,
+}
+
+/// One name a pipeline uses: the key that holds it, the name, and what the strategy needs of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Use<'a> {
+    pub key: &'static str,
+    pub name: &'a str,
+    pub need: Need,
+}
+
+impl PipelineConfig {
+    /// Every model and pipeline this pipeline calls.
+    pub fn uses(&self) -> Vec<Use<'_>> {
+        match self {
+            PipelineConfig::Direct(direct) => vec![Use {
+                key: "model",
+                name: &direct.model,
+                need: Need::Chat,
+            }],
+        }
+    }
 }
 
 impl Config {
@@ -286,21 +325,138 @@ impl Config {
             if self.models.contains_key(name) {
                 bail!("pipelines.{name}: a model has the same name; names must be unique");
             }
-            if !self.models.contains_key(&pipeline.model) {
-                bail!(
-                    "pipelines.{name}.model names `{}`, which is not under [models] (known: {})",
-                    pipeline.model,
-                    self.models.keys().cloned().collect::<Vec<_>>().join(", ")
-                );
-            }
-            if matches!(self.models[&pipeline.model], ModelConfig::Embedding(_)) {
-                bail!(
-                    "pipelines.{name}.model names `{}`, an embedding model; pipelines answer chat",
-                    pipeline.model
-                );
+            for used in pipeline.uses() {
+                self.check_use(name, used)?;
             }
         }
+        self.pipeline_order()?;
         Ok(())
+    }
+}
+
+impl Config {
+    fn check_use(&self, pipeline: &str, used: Use<'_>) -> Result<()> {
+        let Use { key, name, need } = used;
+        let at = format!("pipelines.{pipeline}.{key} names `{name}`");
+        let model = match (self.models.get(name), self.pipelines.contains_key(name)) {
+            (Some(model), _) => model,
+            (None, true) => return Ok(()),
+            (None, false) => bail!(
+                "{at}, which is neither a model nor a pipeline (known: {})",
+                self.names().join(", ")
+            ),
+        };
+        let fits = match need {
+            Need::Chat => !matches!(model, ModelConfig::Embedding(_)),
+        };
+        if !fits {
+            bail!("{at}, {}; {}", model.described(), need.wanted());
+        }
+        Ok(())
+    }
+
+    /// Every pipeline, each after the pipelines it uses; an error names a cycle.
+    pub fn pipeline_order(&self) -> Result<Vec<&str>> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            Visiting,
+            Done,
+        }
+        fn visit<'a>(
+            config: &'a Config,
+            name: &'a str,
+            marks: &mut BTreeMap<&'a str, Mark>,
+            path: &mut Vec<&'a str>,
+            order: &mut Vec<&'a str>,
+        ) -> Result<()> {
+            match marks.get(name) {
+                Some(Mark::Done) => return Ok(()),
+                Some(Mark::Visiting) => {
+                    let start = path.iter().position(|p| *p == name).unwrap_or(0);
+                    let mut cycle = path[start..].to_vec();
+                    cycle.push(name);
+                    bail!("pipelines form a cycle: {}", cycle.join(" -> "));
+                }
+                None => {}
+            }
+            let Some(pipeline) = config.pipelines.get(name) else {
+                return Ok(());
+            };
+            marks.insert(name, Mark::Visiting);
+            path.push(name);
+            for used in pipeline.uses() {
+                visit(config, used.name, marks, path, order)?;
+            }
+            path.pop();
+            marks.insert(name, Mark::Done);
+            order.push(name);
+            Ok(())
+        }
+        let mut marks = BTreeMap::new();
+        let mut order = Vec::with_capacity(self.pipelines.len());
+        for name in self.pipelines.keys() {
+            visit(self, name, &mut marks, &mut Vec::new(), &mut order)?;
+        }
+        Ok(order)
+    }
+
+    /// The models that `name` (a model or a pipeline) calls, directly or through other pipelines.
+    pub fn models_under(&self, name: &str) -> Result<Vec<&str>> {
+        if self.models.contains_key(name) {
+            let (name, _) = self.models.get_key_value(name).expect("checked above");
+            return Ok(vec![name.as_str()]);
+        }
+        let Some(pipeline) = self.pipelines.get(name) else {
+            bail!(
+                "no model or pipeline is called `{name}` (known: {})",
+                self.names().join(", ")
+            );
+        };
+        let mut models = Vec::new();
+        for used in pipeline.uses() {
+            models.extend(self.models_under(used.name)?);
+        }
+        models.sort_unstable();
+        models.dedup();
+        Ok(models)
+    }
+
+    /// The model behind `name` when it is a model or a chain of `direct` pipelines; `None` for a
+    /// pipeline that combines models.
+    pub fn single_model(&self, name: &str) -> Option<&str> {
+        if let Some((name, _)) = self.models.get_key_value(name) {
+            return Some(name);
+        }
+        match self.pipelines.get(name)? {
+            PipelineConfig::Direct(direct) => self.single_model(&direct.model),
+        }
+    }
+
+    /// Every model and pipeline name, models first.
+    pub fn names(&self) -> Vec<String> {
+        self.models
+            .keys()
+            .chain(self.pipelines.keys())
+            .cloned()
+            .collect()
+    }
+}
+
+impl ModelConfig {
+    fn described(&self) -> &'static str {
+        match self {
+            ModelConfig::Local(_) => "a local model",
+            ModelConfig::Remote(_) => "a remote model",
+            ModelConfig::Embedding(_) => "an embedding model",
+        }
+    }
+}
+
+impl Need {
+    fn wanted(self) -> &'static str {
+        match self {
+            Need::Chat => "this key needs a chat model or a pipeline",
+        }
     }
 }
 
@@ -337,7 +493,7 @@ mod tests {
     #[test]
     fn the_embedded_default_is_valid() {
         let config = Config::parse(EMBEDDED_DEFAULT).unwrap();
-        assert_eq!(config.pipelines["default"].model, "smollm2");
+        assert_eq!(config.single_model("default"), Some("smollm2"));
         assert!(matches!(config.models["smollm2"], ModelConfig::Local(_)));
     }
 
@@ -383,9 +539,9 @@ mod tests {
         assert!(error_of("[models.a]\nkind = \"local\"\n").contains("models.a"));
         assert!(error_of("[models.a]\nkind = \"llama\"\nsource = \"x\"\n").contains("llama"));
         assert!(error_of(
-            "[models.a]\nkind = \"local\"\nsource = \"x\"\n[pipelines.p]\nmodel = \"b\"\n"
+            "[models.a]\nkind = \"local\"\nsource = \"x\"\n[pipelines.p]\nstrategy = \"direct\"\nmodel = \"b\"\n"
         )
-        .contains("pipelines.p.model"));
+        .contains("pipelines.p.model names `b`, which is neither a model nor a pipeline"));
         assert!(
             error_of("[models.a]\nkind = \"remote\"\nbase_url = \"ftp://x\"\nmodel = \"m\"\n")
                 .contains("models.a.base_url")
@@ -434,7 +590,61 @@ mod tests {
         assert!(
             error_of(&format!("{model}dir = \"/m\"\ncontext_size = 5\n")).contains("context_size")
         );
-        let pipeline = format!("{model}dir = \"/m\"\n[pipelines.p]\nmodel = \"e\"\n");
+        let pipeline =
+            format!("{model}dir = \"/m\"\n[pipelines.p]\nstrategy = \"direct\"\nmodel = \"e\"\n");
         assert!(error_of(&pipeline).contains("pipelines.p.model names `e`, an embedding model"));
+    }
+
+    const TWO_MODELS: &str = r#"
+        [models.small]
+        kind = "local"
+        source = "x"
+        [models.big]
+        kind = "remote"
+        base_url = "http://127.0.0.1:9/v1"
+        model = "m"
+        "#;
+
+    fn direct(name: &str, model: &str) -> String {
+        format!("[pipelines.{name}]\nstrategy = \"direct\"\nmodel = \"{model}\"\n")
+    }
+
+    #[test]
+    fn pipelines_nest_by_name_and_are_ordered_after_what_they_use() {
+        let text = format!(
+            "{TWO_MODELS}{}{}{}",
+            direct("a", "b"),
+            direct("b", "c"),
+            direct("c", "big")
+        );
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.pipeline_order().unwrap(), ["c", "b", "a"]);
+        assert_eq!(config.models_under("a").unwrap(), ["big"]);
+        assert_eq!(config.single_model("a"), Some("big"));
+        assert_eq!(config.models_under("small").unwrap(), ["small"]);
+        assert!(config.models_under("nope").is_err());
+    }
+
+    #[test]
+    fn a_cycle_of_pipelines_is_refused_and_named() {
+        let text = format!(
+            "{TWO_MODELS}{}{}{}",
+            direct("a", "b"),
+            direct("b", "c"),
+            direct("c", "a")
+        );
+        assert!(error_of(&text).contains("pipelines form a cycle: a -> b -> c -> a"));
+        let itself = format!("{TWO_MODELS}{}", direct("me", "me"));
+        assert!(error_of(&itself).contains("cycle: me -> me"));
+    }
+
+    #[test]
+    fn a_pipeline_needs_a_known_strategy() {
+        let text = format!("{TWO_MODELS}[pipelines.p]\nmodel = \"small\"\n");
+        assert!(error_of(&text).contains("missing field `strategy`"));
+        let text = format!("{TWO_MODELS}[pipelines.p]\nstrategy = \"magic\"\nmodel = \"small\"\n");
+        assert!(error_of(&text).contains("magic"));
+        let text = format!("{TWO_MODELS}{}extra = 1\n", direct("p", "small"));
+        assert!(error_of(&text).contains("extra"));
     }
 }

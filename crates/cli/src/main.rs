@@ -5,6 +5,7 @@ mod bench;
 mod config;
 mod embed;
 mod eval;
+mod pipeline;
 mod runtime;
 
 use std::io::{BufRead, IsTerminal, Write};

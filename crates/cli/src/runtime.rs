@@ -1,13 +1,12 @@
 //! Turning a [`Config`] into live models: local GGUF files are fetched if needed and loaded into
-//! llama.cpp engines, remote models become HTTP clients, embedding models are loaded on candle, and
-//! pipelines map names to models.
+//! llama.cpp engines, remote models become HTTP clients, embedding models are loaded on candle; then
+//! [`pipeline::build_all`] builds the pipelines over them.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use tandem_core::ChatModel;
 use tandem_embed::Embedder;
 use tandem_fetch::Fetcher;
@@ -16,33 +15,34 @@ use tandem_remote::{RemoteModel, RemoteOptions};
 use tandem_server::Pipelines;
 
 use crate::config::{Config, EmbeddingModelConfig, LocalModelConfig, ModelConfig};
+use crate::pipeline::{self, Registry};
 
 pub struct Runtime {
     pub config: Config,
-    models: BTreeMap<String, Arc<dyn ChatModel>>,
-    embedders: BTreeMap<String, Arc<Embedder>>,
+    registry: Registry,
 }
 
 impl Runtime {
-    /// Loads the models that `names` (models or pipelines) need; all of them when `names` is empty.
+    /// Loads the models that `names` (models or pipelines) need, then builds the pipelines whose
+    /// models are loaded; every model and pipeline when `names` is empty.
     pub async fn load(config: Config, fetcher: &Fetcher, names: &[String]) -> Result<Runtime> {
         let wanted: Vec<String> = if names.is_empty() {
             config.models.keys().cloned().collect()
         } else {
             let mut wanted = Vec::new();
             for name in names {
-                wanted.push(config.model_of(name)?.to_string());
+                wanted.extend(config.models_under(name)?.into_iter().map(str::to_string));
             }
             wanted.sort();
             wanted.dedup();
             wanted
         };
-        let mut runtime = Runtime::empty(config);
+        let mut registry = Registry::default();
         for name in wanted {
-            match runtime.config.models[&name].clone() {
+            match config.models[&name].clone() {
                 ModelConfig::Local(local) => {
                     let engine = load_local(&name, &local, fetcher).await?;
-                    runtime.models.insert(name, Arc::new(engine));
+                    registry.insert_chat(name, Arc::new(engine));
                 }
                 ModelConfig::Remote(remote) => {
                     let mut options = RemoteOptions::new(&name, &remote.base_url, &remote.model);
@@ -53,86 +53,52 @@ impl Runtime {
                     options.pricing = remote.price;
                     let model = RemoteModel::new(options)
                         .with_context(|| format!("cannot set up remote model `{name}`"))?;
-                    runtime.models.insert(name, Arc::new(model));
+                    registry.insert_chat(name, Arc::new(model));
                 }
                 ModelConfig::Embedding(embedding) => {
                     let embedder = load_embedding(&name, &embedding, fetcher).await?;
-                    runtime.embedders.insert(name, Arc::new(embedder));
+                    registry.insert_embedder(name, Arc::new(embedder));
                 }
             }
         }
-        Ok(runtime)
+        pipeline::build_all(&config, &mut registry)?;
+        Ok(Runtime { config, registry })
     }
 
     /// A runtime with no model loaded, for commands that only read the configuration.
     pub fn empty(config: Config) -> Runtime {
         Runtime {
             config,
-            models: BTreeMap::new(),
-            embedders: BTreeMap::new(),
+            registry: Registry::default(),
         }
     }
 
-    /// The model or pipeline called `name`.
+    /// The chat model or pipeline called `name`.
     pub fn model(&self, name: &str) -> Result<Arc<dyn ChatModel>> {
-        let model = self.config.model_of(name)?;
-        if matches!(self.config.models[model], ModelConfig::Embedding(_)) {
-            bail!("`{model}` is an embedding model: use `tandem embed` or POST /v1/embeddings");
+        if !self.config.models.contains_key(name) && !self.config.pipelines.contains_key(name) {
+            bail!(
+                "no model or pipeline is called `{name}` (known: {})",
+                self.config.names().join(", ")
+            );
         }
-        self.models
-            .get(model)
-            .cloned()
-            .ok_or_else(|| anyhow!("model `{model}` was not loaded"))
+        self.registry.chat(name)
     }
 
     /// The embedding model called `name`, if it was loaded.
     pub fn embedder(&self, name: &str) -> Result<Arc<Embedder>> {
-        self.embedders
-            .get(name)
-            .cloned()
-            .ok_or_else(|| anyhow!("embedding model `{name}` was not loaded"))
+        self.registry.embedder(name)
     }
 
-    /// Every loaded model under its own name, and every pipeline whose model is loaded.
+    /// Every loaded model and built pipeline under its own name.
     pub fn pipelines(&self) -> Pipelines {
         let mut pipelines = Pipelines::default();
-        for (name, model) in &self.models {
+        for (name, model) in self.registry.chat_models() {
             pipelines.insert(name.clone(), model.clone());
         }
-        for (name, embedder) in &self.embedders {
+        for (name, embedder) in self.registry.embedders() {
             pipelines.insert_embedder(name.clone(), embedder.clone());
         }
-        for (name, pipeline) in &self.config.pipelines {
-            if let Some(model) = self.models.get(&pipeline.model) {
-                pipelines.insert(name.clone(), model.clone());
-            }
-        }
         pipelines
-    }
-}
-
-impl Config {
-    /// The model a model-or-pipeline name resolves to.
-    pub fn model_of<'a>(&'a self, name: &'a str) -> Result<&'a str> {
-        if self.models.contains_key(name) {
-            return Ok(name);
-        }
-        if let Some(pipeline) = self.pipelines.get(name) {
-            return Ok(&pipeline.model);
-        }
-        bail!(
-            "no model or pipeline is called `{name}` (known: {})",
-            self.names().join(", ")
-        )
-    }
-
-    /// Every model and pipeline name, models first.
-    pub fn names(&self) -> Vec<String> {
-        self.models
-            .keys()
-            .chain(self.pipelines.keys())
-            .cloned()
-            .collect()
     }
 }
 

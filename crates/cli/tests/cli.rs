@@ -21,6 +21,7 @@ context_size = 512
 parallel = 2
 
 [pipelines.default]
+strategy = "direct"
 model = "small"
 "#,
             tandem_fetch::test_model().display()

@@ -17,4 +17,4 @@ pub mod validate;
 
 pub use error::ModelError;
 pub use model::{collect, ChatEvent, ChatModel, ChatOutput, ChatStream, Completion, TokenId};
-pub use report::{Location, Pricing, Report, Stage};
+pub use report::{Location, Pricing, Report, Stage, StrategyEntry};

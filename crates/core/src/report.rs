@@ -64,6 +64,23 @@ pub struct Report {
     /// Sum of the stages' costs.
     pub cost_usd: f64,
     pub stages: Vec<Stage>,
+    /// What each strategy of the pipeline did, innermost first: one entry per strategy stage that
+    /// handled the request (a speculative decoder's acceptance, a router's choice, a redaction's
+    /// counts). Empty for a plain model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub strategies: Vec<StrategyEntry>,
+}
+
+/// One strategy's entry in a [`Report`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StrategyEntry {
+    /// The pipeline's name in the configuration.
+    pub pipeline: String,
+    /// The strategy, as the configuration's `strategy` key names it.
+    pub strategy: String,
+    /// The strategy's own figures, flattened into the entry.
+    #[serde(flatten)]
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Report {
@@ -78,7 +95,31 @@ impl Report {
             time_to_first_token_ms: stage.time_to_first_token_ms,
             cost_usd: stage.cost_usd,
             stages: vec![stage],
+            strategies: Vec::new(),
         }
+    }
+
+    /// Adds a strategy's entry; `details` must serialize to a JSON object (a struct or a map).
+    pub fn push_strategy(
+        &mut self,
+        pipeline: &str,
+        strategy: &str,
+        details: impl Serialize,
+    ) -> Result<(), serde_json::Error> {
+        let details = match serde_json::to_value(details)? {
+            serde_json::Value::Object(map) => map,
+            other => {
+                return Err(serde::ser::Error::custom(format!(
+                    "a strategy's details must be an object, not {other}"
+                )))
+            }
+        };
+        self.strategies.push(StrategyEntry {
+            pipeline: pipeline.to_string(),
+            strategy: strategy.to_string(),
+            details,
+        });
+        Ok(())
     }
 }
 
@@ -94,5 +135,30 @@ mod tests {
         };
         let cost = pricing.cost(Usage::new(2_000, 1_000));
         assert!((cost - 0.0025).abs() < 1e-12, "{cost}");
+    }
+
+    #[test]
+    fn a_strategy_entry_is_flattened_into_the_report() {
+        let stage = Stage {
+            model: "small".into(),
+            location: Location::Local,
+            prompt_tokens: 3,
+            completion_tokens: 4,
+            latency_ms: 1.0,
+            time_to_first_token_ms: None,
+            cost_usd: 0.0,
+        };
+        let mut report = Report::single(stage);
+        report
+            .push_strategy("fast", "speculative", serde_json::json!({ "accepted": 7 }))
+            .unwrap();
+        assert!(report.push_strategy("fast", "speculative", 5).is_err());
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json["strategies"],
+            serde_json::json!([{ "pipeline": "fast", "strategy": "speculative", "accepted": 7 }])
+        );
+        let back: Report = serde_json::from_value(json).unwrap();
+        assert_eq!(back, report);
     }
 }

@@ -29,11 +29,12 @@ impl ModelProvider for ConfigModels {
         self.runtime.model(name)
     }
 
+    /// A plain model's prices; a pipeline that combines models prices its own stages.
     fn pricing(&self, name: &str) -> Pricing {
-        self.runtime.config.model_of(name).map_or_else(
-            |_| Pricing::default(),
-            |m| self.runtime.config.models[m].pricing(),
-        )
+        let config = &self.runtime.config;
+        config
+            .single_model(name)
+            .map_or_else(Pricing::default, |m| config.models[m].pricing())
     }
 
     fn names(&self) -> Vec<String> {
@@ -41,31 +42,44 @@ impl ModelProvider for ConfigModels {
     }
 
     fn fingerprint(&self, name: &str) -> serde_json::Value {
-        let config = &self.runtime.config;
-        let Ok(model) = config.model_of(name) else {
-            return serde_json::Value::Null;
-        };
-        let what = match &config.models[model] {
-            ModelConfig::Local(local) => json!({
-                "kind": "local",
-                "source": local.source,
-                "sha256": local.source.as_deref().and_then(tandem_fetch::find).and_then(|m| m.sha256()),
-                "file": local.file,
-                "chat_template": local.chat_template,
-            }),
-            ModelConfig::Remote(remote) => json!({
-                "kind": "remote",
-                "base_url": remote.base_url,
-                "model": remote.model,
-            }),
-            ModelConfig::Embedding(embedding) => json!({
-                "kind": "embedding",
-                "source": embedding.source,
-                "dir": embedding.dir,
-            }),
-        };
-        json!({ "model": model, "is": what })
+        fingerprint(&self.runtime.config, name)
     }
+}
+
+/// What decides a model's or pipeline's answers: a model's file or upstream, a pipeline's
+/// settings and, recursively, everything it calls.
+fn fingerprint(config: &Config, name: &str) -> serde_json::Value {
+    if let Some(pipeline) = config.pipelines.get(name) {
+        let uses: serde_json::Map<String, serde_json::Value> = pipeline
+            .uses()
+            .into_iter()
+            .map(|used| (used.name.to_string(), fingerprint(config, used.name)))
+            .collect();
+        return json!({ "pipeline": name, "is": pipeline, "uses": uses });
+    }
+    let Some(model) = config.models.get(name) else {
+        return serde_json::Value::Null;
+    };
+    let what = match model {
+        ModelConfig::Local(local) => json!({
+            "kind": "local",
+            "source": local.source,
+            "sha256": local.source.as_deref().and_then(tandem_fetch::find).and_then(|m| m.sha256()),
+            "file": local.file,
+            "chat_template": local.chat_template,
+        }),
+        ModelConfig::Remote(remote) => json!({
+            "kind": "remote",
+            "base_url": remote.base_url,
+            "model": remote.model,
+        }),
+        ModelConfig::Embedding(embedding) => json!({
+            "kind": "embedding",
+            "source": embedding.source,
+            "dir": embedding.dir,
+        }),
+    };
+    json!({ "model": name, "is": what })
 }
 
 pub async fn run(mut command: EvalCommand, config: Config, fetcher: &Fetcher) -> Result<()> {
