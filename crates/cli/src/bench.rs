@@ -2,7 +2,8 @@
 //!
 //! - `decode`: prompt processing and decoding tokens/s of one local model. Two rows time llama.cpp
 //!   through the `llama-cpp-2` binding the way `llama-bench` does (pp: one batch of N prompt tokens;
-//!   tg: N single-token decodes); the engine row times the serving engine itself: one client
+//!   tg: N single-token decodes), fed through a sequence handle of a one-sequence engine (one
+//!   channel hop per decode); the engine row times the serving engine itself: one client
 //!   streaming a greedy chat request through the scheduler. Given the path of a `llama-bench`
 //!   binary, it runs it in the same invocation and reports our/llama.cpp ratios. Every column's
 //!   spread is computed as llama-bench computes its own.
@@ -18,9 +19,9 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use futures::StreamExt;
 use tandem_core::openai::{ChatCompletionRequest, Message, Role};
-use tandem_core::{ChatEvent, ChatModel, LogitsFor, TokenModel};
+use tandem_core::{ChatEvent, ChatModel};
 use tandem_fetch::Fetcher;
-use tandem_llama::{EngineOptions, LlamaEngine, LlamaSession, LoadedModel, SessionOptions};
+use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel, SequenceHandle};
 
 use crate::config::{Config, ModelConfig};
 use crate::runtime::local_file;
@@ -197,39 +198,41 @@ fn decode(path: &Path, sizes: &Sizes, llama_bench: Option<&Path>) -> Result<Stri
         bail!("--prompt-tokens, --gen-tokens, --repetitions and --rounds must be at least 1");
     }
     let model = LoadedModel::load(path, None, 0)?;
-    let mut session = LlamaSession::new(
-        Arc::clone(&model),
-        SessionOptions {
-            context_size: (prompt_tokens + gen_tokens + 16) as u32,
-            batch_size: prompt_tokens.max(512) as u32,
-            threads,
-        },
-    )?;
+    let mut options = EngineOptions::new("bench-bare");
+    options.threads = threads;
+    options.parallel = 1;
+    options.context_size = (prompt_tokens + gen_tokens + 16) as u32;
+    options.batch_size = prompt_tokens.max(512) as u32;
+    let bare = LlamaEngine::start(Arc::clone(&model), options)?;
+    let mut handle = futures::executor::block_on(bare.open_sequence())?;
     let engine = EngineRun::start(model, threads, gen_tokens)?;
-    let vocab = session.vocab_size() as i32;
+    let vocab = handle.model().vocab_size() as i32;
     // Like llama-bench: arbitrary tokens; content does not change the cost of a decode.
     let tokens: Vec<i32> = (0..prompt_tokens as i32)
         .map(|i| (i * 7919 + 13) % vocab)
         .collect();
+    let eval = |handle: &mut SequenceHandle, tokens: &[i32]| {
+        futures::executor::block_on(handle.eval(tokens, 1)).map(drop)
+    };
 
     // Warm-up: one batch and one single-token decode, not timed.
-    session.eval(&tokens, LogitsFor::Last)?;
-    session.eval(&tokens[..1], LogitsFor::Last)?;
+    eval(&mut handle, &tokens)?;
+    eval(&mut handle, &tokens[..1])?;
 
     let mut samples = Samples::default();
     for _ in 0..rounds {
         for _ in 0..repetitions {
-            session.truncate(0)?;
+            handle.truncate(0)?;
             let start = Instant::now();
-            session.eval(&tokens, LogitsFor::Last)?;
+            eval(&mut handle, &tokens)?;
             samples
                 .pp
                 .push(prompt_tokens as f64 / start.elapsed().as_secs_f64());
 
-            session.truncate(0)?;
+            handle.truncate(0)?;
             let start = Instant::now();
             for i in 0..gen_tokens {
-                session.eval(&tokens[i % prompt_tokens..][..1], LogitsFor::Last)?;
+                eval(&mut handle, &tokens[i % prompt_tokens..][..1])?;
             }
             samples
                 .tg

@@ -239,6 +239,9 @@ pub enum PipelineConfig {
     /// `local` rewrites the request without its private context, `remote` answers that, and
     /// `local` composes the answer (PAPILLON).
     Rewrite(RewriteConfig),
+    /// The small model answers first; a confidence signal under the threshold escalates to the
+    /// large one.
+    Cascade(CascadeConfig),
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -306,6 +309,30 @@ pub struct DirectConfig {
     pub model: String,
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CascadeConfig {
+    pub small: String,
+    pub large: String,
+    /// `mean_logprob`, `min_logprob`, `self_check` or `agreement`.
+    pub signal: tandem_route::Signal,
+    /// Escalate when the signal's score (in [0, 1]) is under this.
+    pub threshold: f64,
+    /// Extra sampled answers of the `agreement` signal.
+    #[serde(default = "default_cascade_samples")]
+    pub samples: u32,
+    #[serde(default = "default_cascade_sample_temperature")]
+    pub sample_temperature: f32,
+}
+
+fn default_cascade_samples() -> u32 {
+    4
+}
+
+fn default_cascade_sample_temperature() -> f32 {
+    0.8
+}
+
 /// What a pipeline needs from a name it uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
@@ -324,31 +351,45 @@ pub struct Use<'a> {
 impl PipelineConfig {
     /// Every model and pipeline this pipeline calls.
     pub fn uses(&self) -> Vec<Use<'_>> {
+        let chat = |key, name| Use {
+            key,
+            name,
+            need: Need::Chat,
+        };
         match self {
-            PipelineConfig::Direct(direct) => vec![Use {
-                key: "model",
-                name: &direct.model,
-                need: Need::Chat,
-            }],
-            PipelineConfig::Redact(redact) => vec![Use {
-                key: "model",
-                name: &redact.model,
-                need: Need::Chat,
-            }],
+            PipelineConfig::Direct(direct) => vec![chat("model", &direct.model)],
+            PipelineConfig::Cascade(cascade) => {
+                vec![chat("small", &cascade.small), chat("large", &cascade.large)]
+            }
+            PipelineConfig::Redact(redact) => vec![chat("model", &redact.model)],
             PipelineConfig::KeepLocal(KeepLocalConfig { local, remote, .. })
-            | PipelineConfig::Rewrite(RewriteConfig { local, remote, .. }) => vec![
-                Use {
-                    key: "local",
-                    name: local,
-                    need: Need::Chat,
-                },
-                Use {
-                    key: "remote",
-                    name: remote,
-                    need: Need::Chat,
-                },
-            ],
+            | PipelineConfig::Rewrite(RewriteConfig { local, remote, .. }) => {
+                vec![chat("local", local), chat("remote", remote)]
+            }
         }
+    }
+
+    /// Settings that no single key can check: ranges, combinations.
+    fn check_settings(&self, name: &str) -> Result<()> {
+        match self {
+            // Privacy stages need the models' kinds too: `Config::check_privacy`.
+            PipelineConfig::Direct(_)
+            | PipelineConfig::Redact(_)
+            | PipelineConfig::KeepLocal(_)
+            | PipelineConfig::Rewrite(_) => {}
+            PipelineConfig::Cascade(cascade) => {
+                if !(cascade.threshold >= 0.0 && cascade.threshold.is_finite()) {
+                    bail!("pipelines.{name}.threshold must be a number of at least 0 (scores are in [0, 1])");
+                }
+                if cascade.samples == 0 {
+                    bail!("pipelines.{name}.samples must be at least 1");
+                }
+                if !(cascade.sample_temperature > 0.0 && cascade.sample_temperature.is_finite()) {
+                    bail!("pipelines.{name}.sample_temperature must be above 0");
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -430,6 +471,7 @@ impl Config {
             for used in pipeline.uses() {
                 self.check_use(name, used)?;
             }
+            pipeline.check_settings(name)?;
         }
         self.pipeline_order()?;
         for (name, pipeline) in &self.pipelines {
@@ -444,7 +486,7 @@ impl Config {
     /// `keep_local` pipeline's `local` must not reach a remote model.
     fn check_privacy(&self, name: &str, pipeline: &PipelineConfig) -> Result<()> {
         let (detect, max_text_bytes) = match pipeline {
-            PipelineConfig::Direct(_) => return Ok(()),
+            PipelineConfig::Direct(_) | PipelineConfig::Cascade(_) => return Ok(()),
             PipelineConfig::Redact(redact) => (&redact.detect, redact.max_text_bytes),
             PipelineConfig::KeepLocal(keep) => {
                 if !(0.0..=1.0).contains(&keep.threshold) {
@@ -573,7 +615,8 @@ impl Config {
         }
         match self.pipelines.get(name)? {
             PipelineConfig::Direct(direct) => self.single_model(&direct.model),
-            PipelineConfig::Redact(_)
+            PipelineConfig::Cascade(_)
+            | PipelineConfig::Redact(_)
             | PipelineConfig::KeepLocal(_)
             | PipelineConfig::Rewrite(_) => None,
         }
@@ -783,6 +826,30 @@ mod tests {
         assert!(error_of(&text).contains("pipelines form a cycle: a -> b -> c -> a"));
         let itself = format!("{TWO_MODELS}{}", direct("me", "me"));
         assert!(error_of(&itself).contains("cycle: me -> me"));
+    }
+
+    #[test]
+    fn a_cascade_names_two_models_and_a_signal() {
+        let cascade = |rest: &str| {
+            format!("{TWO_MODELS}[pipelines.c]\nstrategy = \"cascade\"\nsmall = \"small\"\nlarge = \"big\"\n{rest}")
+        };
+        let config = Config::parse(&cascade("signal = \"self_check\"\nthreshold = 0.7\n")).unwrap();
+        let PipelineConfig::Cascade(parsed) = &config.pipelines["c"] else {
+            panic!("not a cascade")
+        };
+        assert_eq!(parsed.signal, tandem_route::Signal::SelfCheck);
+        assert_eq!(parsed.samples, 4);
+        assert_eq!(config.models_under("c").unwrap(), ["big", "small"]);
+        assert_eq!(config.single_model("c"), None);
+        assert!(error_of(&cascade("signal = \"vibes\"\nthreshold = 0.7\n")).contains("vibes"));
+        assert!(
+            error_of(&cascade("signal = \"agreement\"\nthreshold = -1\n"))
+                .contains("pipelines.c.threshold")
+        );
+        assert!(error_of(&cascade(
+            "signal = \"agreement\"\nthreshold = 0.5\nsamples = 0\n"
+        ))
+        .contains("pipelines.c.samples"));
     }
 
     #[test]

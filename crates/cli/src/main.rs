@@ -298,10 +298,11 @@ async fn print_answer(model: &dyn ChatModel, request: ChatCompletionRequest) -> 
     Ok(text)
 }
 
+/// One line of figures, then one line per strategy that handled the request.
 fn summary(done: &Completion) -> String {
     let report = &done.report;
     let seconds = report.latency_ms / 1000.0;
-    format!(
+    let mut summary = format!(
         "[{}: {} prompt + {} completion tokens, {:.2} s, {:.1} tokens/s, ${:.6}, finish: {:?}]",
         report.model,
         report.prompt_tokens,
@@ -310,7 +311,15 @@ fn summary(done: &Completion) -> String {
         f64::from(report.completion_tokens) / seconds.max(1e-9),
         report.cost_usd,
         done.finish_reason,
-    )
+    );
+    for entry in &report.strategies {
+        let details = serde_json::Value::Object(entry.details.clone());
+        summary.push_str(&format!(
+            "\n[{} ({}): {details}]",
+            entry.pipeline, entry.strategy
+        ));
+    }
+    summary
 }
 
 async fn chat(model: &dyn ChatModel, generation: &GenerationArgs) -> Result<()> {

@@ -13,6 +13,7 @@ use tandem_core::ChatModel;
 use tandem_embed::Embedder;
 use tandem_privacy::stage::{Guard, KeepLocal, Redact, Rewrite};
 use tandem_privacy::{Detector, DetectorConfig};
+use tandem_route::{Cascade, CascadeOptions};
 use tandem_store::{SqliteStore, Store};
 
 use crate::config::{Config, PipelineConfig};
@@ -72,7 +73,7 @@ pub fn build_all(config: &Config, registry: &mut Registry) -> Result<()> {
         if !loaded {
             continue;
         }
-        let model = build(name, &config.pipelines[name], registry, &mut store)
+        let model = build(name, config, registry, &mut store)
             .with_context(|| format!("cannot build pipeline `{name}`"))?;
         registry.insert_chat(name.to_string(), model);
     }
@@ -81,12 +82,25 @@ pub fn build_all(config: &Config, registry: &mut Registry) -> Result<()> {
 
 fn build(
     name: &str,
-    pipeline: &PipelineConfig,
+    config: &Config,
     registry: &Registry,
     store: &mut LazyStore,
 ) -> Result<Arc<dyn ChatModel>> {
-    match pipeline {
-        PipelineConfig::Direct(direct) => registry.chat(&direct.model),
+    Ok(match &config.pipelines[name] {
+        PipelineConfig::Direct(direct) => registry.chat(&direct.model)?,
+        PipelineConfig::Cascade(cascade) => {
+            let mut options = CascadeOptions::new(name, cascade.signal, cascade.threshold);
+            options.samples = cascade.samples;
+            options.sample_temperature = cascade.sample_temperature;
+            options.large_pricing = config
+                .single_model(&cascade.large)
+                .map(|model| config.models[model].pricing());
+            Arc::new(Cascade::new(
+                options,
+                registry.chat(&cascade.small)?,
+                registry.chat(&cascade.large)?,
+            ))
+        }
         PipelineConfig::Redact(redact) => {
             let guard = guard(
                 name,
@@ -95,16 +109,16 @@ fn build(
                 redact.audit,
                 store,
             )?;
-            Ok(Arc::new(Redact::new(guard, registry.chat(&redact.model)?)))
+            Arc::new(Redact::new(guard, registry.chat(&redact.model)?))
         }
         PipelineConfig::KeepLocal(keep) => {
             let guard = guard(name, &keep.detect, keep.max_text_bytes, keep.audit, store)?;
-            Ok(Arc::new(KeepLocal::new(
+            Arc::new(KeepLocal::new(
                 guard,
                 registry.chat(&keep.local)?,
                 registry.chat(&keep.remote)?,
                 keep.threshold,
-            )))
+            ))
         }
         PipelineConfig::Rewrite(rewrite) => {
             let guard = guard(
@@ -114,13 +128,13 @@ fn build(
                 rewrite.audit,
                 store,
             )?;
-            Ok(Arc::new(Rewrite::new(
+            Arc::new(Rewrite::new(
                 guard,
                 registry.chat(&rewrite.local)?,
                 registry.chat(&rewrite.remote)?,
-            )))
+            ))
         }
-    }
+    })
 }
 
 fn guard(

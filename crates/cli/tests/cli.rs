@@ -66,6 +66,50 @@ fn run_streams_an_answer_and_a_summary() {
 }
 
 #[test]
+fn a_cascade_pipeline_from_the_config_escalates_under_its_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cascade.toml");
+    let model = tandem_fetch::test_model();
+    let local = |name: &str| {
+        format!(
+            "[models.{name}]\nkind = \"local\"\nfile = \"{}\"\ncontext_size = 512\nparallel = 1\nthreads = 1\n",
+            model.display()
+        )
+    };
+    let cascade = |threshold: f64| {
+        format!(
+            "{}{}[pipelines.cheap]\nstrategy = \"cascade\"\nsmall = \"small\"\nlarge = \"large\"\nsignal = \"mean_logprob\"\nthreshold = {threshold:?}\n",
+            local("small"),
+            local("large")
+        )
+    };
+    for (threshold, answered_by, escalated) in [(1.01, "large", true), (0.0, "small", false)] {
+        std::fs::write(&path, cascade(threshold)).unwrap();
+        let output = tandem(&path)
+            .args([
+                "run",
+                "-m",
+                "cheap",
+                "Say hi.",
+                "--max-tokens",
+                "4",
+                "--temperature",
+                "0",
+            ])
+            .output()
+            .unwrap();
+        let (_, stderr) = text(&output);
+        assert!(output.status.success(), "{stderr}");
+        assert!(stderr.contains(&format!("[{answered_by}: ")), "{stderr}");
+        assert!(stderr.contains("[cheap (cascade): {"), "{stderr}");
+        assert!(
+            stderr.contains(&format!("\"escalated\":{escalated}")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn chat_keeps_a_conversation_until_exit() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = tandem(&config(dir.path()))

@@ -1,8 +1,7 @@
 //! Tandem's core: the types and traits every other crate speaks, with no I/O.
 //!
 //! - [`openai`]: the chat-completions wire format, byte-compatible with OpenAI's API.
-//! - [`model`]: [`ChatModel`] (text level, implemented by engines, clients and strategies) and
-//!   [`TokenModel`] (token level: logits and cache control for local models).
+//! - [`model`]: [`ChatModel`], implemented by engines, clients and strategies.
 //! - [`report`]: the per-response report served as the `tandem` object.
 //! - [`sampling`], [`text`]: logits to tokens, tokens to text (UTF-8 safe, stop sequences).
 //! - [`validate`]: request checks that name the bad parameter.
@@ -17,8 +16,5 @@ pub mod text;
 pub mod validate;
 
 pub use error::ModelError;
-pub use model::{
-    collect, ChatEvent, ChatModel, ChatOutput, ChatStream, Completion, LogitsFor, TokenId,
-    TokenModel,
-};
+pub use model::{collect, ChatEvent, ChatModel, ChatOutput, ChatStream, Completion, TokenId};
 pub use report::{Location, Pricing, Report, Stage, StrategyEntry};

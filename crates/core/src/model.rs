@@ -1,16 +1,14 @@
-//! The two model traits.
-//!
-//! [`ChatModel`] is the text level: an OpenAI-shaped request in, a stream of text deltas out. Local
-//! engines, remote clients and every collaboration strategy implement it, so strategies compose.
-//! [`TokenModel`] is the token level, for strategies that need logits and cache control
-//! (speculative decoding, logit fusion, token hand-off); the llama.cpp engine implements it.
+//! [`ChatModel`]: an OpenAI-shaped request in, a stream of text deltas out. Local engines, remote
+//! clients and every collaboration strategy implement it, so strategies compose. Token-level
+//! strategies (speculative decoding and the like) work on the llama.cpp engine's sequence handles
+//! (`tandem_llama::SequenceHandle`), which batch with everything else the engine runs.
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use crate::error::ModelError;
-use crate::openai::{ChatCompletionRequest, FinishReason, Message, TokenLogprob, Usage};
+use crate::openai::{ChatCompletionRequest, FinishReason, TokenLogprob, Usage};
 use crate::report::Report;
 
 /// One event of a generation.
@@ -96,40 +94,3 @@ pub async fn collect(
 }
 
 pub type TokenId = i32;
-
-/// Which positions of an evaluated batch keep their logits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogitsFor {
-    /// Only the last token of the batch (plain decoding).
-    Last,
-    /// Every token of the batch (verification of a speculative draft).
-    All,
-}
-
-/// A local model at the token level: one sequence with its own KV cache.
-///
-/// Calls are blocking and compute-bound; async callers run them on a blocking thread.
-pub trait TokenModel: Send {
-    fn vocab_size(&self) -> usize;
-    fn context_size(&self) -> usize;
-    /// Tokens now in the cache: the position the next evaluated token takes.
-    fn position(&self) -> usize;
-    /// Tokenizes `text` as plain text: special tokens written in it (`<|im_end|>`) stay text,
-    /// since strategies pass on text that users and models wrote. `add_special` adds BOS where the
-    /// model wants one.
-    fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<TokenId>, ModelError>;
-    /// The prompt of a chat in the model's template, ending with the assistant's turn opened:
-    /// the template's markers are special tokens, message content is plain text.
-    fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<TokenId>, ModelError>;
-    /// The bytes of one token's text (a token may hold part of a UTF-8 character).
-    fn token_bytes(&self, token: TokenId) -> Vec<u8>;
-    /// True for end-of-generation tokens (EOS, end of turn).
-    fn is_end_of_generation(&self, token: TokenId) -> bool;
-    /// Appends `tokens` to the cache and computes logits for the positions `logits_for` names.
-    fn eval(&mut self, tokens: &[TokenId], logits_for: LogitsFor) -> Result<(), ModelError>;
-    /// Logits of the `index`-th token of the last evaluated batch, borrowed without copying; `None`
-    /// if that position's logits were not requested.
-    fn logits(&self, index: usize) -> Option<&[f32]>;
-    /// Drops every cached token from position `len` on, so the next token is evaluated at `len`.
-    fn truncate(&mut self, len: usize) -> Result<(), ModelError>;
-}

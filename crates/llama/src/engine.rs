@@ -7,12 +7,17 @@
 //! and a request whose client went away is dropped at the next step, whether it was waiting for a
 //! sequence, reading its prompt or generating.
 //!
+//! [`LlamaEngine::open_sequence`] hands out a sequence of the same context as a
+//! [`SequenceHandle`] for token-level strategies: the scheduler puts each handle's pending tokens
+//! into the same batch as the chat jobs' and answers with the logits rows it asked for.
+//!
 //! Requests beyond the `parallel` sequences wait in a queue of at most `max_queue`; past that,
-//! [`ChatModel::stream`] fails at once with [`ModelError::Overloaded`]. [`LlamaEngine::load`] and
+//! [`ChatModel::stream`] and [`LlamaEngine::open_sequence`] fail at once with [`ModelError::Overloaded`]. [`LlamaEngine::load`] and
 //! the gauges `tandem_engine_active_sequences{model}` and `tandem_engine_waiting_requests{model}`
 //! show the occupancy; `tandem_engine_rejected_total{model,reason="queue_full"}` counts refusals.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
@@ -21,6 +26,8 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 use tandem_core::openai::{ChatCompletionRequest, FinishReason, TokenLogprob, TopLogprob, Usage};
@@ -32,10 +39,11 @@ use tandem_core::{
     TokenId,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio::sync::oneshot;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::model::{backend, LoadedModel};
-use crate::session::{context_params, LlamaSession, SessionOptions};
+use crate::sequence::{Command, EvalRequest, Lease, Logits, OpenRequest, SequenceHandle};
 
 /// How a local model is served.
 #[derive(Debug, Clone)]
@@ -71,16 +79,16 @@ impl EngineOptions {
 pub struct LlamaEngine {
     options: EngineOptions,
     model: Arc<LoadedModel>,
-    jobs: mpsc::Sender<Job>,
+    commands: mpsc::Sender<Command>,
     occupancy: Arc<Occupancy>,
 }
 
 /// How busy an engine is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineLoad {
-    /// Requests holding a sequence (reading their prompt or generating).
+    /// Requests and sequence handles holding a sequence.
     pub active: usize,
-    /// Requests accepted and waiting for a sequence.
+    /// Requests and handles accepted and waiting for a sequence.
     pub waiting: usize,
 }
 
@@ -134,7 +142,7 @@ impl Occupancy {
     }
 }
 
-struct Job {
+pub(crate) struct Job {
     prompt: Vec<TokenId>,
     params: SamplingParams,
     events: UnboundedSender<Result<ChatEvent, ModelError>>,
@@ -153,7 +161,7 @@ impl LlamaEngine {
                 "parallel, max_queue, batch_size and context_size must be at least 1".into(),
             ));
         }
-        let (jobs, queue) = mpsc::channel();
+        let (commands, queue) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let occupancy = Arc::new(Occupancy {
             admitted: AtomicUsize::new(0),
@@ -176,7 +184,7 @@ impl LlamaEngine {
         Ok(LlamaEngine {
             options,
             model,
-            jobs,
+            commands,
             occupancy,
         })
     }
@@ -194,17 +202,67 @@ impl LlamaEngine {
         &self.options
     }
 
-    /// A token-level session over the same weights, with a context of its own.
-    pub fn session(&self) -> Result<LlamaSession, ModelError> {
-        LlamaSession::new(
+    /// Waits for a free sequence (in the same queue as chat requests) and hands it out for
+    /// token-level use; fails at once with [`ModelError::Overloaded`] when the queue is full.
+    pub async fn open_sequence(&self) -> Result<SequenceHandle, ModelError> {
+        self.admit()?;
+        let (reply, lease) = oneshot::channel();
+        let request = OpenRequest {
+            reply,
+            commands: self.commands.clone(),
+        };
+        if self.commands.send(Command::Open(request)).is_err() {
+            self.occupancy.release();
+            return Err(scheduler_stopped());
+        }
+        let lease = lease.await.map_err(|_| scheduler_stopped())?;
+        Ok(SequenceHandle::new(
+            lease,
             Arc::clone(&self.model),
-            SessionOptions {
-                context_size: self.options.context_size,
-                batch_size: self.options.batch_size,
-                threads: self.options.threads,
-            },
-        )
+            self.options.name.clone(),
+            self.options.context_size as usize,
+        ))
     }
+
+    /// Counts one more request or handle in, unless the queue is full.
+    fn admit(&self) -> Result<(), ModelError> {
+        let limit = self.options.parallel as usize + self.options.max_queue;
+        if self.occupancy.admit(limit) {
+            return Ok(());
+        }
+        metrics::counter!(
+            "tandem_engine_rejected_total",
+            "model" => self.options.name.clone(),
+            "reason" => "queue_full"
+        )
+        .increment(1);
+        Err(ModelError::Overloaded(self.options.name.clone()))
+    }
+}
+
+fn scheduler_stopped() -> ModelError {
+    ModelError::Internal("the llama.cpp scheduler has stopped".into())
+}
+
+/// Parameters of a context for `sequences` requests of up to `context_size` tokens each. Each
+/// sequence has a KV cache of its own (not llama.cpp's "unified" one): with a shared cache the
+/// attention of one request spans cells of the others, so its numerics, and a seeded sample, change
+/// with whatever else is running. Both layouts scaled alike on 2 cores (4 clients: 1.7x SmolLM2,
+/// 2.3x Qwen2.5-Coder-0.5B over one client).
+fn context_params(
+    context_size: u32,
+    batch_size: u32,
+    sequences: u32,
+    threads: i32,
+) -> LlamaContextParams {
+    LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(context_size * sequences))
+        .with_n_batch(batch_size)
+        .with_n_ubatch(batch_size)
+        .with_n_seq_max(sequences)
+        .with_kv_unified(false)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads)
 }
 
 #[async_trait]
@@ -224,16 +282,7 @@ impl ChatModel for LlamaEngine {
                 context_size: self.options.context_size as usize,
             });
         }
-        let limit = self.options.parallel as usize + self.options.max_queue;
-        if !self.occupancy.admit(limit) {
-            metrics::counter!(
-                "tandem_engine_rejected_total",
-                "model" => self.options.name.clone(),
-                "reason" => "queue_full"
-            )
-            .increment(1);
-            return Err(ModelError::Overloaded(self.options.name.clone()));
-        }
+        self.admit()?;
         let (events, receiver) = unbounded_channel();
         let job = Job {
             prompt,
@@ -241,11 +290,9 @@ impl ChatModel for LlamaEngine {
             events,
             received,
         };
-        if self.jobs.send(job).is_err() {
+        if self.commands.send(Command::Chat(job)).is_err() {
             self.occupancy.release();
-            return Err(ModelError::Internal(
-                "the llama.cpp scheduler has stopped".into(),
-            ));
+            return Err(scheduler_stopped());
         }
         Ok(UnboundedReceiverStream::new(receiver).boxed())
     }
@@ -394,6 +441,42 @@ fn token_logprob(
     }
 }
 
+/// A caller waiting for a sequence.
+enum Waiting {
+    Chat(Job),
+    Open(OpenRequest),
+}
+
+impl Waiting {
+    /// The caller went away before a sequence freed.
+    fn abandoned(&self) -> bool {
+        match self {
+            Waiting::Chat(job) => job.events.is_closed(),
+            Waiting::Open(open) => open.reply.is_closed(),
+        }
+    }
+}
+
+/// Who holds a sequence of the context.
+enum Occupant {
+    Chat(Box<Sequence>),
+    Handle(HandleSlot),
+}
+
+/// A sequence lent out through a [`SequenceHandle`].
+struct HandleSlot {
+    /// Tokens in the cache, counting those already put into the batch being built.
+    position: usize,
+    pending: Option<PendingEval>,
+}
+
+/// An evaluation a handle asked for; a long one is fed over several steps.
+struct PendingEval {
+    request: EvalRequest,
+    fed: usize,
+    logits: Logits,
+}
+
 /// The scheduler thread's state that outlives one step.
 struct Scheduler {
     model: Arc<LoadedModel>,
@@ -402,24 +485,19 @@ struct Scheduler {
 }
 
 impl Scheduler {
-    fn run(self, queue: Receiver<Job>, ready: SyncSender<Result<(), ModelError>>) {
-        let Scheduler {
-            model,
-            options,
-            occupancy,
-        } = self;
+    fn run(self, queue: Receiver<Command>, ready: SyncSender<Result<(), ModelError>>) {
         let params = context_params(
-            options.context_size,
-            options.batch_size,
-            options.parallel,
-            options.threads,
+            self.options.context_size,
+            self.options.batch_size,
+            self.options.parallel,
+            self.options.threads,
         );
         let context = backend().and_then(|backend| {
-            model.model.new_context(backend, params).map_err(|e| {
+            self.model.model.new_context(backend, params).map_err(|e| {
                 ModelError::Internal(format!("cannot create a llama.cpp context: {e}"))
             })
         });
-        let mut context = match context {
+        let context = match context {
             Ok(context) => {
                 let _ = ready.send(Ok(()));
                 context
@@ -429,126 +507,311 @@ impl Scheduler {
                 return;
             }
         };
-        let batch_size = options.batch_size as usize;
-        let mut batch = LlamaBatch::new(batch_size, 1);
-        let mut slots: Vec<Option<Sequence>> = (0..options.parallel).map(|_| None).collect();
-        let mut waiting: VecDeque<Job> = VecDeque::new();
-        // (sequence, row of the batch whose logits it samples from)
-        let mut rows: Vec<(usize, i32)> = Vec::with_capacity(slots.len());
-        let free = |context: &mut llama_cpp_2::context::LlamaContext,
-                    slots: &mut [Option<Sequence>],
-                    seq: usize| {
-            slots[seq] = None;
-            let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
-            occupancy.release();
+        let mut running = Running {
+            model: &self.model,
+            options: &self.options,
+            occupancy: &self.occupancy,
+            context,
+            batch: LlamaBatch::new(self.options.batch_size as usize, 1),
+            slots: (0..self.options.parallel).map(|_| None).collect(),
+            waiting: VecDeque::new(),
         };
-
         loop {
-            occupancy.set_active(slots.iter().flatten().count());
-            occupancy.publish();
-            if waiting.is_empty() && slots.iter().all(Option::is_none) {
+            // A disconnected queue (the engine and every handle dropped) still lets running
+            // requests finish.
+            while let Ok(command) = queue.try_recv() {
+                running.accept(command);
+            }
+            running.seat_waiting();
+            if !running.has_work() {
                 match queue.recv() {
-                    Ok(job) => waiting.push_back(job),
+                    Ok(command) => running.accept(command),
                     Err(_) => return,
                 }
+                continue;
             }
-            // A disconnected queue (the engine was dropped) still lets running requests finish.
-            while let Ok(job) = queue.try_recv() {
-                waiting.push_back(job);
-            }
-            // Clients that left while waiting leave the queue now, not when a sequence frees.
-            waiting.retain(|job| {
-                let open = !job.events.is_closed();
-                if !open {
-                    occupancy.release();
-                }
-                open
-            });
-            for seq in 0..slots.len() {
-                if slots[seq]
-                    .as_ref()
-                    .is_some_and(|s| s.job.events.is_closed())
-                {
-                    tracing::debug!(seq, "client left; dropping its sequence");
-                    free(&mut context, &mut slots, seq);
-                }
-                if slots[seq].is_none() {
-                    slots[seq] = waiting.pop_front().map(Sequence::new);
-                }
-            }
-            occupancy.set_active(slots.iter().flatten().count());
-            occupancy.publish();
+            running.step();
+        }
+    }
+}
 
-            batch.clear();
-            rows.clear();
-            let mut used = 0usize;
-            let add = |batch: &mut LlamaBatch, token: TokenId, pos: usize, seq: usize, logits| {
-                batch
-                    .add(LlamaToken(token), pos as i32, &[seq as i32], logits)
-                    .map_err(|e| ModelError::Internal(e.to_string()))
+/// The scheduler's live state: the context, who holds each sequence, who waits for one.
+struct Running<'m> {
+    model: &'m LoadedModel,
+    options: &'m EngineOptions,
+    occupancy: &'m Occupancy,
+    context: LlamaContext<'m>,
+    batch: LlamaBatch<'static>,
+    slots: Vec<Option<Occupant>>,
+    waiting: VecDeque<Waiting>,
+}
+
+/// What a row of the batch's logits is for.
+#[derive(Clone, Copy)]
+struct Row {
+    seq: usize,
+    index: i32,
+}
+
+impl Running<'_> {
+    fn accept(&mut self, command: Command) {
+        match command {
+            Command::Chat(job) => self.waiting.push_back(Waiting::Chat(job)),
+            Command::Open(open) => self.waiting.push_back(Waiting::Open(open)),
+            Command::Eval(request) => self.queue_eval(request),
+            Command::Truncate { seq, len } => {
+                if let Some(Some(Occupant::Handle(handle))) = self.slots.get_mut(seq) {
+                    // Only an evaluation whose caller gave up can still be pending here.
+                    handle.pending = None;
+                    if len < handle.position {
+                        let _ = self.context.clear_kv_cache_seq(
+                            Some(seq as u32),
+                            Some(len as u32),
+                            None,
+                        );
+                        handle.position = len;
+                    }
+                }
+            }
+            Command::Close { seq } => {
+                if matches!(self.slots.get(seq), Some(Some(Occupant::Handle(_)))) {
+                    self.free(seq);
+                }
+            }
+        }
+    }
+
+    fn queue_eval(&mut self, request: EvalRequest) {
+        let vocab = self.model.vocab_size();
+        let problem = match self.slots.get_mut(request.seq) {
+            Some(Some(Occupant::Handle(handle))) if handle.pending.is_some() => {
+                "an evaluation is already pending".to_string()
+            }
+            Some(Some(Occupant::Handle(handle))) if handle.position != request.start => format!(
+                "the handle expects {} cached tokens, the sequence holds {}",
+                request.start, handle.position
+            ),
+            Some(Some(Occupant::Handle(handle))) => {
+                let logits = Logits::with_capacity(vocab, request.tail);
+                handle.pending = Some(PendingEval {
+                    request,
+                    fed: 0,
+                    logits,
+                });
+                return;
+            }
+            _ => "the sequence is not held by a handle".to_string(),
+        };
+        let _ = request.reply.send(Err(ModelError::Internal(problem)));
+    }
+
+    fn free(&mut self, seq: usize) {
+        self.slots[seq] = None;
+        let _ = self
+            .context
+            .clear_kv_cache_seq(Some(seq as u32), None, None);
+        self.occupancy.release();
+    }
+
+    /// Drops callers that left and gives free sequences to the longest waiting.
+    fn seat_waiting(&mut self) {
+        let occupancy = self.occupancy;
+        self.waiting.retain(|waiting| {
+            let abandoned = waiting.abandoned();
+            if abandoned {
+                occupancy.release();
+            }
+            !abandoned
+        });
+        for seq in 0..self.slots.len() {
+            if let Some(Occupant::Chat(s)) = &self.slots[seq] {
+                if s.job.events.is_closed() {
+                    tracing::debug!(seq, "client left; dropping its sequence");
+                    self.free(seq);
+                }
+            }
+            if self.slots[seq].is_some() {
+                continue;
+            }
+            match self.waiting.pop_front() {
+                Some(Waiting::Chat(job)) => {
+                    self.slots[seq] = Some(Occupant::Chat(Box::new(Sequence::new(job))));
+                }
+                Some(Waiting::Open(open)) => {
+                    self.slots[seq] = Some(Occupant::Handle(HandleSlot {
+                        position: 0,
+                        pending: None,
+                    }));
+                    let lease = Lease {
+                        seq,
+                        commands: open.commands,
+                    };
+                    // A caller gone since the check above drops the lease, whose `Close`
+                    // frees the sequence at the next drain of the queue.
+                    let _ = open.reply.send(lease);
+                }
+                None => break,
+            }
+        }
+        self.occupancy
+            .set_active(self.slots.iter().flatten().count());
+        self.occupancy.publish();
+    }
+
+    fn has_work(&self) -> bool {
+        self.slots.iter().flatten().any(|occupant| match occupant {
+            Occupant::Chat(_) => true,
+            Occupant::Handle(handle) => handle.pending.is_some(),
+        })
+    }
+
+    /// One decode: a token of every generating request, the pending tokens of every handle, then
+    /// prompt chunks to fill the batch.
+    fn step(&mut self) {
+        let batch_size = self.options.batch_size as usize;
+        let mut rows: Vec<Row> = Vec::with_capacity(self.slots.len());
+        self.batch.clear();
+        let batch = &mut self.batch;
+        let mut used = 0usize;
+        let mut failure = None;
+        let mut add = |token: TokenId, pos: usize, seq: usize, logits: bool| {
+            if let Err(e) = batch.add(LlamaToken(token), pos as i32, &[seq as i32], logits) {
+                failure = Some(ModelError::Internal(e.to_string()));
+            }
+        };
+        // Generating sequences first: one token each keeps every stream moving.
+        for (seq, slot) in self.slots.iter_mut().enumerate() {
+            let Some(Occupant::Chat(s)) = slot else {
+                continue;
             };
-            let mut failure = None;
-            // Generating sequences first: one token each keeps every stream moving.
-            for (seq, slot) in slots.iter_mut().enumerate() {
-                let Some(s) = slot.as_mut().filter(|s| s.prompt_done()) else {
-                    continue;
-                };
-                if used == batch_size {
-                    break;
+            if !s.prompt_done() || used == batch_size {
+                continue;
+            }
+            add(s.next_token, s.position, seq, true);
+            rows.push(Row {
+                seq,
+                index: used as i32,
+            });
+            s.position += 1;
+            used += 1;
+        }
+        // Handles next: a speculative step waits on its whole batch of drafts.
+        for (seq, slot) in self.slots.iter_mut().enumerate() {
+            let Some(Occupant::Handle(handle)) = slot else {
+                continue;
+            };
+            let Some(pending) = handle.pending.as_mut() else {
+                continue;
+            };
+            let tokens = &pending.request.tokens;
+            let take = (batch_size - used).min(tokens.len() - pending.fed);
+            let first_with_logits = tokens.len() - pending.request.tail;
+            for (i, &token) in tokens.iter().enumerate().skip(pending.fed).take(take) {
+                let wants = i >= first_with_logits;
+                add(token, handle.position, seq, wants);
+                if wants {
+                    rows.push(Row {
+                        seq,
+                        index: used as i32,
+                    });
                 }
-                if let Err(e) = add(&mut batch, s.next_token, s.position, seq, true) {
-                    failure = Some(e);
-                }
-                rows.push((seq, used as i32));
-                s.position += 1;
+                handle.position += 1;
                 used += 1;
             }
-            // Then prompts, in chunks that fill the rest of the batch.
-            for (seq, slot) in slots.iter_mut().enumerate() {
-                let Some(s) = slot.as_mut().filter(|s| !s.prompt_done()) else {
-                    continue;
-                };
-                let take = (batch_size - used).min(s.job.prompt.len() - s.prompt_fed);
-                for k in 0..take {
-                    let index = s.prompt_fed + k;
-                    let last = index + 1 == s.job.prompt.len();
-                    if let Err(e) = add(&mut batch, s.job.prompt[index], index, seq, last) {
-                        failure = Some(e);
-                    }
-                    if last {
-                        rows.push((seq, (used + k) as i32));
-                    }
-                }
-                s.prompt_fed += take;
-                s.position += take;
-                used += take;
-            }
-            if used == 0 {
+            pending.fed += take;
+        }
+        // Then prompts, in chunks that fill the rest of the batch.
+        for (seq, slot) in self.slots.iter_mut().enumerate() {
+            let Some(Occupant::Chat(s)) = slot else {
                 continue;
-            }
-            let result = match failure {
-                Some(e) => Err(e),
-                None => context
-                    .decode(&mut batch)
-                    .map_err(|e| ModelError::Internal(format!("llama.cpp decode failed: {e}"))),
             };
-            if let Err(e) = result {
-                tracing::error!(error = %e, "decode step failed; failing its requests");
-                for seq in 0..slots.len() {
-                    if let Some(s) = &slots[seq] {
-                        let _ = s.job.events.send(Err(e.clone()));
-                        free(&mut context, &mut slots, seq);
-                    }
-                }
+            if s.prompt_done() {
                 continue;
             }
-            for &(seq, row) in &rows {
-                let Some(s) = slots[seq].as_mut() else {
-                    continue;
-                };
-                if s.step(&model, context.get_logits_ith(row), &options) {
-                    free(&mut context, &mut slots, seq);
+            let take = (batch_size - used).min(s.job.prompt.len() - s.prompt_fed);
+            for k in 0..take {
+                let index = s.prompt_fed + k;
+                let last = index + 1 == s.job.prompt.len();
+                add(s.job.prompt[index], index, seq, last);
+                if last {
+                    rows.push(Row {
+                        seq,
+                        index: (used + k) as i32,
+                    });
                 }
+            }
+            s.prompt_fed += take;
+            s.position += take;
+            used += take;
+        }
+        if used == 0 {
+            return;
+        }
+        let result = match failure {
+            Some(e) => Err(e),
+            None => self
+                .context
+                .decode(&mut self.batch)
+                .map_err(|e| ModelError::Internal(format!("llama.cpp decode failed: {e}"))),
+        };
+        if let Err(e) = result {
+            self.fail_step(e);
+            return;
+        }
+        for row in rows {
+            let logits = self.context.get_logits_ith(row.index);
+            let finished = match self.slots[row.seq].as_mut() {
+                Some(Occupant::Chat(s)) => s.step(self.model, logits, self.options),
+                Some(Occupant::Handle(handle)) => {
+                    if let Some(pending) = handle.pending.as_mut() {
+                        pending.logits.push_row(logits);
+                    }
+                    false
+                }
+                None => false,
+            };
+            if finished {
+                self.free(row.seq);
+            }
+        }
+        for slot in self.slots.iter_mut() {
+            let Some(Occupant::Handle(handle)) = slot else {
+                continue;
+            };
+            if handle
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.fed == p.request.tokens.len())
+            {
+                let pending = handle.pending.take().expect("checked above");
+                let _ = pending.request.reply.send(Ok(pending.logits));
+            }
+        }
+    }
+
+    /// A failed decode fails every chat request and rolls each handle with a pending evaluation
+    /// back to where that evaluation started.
+    fn fail_step(&mut self, e: ModelError) {
+        tracing::error!(error = %e, "decode step failed; failing its requests");
+        for seq in 0..self.slots.len() {
+            match self.slots[seq].as_mut() {
+                Some(Occupant::Chat(s)) => {
+                    let _ = s.job.events.send(Err(e.clone()));
+                    self.free(seq);
+                }
+                Some(Occupant::Handle(handle)) => {
+                    if let Some(pending) = handle.pending.take() {
+                        let start = pending.request.start;
+                        handle.position = start;
+                        let _ = self.context.clear_kv_cache_seq(
+                            Some(seq as u32),
+                            Some(start as u32),
+                            None,
+                        );
+                        let _ = pending.request.reply.send(Err(e.clone()));
+                    }
+                }
+                None => {}
             }
         }
     }

@@ -3,8 +3,9 @@
 //! - [`LoadedModel`]: a GGUF file in memory with its chat template and vocabulary.
 //! - [`LlamaEngine`]: serves a model as a [`tandem_core::ChatModel`] with continuous batching, so
 //!   concurrent requests are decoded together.
-//! - [`LlamaSession`]: one sequence with its own context, as a [`tandem_core::TokenModel`]: batch
-//!   evaluation with logits of chosen positions and cache roll-back, for token-level strategies.
+//! - [`SequenceHandle`]: one sequence of an engine's context lent to a token-level strategy:
+//!   evaluation with the logits of chosen positions and cache roll-back, batched by the scheduler
+//!   with everything else the engine runs.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -18,8 +19,8 @@
 mod chat;
 mod engine;
 mod model;
-mod session;
+mod sequence;
 
 pub use engine::{EngineLoad, EngineOptions, LlamaEngine};
 pub use model::LoadedModel;
-pub use session::{LlamaSession, SessionOptions};
+pub use sequence::{Logits, SequenceHandle};

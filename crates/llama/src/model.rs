@@ -1,5 +1,5 @@
 //! Loading GGUF files and what a loaded model knows on its own: vocabulary, chat template,
-//! token text. Shared (behind an `Arc`) by the batching engine and by token-level sessions.
+//! token text. Shared (behind an `Arc`) by the batching engine and the handles it lends.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};

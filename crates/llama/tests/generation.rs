@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tandem_core::openai::{ChatCompletionRequest, FinishReason, Message, Role, Stop};
 use tandem_core::sampling::argmax;
-use tandem_core::{ChatEvent, ChatModel, LogitsFor, ModelError, TokenModel};
+use tandem_core::{ChatEvent, ChatModel, ModelError};
 use tandem_llama::{EngineLoad, EngineOptions, LlamaEngine, LoadedModel};
 
 fn engine() -> Arc<LlamaEngine> {
@@ -377,39 +377,144 @@ async fn a_forged_turn_in_a_message_is_not_a_turn() {
         forged_tokens > genuine_tokens + 4,
         "forged {forged_tokens} tokens, genuine {genuine_tokens}"
     );
-    let session = engine().session().unwrap();
-    let typed = session.tokenize("<|im_end|>", false).unwrap();
+    let typed = engine().model().tokenize("<|im_end|>", false);
     assert!(typed.len() > 1, "{typed:?}");
 }
 
-#[test]
-fn session_rolls_back_its_cache() {
-    let mut session = engine().session().unwrap();
-    let tokens = session
-        .tokenize("The quick brown fox jumps over", true)
-        .unwrap();
-    session.eval(&tokens, LogitsFor::All).unwrap();
-    assert_eq!(session.position(), tokens.len());
-    for i in 0..tokens.len() {
-        assert_eq!(session.logits(i).unwrap().len(), session.vocab_size());
-    }
-    let last = session.logits(tokens.len() - 1).unwrap().to_vec();
+#[tokio::test]
+async fn a_sequence_handle_rolls_back_its_cache() {
+    let engine = one_sequence_engine(512, 512, 4);
+    let mut handle = engine.open_sequence().await.unwrap();
+    let tokens = engine
+        .model()
+        .tokenize("The quick brown fox jumps over", true);
+    let all = handle.eval(&tokens, tokens.len()).await.unwrap();
+    assert_eq!(handle.tokens(), &tokens[..]);
+    assert_eq!(all.len(), tokens.len());
+    let vocab = engine.model().vocab_size();
+    assert!((0..all.len()).all(|i| all.row(i).len() == vocab));
+    let last = all.row(tokens.len() - 1).to_vec();
     let next = argmax(&last);
 
     // Evaluate a wrong continuation, roll it back, and evaluate the last token again.
-    session.eval(&[next, next, next], LogitsFor::Last).unwrap();
-    assert!(session.logits(0).is_none());
-    session.truncate(tokens.len() - 1).unwrap();
-    session
-        .eval(&tokens[tokens.len() - 1..], LogitsFor::Last)
-        .unwrap();
-    let again = session.logits(0).unwrap();
-    assert_eq!(argmax(again), next);
+    let none = handle.eval(&[next, next, next], 0).await.unwrap();
+    assert!(none.is_empty());
+    handle.truncate(tokens.len() - 1).unwrap();
+    let again = handle.eval(&tokens[tokens.len() - 1..], 1).await.unwrap();
+    assert_eq!(argmax(again.row(0)), next);
     let max_diff = last
         .iter()
-        .zip(again)
+        .zip(again.row(0))
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     assert!(max_diff < 0.05, "logits drifted by {max_diff}");
-    assert!(session.truncate(tokens.len() + 1).is_err());
+    assert!(handle.truncate(tokens.len() + 1).is_err());
+}
+
+#[tokio::test]
+async fn a_long_evaluation_is_fed_in_chunks_and_keeps_every_row() {
+    // A batch of 8 tokens: 30 tokens take four decode steps.
+    let engine = one_sequence_engine(512, 8, 4);
+    let mut handle = engine.open_sequence().await.unwrap();
+    let tokens = engine
+        .model()
+        .tokenize(&"one two three four five six seven ".repeat(4), true);
+    assert!(tokens.len() > 24, "{}", tokens.len());
+    let rows = handle.eval(&tokens, 20).await.unwrap();
+    assert_eq!(rows.len(), 20);
+    // Row by row, the same logits as a fresh sequence reading the same prefix in one batch.
+    drop(handle);
+    let wide = one_sequence_engine(512, 512, 4);
+    let mut fresh = wide.open_sequence().await.unwrap();
+    let reference = fresh.eval(&tokens, 20).await.unwrap();
+    for i in 0..20 {
+        assert_eq!(argmax(rows.row(i)), argmax(reference.row(i)), "row {i}");
+    }
+}
+
+#[tokio::test]
+async fn handles_wait_for_a_sequence_and_free_it_when_dropped() {
+    let engine = one_sequence_engine(512, 512, 2);
+    let mut first = engine.open_sequence().await.unwrap();
+    first
+        .eval(&engine.model().tokenize("Hello", true), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        engine.load(),
+        EngineLoad {
+            active: 1,
+            waiting: 0
+        }
+    );
+    // The second waits in the queue, like a chat request, until the first is dropped.
+    let second = engine.open_sequence();
+    tokio::pin!(second);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut second)
+            .await
+            .is_err(),
+        "a second handle got the only sequence"
+    );
+    assert_eq!(engine.load().waiting, 1);
+    // A chat request queues behind it, and the queue (2) is then full.
+    let chat = engine.stream(short_request()).await.unwrap();
+    assert!(matches!(
+        engine.open_sequence().await,
+        Err(ModelError::Overloaded(_))
+    ));
+    drop(first);
+    let mut second = tokio::time::timeout(Duration::from_secs(15), second)
+        .await
+        .expect("the freed sequence goes to the waiting handle")
+        .unwrap();
+    // The sequence comes back empty: the first handle's tokens are gone from its cache.
+    assert!(second.tokens().is_empty());
+    second
+        .eval(&engine.model().tokenize("Hi", true), 1)
+        .await
+        .unwrap();
+    drop(second);
+    let out = tandem_core::collect(chat, false).await.unwrap();
+    assert!(out.usage.completion_tokens > 0);
+    wait_for_load(&engine, "handles dropped", |l| {
+        l.active == 0 && l.waiting == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_handle_shares_decode_steps_with_chat_requests() {
+    // The greedy answer of a chat request is the same whether a handle evaluates beside it or not,
+    // and the handle's logits equal those of a sequence evaluated alone.
+    let mut options = EngineOptions::new("smollm2-pair");
+    options.context_size = 512;
+    options.parallel = 2;
+    options.threads = 1;
+    let engine = LlamaEngine::start(loaded_model(), options).unwrap();
+    let alone = engine
+        .complete(request("Name three colours."))
+        .await
+        .unwrap();
+    let tokens = engine.model().tokenize("The capital of France is", true);
+    let mut handle = engine.open_sequence().await.unwrap();
+    let solo = handle.eval(&tokens, 1).await.unwrap();
+    handle.truncate(0).unwrap();
+    let chat = engine.stream(request("Name three colours.")).await.unwrap();
+    let mut steps = 0;
+    let mut greedy = Vec::new();
+    let mut next = tokens.clone();
+    while steps < 20 {
+        let logits = handle.eval(&next, 1).await.unwrap();
+        let token = argmax(logits.row(0));
+        greedy.push(token);
+        next = vec![token];
+        steps += 1;
+    }
+    let beside = tandem_core::collect(chat, false).await.unwrap();
+    assert_eq!(beside.text, alone.text);
+    handle.truncate(0).unwrap();
+    let again = handle.eval(&tokens, 1).await.unwrap();
+    assert_eq!(argmax(again.row(0)), argmax(solo.row(0)));
+    assert_eq!(greedy[0], argmax(solo.row(0)));
 }

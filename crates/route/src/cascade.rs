@@ -1,0 +1,249 @@
+//! [`Cascade`]: the small model answers first; when the answer's confidence score is under the
+//! threshold, the large model is asked and its answer is the response.
+//!
+//! The small attempt always runs to its end before anything is sent, since the score needs the
+//! whole answer; an escalated answer then streams from the large model as it is generated. The
+//! report carries every model call (the small attempt, the signal's extra calls, the escalation),
+//! so the cost of the small attempt is never hidden, and one `cascade` entry with the signal, the
+//! score, the threshold, whether it escalated and what it saved against always calling the large
+//! model.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde::Serialize;
+use tandem_core::openai::ChatCompletionRequest;
+use tandem_core::{
+    ChatEvent, ChatModel, ChatOutput, ChatStream, Completion, ModelError, Pricing, Report,
+};
+
+use crate::signal::{self, Signal};
+
+/// How a cascade decides.
+#[derive(Debug, Clone)]
+pub struct CascadeOptions {
+    /// The pipeline's name, reported in responses.
+    pub name: String,
+    pub signal: Signal,
+    /// Escalate when the score is under this, in [0, 1]: 0 never escalates, above 1 always does.
+    pub threshold: f64,
+    /// Extra answers the `agreement` signal samples.
+    pub samples: u32,
+    /// Sampling temperature of those extra answers.
+    pub sample_temperature: f32,
+    /// The large model's prices, to report what a kept small answer saved; `None` when unknown.
+    pub large_pricing: Option<Pricing>,
+}
+
+impl CascadeOptions {
+    pub fn new(name: impl Into<String>, signal: Signal, threshold: f64) -> Self {
+        CascadeOptions {
+            name: name.into(),
+            signal,
+            threshold,
+            samples: 4,
+            sample_temperature: 0.8,
+            large_pricing: None,
+        }
+    }
+}
+
+pub struct Cascade {
+    options: CascadeOptions,
+    small: Arc<dyn ChatModel>,
+    large: Arc<dyn ChatModel>,
+}
+
+/// The cascade's entry in the report.
+#[derive(Debug, Clone, Serialize)]
+struct Decision {
+    signal: &'static str,
+    /// `None` when the small model failed and there was nothing to score.
+    score: Option<f64>,
+    threshold: f64,
+    escalated: bool,
+    /// Why the small attempt produced no answer, when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    small_error: Option<String>,
+    /// The large model's price for the kept answer's tokens, minus what the cascade spent; only
+    /// when the answer was kept and the large model's prices are known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    saved_usd: Option<f64>,
+}
+
+impl Cascade {
+    pub fn new(
+        options: CascadeOptions,
+        small: Arc<dyn ChatModel>,
+        large: Arc<dyn ChatModel>,
+    ) -> Self {
+        Cascade {
+            options,
+            small,
+            large,
+        }
+    }
+
+    /// The signal's score of `answer`, with the reports of any extra model calls it made.
+    async fn score(
+        &self,
+        request: &ChatCompletionRequest,
+        answer: &ChatOutput,
+    ) -> Result<(f64, Vec<Report>), ModelError> {
+        let tokens = answer.logprobs.as_deref().unwrap_or_default();
+        match self.options.signal {
+            Signal::MeanLogprob => Ok((signal::mean_token_probability(tokens), Vec::new())),
+            Signal::MinLogprob => Ok((signal::min_token_probability(tokens), Vec::new())),
+            Signal::SelfCheck => {
+                let check = self
+                    .small
+                    .complete(signal::self_check_request(request, &answer.text))
+                    .await?;
+                let first = check.logprobs.as_deref().and_then(<[_]>::first);
+                Ok((signal::yes_probability(first), vec![check.report]))
+            }
+            Signal::Agreement => {
+                let mut samples = Vec::with_capacity(self.options.samples as usize);
+                let mut reports = Vec::with_capacity(samples.capacity());
+                for k in 0..self.options.samples {
+                    let mut again = request.clone();
+                    again.temperature = Some(self.options.sample_temperature);
+                    again.seed = Some(request.seed.unwrap_or(0).wrapping_add(u64::from(k) + 1));
+                    again.logprobs = None;
+                    again.top_logprobs = None;
+                    let sample = self.small.complete(again).await?;
+                    samples.push(sample.text);
+                    reports.push(sample.report);
+                }
+                Ok((signal::agreement(&answer.text, &samples), reports))
+            }
+        }
+    }
+}
+
+/// Counts the decision in /metrics and adds it to `report` as the cascade's entry.
+fn record(pipeline: &str, mut report: Report, decision: &Decision) -> Report {
+    metrics::counter!(
+        "tandem_cascade_requests_total",
+        "pipeline" => pipeline.to_string(),
+        "escalated" => decision.escalated.to_string()
+    )
+    .increment(1);
+    if let Err(e) = report.push_strategy(pipeline, "cascade", decision) {
+        tracing::error!(error = %e, "cannot record the cascade's decision");
+    }
+    report
+}
+
+/// `first`'s stages and costs followed by `then`'s; the answer's own figures are `then`'s.
+fn combine(first: &[Report], mut then: Report) -> Report {
+    let mut stages = Vec::new();
+    let mut strategies = Vec::new();
+    let mut cost = 0.0;
+    for report in first {
+        stages.extend(report.stages.iter().cloned());
+        strategies.extend(report.strategies.iter().cloned());
+        cost += report.cost_usd;
+    }
+    stages.append(&mut then.stages);
+    strategies.append(&mut then.strategies);
+    then.stages = stages;
+    then.strategies = strategies;
+    then.cost_usd += cost;
+    then
+}
+
+fn millis_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1000.0
+}
+
+#[async_trait]
+impl ChatModel for Cascade {
+    fn name(&self) -> &str {
+        &self.options.name
+    }
+
+    async fn stream(&self, request: ChatCompletionRequest) -> Result<ChatStream, ModelError> {
+        let started = Instant::now();
+        let wants_logprobs = request.logprobs.unwrap_or(false);
+        let mut attempt_request = request.clone();
+        attempt_request.logprobs = Some(true);
+        let attempt = self.small.complete(attempt_request).await;
+        // The request itself is wrong: the large model would refuse it too. Any other failure of
+        // the small attempt (its context is too short, it is overloaded) is a reason to escalate.
+        if let Err(e @ ModelError::InvalidRequest { .. }) = attempt {
+            return Err(e);
+        }
+        let (score, spent, small_error) = match &attempt {
+            Ok(answer) => {
+                let (score, mut extra) = self.score(&request, answer).await?;
+                extra.insert(0, answer.report.clone());
+                (Some(score), extra, None)
+            }
+            Err(e) => (None, Vec::new(), Some(e.to_string())),
+        };
+        let keep = score.is_some_and(|s| s >= self.options.threshold);
+        let mut decision = Decision {
+            signal: self.options.signal.as_str(),
+            score,
+            threshold: self.options.threshold,
+            escalated: !keep,
+            small_error,
+            saved_usd: None,
+        };
+
+        if let (true, Ok(answer)) = (keep, attempt) {
+            let (first, rest) = spent.split_first().expect("the attempt's report is first");
+            let mut report = combine(rest, first.clone());
+            report.model = answer.report.model.clone();
+            report.time_to_first_token_ms = Some(millis_since(started));
+            decision.saved_usd = self
+                .options
+                .large_pricing
+                .map(|price| price.cost(answer.usage) - report.cost_usd);
+            let report = record(&self.options.name, report, &decision);
+            let logprobs = if wants_logprobs {
+                answer.logprobs.unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let events = vec![
+                Ok(ChatEvent::Delta {
+                    text: answer.text,
+                    logprobs,
+                }),
+                Ok(ChatEvent::Done(Completion {
+                    finish_reason: answer.finish_reason,
+                    usage: answer.usage,
+                    report,
+                })),
+            ];
+            return Ok(futures::stream::iter(events).boxed());
+        }
+
+        let escalated = self.large.stream(request).await?;
+        let name = self.options.name.clone();
+        let mut first_text_at: Option<f64> = None;
+        Ok(escalated
+            .map(move |event| match event {
+                Ok(ChatEvent::Delta { text, logprobs }) => {
+                    if first_text_at.is_none() && !text.is_empty() {
+                        first_text_at = Some(millis_since(started));
+                    }
+                    Ok(ChatEvent::Delta { text, logprobs })
+                }
+                Ok(ChatEvent::Done(done)) => {
+                    let mut report = combine(&spent, done.report);
+                    report.time_to_first_token_ms = first_text_at;
+                    Ok(ChatEvent::Done(Completion {
+                        report: record(&name, report, &decision),
+                        ..done
+                    }))
+                }
+                Err(e) => Err(e),
+            })
+            .boxed())
+    }
+}

@@ -1,0 +1,242 @@
+//! Confidence signals computed from a small model's answer, each a score in [0, 1] where higher
+//! means the answer is more likely right. A cascade escalates when the score is under its
+//! threshold.
+//!
+//! - `mean_logprob`: the geometric mean of the answer's token probabilities, `exp(mean logprob)`.
+//! - `min_logprob`: the probability of the answer's least likely token, `exp(min logprob)`.
+//! - `self_check`: the small model is shown its answer and asked whether it is correct; the score
+//!   is its probability of "yes" against "no" for the first token of its reply.
+//! - `agreement`: the small model answers again `samples` times with sampling; the score is the
+//!   share of those answers that agree with the first one (same final answer: the last `\boxed{}`,
+//!   else the last number, else the whole text with spacing and case normalised).
+
+use serde::{Deserialize, Serialize};
+use tandem_core::openai::{ChatCompletionRequest, Message, Role, TokenLogprob};
+
+/// Which signal a cascade uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    MeanLogprob,
+    MinLogprob,
+    SelfCheck,
+    Agreement,
+}
+
+impl Signal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::MeanLogprob => "mean_logprob",
+            Signal::MinLogprob => "min_logprob",
+            Signal::SelfCheck => "self_check",
+            Signal::Agreement => "agreement",
+        }
+    }
+}
+
+/// `exp(mean logprob)` of the answer's tokens; 0 for an empty answer (nothing to trust).
+pub fn mean_token_probability(tokens: &[TokenLogprob]) -> f64 {
+    if tokens.is_empty() {
+        return 0.0;
+    }
+    let sum: f64 = tokens.iter().map(|t| f64::from(t.logprob)).sum();
+    (sum / tokens.len() as f64).exp()
+}
+
+/// `exp(min logprob)` of the answer's tokens; 0 for an empty answer.
+pub fn min_token_probability(tokens: &[TokenLogprob]) -> f64 {
+    tokens
+        .iter()
+        .map(|t| f64::from(t.logprob))
+        .reduce(f64::min)
+        .map_or(0.0, f64::exp)
+}
+
+/// The question of the self-check, asked after the answer as a new user turn.
+pub const SELF_CHECK_QUESTION: &str =
+    "Is the answer above correct and complete? Reply with one word: yes or no.";
+
+/// The request that asks the model to judge `answer` to `request`: one token, greedy, with enough
+/// alternatives to find both "yes" and "no".
+pub fn self_check_request(request: &ChatCompletionRequest, answer: &str) -> ChatCompletionRequest {
+    let mut messages = request.messages.clone();
+    messages.push(Message::new(Role::Assistant, answer));
+    messages.push(Message::new(Role::User, SELF_CHECK_QUESTION));
+    ChatCompletionRequest {
+        model: request.model.clone(),
+        messages,
+        temperature: Some(0.0),
+        max_tokens: Some(1),
+        logprobs: Some(true),
+        top_logprobs: Some(20),
+        ..ChatCompletionRequest::default()
+    }
+}
+
+/// P(yes) / (P(yes) + P(no)) over the first token's alternatives, counting every spelling of each
+/// word ("Yes", " yes", "YES"); 0 when neither word is among them (the model did not answer).
+pub fn yes_probability(first_token: Option<&TokenLogprob>) -> f64 {
+    let Some(token) = first_token else {
+        return 0.0;
+    };
+    let (mut yes, mut no) = (0.0, 0.0);
+    let mut add = |text: &str, logprob: f32| match text.trim().to_lowercase().as_str() {
+        "yes" => yes += f64::from(logprob).exp(),
+        "no" => no += f64::from(logprob).exp(),
+        _ => {}
+    };
+    if token.top_logprobs.is_empty() {
+        add(&token.token, token.logprob);
+    }
+    for alternative in &token.top_logprobs {
+        add(&alternative.token, alternative.logprob);
+    }
+    if yes + no == 0.0 {
+        0.0
+    } else {
+        yes / (yes + no)
+    }
+}
+
+/// What two answers must share to agree: the last `\boxed{...}`, else the last number, else the
+/// text with whitespace collapsed and lower-cased.
+pub fn answer_key(text: &str) -> String {
+    if let Some(start) = text.rfind("\\boxed{") {
+        let inner = &text[start + "\\boxed{".len()..];
+        let mut depth = 1;
+        for (i, c) in inner.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return normalise(&inner[..i]);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if let Some(number) = last_number(text) {
+        return number;
+    }
+    normalise(text)
+}
+
+fn normalise(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// The last number in `text`, without thousands separators or a trailing point ("1,200." is
+/// "1200").
+fn last_number(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut end = bytes.len();
+    while end > 0 && !bytes[end - 1].is_ascii_digit() {
+        end -= 1;
+    }
+    if end == 0 {
+        return None;
+    }
+    let mut start = end;
+    while start > 0 {
+        let c = bytes[start - 1];
+        let separator_between_digits =
+            matches!(c, b',' | b'.') && start >= 2 && bytes[start - 2].is_ascii_digit();
+        if c.is_ascii_digit() || separator_between_digits {
+            start -= 1;
+        } else {
+            break;
+        }
+    }
+    if start > 0 && bytes[start - 1] == b'-' {
+        start -= 1;
+    }
+    Some(text[start..end].replace(',', ""))
+}
+
+/// The share of `samples` whose [`answer_key`] equals `answer`'s; 0 with no samples.
+pub fn agreement(answer: &str, samples: &[String]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let key = answer_key(answer);
+    let agreeing = samples.iter().filter(|s| answer_key(s) == key).count();
+    agreeing as f64 / samples.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_core::openai::TopLogprob;
+
+    fn token(text: &str, logprob: f32, top: &[(&str, f32)]) -> TokenLogprob {
+        TokenLogprob {
+            token: text.into(),
+            logprob,
+            bytes: None,
+            top_logprobs: top
+                .iter()
+                .map(|(t, l)| TopLogprob {
+                    token: (*t).into(),
+                    logprob: *l,
+                    bytes: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn token_probability_scores() {
+        let tokens = [token("a", -0.1, &[]), token("b", -2.0, &[])];
+        assert!((mean_token_probability(&tokens) - (-1.05f64).exp()).abs() < 1e-6);
+        assert!((min_token_probability(&tokens) - (-2.0f64).exp()).abs() < 1e-6);
+        assert_eq!(mean_token_probability(&[]), 0.0);
+        assert_eq!(min_token_probability(&[]), 0.0);
+    }
+
+    #[test]
+    fn yes_probability_adds_every_spelling_and_ignores_other_words() {
+        let first = token(
+            "Yes",
+            (0.5f32).ln(),
+            &[
+                ("Yes", (0.5f32).ln()),
+                (" yes", (0.1f32).ln()),
+                ("No", (0.2f32).ln()),
+                ("Maybe", (0.2f32).ln()),
+            ],
+        );
+        assert!((yes_probability(Some(&first)) - 0.6 / 0.8).abs() < 1e-6);
+        assert_eq!(
+            yes_probability(Some(&token("Hmm", -0.1, &[("Hmm", -0.1)]))),
+            0.0
+        );
+        assert_eq!(yes_probability(None), 0.0);
+    }
+
+    #[test]
+    fn answers_agree_on_their_final_answer() {
+        assert_eq!(
+            answer_key("so x = 3 and \\boxed{\\frac{1}{2}}."),
+            "\\frac{1}{2}"
+        );
+        assert_eq!(answer_key("It costs 1,200 dollars."), "1200");
+        assert_eq!(answer_key("Total: -4.5"), "-4.5");
+        assert_eq!(
+            answer_key("  Paris\n is the   CAPITAL "),
+            "paris is the capital"
+        );
+        let samples = [
+            "The answer is 12.".to_string(),
+            "12".to_string(),
+            "I think 13".to_string(),
+            "\\boxed{12}".to_string(),
+        ];
+        assert!((agreement("We get 12.", &samples) - 0.75).abs() < 1e-12);
+        assert_eq!(agreement("12", &[]), 0.0);
+    }
+}
