@@ -535,3 +535,44 @@ async fn rewrite_asks_the_remote_model_without_the_private_context() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].strategy, "rewrite");
 }
+
+/// A store whose writes fail, as a full disk or a locked database would: a fault a real SQLite
+/// file cannot be made to produce on demand.
+struct BrokenStore;
+
+impl Store for BrokenStore {
+    fn record_egress(
+        &self,
+        _: &tandem_store::EgressRecord,
+    ) -> Result<(), tandem_store::StoreError> {
+        Err(tandem_store::StoreError::Directory {
+            path: "/nowhere/state.sqlite".into(),
+            source: std::io::Error::other("disk full"),
+        })
+    }
+
+    fn egress(
+        &self,
+        _: &EgressQuery,
+    ) -> Result<Vec<tandem_store::EgressRecord>, tandem_store::StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+#[tokio::test]
+async fn nothing_is_sent_when_the_audit_cannot_be_written() {
+    let upstream = Upstream::start().await;
+    let guard =
+        Guard::new("private", Detector::new(&config()).unwrap()).with_audit(Arc::new(BrokenStore));
+    let redact = Redact::new(guard, upstream.model());
+    let error = redact
+        .stream(corpus()[0].clone())
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        error.to_string().contains("cannot write the egress audit"),
+        "{error}"
+    );
+    assert!(upstream.bodies().is_empty());
+}
