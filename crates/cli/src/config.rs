@@ -239,6 +239,8 @@ pub enum PipelineConfig {
     /// `local` rewrites the request without its private context, `remote` answers that, and
     /// `local` composes the answer (PAPILLON).
     Rewrite(RewriteConfig),
+    /// A score of the prompt alone picks the small or the large model (`tandem router train`).
+    Router(RouterConfig),
     /// The small model answers first; a confidence signal under the threshold escalates to the
     /// large one.
     Cascade(CascadeConfig),
@@ -325,6 +327,26 @@ pub struct CascadeConfig {
     pub sample_temperature: f32,
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    pub small: String,
+    pub large: String,
+    /// A router stored by `tandem router train`, by name; or `perplexity`: the small model's
+    /// perplexity of the prompt, which needs no training (`small` must then be a local model).
+    pub router: String,
+    /// The embedding model (under `[models]`) a stored router embeds prompts with.
+    #[serde(default)]
+    pub embedder: Option<String>,
+    /// Requests scoring at or above this go to the large model; default: the stored router's
+    /// threshold from `tandem router calibrate`.
+    #[serde(default)]
+    pub threshold: Option<f64>,
+}
+
+/// `router = "perplexity"`: the router that needs no training data.
+pub const PERPLEXITY_ROUTER: &str = "perplexity";
+
 fn default_cascade_samples() -> u32 {
     4
 }
@@ -338,6 +360,10 @@ fn default_cascade_sample_temperature() -> f32 {
 pub enum Need {
     /// A chat model or a pipeline, called through `ChatModel`.
     Chat,
+    /// A local model, used at the token level (its tokens and logits).
+    Local,
+    /// A sentence-embedding model.
+    Embedding,
 }
 
 /// One name a pipeline uses: the key that holds it, the name, and what the strategy needs of it.
@@ -366,6 +392,20 @@ impl PipelineConfig {
             | PipelineConfig::Rewrite(RewriteConfig { local, remote, .. }) => {
                 vec![chat("local", local), chat("remote", remote)]
             }
+            PipelineConfig::Router(router) => {
+                let mut uses = vec![chat("small", &router.small), chat("large", &router.large)];
+                if router.router == PERPLEXITY_ROUTER {
+                    uses[0].need = Need::Local;
+                }
+                if let Some(embedder) = &router.embedder {
+                    uses.push(Use {
+                        key: "embedder",
+                        name: embedder,
+                        need: Need::Embedding,
+                    });
+                }
+                uses
+            }
         }
     }
 
@@ -377,6 +417,21 @@ impl PipelineConfig {
             | PipelineConfig::Redact(_)
             | PipelineConfig::KeepLocal(_)
             | PipelineConfig::Rewrite(_) => {}
+            PipelineConfig::Router(router) => {
+                let perplexity = router.router == PERPLEXITY_ROUTER;
+                if perplexity && router.threshold.is_none() {
+                    bail!("pipelines.{name}.threshold is needed with router = \"perplexity\" (mean negative log-likelihood per token, in nats)");
+                }
+                if perplexity && router.embedder.is_some() {
+                    bail!("pipelines.{name}.embedder is not used with router = \"perplexity\"; remove it");
+                }
+                if !perplexity && router.embedder.is_none() {
+                    bail!("pipelines.{name}.embedder must name the embedding model the stored router `{}` was trained with", router.router);
+                }
+                if router.threshold.is_some_and(|t| !t.is_finite()) {
+                    bail!("pipelines.{name}.threshold must be a number");
+                }
+            }
             PipelineConfig::Cascade(cascade) => {
                 if !(cascade.threshold >= 0.0 && cascade.threshold.is_finite()) {
                     bail!("pipelines.{name}.threshold must be a number of at least 0 (scores are in [0, 1])");
@@ -486,7 +541,9 @@ impl Config {
     /// `keep_local` pipeline's `local` must not reach a remote model.
     fn check_privacy(&self, name: &str, pipeline: &PipelineConfig) -> Result<()> {
         let (detect, max_text_bytes) = match pipeline {
-            PipelineConfig::Direct(_) | PipelineConfig::Cascade(_) => return Ok(()),
+            PipelineConfig::Direct(_) | PipelineConfig::Cascade(_) | PipelineConfig::Router(_) => {
+                return Ok(())
+            }
             PipelineConfig::Redact(redact) => (&redact.detect, redact.max_text_bytes),
             PipelineConfig::KeepLocal(keep) => {
                 if !(0.0..=1.0).contains(&keep.threshold) {
@@ -526,7 +583,8 @@ impl Config {
         let at = format!("pipelines.{pipeline}.{key} names `{name}`");
         let model = match (self.models.get(name), self.pipelines.contains_key(name)) {
             (Some(model), _) => model,
-            (None, true) => return Ok(()),
+            (None, true) if need == Need::Chat => return Ok(()),
+            (None, true) => bail!("{at}, a pipeline; {}", need.wanted()),
             (None, false) => bail!(
                 "{at}, which is neither a model nor a pipeline (known: {})",
                 self.names().join(", ")
@@ -534,6 +592,8 @@ impl Config {
         };
         let fits = match need {
             Need::Chat => !matches!(model, ModelConfig::Embedding(_)),
+            Need::Local => matches!(model, ModelConfig::Local(_)),
+            Need::Embedding => matches!(model, ModelConfig::Embedding(_)),
         };
         if !fits {
             bail!("{at}, {}; {}", model.described(), need.wanted());
@@ -618,7 +678,8 @@ impl Config {
             PipelineConfig::Cascade(_)
             | PipelineConfig::Redact(_)
             | PipelineConfig::KeepLocal(_)
-            | PipelineConfig::Rewrite(_) => None,
+            | PipelineConfig::Rewrite(_)
+            | PipelineConfig::Router(_) => None,
         }
     }
 
@@ -646,6 +707,10 @@ impl Need {
     fn wanted(self) -> &'static str {
         match self {
             Need::Chat => "this key needs a chat model or a pipeline",
+            Need::Local => {
+                "this key needs a local model (the strategy reads its tokens and logits)"
+            }
+            Need::Embedding => "this key needs an embedding model",
         }
     }
 }

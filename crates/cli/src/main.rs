@@ -8,6 +8,7 @@ mod embed;
 mod eval;
 mod eval_privacy;
 mod pipeline;
+mod router;
 mod runtime;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -83,6 +84,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: audit::AuditCommand,
+    },
+    /// Train, evaluate and calibrate routers from stored evaluation outcomes (see `router --help`).
+    Router {
+        #[command(subcommand)]
+        command: router::RouterCommand,
     },
     /// Measure speed (see `bench --help`).
     Bench {
@@ -211,6 +217,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Audit { command } => {
             let config = Config::load(cli.config.as_deref())?;
             audit::run(command, &config)
+        }
+        Command::Router { mut command } => {
+            let config = Config::load(cli.config.as_deref())?;
+            if config.eval.allow_unisolated {
+                command.allow_unisolated();
+            }
+            router::run(command, &config.store.path(), &fetcher, &fetcher.cache_dir).await
         }
         Command::Bench { command } => {
             let config = Config::load(cli.config.as_deref())?;

@@ -11,22 +11,33 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use tandem_core::ChatModel;
 use tandem_embed::Embedder;
+use tandem_llama::LlamaEngine;
 use tandem_privacy::stage::{Guard, KeepLocal, Redact, Rewrite};
 use tandem_privacy::{Detector, DetectorConfig};
-use tandem_route::{Cascade, CascadeOptions};
+use tandem_route::{
+    Cascade, CascadeOptions, LearnedRouter, LearnedScorer, PerplexityScorer, PromptScorer, Router,
+    RouterOptions,
+};
 use tandem_store::{SqliteStore, Store};
 
-use crate::config::{Config, PipelineConfig};
+use crate::config::{Config, PipelineConfig, RouterConfig, PERPLEXITY_ROUTER};
 
 /// The live models and pipelines, by name.
 #[derive(Default)]
 pub struct Registry {
     /// Chat models and built pipelines: what a request's `model` names.
     chat: BTreeMap<String, Arc<dyn ChatModel>>,
+    /// Local models, for strategies that read tokens and logits.
+    engines: BTreeMap<String, Arc<LlamaEngine>>,
     embedders: BTreeMap<String, Arc<Embedder>>,
 }
 
 impl Registry {
+    pub fn insert_local(&mut self, name: String, engine: Arc<LlamaEngine>) {
+        self.chat.insert(name.clone(), engine.clone());
+        self.engines.insert(name, engine);
+    }
+
     pub fn insert_chat(&mut self, name: String, model: Arc<dyn ChatModel>) {
         self.chat.insert(name, model);
     }
@@ -44,6 +55,16 @@ impl Registry {
             .get(name)
             .cloned()
             .ok_or_else(|| anyhow!("model or pipeline `{name}` was not loaded"))
+    }
+
+    /// The local model called `name`, at the token level: its one batching engine, shared with
+    /// every other user of the model.
+    pub fn engine(&self, name: &str) -> Result<Arc<LlamaEngine>> {
+        self.engines.get(name).cloned().ok_or_else(|| {
+            anyhow!(
+                "`{name}` is not a loaded local model; this strategy reads its tokens and logits"
+            )
+        })
     }
 
     pub fn embedder(&self, name: &str) -> Result<Arc<Embedder>> {
@@ -134,7 +155,50 @@ fn build(
                 registry.chat(&rewrite.remote)?,
             ))
         }
+        PipelineConfig::Router(router) => self::router(name, router, registry, store)?,
     })
+}
+
+fn router(
+    name: &str,
+    config: &RouterConfig,
+    registry: &Registry,
+    store: &mut LazyStore,
+) -> Result<Arc<dyn ChatModel>> {
+    let (scorer, threshold): (Arc<dyn PromptScorer>, Option<f64>) =
+        if config.router == PERPLEXITY_ROUTER {
+            let engine = registry.engine(&config.small)?;
+            (Arc::new(PerplexityScorer::new(engine)), None)
+        } else {
+            let stored = store.get()?.router(&config.router)?.with_context(|| {
+                format!(
+                "no stored router is called `{}`; train one with `tandem router train --name {}`",
+                config.router, config.router
+            )
+            })?;
+            let learned: LearnedRouter = serde_json::from_str(&stored.router)
+                .with_context(|| format!("stored router `{}` does not parse", config.router))?;
+            let embedder = registry.embedder(config.embedder.as_deref().unwrap_or_default())?;
+            (
+                Arc::new(LearnedScorer::new(embedder, learned)),
+                stored.threshold,
+            )
+        };
+    let threshold = config.threshold.or(threshold).with_context(|| {
+        format!(
+            "router `{}` has no calibrated threshold: run `tandem router calibrate --name {} --llm-share 0.3` or set `threshold`",
+            config.router, config.router
+        )
+    })?;
+    Ok(Arc::new(Router::new(
+        RouterOptions {
+            name: name.to_string(),
+            threshold,
+        },
+        scorer,
+        registry.chat(&config.small)?,
+        registry.chat(&config.large)?,
+    )))
 }
 
 fn guard(

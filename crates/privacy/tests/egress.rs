@@ -557,6 +557,21 @@ impl Store for BrokenStore {
     ) -> Result<Vec<tandem_store::EgressRecord>, tandem_store::StoreError> {
         Ok(Vec::new())
     }
+
+    fn save_router(&self, _: &tandem_store::StoredRouter) -> Result<(), tandem_store::StoreError> {
+        Ok(())
+    }
+
+    fn router(
+        &self,
+        _: &str,
+    ) -> Result<Option<tandem_store::StoredRouter>, tandem_store::StoreError> {
+        Ok(None)
+    }
+
+    fn routers(&self) -> Result<Vec<String>, tandem_store::StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 #[tokio::test]

@@ -1,9 +1,9 @@
 //! Tandem's shared state behind one storage trait.
 //!
 //! State that several replicas of a Tandem server would share lives behind [`Store`]: the egress
-//! audit today (one record per call that left the machine through a privacy stage); spending
-//! budgets, the semantic cache and router thresholds are meant to join it as further groups of
-//! methods on the same trait, so one backend (SQLite here, a networked database later) holds all of
+//! audit (one record per call that left the machine through a privacy stage) and learned routers
+//! with their calibrated thresholds; spending budgets and the semantic cache are meant to join it
+//! as further groups of methods on the same trait, so one backend (SQLite here, a networked database later) holds all of
 //! it and a deployment configures one place.
 //!
 //! [`SqliteStore`] keeps everything in one SQLite file; its schema is versioned with SQLite's
@@ -26,12 +26,14 @@
 //! ```
 
 mod egress;
+mod routers;
 mod sqlite;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 pub use egress::{EgressQuery, EgressRecord};
+pub use routers::StoredRouter;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,11 @@ pub trait Store: Send + Sync {
     fn record_egress(&self, record: &EgressRecord) -> Result<(), StoreError>;
     /// Egress records, oldest first.
     fn egress(&self, query: &EgressQuery) -> Result<Vec<EgressRecord>, StoreError>;
+    /// Adds or replaces the router called `router.name`.
+    fn save_router(&self, router: &StoredRouter) -> Result<(), StoreError>;
+    fn router(&self, name: &str) -> Result<Option<StoredRouter>, StoreError>;
+    /// The names of the stored routers.
+    fn routers(&self) -> Result<Vec<String>, StoreError>;
 }
 
 /// Where the state store lives unless the configuration says otherwise:

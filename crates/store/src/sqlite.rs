@@ -5,11 +5,12 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection};
 
-use crate::{EgressQuery, EgressRecord, Store, StoreError};
+use crate::{EgressQuery, EgressRecord, Store, StoreError, StoredRouter};
 
 /// Schema migrations, in order; the file's `user_version` counts those applied. A part of the store
 /// added later appends its migration here.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE egress (
     id        INTEGER PRIMARY KEY,
     at_ms     INTEGER NOT NULL,
@@ -21,7 +22,17 @@ CREATE TABLE egress (
     redacted  TEXT NOT NULL
 );
 CREATE INDEX egress_by_time ON egress(at_ms);
-"];
+",
+    "
+CREATE TABLE routers (
+    name        TEXT PRIMARY KEY,
+    router      TEXT NOT NULL,
+    provenance  TEXT NOT NULL,
+    threshold   REAL,
+    updated_ms  INTEGER NOT NULL
+);
+",
+];
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -141,6 +152,51 @@ impl Store for SqliteStore {
         records.reverse();
         Ok(records)
     }
+
+    fn save_router(&self, router: &StoredRouter) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO routers (name, router, provenance, threshold, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(name) DO UPDATE SET router = ?2, provenance = ?3, threshold = ?4,
+                     updated_ms = ?5",
+                params![
+                    router.name,
+                    router.router,
+                    router.provenance,
+                    router.threshold,
+                    router.updated_ms
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn router(&self, name: &str) -> Result<Option<StoredRouter>, StoreError> {
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT name, router, provenance, threshold, updated_ms FROM routers WHERE name = ?1",
+            )?;
+            let mut rows = statement.query_map(params![name], |row| {
+                Ok(StoredRouter {
+                    name: row.get(0)?,
+                    router: row.get(1)?,
+                    provenance: row.get(2)?,
+                    threshold: row.get(3)?,
+                    updated_ms: row.get(4)?,
+                })
+            })?;
+            rows.next().transpose()
+        })
+    }
+
+    fn routers(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let mut statement = c.prepare("SELECT name FROM routers ORDER BY name")?;
+            let names = statement.query_map([], |row| row.get(0))?;
+            names.collect()
+        })
+    }
 }
 
 #[cfg(test)]
@@ -192,6 +248,30 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(store.egress(&query).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_router_is_saved_replaced_and_read_back_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let mut router = StoredRouter {
+            name: "code".into(),
+            router: "{\"kind\":\"knn\"}".into(),
+            provenance: "{}".into(),
+            threshold: None,
+            updated_ms: 1,
+        };
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store.save_router(&router).unwrap();
+            router.threshold = Some(0.25);
+            router.updated_ms = 2;
+            store.save_router(&router).unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.router("code").unwrap(), Some(router));
+        assert_eq!(store.router("other").unwrap(), None);
+        assert_eq!(store.routers().unwrap(), ["code"]);
     }
 
     #[test]
