@@ -5,6 +5,8 @@
 //!   concurrent requests are decoded together.
 //! - [`LlamaSession`]: one sequence with its own context, as a [`tandem_core::TokenModel`]: batch
 //!   evaluation with logits of chosen positions and cache roll-back, for token-level strategies.
+//! - [`cpu_kernels`]: which of ggml's CPU kernels this process runs (a `cpu-variants` build picks
+//!   the best for the CPU at start-up).
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -16,10 +18,12 @@
 //! ```
 
 mod chat;
+mod cpu;
 mod engine;
 mod model;
 mod session;
 
+pub use cpu::{CpuKernels, VARIANT_ENV};
 pub use engine::{EngineLoad, EngineOptions, LlamaEngine};
-pub use model::LoadedModel;
+pub use model::{cpu_kernels, LoadedModel};
 pub use session::{LlamaSession, SessionOptions};
