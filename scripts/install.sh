@@ -25,7 +25,8 @@ else
 fi
 profile=${TANDEM_PROFILE:-release}
 features=tandem/cpu-variants
-for feature in ${TANDEM_FEATURES//,/ }; do
+extra=${TANDEM_FEATURES:-}
+for feature in ${extra//,/ }; do
     features+=",tandem/$feature"
 done
 
