@@ -21,7 +21,7 @@ use futures::StreamExt;
 use tandem_core::openai::{ChatCompletionRequest, Message, Role};
 use tandem_core::{ChatEvent, ChatModel};
 use tandem_fetch::Fetcher;
-use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel, SequenceHandle};
+use tandem_llama::{cpu_kernels, EngineOptions, LlamaEngine, LoadedModel, SequenceHandle};
 
 use crate::config::{Config, ModelConfig};
 use crate::runtime::local_file;
@@ -246,10 +246,23 @@ fn decode(path: &Path, sizes: &Sizes, llama_bench: Option<&Path>) -> Result<Stri
             samples.yardstick_tg.extend(tg);
         }
     }
-    Ok(decode_report(path, sizes, llama_bench.is_some(), &samples))
+    let kernels = cpu_kernels()?.to_string();
+    Ok(decode_report(
+        path,
+        sizes,
+        &kernels,
+        llama_bench.is_some(),
+        &samples,
+    ))
 }
 
-fn decode_report(path: &Path, sizes: &Sizes, with_yardstick: bool, samples: &Samples) -> String {
+fn decode_report(
+    path: &Path,
+    sizes: &Sizes,
+    kernels: &str,
+    with_yardstick: bool,
+    samples: &Samples,
+) -> String {
     let Sizes {
         threads,
         prompt_tokens,
@@ -266,7 +279,8 @@ fn decode_report(path: &Path, sizes: &Sizes, with_yardstick: bool, samples: &Sam
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# tandem bench decode\n\nmodel: {name}, threads: {threads}, rounds: {rounds} x {repetitions} repetitions\n"
+        "# tandem bench decode\n\nmodel: {name}, threads: {threads}, rounds: {rounds} x {repetitions} repetitions\n\n\
+         CPU kernels: {kernels}\n"
     );
     let _ = writeln!(out, "| test | tandem t/s | llama-bench t/s | ratio |");
     let _ = writeln!(out, "|---|---|---|---|");

@@ -6,6 +6,8 @@
 //! - [`SequenceHandle`]: one sequence of an engine's context lent to a token-level strategy:
 //!   evaluation with the logits of chosen positions and cache roll-back, batched by the scheduler
 //!   with everything else the engine runs.
+//! - [`cpu_kernels`]: which of ggml's CPU kernels this process runs (a `cpu-variants` build picks
+//!   the best for the CPU at start-up).
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -17,10 +19,12 @@
 //! ```
 
 mod chat;
+mod cpu;
 mod engine;
 mod model;
 mod sequence;
 
+pub use cpu::{CpuKernels, VARIANT_ENV};
 pub use engine::{EngineLoad, EngineOptions, LlamaEngine};
-pub use model::LoadedModel;
+pub use model::{cpu_kernels, LoadedModel};
 pub use sequence::{Logits, SequenceHandle};

@@ -12,19 +12,33 @@ use tandem_core::openai::{Message, Role};
 use tandem_core::{ModelError, TokenId};
 
 use crate::chat::{self, SpecialTokens};
+use crate::cpu::{self, CpuKernels};
 
-/// llama.cpp's process-wide backend: initialised once, never torn down.
-pub(crate) fn backend() -> Result<&'static LlamaBackend, ModelError> {
-    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
-    BACKEND
+/// llama.cpp's process-wide backend and the CPU kernels it runs: set up once, never torn down.
+fn started() -> Result<&'static (LlamaBackend, CpuKernels), ModelError> {
+    static STARTED: OnceLock<Result<(LlamaBackend, CpuKernels), String>> = OnceLock::new();
+    STARTED
         .get_or_init(|| {
-            let backend = LlamaBackend::init().map_err(|e| e.to_string())?;
             // llama.cpp logs through `tracing` (debug level) instead of writing to stderr.
             llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
-            Ok(backend)
+            // Variant modules must be loaded before the backend starts.
+            let kernels = cpu::load()?;
+            let backend = LlamaBackend::init().map_err(|e| e.to_string())?;
+            tracing::info!(kernels = %kernels, device = %cpu::cpu_device(), "llama.cpp CPU kernels");
+            Ok((backend, kernels))
         })
         .as_ref()
         .map_err(|e| ModelError::Internal(format!("cannot start llama.cpp: {e}")))
+}
+
+/// llama.cpp's process-wide backend.
+pub(crate) fn backend() -> Result<&'static LlamaBackend, ModelError> {
+    Ok(&started()?.0)
+}
+
+/// The CPU kernels llama.cpp runs in this process (loading them on first use).
+pub fn cpu_kernels() -> Result<&'static CpuKernels, ModelError> {
+    Ok(&started()?.1)
 }
 
 /// A GGUF model in memory with its chat template.
