@@ -414,7 +414,7 @@ impl Sequence {
     }
 }
 
-fn token_logprob(
+pub(crate) fn token_logprob(
     model: &LoadedModel,
     logits: &[f32],
     token: TokenId,

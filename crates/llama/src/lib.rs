@@ -6,6 +6,8 @@
 //! - [`SequenceHandle`]: one sequence of an engine's context lent to a token-level strategy:
 //!   evaluation with the logits of chosen positions and cache roll-back, batched by the scheduler
 //!   with everything else the engine runs.
+//! - [`speculative::Speculative`]: speculative decoding (a draft model, prompt lookup, a suffix
+//!   cache) as a [`tandem_core::ChatModel`] over sequence handles.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -20,6 +22,7 @@ mod chat;
 mod engine;
 mod model;
 mod sequence;
+pub mod speculative;
 
 pub use engine::{EngineLoad, EngineOptions, LlamaEngine};
 pub use model::LoadedModel;
