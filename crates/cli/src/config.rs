@@ -214,6 +214,8 @@ fn default_embedding_batch_size() -> usize {
 pub enum PipelineConfig {
     /// One model or pipeline answers, unchanged: a second name for it.
     Direct(DirectConfig),
+    /// Speculative decoding: a draft proposes tokens, the target verifies several per step.
+    Speculative(SpeculativeConfig),
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -222,11 +224,63 @@ pub struct DirectConfig {
     pub model: String,
 }
 
+/// `strategy = "speculative"`: the answer is the target's (greedy: its argmax at every position;
+/// sampled: its distribution), produced faster when drafts are accepted.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpeculativeConfig {
+    /// A local model: the one whose output the pipeline gives.
+    pub target: String,
+    /// A local model with the target's vocabulary, or `prompt_lookup` (drafts copied from the
+    /// prompt and answer so far), or `suffix` (also from earlier requests under the same API key).
+    pub draft: String,
+    /// Most tokens drafted per step.
+    #[serde(default = "default_k")]
+    pub k: usize,
+    /// A draft model stops drafting when its most probable token is less likely than this.
+    #[serde(default = "default_p_min")]
+    pub p_min: f32,
+    /// Shortest tail of the text a lookup may continue (`prompt_lookup`, `suffix`).
+    #[serde(default = "default_min_match")]
+    pub min_match: usize,
+    /// Fall back to plain decoding while drafting does not pay, probing again later.
+    #[serde(default = "default_true")]
+    pub fallback: bool,
+    /// Tokens of earlier requests the suffix cache keeps per API key.
+    #[serde(default = "default_suffix_tokens")]
+    pub suffix_tokens: usize,
+}
+
+/// The `draft` values that are not model names.
+pub const DRAFTLESS: [&str; 2] = ["prompt_lookup", "suffix"];
+
+fn default_k() -> usize {
+    8
+}
+
+fn default_p_min() -> f32 {
+    0.75
+}
+
+fn default_min_match() -> usize {
+    2
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_suffix_tokens() -> usize {
+    1_000_000
+}
+
 /// What a pipeline needs from a name it uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
     /// A chat model or a pipeline, called through `ChatModel`.
     Chat,
+    /// A local model, used at the token level (its engine's sequence handles).
+    Engine,
 }
 
 /// One name a pipeline uses: the key that holds it, the name, and what the strategy needs of it.
@@ -246,6 +300,21 @@ impl PipelineConfig {
                 name: &direct.model,
                 need: Need::Chat,
             }],
+            PipelineConfig::Speculative(spec) => {
+                let mut uses = vec![Use {
+                    key: "target",
+                    name: &spec.target,
+                    need: Need::Engine,
+                }];
+                if !DRAFTLESS.contains(&spec.draft.as_str()) {
+                    uses.push(Use {
+                        key: "draft",
+                        name: &spec.draft,
+                        need: Need::Engine,
+                    });
+                }
+                uses
+            }
         }
     }
 }
@@ -328,6 +397,17 @@ impl Config {
             for used in pipeline.uses() {
                 self.check_use(name, used)?;
             }
+            if let PipelineConfig::Speculative(spec) = pipeline {
+                if spec.k == 0 || spec.min_match == 0 || spec.suffix_tokens == 0 {
+                    bail!("pipelines.{name}: k, min_match and suffix_tokens must be at least 1");
+                }
+                if !(0.0..=1.0).contains(&spec.p_min) {
+                    bail!(
+                        "pipelines.{name}.p_min must be between 0 and 1, got {}",
+                        spec.p_min
+                    );
+                }
+            }
         }
         self.pipeline_order()?;
         Ok(())
@@ -340,7 +420,8 @@ impl Config {
         let at = format!("pipelines.{pipeline}.{key} names `{name}`");
         let model = match (self.models.get(name), self.pipelines.contains_key(name)) {
             (Some(model), _) => model,
-            (None, true) => return Ok(()),
+            (None, true) if need == Need::Chat => return Ok(()),
+            (None, true) => bail!("{at}, a pipeline; {}", need.wanted()),
             (None, false) => bail!(
                 "{at}, which is neither a model nor a pipeline (known: {})",
                 self.names().join(", ")
@@ -348,6 +429,7 @@ impl Config {
         };
         let fits = match need {
             Need::Chat => !matches!(model, ModelConfig::Embedding(_)),
+            Need::Engine => matches!(model, ModelConfig::Local(_)),
         };
         if !fits {
             bail!("{at}, {}; {}", model.described(), need.wanted());
@@ -429,6 +511,7 @@ impl Config {
         }
         match self.pipelines.get(name)? {
             PipelineConfig::Direct(direct) => self.single_model(&direct.model),
+            PipelineConfig::Speculative(_) => None,
         }
     }
 
@@ -456,6 +539,7 @@ impl Need {
     fn wanted(self) -> &'static str {
         match self {
             Need::Chat => "this key needs a chat model or a pipeline",
+            Need::Engine => "this key needs a local model (speculative decoding works on tokens)",
         }
     }
 }
@@ -646,5 +730,42 @@ mod tests {
         assert!(error_of(&text).contains("magic"));
         let text = format!("{TWO_MODELS}{}extra = 1\n", direct("p", "small"));
         assert!(error_of(&text).contains("extra"));
+    }
+
+    fn speculative(target: &str, draft: &str, more: &str) -> String {
+        format!(
+            "{TWO_MODELS}[models.tiny]\nkind = \"local\"\nsource = \"y\"\n\
+             [pipelines.fast]\nstrategy = \"speculative\"\ntarget = \"{target}\"\n\
+             draft = \"{draft}\"\n{more}"
+        )
+    }
+
+    #[test]
+    fn a_speculative_pipeline_names_local_models_or_a_draftless_source() {
+        let config = Config::parse(&speculative("small", "tiny", "k = 4\np_min = 0.5\n")).unwrap();
+        let PipelineConfig::Speculative(spec) = &config.pipelines["fast"] else {
+            panic!("not speculative");
+        };
+        assert_eq!((spec.k, spec.p_min, spec.min_match), (4, 0.5, 2));
+        assert!(spec.fallback);
+        assert_eq!(config.models_under("fast").unwrap(), ["small", "tiny"]);
+        assert_eq!(config.single_model("fast"), None);
+        for draft in ["prompt_lookup", "suffix"] {
+            let config = Config::parse(&speculative("small", draft, "")).unwrap();
+            assert_eq!(config.models_under("fast").unwrap(), ["small"]);
+        }
+    }
+
+    #[test]
+    fn speculative_errors_name_the_bad_key() {
+        assert!(error_of(&speculative("big", "tiny", "")).contains(
+            "pipelines.fast.target names `big`, a remote model; this key needs a local model"
+        ));
+        let nested = format!("{}{}", speculative("small", "p", ""), direct("p", "tiny"));
+        assert!(error_of(&nested).contains("pipelines.fast.draft names `p`, a pipeline"));
+        assert!(error_of(&speculative("small", "tiny", "p_min = 1.5\n"))
+            .contains("pipelines.fast.p_min"));
+        assert!(error_of(&speculative("small", "tiny", "k = 0\n")).contains("k, min_match"));
+        assert!(error_of(&speculative("small", "tiny", "draft_k = 3\n")).contains("draft_k"));
     }
 }
