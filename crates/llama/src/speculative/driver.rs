@@ -67,6 +67,9 @@ pub struct SpeculativeStats {
     pub tokens_from_target: u64,
     /// True when the pipeline was decoding plainly at the end because drafting did not pay.
     pub fallback: bool,
+    /// Milliseconds from the request to both models having read the prompt; what follows is
+    /// decoding.
+    pub prompt_ms: f64,
 }
 
 pub(crate) struct Driver {
@@ -113,6 +116,10 @@ impl Driver {
         tokio::select! {
             _ = events.closed() => {}
             _ = async {
+                if let Err(e) = self.read_prompt().await {
+                    let _ = self.events.send(Err(e));
+                    return;
+                }
                 loop {
                     match self.step().await {
                         Ok(None) => continue,
@@ -128,6 +135,27 @@ impl Driver {
                 }
             } => {}
         }
+    }
+
+    /// Both models read the prompt but its last token (which the first step feeds), at once: they
+    /// run on different engines.
+    async fn read_prompt(&mut self) -> Result<(), ModelError> {
+        let head = &self.context[..self.context.len() - 1];
+        if !head.is_empty() {
+            let target = self.target.eval(head, 0);
+            match &mut self.drafter {
+                Drafter::Model { handle, .. } => {
+                    let (t, d) = tokio::join!(target, handle.eval(head, 0));
+                    t?;
+                    d?;
+                }
+                _ => {
+                    target.await?;
+                }
+            }
+        }
+        self.stats.prompt_ms = self.received.elapsed().as_secs_f64() * 1000.0;
+        Ok(())
     }
 
     /// One target evaluation; `Some` when the answer is complete.
