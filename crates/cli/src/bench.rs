@@ -8,6 +8,9 @@
 //!   binary, it runs it in the same invocation and reports our/llama.cpp ratios. Every column's
 //!   spread is computed as llama-bench computes its own.
 //! - `concurrent`: aggregate generation throughput of the batching engine with 1, 2, 4... clients.
+//! - `speculative`: speculative decoding against plain decoding of the target ([`speculative`]).
+
+mod speculative;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -47,6 +50,32 @@ pub enum BenchCommand {
         #[arg(long)]
         llama_bench: Option<PathBuf>,
         /// Also write the report (Markdown) to this file.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Speculative decoding (draft model, prompt lookup, suffix cache) against plain decoding of
+    /// the target on a fixed set of code prompts, with llama.cpp's own tools beside.
+    Speculative {
+        /// The target: a local model of the configuration, or a catalog name.
+        #[arg(long, default_value = "qwen2.5-coder-1.5b")]
+        target: String,
+        /// The draft model, with the target's vocabulary.
+        #[arg(long, default_value = "qwen2.5-coder-0.5b")]
+        draft: String,
+        /// Threads of each engine.
+        #[arg(long, short)]
+        threads: Option<i32>,
+        #[arg(long, default_value_t = 96)]
+        max_tokens: u32,
+        /// Most drafted tokens per step.
+        #[arg(long, default_value_t = 8)]
+        k: usize,
+        #[arg(long, default_value_t = 0.75)]
+        p_min: f32,
+        /// The directory of llama-speculative, llama-lookup and llama-bench
+        /// (scripts/build-llama-tools.sh), run on the same prompts as the yardstick.
+        #[arg(long)]
+        llama_tools: Option<PathBuf>,
         #[arg(long)]
         output: Option<PathBuf>,
     },
@@ -124,6 +153,33 @@ pub async fn run(command: BenchCommand, config: Config, fetcher: &Fetcher) -> Re
                 tokio::task::spawn_blocking(move || decode(&path, &sizes, llama_bench.as_deref()))
                     .await??;
             (report, output)
+        }
+        BenchCommand::Speculative {
+            target,
+            draft,
+            threads,
+            max_tokens,
+            k,
+            p_min,
+            llama_tools,
+            output,
+        } => {
+            let path = |model: String| Target {
+                model,
+                file: None,
+                threads,
+            };
+            let target = path(target);
+            let settings = speculative::Settings {
+                target: target.path(&config, fetcher).await?,
+                draft: path(draft).path(&config, fetcher).await?,
+                threads: target.threads(),
+                max_tokens,
+                k,
+                p_min,
+                llama_tools,
+            };
+            (speculative::run(settings).await?, output)
         }
         BenchCommand::Concurrent {
             target,

@@ -244,6 +244,8 @@ pub enum PipelineConfig {
     /// The small model answers first; a confidence signal under the threshold escalates to the
     /// large one.
     Cascade(CascadeConfig),
+    /// Speculative decoding: a draft proposes tokens, the target verifies several per step.
+    Speculative(SpeculativeConfig),
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -355,6 +357,52 @@ fn default_cascade_sample_temperature() -> f32 {
     0.8
 }
 
+/// `strategy = "speculative"`: the answer is the target's (greedy: its argmax at every position;
+/// sampled: its distribution), produced faster when drafts are accepted.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpeculativeConfig {
+    /// A local model: the one whose output the pipeline gives.
+    pub target: String,
+    /// A local model with the target's vocabulary, or `prompt_lookup` (drafts copied from the
+    /// prompt and answer so far), or `suffix` (also from earlier requests under the same API key).
+    pub draft: String,
+    /// Most tokens drafted per step.
+    #[serde(default = "default_k")]
+    pub k: usize,
+    /// A draft model stops drafting when its most probable token is less likely than this.
+    #[serde(default = "default_p_min")]
+    pub p_min: f32,
+    /// Shortest tail of the text a lookup may continue (`prompt_lookup`, `suffix`).
+    #[serde(default = "default_min_match")]
+    pub min_match: usize,
+    /// Fall back to plain decoding while drafting does not pay, probing again later.
+    #[serde(default = "default_true")]
+    pub fallback: bool,
+    /// Tokens of earlier requests the suffix cache keeps per API key.
+    #[serde(default = "default_suffix_tokens")]
+    pub suffix_tokens: usize,
+}
+
+/// The `draft` values that are not model names.
+pub const DRAFTLESS: [&str; 2] = ["prompt_lookup", "suffix"];
+
+fn default_k() -> usize {
+    8
+}
+
+fn default_p_min() -> f32 {
+    0.75
+}
+
+fn default_min_match() -> usize {
+    2
+}
+
+fn default_suffix_tokens() -> usize {
+    1_000_000
+}
+
 /// What a pipeline needs from a name it uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
@@ -406,6 +454,21 @@ impl PipelineConfig {
                 }
                 uses
             }
+            PipelineConfig::Speculative(spec) => {
+                let mut uses = vec![Use {
+                    key: "target",
+                    name: &spec.target,
+                    need: Need::Local,
+                }];
+                if !DRAFTLESS.contains(&spec.draft.as_str()) {
+                    uses.push(Use {
+                        key: "draft",
+                        name: &spec.draft,
+                        need: Need::Local,
+                    });
+                }
+                uses
+            }
         }
     }
 
@@ -417,6 +480,17 @@ impl PipelineConfig {
             | PipelineConfig::Redact(_)
             | PipelineConfig::KeepLocal(_)
             | PipelineConfig::Rewrite(_) => {}
+            PipelineConfig::Speculative(spec) => {
+                if spec.k == 0 || spec.min_match == 0 || spec.suffix_tokens == 0 {
+                    bail!("pipelines.{name}: k, min_match and suffix_tokens must be at least 1");
+                }
+                if !(0.0..=1.0).contains(&spec.p_min) {
+                    bail!(
+                        "pipelines.{name}.p_min must be between 0 and 1, got {}",
+                        spec.p_min
+                    );
+                }
+            }
             PipelineConfig::Router(router) => {
                 let perplexity = router.router == PERPLEXITY_ROUTER;
                 if perplexity && router.threshold.is_none() {
@@ -541,9 +615,10 @@ impl Config {
     /// `keep_local` pipeline's `local` must not reach a remote model.
     fn check_privacy(&self, name: &str, pipeline: &PipelineConfig) -> Result<()> {
         let (detect, max_text_bytes) = match pipeline {
-            PipelineConfig::Direct(_) | PipelineConfig::Cascade(_) | PipelineConfig::Router(_) => {
-                return Ok(())
-            }
+            PipelineConfig::Direct(_)
+            | PipelineConfig::Cascade(_)
+            | PipelineConfig::Router(_)
+            | PipelineConfig::Speculative(_) => return Ok(()),
             PipelineConfig::Redact(redact) => (&redact.detect, redact.max_text_bytes),
             PipelineConfig::KeepLocal(keep) => {
                 if !(0.0..=1.0).contains(&keep.threshold) {
@@ -679,7 +754,8 @@ impl Config {
             | PipelineConfig::Redact(_)
             | PipelineConfig::KeepLocal(_)
             | PipelineConfig::Rewrite(_)
-            | PipelineConfig::Router(_) => None,
+            | PipelineConfig::Router(_)
+            | PipelineConfig::Speculative(_) => None,
         }
     }
 
@@ -959,5 +1035,42 @@ mod tests {
             "{TWO_MODELS}[pipelines.p]\nstrategy = \"redact\"\nmodel = \"big\"\ndetect = {{ kinds = [\"dna\"] }}\n"
         );
         assert!(error_of(&unknown_key).contains("dna"));
+    }
+
+    fn speculative(target: &str, draft: &str, more: &str) -> String {
+        format!(
+            "{TWO_MODELS}[models.tiny]\nkind = \"local\"\nsource = \"y\"\n\
+             [pipelines.fast]\nstrategy = \"speculative\"\ntarget = \"{target}\"\n\
+             draft = \"{draft}\"\n{more}"
+        )
+    }
+
+    #[test]
+    fn a_speculative_pipeline_names_local_models_or_a_draftless_source() {
+        let config = Config::parse(&speculative("small", "tiny", "k = 4\np_min = 0.5\n")).unwrap();
+        let PipelineConfig::Speculative(spec) = &config.pipelines["fast"] else {
+            panic!("not speculative");
+        };
+        assert_eq!((spec.k, spec.p_min, spec.min_match), (4, 0.5, 2));
+        assert!(spec.fallback);
+        assert_eq!(config.models_under("fast").unwrap(), ["small", "tiny"]);
+        assert_eq!(config.single_model("fast"), None);
+        for draft in ["prompt_lookup", "suffix"] {
+            let config = Config::parse(&speculative("small", draft, "")).unwrap();
+            assert_eq!(config.models_under("fast").unwrap(), ["small"]);
+        }
+    }
+
+    #[test]
+    fn speculative_errors_name_the_bad_key() {
+        assert!(error_of(&speculative("big", "tiny", "")).contains(
+            "pipelines.fast.target names `big`, a remote model; this key needs a local model"
+        ));
+        let nested = format!("{}{}", speculative("small", "p", ""), direct("p", "tiny"));
+        assert!(error_of(&nested).contains("pipelines.fast.draft names `p`, a pipeline"));
+        assert!(error_of(&speculative("small", "tiny", "p_min = 1.5\n"))
+            .contains("pipelines.fast.p_min"));
+        assert!(error_of(&speculative("small", "tiny", "k = 0\n")).contains("k, min_match"));
+        assert!(error_of(&speculative("small", "tiny", "draft_k = 3\n")).contains("draft_k"));
     }
 }

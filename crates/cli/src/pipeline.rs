@@ -20,7 +20,8 @@ use tandem_route::{
 };
 use tandem_store::{SqliteStore, Store};
 
-use crate::config::{Config, PipelineConfig, RouterConfig, PERPLEXITY_ROUTER};
+use crate::config::{Config, PipelineConfig, RouterConfig, SpeculativeConfig, PERPLEXITY_ROUTER};
+use tandem_llama::speculative::{DraftSource, Speculative, SpeculativeOptions, SuffixCache};
 
 /// The live models and pipelines, by name.
 #[derive(Default)]
@@ -60,11 +61,13 @@ impl Registry {
     /// The local model called `name`, at the token level: its one batching engine, shared with
     /// every other user of the model.
     pub fn engine(&self, name: &str) -> Result<Arc<LlamaEngine>> {
-        self.engines.get(name).cloned().ok_or_else(|| {
-            anyhow!(
-                "`{name}` is not a loaded local model; this strategy reads its tokens and logits"
-            )
-        })
+        if let Some(engine) = self.engines.get(name) {
+            return Ok(Arc::clone(engine));
+        }
+        if self.chat.contains_key(name) {
+            bail!("`{name}` is not a local model; this strategy reads its tokens and logits");
+        }
+        Err(anyhow!("model `{name}` was not loaded"))
     }
 
     pub fn embedder(&self, name: &str) -> Result<Arc<Embedder>> {
@@ -156,6 +159,7 @@ fn build(
             ))
         }
         PipelineConfig::Router(router) => self::router(name, router, registry, store)?,
+        PipelineConfig::Speculative(spec) => speculative(name, spec, registry)?,
     })
 }
 
@@ -235,4 +239,26 @@ impl LazyStore {
         self.store = Some(store.clone());
         Ok(store)
     }
+}
+
+fn speculative(
+    name: &str,
+    spec: &SpeculativeConfig,
+    registry: &Registry,
+) -> Result<Arc<dyn ChatModel>> {
+    let draft = match spec.draft.as_str() {
+        "prompt_lookup" => DraftSource::PromptLookup,
+        "suffix" => DraftSource::Suffix(Arc::new(SuffixCache::new(spec.suffix_tokens))),
+        model => DraftSource::Model(registry.engine(model)?),
+    };
+    let mut options = SpeculativeOptions::new(name);
+    options.max_draft = spec.k;
+    options.p_min = spec.p_min;
+    options.min_match = spec.min_match;
+    options.fallback = spec.fallback;
+    Ok(Arc::new(Speculative::new(
+        registry.engine(&spec.target)?,
+        draft,
+        options,
+    )?))
 }

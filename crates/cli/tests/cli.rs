@@ -110,6 +110,34 @@ fn a_cascade_pipeline_from_the_config_escalates_under_its_threshold() {
 }
 
 #[test]
+fn a_speculative_pipeline_is_built_from_the_config_and_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path());
+    let mut toml = std::fs::read_to_string(&path).unwrap();
+    toml.push_str(
+        "\n[pipelines.fast]\nstrategy = \"speculative\"\ntarget = \"small\"\ndraft = \"prompt_lookup\"\nk = 4\n",
+    );
+    std::fs::write(&path, toml).unwrap();
+    let output = tandem(&path)
+        .args([
+            "run",
+            "Repeat exactly: one two three one two three one two three",
+            "--model",
+            "fast",
+            "--max-tokens",
+            "12",
+            "--temperature",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("one two"), "{stdout}");
+    assert!(stderr.contains("12 completion tokens"), "{stderr}");
+}
+
+#[test]
 fn chat_keeps_a_conversation_until_exit() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = tandem(&config(dir.path()))

@@ -55,6 +55,11 @@ pub struct ChatCompletionRequest {
     /// Every other field, by name.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// Who is asking, as an opaque id the server derives from the API key; never on the wire.
+    /// State kept across requests (a speculative pipeline's suffix cache) is never shared
+    /// between tenants.
+    #[serde(skip)]
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

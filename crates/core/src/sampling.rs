@@ -128,6 +128,77 @@ impl Sampler {
     }
 }
 
+impl SamplingParams {
+    /// True when these settings always pick the most probable token, as [`Sampler`] does.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0 || self.top_k == 1
+    }
+
+    /// The distribution [`Sampler::sample`] draws from, as one probability per token of the
+    /// vocabulary (0 outside the top-k cut and the nucleus), summing to 1. Speculative decoding
+    /// applies it alike to the target's and the draft's logits, so that rejection sampling keeps
+    /// the target's distribution under the request's own settings.
+    pub fn probabilities(&self, logits: &[f32]) -> Vec<f32> {
+        let mut probs = vec![0.0f32; logits.len()];
+        if logits.is_empty() {
+            return probs;
+        }
+        if self.is_greedy() {
+            probs[argmax(logits) as usize] = 1.0;
+            return probs;
+        }
+        let mut candidates: Vec<(TokenId, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as TokenId, l))
+            .collect();
+        if self.top_k > 0 && self.top_k < candidates.len() {
+            candidates.select_nth_unstable_by(self.top_k - 1, |a, b| b.1.total_cmp(&a.1));
+            candidates.truncate(self.top_k);
+        }
+        let max = candidates
+            .iter()
+            .map(|c| c.1)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let temperature = f64::from(self.temperature);
+        let mut total = 0.0f64;
+        for c in &mut candidates {
+            c.1 = (f64::from(c.1 - max) / temperature).exp() as f32;
+            total += f64::from(c.1);
+        }
+        let kept_mass = if self.top_p < 1.0 {
+            keep_nucleus(&mut candidates, total * f64::from(self.top_p))
+        } else {
+            total
+        };
+        for (token, p) in candidates {
+            probs[token as usize] = (f64::from(p) / kept_mass) as f32;
+        }
+        probs
+    }
+}
+
+/// Draws an index from unnormalised non-negative weights; `None` when they sum to zero.
+pub fn draw(weights: &[f32], rng: &mut impl Rng) -> Option<TokenId> {
+    let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+    if total <= 0.0 {
+        return None;
+    }
+    let mut target = rng.random::<f64>() * total;
+    let mut last = None;
+    for (i, &w) in weights.iter().enumerate() {
+        if w <= 0.0 {
+            continue;
+        }
+        last = Some(i as TokenId);
+        target -= f64::from(w);
+        if target <= 0.0 {
+            break;
+        }
+    }
+    last
+}
+
 /// Keeps the smallest set of most probable candidates whose mass reaches `mass`, sorted by
 /// probability; returns the kept mass. Partitions a growing prefix instead of sorting the whole
 /// vocabulary, since the nucleus is usually a few dozen tokens out of tens of thousands.
@@ -296,6 +367,46 @@ mod tests {
         let kept = keep_nucleus(&mut candidates, 500.0);
         assert_eq!(candidates.len(), 500);
         assert!((kept - 500.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn probabilities_are_the_distribution_the_sampler_draws_from() {
+        // Probabilities about 0.64, 0.24, 0.09, 0.03 before the cuts.
+        let logits: Vec<f32> = [0.64f32, 0.24, 0.09, 0.03].iter().map(|p| p.ln()).collect();
+        for (top_p, top_k) in [(1.0, 0), (0.8, 0), (1.0, 3), (0.95, 2)] {
+            let params = params(0.8, top_p, top_k, 3);
+            let probs = params.probabilities(&logits);
+            assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{probs:?}");
+            let mut sampler = Sampler::new(&params);
+            let runs = 20_000;
+            let mut seen = [0usize; 4];
+            for _ in 0..runs {
+                seen[sampler.sample(&logits).unwrap() as usize] += 1;
+            }
+            for (token, &p) in probs.iter().enumerate() {
+                let observed = seen[token] as f32 / runs as f32;
+                // Four standard deviations of a binomial share at 20000 draws is under 0.015.
+                assert!(
+                    (observed - p).abs() < 0.015,
+                    "top_p {top_p} top_k {top_k}: token {token} drawn {observed}, p {p}"
+                );
+            }
+        }
+        let greedy = params(0.0, 1.0, 0, 1).probabilities(&logits);
+        assert_eq!(greedy, vec![1.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn draw_follows_the_weights_and_skips_zeros() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let weights = [0.0, 3.0, 0.0, 1.0];
+        let mut seen = [0usize; 4];
+        for _ in 0..4000 {
+            seen[draw(&weights, &mut rng).unwrap() as usize] += 1;
+        }
+        assert_eq!(seen[0] + seen[2], 0, "{seen:?}");
+        assert!((2800..3200).contains(&seen[1]), "{seen:?}");
+        assert_eq!(draw(&[0.0, 0.0], &mut rng), None);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -100,6 +100,8 @@ pub struct EngineLoad {
 struct Occupancy {
     admitted: AtomicUsize,
     active: AtomicUsize,
+    /// llama.cpp decodes run so far.
+    steps: AtomicUsize,
     model: String,
 }
 
@@ -166,6 +168,7 @@ impl LlamaEngine {
         let occupancy = Arc::new(Occupancy {
             admitted: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
+            steps: AtomicUsize::new(0),
             model: options.name.clone(),
         });
         let scheduler = Scheduler {
@@ -192,6 +195,12 @@ impl LlamaEngine {
     /// Requests holding a sequence and requests waiting for one, now.
     pub fn load(&self) -> EngineLoad {
         self.occupancy.load()
+    }
+
+    /// Decode steps run since the engine started: fewer steps for the same tokens means more
+    /// requests shared each step.
+    pub fn decode_steps(&self) -> usize {
+        self.occupancy.steps.load(Ordering::SeqCst)
     }
 
     pub fn model(&self) -> &Arc<LoadedModel> {
@@ -414,7 +423,7 @@ impl Sequence {
     }
 }
 
-fn token_logprob(
+pub(crate) fn token_logprob(
     model: &LoadedModel,
     logits: &[f32],
     token: TokenId,
@@ -515,6 +524,7 @@ impl Scheduler {
             batch: LlamaBatch::new(self.options.batch_size as usize, 1),
             slots: (0..self.options.parallel).map(|_| None).collect(),
             waiting: VecDeque::new(),
+            answered: Vec::new(),
         };
         loop {
             // A disconnected queue (the engine and every handle dropped) still lets running
@@ -530,6 +540,7 @@ impl Scheduler {
                 }
                 continue;
             }
+            running.gather(&queue);
             running.step();
         }
     }
@@ -544,7 +555,16 @@ struct Running<'m> {
     batch: LlamaBatch<'static>,
     slots: Vec<Option<Occupant>>,
     waiting: VecDeque<Waiting>,
+    /// Handles answered by the last step: their next evaluation is usually on its way.
+    answered: Vec<usize>,
 }
+
+/// How long a step with work waits for the handles answered by the previous step. A driver turns
+/// an answer into its next evaluation in well under a millisecond; without the wait, the first
+/// one back would take a step alone and concurrent speculative requests would fall into
+/// alternating one-sequence steps instead of sharing each. A handle whose driver moved on to
+/// another engine costs one wait, a small fraction of a step.
+const GATHER: Duration = Duration::from_millis(2);
 
 /// What a row of the batch's logits is for.
 #[derive(Clone, Copy)]
@@ -658,6 +678,22 @@ impl Running<'_> {
         self.occupancy.publish();
     }
 
+    /// Waits (at most [`GATHER`]) for the handles answered by the last step to send their next
+    /// evaluation, so that they join this step.
+    fn gather(&mut self, queue: &Receiver<Command>) {
+        let deadline = Instant::now() + GATHER;
+        while self.answered.iter().any(
+            |&seq| matches!(&self.slots[seq], Some(Occupant::Handle(h)) if h.pending.is_none()),
+        ) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match queue.recv_timeout(left) {
+                Ok(command) => self.accept(command),
+                Err(_) => break,
+            }
+        }
+        self.answered.clear();
+    }
+
     fn has_work(&self) -> bool {
         self.slots.iter().flatten().any(|occupant| match occupant {
             Occupant::Chat(_) => true,
@@ -747,6 +783,7 @@ impl Running<'_> {
         if used == 0 {
             return;
         }
+        self.occupancy.steps.fetch_add(1, Ordering::SeqCst);
         let result = match failure {
             Some(e) => Err(e),
             None => self
@@ -774,7 +811,7 @@ impl Running<'_> {
                 self.free(row.seq);
             }
         }
-        for slot in self.slots.iter_mut() {
+        for (seq, slot) in self.slots.iter_mut().enumerate() {
             let Some(Occupant::Handle(handle)) = slot else {
                 continue;
             };
@@ -785,6 +822,7 @@ impl Running<'_> {
             {
                 let pending = handle.pending.take().expect("checked above");
                 let _ = pending.request.reply.send(Ok(pending.logits));
+                self.answered.push(seq);
             }
         }
     }

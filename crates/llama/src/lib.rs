@@ -8,6 +8,8 @@
 //!   with everything else the engine runs.
 //! - [`cpu_kernels`]: which of ggml's CPU kernels this process runs (a `cpu-variants` build picks
 //!   the best for the CPU at start-up).
+//! - [`speculative::Speculative`]: speculative decoding (a draft model, prompt lookup, a suffix
+//!   cache) as a [`tandem_core::ChatModel`] over sequence handles.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -23,6 +25,7 @@ mod cpu;
 mod engine;
 mod model;
 mod sequence;
+pub mod speculative;
 
 pub use cpu::{CpuKernels, VARIANT_ENV};
 pub use engine::{EngineLoad, EngineOptions, LlamaEngine};

@@ -161,6 +161,28 @@ impl LoadedModel {
         Ok(tokens)
     }
 
+    /// A chat as the template renders it, markers included: the prompt text llama.cpp's own
+    /// tools (which parse special tokens in their prompt) read as [`LoadedModel::chat_prompt`]'s
+    /// tokens, for benchmarks that run them beside Tandem.
+    pub fn chat_text(&self, messages: &[Message]) -> Result<String, ModelError> {
+        let roles: Vec<Role> = messages
+            .iter()
+            .map(|m| match m.role {
+                Role::Developer => Role::System,
+                role => role,
+            })
+            .collect();
+        let contents = messages
+            .iter()
+            .map(|m| {
+                m.content
+                    .text()
+                    .ok_or_else(|| ModelError::Internal("only text content is supported".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.render(&roles, &contents)
+    }
+
     /// The template applied to messages of `roles` with `contents`.
     pub(crate) fn render(&self, roles: &[Role], contents: &[String]) -> Result<String, ModelError> {
         let chat = roles

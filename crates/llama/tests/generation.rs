@@ -518,3 +518,36 @@ async fn a_handle_shares_decode_steps_with_chat_requests() {
     assert_eq!(argmax(again.row(0)), argmax(solo.row(0)));
     assert_eq!(greedy[0], argmax(solo.row(0)));
 }
+
+#[tokio::test]
+async fn concurrent_handles_share_decode_steps() {
+    let mut options = EngineOptions::new("smollm2-pair");
+    options.context_size = 256;
+    options.parallel = 2;
+    options.threads = 1;
+    let engine = Arc::new(LlamaEngine::start(loaded_model(), options).unwrap());
+    let prompt = engine.model().tokenize("Once upon a time", true);
+    let evaluations = 20;
+    let greedy = |engine: Arc<LlamaEngine>, prompt: Vec<i32>| async move {
+        let mut handle = engine.open_sequence().await.unwrap();
+        let mut next = prompt;
+        for _ in 0..evaluations {
+            let logits = handle.eval(&next, 1).await.unwrap();
+            next = vec![argmax(logits.row(0))];
+            // A strategy's own work on the logits before its next evaluation (a softmax over a
+            // large vocabulary, a verification) takes a moment.
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+    };
+    let before = engine.decode_steps();
+    futures::join!(
+        greedy(Arc::clone(&engine), prompt.clone()),
+        greedy(Arc::clone(&engine), prompt)
+    );
+    let steps = engine.decode_steps() - before;
+    // 20 steps if every step carried both handles' tokens, 40 if none did.
+    assert!(
+        steps <= evaluations + 4,
+        "{steps} decode steps for 2 x {evaluations} evaluations"
+    );
+}

@@ -12,6 +12,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use futures::StreamExt;
 use tandem_core::openai::{
@@ -25,15 +26,19 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::{Instrument, Span};
 
 use crate::error::{ApiError, OVERLOADED};
-use crate::{metrics, unix_now, AppState};
+use crate::{metrics, unix_now, AppState, Tenant};
 
 pub(crate) async fn completions(
     State(state): State<AppState>,
+    tenant: Option<Extension<Tenant>>,
     body: Result<Json<ChatCompletionRequest>, JsonRejection>,
 ) -> Response {
     let started = Instant::now();
     let request = match body {
-        Ok(Json(request)) => request,
+        Ok(Json(request)) => ChatCompletionRequest {
+            tenant: tenant.map(|Extension(Tenant(id))| id),
+            ..request
+        },
         Err(rejection) => {
             let error = ApiError::from(rejection);
             finished("unknown", error.status.as_u16(), started);
