@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
+use tandem_core::constraint::Constraint;
 use tandem_core::openai::{ChatCompletionRequest, FinishReason, TokenLogprob, TopLogprob, Usage};
 use tandem_core::sampling::{log_sum_exp, top_logprobs, Sampler, SamplingParams};
 use tandem_core::text::TextAssembler;
@@ -35,6 +36,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::model::{backend, LoadedModel};
+use crate::output::Prepared;
 use crate::session::{context_params, LlamaSession, SessionOptions};
 
 /// How a local model is served.
@@ -137,6 +139,8 @@ impl Occupancy {
 struct Job {
     prompt: Vec<TokenId>,
     params: SamplingParams,
+    /// What the sampler may draw, beyond the logits (a grammar for structured output).
+    constraint: Option<Box<dyn Constraint>>,
     events: UnboundedSender<Result<ChatEvent, ModelError>>,
     received: Instant,
 }
@@ -216,7 +220,8 @@ impl ChatModel for LlamaEngine {
     async fn stream(&self, request: ChatCompletionRequest) -> Result<ChatStream, ModelError> {
         let received = Instant::now();
         validate(&request)?;
-        let prompt = self.model.chat_prompt(&request.messages)?;
+        let mut output = Prepared::new(&self.model, &request)?;
+        let prompt = std::mem::take(&mut output.prompt);
         if prompt.len() >= self.options.context_size as usize {
             return Err(ModelError::ContextOverflow {
                 model: self.options.name.clone(),
@@ -238,6 +243,7 @@ impl ChatModel for LlamaEngine {
         let job = Job {
             prompt,
             params: SamplingParams::from_request(&request),
+            constraint: output.constraint.take(),
             events,
             received,
         };
@@ -247,7 +253,7 @@ impl ChatModel for LlamaEngine {
                 "the llama.cpp scheduler has stopped".into(),
             ));
         }
-        Ok(UnboundedReceiverStream::new(receiver).boxed())
+        Ok(output.read(UnboundedReceiverStream::new(receiver).boxed()))
     }
 }
 
@@ -267,9 +273,9 @@ struct Sequence {
 }
 
 impl Sequence {
-    fn new(job: Job) -> Self {
+    fn new(mut job: Job) -> Self {
         Sequence {
-            sampler: Sampler::new(&job.params),
+            sampler: Sampler::new(&job.params).with_constraint(job.constraint.take()),
             text: TextAssembler::new(job.params.stop.clone()),
             job,
             prompt_fed: 0,

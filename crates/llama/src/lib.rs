@@ -17,7 +17,10 @@
 
 mod chat;
 mod engine;
+mod grammar;
+mod jinja;
 mod model;
+mod output;
 mod session;
 
 pub use engine::{EngineLoad, EngineOptions, LlamaEngine};

@@ -39,6 +39,7 @@ async fn stream_text(request: ChatCompletionRequest) -> (Vec<String>, FinishReas
     while let Some(event) = stream.next().await {
         match event.expect("no error mid-stream") {
             ChatEvent::Delta { text, .. } => deltas.push(text),
+            ChatEvent::ToolCall(call) => panic!("no tools were offered, yet {call:?}"),
             ChatEvent::Done(done) => {
                 return (deltas, done.finish_reason, done.usage.completion_tokens)
             }

@@ -316,7 +316,8 @@ impl ChatModel for RemoteModel {
                 "upstream answered"
             );
             Ok(ChatOutput {
-                text: choice.message.content,
+                text: choice.message.content.unwrap_or_default(),
+                tool_calls: choice.message.tool_calls.unwrap_or_default(),
                 logprobs: wants_logprobs
                     .then(|| choice.logprobs.map(|l| l.content).unwrap_or_default()),
                 finish_reason: choice.finish_reason,
@@ -475,6 +476,9 @@ impl StreamState {
         }
         let text = choice.delta.content.unwrap_or_default();
         let logprobs = choice.logprobs.map(|l| l.content).unwrap_or_default();
+        for call in choice.delta.tool_calls.into_iter().flatten() {
+            self.ready.push_back(ChatEvent::ToolCall(call));
+        }
         if text.is_empty() && logprobs.is_empty() {
             return Ok(());
         }

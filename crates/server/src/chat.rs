@@ -123,7 +123,10 @@ async fn handle(
                 index: 0,
                 message: AssistantMessage {
                     role: Role::Assistant,
-                    content: output.text,
+                    // OpenAI's content is null in a turn that only calls tools.
+                    content: (output.tool_calls.is_empty() || !output.text.trim().is_empty())
+                        .then_some(output.text),
+                    tool_calls: (!output.tool_calls.is_empty()).then_some(output.tool_calls),
                 },
                 logprobs: output.logprobs.map(|content| ChoiceLogprobs { content }),
                 finish_reason: output.finish_reason,
@@ -186,6 +189,7 @@ impl Reply {
                 Delta {
                     role: Some(Role::Assistant),
                     content: Some(String::new()),
+                    tool_calls: None,
                 },
                 None,
             );
@@ -216,8 +220,23 @@ impl Reply {
                             Delta {
                                 role: None,
                                 content: Some(text),
+                                tool_calls: None,
                             },
                             logprobs,
+                        );
+                        if !send(to_json(&delta)).await {
+                            return;
+                        }
+                        continue;
+                    }
+                    Some(Ok(ChatEvent::ToolCall(call))) => {
+                        let delta = self.delta(
+                            Delta {
+                                role: None,
+                                content: None,
+                                tool_calls: Some(vec![call]),
+                            },
+                            None,
                         );
                         if !send(to_json(&delta)).await {
                             return;

@@ -378,6 +378,7 @@ async fn remote_client_reaches_a_real_model_through_our_server() {
     while let Some(event) = stream.next().await {
         match event.unwrap() {
             ChatEvent::Delta { text: piece, .. } => text.push_str(&piece),
+            ChatEvent::ToolCall(call) => panic!("no tools were offered, yet {call:?}"),
             ChatEvent::Done(d) => done = Some(d),
         }
     }
