@@ -437,6 +437,86 @@ mod tests {
     }
 
     #[test]
+    fn logit_bias_and_penalties_move_the_choice() {
+        let greedy = |params: SamplingParams| {
+            let mut s = Sampler::new(&params);
+            (0..4)
+                .map(|_| s.sample(&[1.0, 0.9, 0.0]).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let base = params(0.0, 1.0, 0, 1);
+        assert_eq!(greedy(base.clone()), [0, 0, 0, 0]);
+        let biased = SamplingParams {
+            logit_bias: vec![(0, -100.0)],
+            ..base.clone()
+        };
+        assert_eq!(greedy(biased), [1, 1, 1, 1]);
+        // Once drawn, a token loses 0.5 for good: token 1 wins from then on.
+        let presence = SamplingParams {
+            presence_penalty: 0.5,
+            ..base.clone()
+        };
+        assert_eq!(greedy(presence), [0, 1, 0, 0]);
+        // Each draw costs 0.15 more: the two leaders take turns.
+        let frequency = SamplingParams {
+            frequency_penalty: 0.15,
+            ..base
+        };
+        assert_eq!(greedy(frequency), [0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn min_p_drops_the_improbable() {
+        // Probabilities 0.5, 0.3, 0.15, 0.05: min_p 0.2 keeps those of at least 0.1.
+        let logits: Vec<f32> = [0.5f32, 0.3, 0.15, 0.05].iter().map(|p| p.ln()).collect();
+        let mut s = Sampler::new(&SamplingParams {
+            min_p: 0.2,
+            ..params(1.0, 1.0, 0, 3)
+        });
+        let mut seen = [0usize; 4];
+        for _ in 0..3000 {
+            seen[s.sample(&logits).unwrap() as usize] += 1;
+        }
+        assert_eq!(seen[3], 0, "{seen:?}");
+        assert!(seen[2] > 0, "{seen:?}");
+    }
+
+    /// Allows even tokens only, and records what the sampler asked.
+    struct EvenOnly(std::sync::Arc<std::sync::Mutex<(usize, Vec<TokenId>)>>);
+
+    impl Constraint for EvenOnly {
+        fn allows(&mut self, token: TokenId) -> bool {
+            token % 2 == 0
+        }
+        fn mask(&mut self, logits: &mut [f32]) {
+            self.0.lock().unwrap().0 += 1;
+            for (i, l) in logits.iter_mut().enumerate() {
+                if i % 2 == 1 {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
+        fn accept(&mut self, token: TokenId) {
+            self.0.lock().unwrap().1.push(token);
+        }
+    }
+
+    #[test]
+    fn a_constraint_is_obeyed_and_masks_only_when_it_must() {
+        let log = std::sync::Arc::new(std::sync::Mutex::new((0, Vec::new())));
+        let mut s = Sampler::new(&params(0.0, 1.0, 0, 1))
+            .with_constraint(Some(Box::new(EvenOnly(log.clone()))));
+        assert_eq!(s.sample(&[0.0, 5.0, 1.0]).unwrap(), 2);
+        assert_eq!(s.sample(&[3.0, 1.0, 0.0]).unwrap(), 0);
+        assert_eq!(*log.lock().unwrap(), (1, vec![2, 0]));
+        let mut s = Sampler::new(&params(1.0, 1.0, 0, 9))
+            .with_constraint(Some(Box::new(EvenOnly(log.clone()))));
+        for _ in 0..200 {
+            assert_eq!(s.sample(&[0.0, 0.5, 0.2, 0.4]).unwrap() % 2, 0);
+        }
+    }
+
+    #[test]
     fn logprobs_are_normalised() {
         let logits = [1.0, 2.0, 3.0];
         let lse = log_sum_exp(&logits);

@@ -55,6 +55,9 @@ const UNSUPPORTED_MESSAGE_FIELDS: &[(&str, &str)] = &[
     ("audio", "audio is not supported"),
 ];
 
+/// The most choices (`n`) one request may ask for.
+pub const MAX_CHOICES: u32 = 16;
+
 /// The most entries of `logit_bias` accepted.
 pub const MAX_LOGIT_BIAS: usize = 1024;
 
@@ -110,10 +113,16 @@ pub fn validate(request: &ChatCompletionRequest) -> Result<(), ModelError> {
         }
     }
     if let Some(n) = request.n {
-        if n != 1 {
+        if !(1..=MAX_CHOICES).contains(&n) {
             return Err(ModelError::invalid(
                 "n",
-                format!("only `n = 1` is supported, got {n}"),
+                format!("`n` must be between 1 and {MAX_CHOICES}, got {n}"),
+            ));
+        }
+        if n > 1 && request.stream {
+            return Err(ModelError::invalid(
+                "n",
+                "`n` above 1 is not supported with `stream: true`; stream one choice, or ask without streaming",
             ));
         }
     }
@@ -418,7 +427,12 @@ mod tests {
         r.messages.clear();
         assert_eq!(param_of(r).as_deref(), Some("messages"));
         let mut r = request();
-        r.n = Some(2);
+        r.n = Some(0);
+        assert_eq!(param_of(r).as_deref(), Some("n"));
+        let mut r = request();
+        r.n = Some(3);
+        assert_eq!(validate(&r), Ok(()));
+        r.stream = true;
         assert_eq!(param_of(r).as_deref(), Some("n"));
     }
 

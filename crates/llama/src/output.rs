@@ -28,6 +28,20 @@ impl Prepared {
         model: &Arc<LoadedModel>,
         request: &ChatCompletionRequest,
     ) -> Result<Self, ModelError> {
+        if request.n.is_some_and(|n| n > 1) {
+            return Err(ModelError::invalid(
+                "n",
+                "the engine generates one choice per request; the server sends `n` requests for `n` choices",
+            ));
+        }
+        if model.tool_format().is_none() {
+            if let Some(i) = request.messages.iter().position(|m| m.tool_calls.is_some()) {
+                return Err(ModelError::invalid(
+                    &format!("messages[{i}].tool_calls"),
+                    "this model's chat template does not render tool calls",
+                ));
+            }
+        }
         let calls = uses_tools(request);
         let format = match calls {
             true => Some(model.tool_format().ok_or_else(|| {

@@ -57,15 +57,35 @@ call = choice.message.tool_calls[0]
 assert call.type == "function" and call.id.startswith("call_"), call
 assert call.function.name == "get_weather", call
 assert json.loads(call.function.arguments)["city"] == "Paris", call
+# With the result in hand the answer needs no more calls. Left free, the 0.5B model writes its call
+# again; `none` and an answer schema make it answer from the result.
+ANSWER = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "answer",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {
+                "temperature_celsius": {"type": "integer"},
+                "conditions": {"type": "string", "maxLength": 40},
+            },
+            "required": ["temperature_celsius", "conditions"],
+            "additionalProperties": False,
+        },
+    },
+}
 final = client.chat.completions.create(
     model="qwen",
     messages=answer_with(QUESTION, call.id, call.function.name, call.function.arguments),
     tools=[WEATHER],
+    tool_choice="none",
+    response_format=ANSWER,
     temperature=0,
     max_tokens=60,
 )
 assert final.choices[0].finish_reason == "stop", final
-assert "23" in final.choices[0].message.content, final
+assert json.loads(final.choices[0].message.content)["temperature_celsius"] == 23, final
 assert not final.choices[0].message.tool_calls, final
 
 # The same round trip streamed: the call arrives as `delta.tool_calls` pieces by index.
@@ -94,6 +114,8 @@ stream = client.chat.completions.create(
     model="qwen",
     messages=answer_with(QUESTION, calls[0]["id"], calls[0]["name"], calls[0]["arguments"]),
     tools=[WEATHER],
+    tool_choice="none",
+    response_format=ANSWER,
     temperature=0,
     max_tokens=60,
     stream=True,
@@ -157,6 +179,38 @@ json_object = client.chat.completions.create(
 assert isinstance(json.loads(json_object.choices[0].message.content), dict), json_object
 
 
+# n = 3 choices, decoded together; a seed makes each choice reproducible.
+def three(seed):
+    reply = client.chat.completions.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Name an animal."}],
+        n=3,
+        seed=seed,
+        temperature=1.0,
+        max_tokens=12,
+    )
+    assert [c.index for c in reply.choices] == [0, 1, 2], reply
+    return [c.message.content for c in reply.choices], reply.usage
+
+
+first, usage = three(11)
+again, _ = three(11)
+assert first == again, (first, again)
+assert len(set(first)) > 1, first
+assert usage.completion_tokens <= 36 and usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+# Penalties, logit_bias and min_p are honoured rather than refused.
+client.chat.completions.create(
+    model="smollm2",
+    messages=QUESTION,
+    max_tokens=5,
+    presence_penalty=0.5,
+    frequency_penalty=0.5,
+    logit_bias={"42": -100},
+    extra_body={"min_p": 0.05},
+)
+
+
 def refused(param, **kwargs):
     """The request is answered with a 400 naming `param`."""
     body = {"model": "smollm2", "messages": QUESTION, "max_tokens": 5, **kwargs}
@@ -187,6 +241,8 @@ refused(
 refused("tools[0].function.parameters.properties.n.minimum", model="qwen", tool_choice="required", tools=[
     {"type": "function", "function": {"name": "f", "parameters": {
         "type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}}}])
+refused("n", n=2, stream=True)
+refused("n", n=100)
 refused("functions", extra_body={"functions": [WEATHER["function"]]})
 refused("messages[1].tool_call_id", messages=[QUESTION[0], {"role": "tool", "content": "x"}])
 

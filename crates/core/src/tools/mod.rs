@@ -197,8 +197,12 @@ impl ToolCallReader {
         let mut out = Vec::new();
         if self.bare {
             self.bare = false;
-            match self.bare_call(&held) {
-                Some(call) => self.push_call(call, &mut out),
+            match self.bare_calls(&held) {
+                Some(calls) => {
+                    for call in calls {
+                        self.push_call(call, &mut out);
+                    }
+                }
                 None => {
                     self.held = held;
                     self.started = true;
@@ -231,16 +235,22 @@ impl ToolCallReader {
         }
     }
 
-    /// `text` as one call of an offered tool, if it is exactly that (a code fence around it is
-    /// allowed).
-    fn bare_call(&self, text: &str) -> Option<ParsedCall> {
+    /// `text` as calls of offered tools, if it is exactly that: one JSON object per call (a code
+    /// fence around them is allowed).
+    fn bare_calls(&self, text: &str) -> Option<Vec<ParsedCall>> {
         let mut json = text.trim();
         if let Some(fenced) = json.strip_prefix("```") {
             let fenced = fenced.strip_suffix("```")?;
             json = fenced.strip_prefix("json").unwrap_or(fenced).trim();
         }
-        let call = call_from_json(&serde_json::from_str(json).ok()?)?;
-        self.names.contains(&call.name).then_some(call)
+        let calls = serde_json::Deserializer::from_str(json)
+            .into_iter::<Value>()
+            .map(|value| {
+                let call = call_from_json(&value.ok()?)?;
+                self.names.contains(&call.name).then_some(call)
+            })
+            .collect::<Option<Vec<_>>>()?;
+        (!calls.is_empty()).then_some(calls)
     }
 
     fn push_call(&mut self, call: ParsedCall, out: &mut Vec<Read>) {
@@ -451,6 +461,8 @@ mod tests {
             assert_eq!(text, "");
             assert_eq!(calls[0].arguments, r#"{"city":"Rome"}"#);
         }
+        let lines = format!("{bare}\n{bare}\n");
+        assert_eq!(read_split_anywhere(&Hermes, &lines).1.len(), 2);
         // JSON that is not a call of an offered tool is an answer.
         for answer in [
             "{\"name\": \"Bob\", \"age\": 3}",
