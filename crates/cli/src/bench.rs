@@ -444,6 +444,7 @@ impl EngineRun {
                     ChatEvent::Delta { .. } => {
                         first_text.get_or_insert_with(Instant::now);
                     }
+                    ChatEvent::ToolCall(_) => bail!("the benchmark offers no tools"),
                     ChatEvent::Done(done) => {
                         let end = Instant::now();
                         let generated = done.usage.completion_tokens as usize;
@@ -480,6 +481,7 @@ async fn probe(engine: &LlamaEngine, request: ChatCompletionRequest) -> Result<(
                     at_first_text.get_or_insert(tokens);
                 }
             }
+            ChatEvent::ToolCall(_) => bail!("the benchmark offers no tools"),
             ChatEvent::Done(done) => {
                 let at_first_text = at_first_text
                     .context("the model's answer to the benchmark prompt has no text")?;

@@ -302,6 +302,8 @@ async fn print_answer(model: &dyn ChatModel, request: ChatCompletionRequest) -> 
                 stdout.flush()?;
                 text.push_str(&piece);
             }
+            // The command line offers no tools, so no pipeline calls one.
+            ChatEvent::ToolCall(call) => anyhow::bail!("unexpected tool call: {call:?}"),
             ChatEvent::Done(done) => {
                 println!();
                 eprintln!("{}", summary(&done));

@@ -30,6 +30,7 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
+use tandem_core::constraint::Constraint;
 use tandem_core::openai::{ChatCompletionRequest, FinishReason, TokenLogprob, TopLogprob, Usage};
 use tandem_core::sampling::{log_sum_exp, top_logprobs, Sampler, SamplingParams};
 use tandem_core::text::TextAssembler;
@@ -43,6 +44,7 @@ use tokio::sync::oneshot;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::model::{backend, LoadedModel};
+use crate::output::Prepared;
 use crate::sequence::{Command, EvalRequest, Lease, Logits, OpenRequest, SequenceHandle};
 
 /// How a local model is served.
@@ -147,6 +149,8 @@ impl Occupancy {
 pub(crate) struct Job {
     prompt: Vec<TokenId>,
     params: SamplingParams,
+    /// What the sampler may draw, beyond the logits (a grammar for structured output).
+    constraint: Option<Box<dyn Constraint>>,
     events: UnboundedSender<Result<ChatEvent, ModelError>>,
     received: Instant,
 }
@@ -283,7 +287,8 @@ impl ChatModel for LlamaEngine {
     async fn stream(&self, request: ChatCompletionRequest) -> Result<ChatStream, ModelError> {
         let received = Instant::now();
         validate(&request)?;
-        let prompt = self.model.chat_prompt(&request.messages)?;
+        let mut output = Prepared::new(&self.model, &request)?;
+        let prompt = std::mem::take(&mut output.prompt);
         if prompt.len() >= self.options.context_size as usize {
             return Err(ModelError::ContextOverflow {
                 model: self.options.name.clone(),
@@ -296,6 +301,7 @@ impl ChatModel for LlamaEngine {
         let job = Job {
             prompt,
             params: SamplingParams::from_request(&request),
+            constraint: output.constraint.take(),
             events,
             received,
         };
@@ -303,7 +309,7 @@ impl ChatModel for LlamaEngine {
             self.occupancy.release();
             return Err(scheduler_stopped());
         }
-        Ok(UnboundedReceiverStream::new(receiver).boxed())
+        Ok(output.read(UnboundedReceiverStream::new(receiver).boxed()))
     }
 }
 
@@ -323,9 +329,9 @@ struct Sequence {
 }
 
 impl Sequence {
-    fn new(job: Job) -> Self {
+    fn new(mut job: Job) -> Self {
         Sequence {
-            sampler: Sampler::new(&job.params),
+            sampler: Sampler::new(&job.params).with_constraint(job.constraint.take()),
             text: TextAssembler::new(job.params.stop.clone()),
             job,
             prompt_fed: 0,

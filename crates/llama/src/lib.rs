@@ -23,7 +23,10 @@
 mod chat;
 mod cpu;
 mod engine;
+mod grammar;
+mod jinja;
 mod model;
+mod output;
 mod sequence;
 pub mod speculative;
 

@@ -168,7 +168,7 @@ mod tests {
             nested = serde_json::json!([nested]);
         }
         let mut req = request(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
-        req.tools = Some(nested);
+        req.extra.insert("metadata".into(), nested);
         let error = texts(&req).unwrap_err();
         assert!(error.to_string().contains("deeper than 64"), "{error}");
         let req = request(

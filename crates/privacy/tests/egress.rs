@@ -263,6 +263,8 @@ fn corpus() -> Vec<ChatCompletionRequest> {
                         },
                     ]),
                     name: None,
+                    tool_calls: None,
+                    tool_call_id: None,
                     extra: Default::default(),
                 },
             ],
@@ -331,6 +333,7 @@ async fn answer(model: &dyn ChatModel, request: ChatCompletionRequest) -> (Strin
                     "the report shows a value: {shown}"
                 );
             }
+            ChatEvent::ToolCall(call) => panic!("the upstream made no tool call: {call:?}"),
         }
     }
     (text, pieces)
@@ -405,6 +408,8 @@ async fn bad_input_gets_a_clear_error_and_sends_nothing() {
             role: Role::User,
             content,
             name: None,
+            tool_calls: None,
+            tool_call_id: None,
             extra: Default::default(),
         }],
         ..Default::default()

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tandem_core::openai::ChatCompletionRequest;
+use tandem_core::openai::{ChatCompletionRequest, ResponseFormat};
 use tandem_core::sampling::SamplingParams;
 use tandem_core::text::TextAssembler;
 use tandem_core::validate::validate;
@@ -137,6 +137,7 @@ impl ChatModel for Speculative {
     async fn stream(&self, request: ChatCompletionRequest) -> Result<ChatStream, ModelError> {
         let received = Instant::now();
         validate(&request)?;
+        refuse_unsupported(&request)?;
         let target_options = self.target.options().clone();
         let prompt = self.target.model().chat_prompt(&request.messages)?;
         if prompt.len() >= target_options.context_size as usize {
@@ -187,5 +188,70 @@ impl ChatModel for Speculative {
         };
         tokio::spawn(driver.run());
         Ok(UnboundedReceiverStream::new(receiver).boxed())
+    }
+}
+
+/// Fields a speculative pipeline cannot honour yet: its verification compares the target's and the
+/// draft's plain distributions, so penalties, biases, `min_p` and grammar constraints (tools,
+/// structured outputs) would be silently dropped. Refused by name instead.
+fn refuse_unsupported(request: &ChatCompletionRequest) -> Result<(), ModelError> {
+    let refused = [
+        (
+            "presence_penalty",
+            request.presence_penalty.is_some_and(|p| p != 0.0),
+        ),
+        (
+            "frequency_penalty",
+            request.frequency_penalty.is_some_and(|p| p != 0.0),
+        ),
+        (
+            "logit_bias",
+            request.logit_bias.as_ref().is_some_and(|b| !b.is_empty()),
+        ),
+        ("min_p", request.min_p.is_some_and(|p| p > 0.0)),
+        (
+            "tools",
+            request.tools.as_ref().is_some_and(|t| !t.is_empty()),
+        ),
+        (
+            "response_format",
+            !matches!(request.response_format, None | Some(ResponseFormat::Text)),
+        ),
+    ];
+    match refused.iter().find(|(_, set)| *set) {
+        Some((param, _)) => Err(ModelError::invalid(
+            param,
+            format!("`{param}` is not supported by speculative pipelines yet; call the target model directly"),
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+
+    #[test]
+    fn fields_the_verification_would_drop_are_refused_by_name() {
+        assert!(refuse_unsupported(&ChatCompletionRequest::default()).is_ok());
+        let penalised = ChatCompletionRequest {
+            frequency_penalty: Some(0.5),
+            ..Default::default()
+        };
+        let error = refuse_unsupported(&penalised).unwrap_err();
+        assert!(
+            matches!(&error, ModelError::InvalidRequest { param: Some(p), .. } if p == "frequency_penalty"),
+            "{error:?}"
+        );
+        let json = ChatCompletionRequest {
+            response_format: Some(ResponseFormat::JsonObject),
+            ..Default::default()
+        };
+        assert!(refuse_unsupported(&json).is_err());
+        let text = ChatCompletionRequest {
+            response_format: Some(ResponseFormat::Text),
+            ..Default::default()
+        };
+        assert!(refuse_unsupported(&text).is_ok());
     }
 }

@@ -1,10 +1,11 @@
 //! [`Redact`]: pseudonymise, send, restore.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use tandem_core::openai::ChatCompletionRequest;
+use tandem_core::openai::{ChatCompletionRequest, FunctionCallChunk, ToolCallChunk};
 use tandem_core::report::StrategyEntry;
 use tandem_core::{ChatEvent, ChatModel, ChatStream, ModelError};
 
@@ -42,7 +43,10 @@ impl ChatModel for Redact {
             .audit("redact", self.inner.as_ref(), &sent, vault.replaced())
             .await?;
         let details = details(&vault);
-        let mut restorer = Restorer::new(Arc::new(vault));
+        let vault = Arc::new(vault);
+        let mut restorer = Restorer::new(Arc::clone(&vault));
+        // Each tool call's arguments stream on their own, so each gets its own restorer.
+        let mut call_restorers: BTreeMap<u32, Restorer> = BTreeMap::new();
         let events = self.inner.stream(sent).await?;
         let pipeline = self.guard.pipeline.clone();
         let restored = events.flat_map(move |event| {
@@ -54,6 +58,16 @@ impl ChatModel for Redact {
                     } else {
                         vec![Ok(ChatEvent::Delta { text, logprobs })]
                     }
+                }
+                Ok(ChatEvent::ToolCall(mut call)) => {
+                    call.function.name = call.function.name.map(|name| vault.restore(&name));
+                    if let Some(arguments) = call.function.arguments.take() {
+                        let restorer = call_restorers
+                            .entry(call.index)
+                            .or_insert_with(|| Restorer::new(Arc::clone(&vault)));
+                        call.function.arguments = Some(restorer.push(&arguments));
+                    }
+                    vec![Ok(ChatEvent::ToolCall(call))]
                 }
                 Ok(ChatEvent::Done(mut done)) => {
                     let rest = restorer.finish();
@@ -68,6 +82,20 @@ impl ChatModel for Redact {
                             text: rest,
                             logprobs: Vec::new(),
                         }));
+                    }
+                    for (index, restorer) in &mut call_restorers {
+                        let rest = restorer.finish();
+                        if !rest.is_empty() {
+                            out.push(Ok(ChatEvent::ToolCall(ToolCallChunk {
+                                index: *index,
+                                id: None,
+                                kind: None,
+                                function: FunctionCallChunk {
+                                    name: None,
+                                    arguments: Some(rest),
+                                },
+                            })));
+                        }
                     }
                     out.push(Ok(ChatEvent::Done(done)));
                     out
