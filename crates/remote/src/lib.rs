@@ -33,6 +33,7 @@
 //! while let Some(event) = events.next().await {
 //!     match event? {
 //!         ChatEvent::Delta { text, .. } => print!("{text}"),
+//!         ChatEvent::ToolCall(call) => print!("{}", call.function.arguments.unwrap_or_default()),
 //!         ChatEvent::Done(done) => println!("\n[{} tokens]", done.usage.total_tokens),
 //!     }
 //! }
