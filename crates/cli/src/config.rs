@@ -217,6 +217,9 @@ pub enum PipelineConfig {
     /// The small model answers first; a confidence signal under the threshold escalates to the
     /// large one.
     Cascade(CascadeConfig),
+    /// A small model judges the request before it is answered and the answer before it is
+    /// released; blocked ones end with `finish_reason: "content_filter"`.
+    Guard(GuardConfig),
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -249,11 +252,54 @@ fn default_cascade_sample_temperature() -> f32 {
     0.8
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// The guarded model or pipeline.
+    pub model: String,
+    /// The model that judges (a chat model; its token probabilities make the score).
+    pub guard: String,
+    /// Block at or above this score, in [0, 1].
+    #[serde(default = "default_guard_threshold")]
+    pub threshold: f64,
+    #[serde(default = "default_true")]
+    pub check_input: bool,
+    #[serde(default = "default_true")]
+    pub check_output: bool,
+    /// Characters of a streamed answer held back before each check.
+    #[serde(default = "default_hold_chars")]
+    pub hold_chars: usize,
+    /// The hazard categories; the built-in policy (14, after Llama Guard 3) when absent.
+    #[serde(default)]
+    pub categories: Option<Vec<tandem_trust::Category>>,
+    /// A classifier file written by `tandem eval trust`, combined with the guard's probability
+    /// on requests; needs `embedder`.
+    #[serde(default)]
+    pub classifier: Option<PathBuf>,
+    /// The embedding model the classifier was trained on (`all-minilm-l6-v2`).
+    #[serde(default)]
+    pub embedder: Option<String>,
+}
+
+fn default_guard_threshold() -> f64 {
+    0.5
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_hold_chars() -> usize {
+    200
+}
+
 /// What a pipeline needs from a name it uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
     /// A chat model or a pipeline, called through `ChatModel`.
     Chat,
+    /// An embedding model.
+    Embedding,
 }
 
 /// One name a pipeline uses: the key that holds it, the name, and what the strategy needs of it.
@@ -277,6 +323,17 @@ impl PipelineConfig {
             PipelineConfig::Cascade(cascade) => {
                 vec![chat("small", &cascade.small), chat("large", &cascade.large)]
             }
+            PipelineConfig::Guard(guard) => {
+                let mut uses = vec![chat("model", &guard.model), chat("guard", &guard.guard)];
+                if let Some(embedder) = &guard.embedder {
+                    uses.push(Use {
+                        key: "embedder",
+                        name: embedder,
+                        need: Need::Embedding,
+                    });
+                }
+                uses
+            }
         }
     }
 
@@ -295,6 +352,7 @@ impl PipelineConfig {
                     bail!("pipelines.{name}.sample_temperature must be above 0");
                 }
             }
+            PipelineConfig::Guard(guard) => check_guard(name, guard)?,
         }
         Ok(())
     }
@@ -399,6 +457,7 @@ impl Config {
         };
         let fits = match need {
             Need::Chat => !matches!(model, ModelConfig::Embedding(_)),
+            Need::Embedding => matches!(model, ModelConfig::Embedding(_)),
         };
         if !fits {
             bail!("{at}, {}; {}", model.described(), need.wanted());
@@ -480,7 +539,7 @@ impl Config {
         }
         match self.pipelines.get(name)? {
             PipelineConfig::Direct(direct) => self.single_model(&direct.model),
-            PipelineConfig::Cascade(_) => None,
+            PipelineConfig::Cascade(_) | PipelineConfig::Guard(_) => None,
         }
     }
 
@@ -508,8 +567,32 @@ impl Need {
     fn wanted(self) -> &'static str {
         match self {
             Need::Chat => "this key needs a chat model or a pipeline",
+            Need::Embedding => "this key needs an embedding model",
         }
     }
+}
+
+fn check_guard(name: &str, guard: &GuardConfig) -> Result<()> {
+    if !(0.0..=1.0).contains(&guard.threshold) {
+        bail!("pipelines.{name}.threshold must be in [0, 1] (scores are probabilities)");
+    }
+    if guard.hold_chars == 0 {
+        bail!("pipelines.{name}.hold_chars must be at least 1");
+    }
+    if !guard.check_input && !guard.check_output {
+        bail!("pipelines.{name}: set check_input or check_output, or the guard does nothing");
+    }
+    if guard.classifier.is_some() != guard.embedder.is_some() {
+        bail!("pipelines.{name}: `classifier` and `embedder` go together (the classifier reads the embedder's vectors)");
+    }
+    if guard.classifier.is_some() && !guard.check_input {
+        bail!("pipelines.{name}.classifier scores requests, but check_input is false");
+    }
+    if let Some(categories) = &guard.categories {
+        tandem_trust::Policy::new(categories.clone())
+            .with_context(|| format!("pipelines.{name}.categories"))?;
+    }
+    Ok(())
 }
 
 fn check_embedding(name: &str, embedding: &EmbeddingModelConfig) -> Result<()> {

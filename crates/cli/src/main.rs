@@ -7,6 +7,7 @@ mod embed;
 mod eval;
 mod pipeline;
 mod runtime;
+mod trust;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;

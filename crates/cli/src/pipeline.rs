@@ -11,6 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use tandem_core::ChatModel;
 use tandem_embed::Embedder;
 use tandem_route::{Cascade, CascadeOptions};
+use tandem_trust::{Guard, GuardOptions, InputScorer, Judge, Policy, TrustModel};
 
 use crate::config::{Config, PipelineConfig};
 
@@ -90,6 +91,25 @@ fn build(name: &str, config: &Config, registry: &Registry) -> Result<Arc<dyn Cha
                 registry.chat(&cascade.small)?,
                 registry.chat(&cascade.large)?,
             ))
+        }
+        PipelineConfig::Guard(guard) => {
+            let policy = match &guard.categories {
+                Some(categories) => Policy::new(categories.clone())?,
+                None => Policy::default(),
+            };
+            let judge = Judge::new(registry.chat(&guard.guard)?, policy, guard.threshold);
+            let mut options = GuardOptions::new(name);
+            options.check_input = guard.check_input;
+            options.check_output = guard.check_output;
+            options.hold_chars = guard.hold_chars;
+            let mut built = Guard::new(options, judge, registry.chat(&guard.model)?);
+            if let (Some(path), Some(embedder)) = (&guard.classifier, &guard.embedder) {
+                let model = TrustModel::load(path)?;
+                let scorer = InputScorer::new(registry.embedder(embedder)?, model)
+                    .with_context(|| format!("pipelines.{name}.classifier"))?;
+                built = built.with_input_scorer(scorer);
+            }
+            Arc::new(built)
         }
     })
 }
