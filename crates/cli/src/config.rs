@@ -806,4 +806,41 @@ mod tests {
         let text = format!("{TWO_MODELS}{}extra = 1\n", direct("p", "small"));
         assert!(error_of(&text).contains("extra"));
     }
+
+    #[test]
+    fn a_guard_names_its_model_its_judge_and_optionally_an_embedder() {
+        let embedding = "[models.minilm]\nkind = \"embedding\"\nsource = \"all-minilm-l6-v2\"\n";
+        let guard = |rest: &str| {
+            format!("{TWO_MODELS}{embedding}[pipelines.g]\nstrategy = \"guard\"\nmodel = \"big\"\nguard = \"small\"\n{rest}")
+        };
+        let config = Config::parse(&guard("")).unwrap();
+        let PipelineConfig::Guard(parsed) = &config.pipelines["g"] else {
+            panic!("not a guard")
+        };
+        assert_eq!((parsed.threshold, parsed.hold_chars), (0.5, 200));
+        assert!(parsed.check_input && parsed.check_output);
+        assert_eq!(config.models_under("g").unwrap(), ["big", "small"]);
+        let with_classifier = guard("classifier = \"/c.json\"\nembedder = \"minilm\"\n");
+        assert_eq!(
+            Config::parse(&with_classifier)
+                .unwrap()
+                .models_under("g")
+                .unwrap(),
+            ["big", "minilm", "small"]
+        );
+        assert!(error_of(&guard("threshold = 1.5\n")).contains("pipelines.g.threshold"));
+        assert!(error_of(&guard("hold_chars = 0\n")).contains("pipelines.g.hold_chars"));
+        assert!(
+            error_of(&guard("classifier = \"/c.json\"\n")).contains("`classifier` and `embedder`")
+        );
+        assert!(
+            error_of(&guard("classifier = \"/c.json\"\nembedder = \"small\"\n"))
+                .contains("pipelines.g.embedder names `small`, a local model")
+        );
+        assert!(
+            error_of(&guard("check_input = false\ncheck_output = false\n"))
+                .contains("does nothing")
+        );
+        assert!(error_of(&guard("categories = []\n")).contains("pipelines.g.categories"));
+    }
 }

