@@ -8,6 +8,9 @@
 //!   binary, it runs it in the same invocation and reports our/llama.cpp ratios. Every column's
 //!   spread is computed as llama-bench computes its own.
 //! - `concurrent`: aggregate generation throughput of the batching engine with 1, 2, 4... clients.
+//! - `speculative`: speculative decoding against plain decoding of the target ([`speculative`]).
+
+mod speculative;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -21,7 +24,7 @@ use futures::StreamExt;
 use tandem_core::openai::{ChatCompletionRequest, Message, Role};
 use tandem_core::{ChatEvent, ChatModel};
 use tandem_fetch::Fetcher;
-use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel, SequenceHandle};
+use tandem_llama::{cpu_kernels, EngineOptions, LlamaEngine, LoadedModel, SequenceHandle};
 
 use crate::config::{Config, ModelConfig};
 use crate::runtime::local_file;
@@ -47,6 +50,32 @@ pub enum BenchCommand {
         #[arg(long)]
         llama_bench: Option<PathBuf>,
         /// Also write the report (Markdown) to this file.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Speculative decoding (draft model, prompt lookup, suffix cache) against plain decoding of
+    /// the target on a fixed set of code prompts, with llama.cpp's own tools beside.
+    Speculative {
+        /// The target: a local model of the configuration, or a catalog name.
+        #[arg(long, default_value = "qwen2.5-coder-1.5b")]
+        target: String,
+        /// The draft model, with the target's vocabulary.
+        #[arg(long, default_value = "qwen2.5-coder-0.5b")]
+        draft: String,
+        /// Threads of each engine.
+        #[arg(long, short)]
+        threads: Option<i32>,
+        #[arg(long, default_value_t = 96)]
+        max_tokens: u32,
+        /// Most drafted tokens per step.
+        #[arg(long, default_value_t = 8)]
+        k: usize,
+        #[arg(long, default_value_t = 0.75)]
+        p_min: f32,
+        /// The directory of llama-speculative, llama-lookup and llama-bench
+        /// (scripts/build-llama-tools.sh), run on the same prompts as the yardstick.
+        #[arg(long)]
+        llama_tools: Option<PathBuf>,
         #[arg(long)]
         output: Option<PathBuf>,
     },
@@ -124,6 +153,33 @@ pub async fn run(command: BenchCommand, config: Config, fetcher: &Fetcher) -> Re
                 tokio::task::spawn_blocking(move || decode(&path, &sizes, llama_bench.as_deref()))
                     .await??;
             (report, output)
+        }
+        BenchCommand::Speculative {
+            target,
+            draft,
+            threads,
+            max_tokens,
+            k,
+            p_min,
+            llama_tools,
+            output,
+        } => {
+            let path = |model: String| Target {
+                model,
+                file: None,
+                threads,
+            };
+            let target = path(target);
+            let settings = speculative::Settings {
+                target: target.path(&config, fetcher).await?,
+                draft: path(draft).path(&config, fetcher).await?,
+                threads: target.threads(),
+                max_tokens,
+                k,
+                p_min,
+                llama_tools,
+            };
+            (speculative::run(settings).await?, output)
         }
         BenchCommand::Concurrent {
             target,
@@ -246,10 +302,23 @@ fn decode(path: &Path, sizes: &Sizes, llama_bench: Option<&Path>) -> Result<Stri
             samples.yardstick_tg.extend(tg);
         }
     }
-    Ok(decode_report(path, sizes, llama_bench.is_some(), &samples))
+    let kernels = cpu_kernels()?.to_string();
+    Ok(decode_report(
+        path,
+        sizes,
+        &kernels,
+        llama_bench.is_some(),
+        &samples,
+    ))
 }
 
-fn decode_report(path: &Path, sizes: &Sizes, with_yardstick: bool, samples: &Samples) -> String {
+fn decode_report(
+    path: &Path,
+    sizes: &Sizes,
+    kernels: &str,
+    with_yardstick: bool,
+    samples: &Samples,
+) -> String {
     let Sizes {
         threads,
         prompt_tokens,
@@ -266,7 +335,8 @@ fn decode_report(path: &Path, sizes: &Sizes, with_yardstick: bool, samples: &Sam
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# tandem bench decode\n\nmodel: {name}, threads: {threads}, rounds: {rounds} x {repetitions} repetitions\n"
+        "# tandem bench decode\n\nmodel: {name}, threads: {threads}, rounds: {rounds} x {repetitions} repetitions\n\n\
+         CPU kernels: {kernels}\n"
     );
     let _ = writeln!(out, "| test | tandem t/s | llama-bench t/s | ratio |");
     let _ = writeln!(out, "|---|---|---|---|");
@@ -374,6 +444,7 @@ impl EngineRun {
                     ChatEvent::Delta { .. } => {
                         first_text.get_or_insert_with(Instant::now);
                     }
+                    ChatEvent::ToolCall(_) => bail!("the benchmark offers no tools"),
                     ChatEvent::Done(done) => {
                         let end = Instant::now();
                         let generated = done.usage.completion_tokens as usize;
@@ -410,6 +481,7 @@ async fn probe(engine: &LlamaEngine, request: ChatCompletionRequest) -> Result<(
                     at_first_text.get_or_insert(tokens);
                 }
             }
+            ChatEvent::ToolCall(_) => bail!("the benchmark offers no tools"),
             ChatEvent::Done(done) => {
                 let at_first_text = at_first_text
                     .context("the model's answer to the benchmark prompt has no text")?;

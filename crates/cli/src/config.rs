@@ -44,6 +44,23 @@ pub struct Config {
     pub pipelines: BTreeMap<String, PipelineConfig>,
     #[serde(default)]
     pub eval: EvalConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// `[store]`: where state shared between replicas lives (the egress audit of privacy pipelines).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The SQLite file; default: `tandem_store::default_path()` (under the user's data directory).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+impl StoreConfig {
+    pub fn path(&self) -> PathBuf {
+        self.path.clone().unwrap_or_else(tandem_store::default_path)
+    }
 }
 
 /// `[eval]`: settings of `tandem eval`.
@@ -214,12 +231,83 @@ fn default_embedding_batch_size() -> usize {
 pub enum PipelineConfig {
     /// One model or pipeline answers, unchanged: a second name for it.
     Direct(DirectConfig),
+    /// Private data in the request is replaced by placeholders before `model` sees it, and put
+    /// back into the answer.
+    Redact(RedactConfig),
+    /// Requests whose private data reaches `threshold` go to `local`, the others to `remote`.
+    KeepLocal(KeepLocalConfig),
+    /// `local` rewrites the request without its private context, `remote` answers that, and
+    /// `local` composes the answer (PAPILLON).
+    Rewrite(RewriteConfig),
+    /// A score of the prompt alone picks the small or the large model (`tandem router train`).
+    Router(RouterConfig),
     /// The small model answers first; a confidence signal under the threshold escalates to the
     /// large one.
     Cascade(CascadeConfig),
     /// A small model judges the request before it is answered and the answer before it is
     /// released; blocked ones end with `finish_reason: "content_filter"`.
     Guard(GuardConfig),
+    /// Speculative decoding: a draft proposes tokens, the target verifies several per step.
+    Speculative(SpeculativeConfig),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteConfig {
+    /// A local model, or a pipeline over local models only.
+    pub local: String,
+    pub remote: String,
+    /// What is still replaced in the rewritten question before it leaves.
+    #[serde(default)]
+    pub detect: tandem_privacy::DetectorConfig,
+    #[serde(default = "default_max_text_bytes")]
+    pub max_text_bytes: usize,
+    #[serde(default = "default_true")]
+    pub audit: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactConfig {
+    pub model: String,
+    /// What to detect (`kinds`, `min_confidence`, `allow`, `deny`).
+    #[serde(default)]
+    pub detect: tandem_privacy::DetectorConfig,
+    /// Requests with more text are refused rather than inspected.
+    #[serde(default = "default_max_text_bytes")]
+    pub max_text_bytes: usize,
+    /// Record every call in the egress audit (`[store]`).
+    #[serde(default = "default_true")]
+    pub audit: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepLocalConfig {
+    /// A local model, or a pipeline over local models only.
+    pub local: String,
+    pub remote: String,
+    /// The confidence of a finding (0 to 1) from which a request stays on the machine.
+    #[serde(default = "default_threshold")]
+    pub threshold: f32,
+    #[serde(default)]
+    pub detect: tandem_privacy::DetectorConfig,
+    #[serde(default = "default_max_text_bytes")]
+    pub max_text_bytes: usize,
+    #[serde(default = "default_true")]
+    pub audit: bool,
+}
+
+fn default_max_text_bytes() -> usize {
+    tandem_privacy::stage::DEFAULT_MAX_TEXT_BYTES
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_threshold() -> f32 {
+    0.8
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -243,6 +331,26 @@ pub struct CascadeConfig {
     #[serde(default = "default_cascade_sample_temperature")]
     pub sample_temperature: f32,
 }
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    pub small: String,
+    pub large: String,
+    /// A router stored by `tandem router train`, by name; or `perplexity`: the small model's
+    /// perplexity of the prompt, which needs no training (`small` must then be a local model).
+    pub router: String,
+    /// The embedding model (under `[models]`) a stored router embeds prompts with.
+    #[serde(default)]
+    pub embedder: Option<String>,
+    /// Requests scoring at or above this go to the large model; default: the stored router's
+    /// threshold from `tandem router calibrate`.
+    #[serde(default)]
+    pub threshold: Option<f64>,
+}
+
+/// `router = "perplexity"`: the router that needs no training data.
+pub const PERPLEXITY_ROUTER: &str = "perplexity";
 
 fn default_cascade_samples() -> u32 {
     4
@@ -285,12 +393,54 @@ fn default_guard_threshold() -> f64 {
     0.5
 }
 
-fn default_true() -> bool {
-    true
-}
-
 fn default_hold_chars() -> usize {
     200
+}
+
+/// `strategy = "speculative"`: the answer is the target's (greedy: its argmax at every position;
+/// sampled: its distribution), produced faster when drafts are accepted.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpeculativeConfig {
+    /// A local model: the one whose output the pipeline gives.
+    pub target: String,
+    /// A local model with the target's vocabulary, or `prompt_lookup` (drafts copied from the
+    /// prompt and answer so far), or `suffix` (also from earlier requests under the same API key).
+    pub draft: String,
+    /// Most tokens drafted per step.
+    #[serde(default = "default_k")]
+    pub k: usize,
+    /// A draft model stops drafting when its most probable token is less likely than this.
+    #[serde(default = "default_p_min")]
+    pub p_min: f32,
+    /// Shortest tail of the text a lookup may continue (`prompt_lookup`, `suffix`).
+    #[serde(default = "default_min_match")]
+    pub min_match: usize,
+    /// Fall back to plain decoding while drafting does not pay, probing again later.
+    #[serde(default = "default_true")]
+    pub fallback: bool,
+    /// Tokens of earlier requests the suffix cache keeps per API key.
+    #[serde(default = "default_suffix_tokens")]
+    pub suffix_tokens: usize,
+}
+
+/// The `draft` values that are not model names.
+pub const DRAFTLESS: [&str; 2] = ["prompt_lookup", "suffix"];
+
+fn default_k() -> usize {
+    8
+}
+
+fn default_p_min() -> f32 {
+    0.75
+}
+
+fn default_min_match() -> usize {
+    2
+}
+
+fn default_suffix_tokens() -> usize {
+    1_000_000
 }
 
 /// What a pipeline needs from a name it uses.
@@ -298,7 +448,9 @@ fn default_hold_chars() -> usize {
 pub enum Need {
     /// A chat model or a pipeline, called through `ChatModel`.
     Chat,
-    /// An embedding model.
+    /// A local model, used at the token level (its tokens and logits).
+    Local,
+    /// A sentence-embedding model.
     Embedding,
 }
 
@@ -323,6 +475,25 @@ impl PipelineConfig {
             PipelineConfig::Cascade(cascade) => {
                 vec![chat("small", &cascade.small), chat("large", &cascade.large)]
             }
+            PipelineConfig::Redact(redact) => vec![chat("model", &redact.model)],
+            PipelineConfig::KeepLocal(KeepLocalConfig { local, remote, .. })
+            | PipelineConfig::Rewrite(RewriteConfig { local, remote, .. }) => {
+                vec![chat("local", local), chat("remote", remote)]
+            }
+            PipelineConfig::Router(router) => {
+                let mut uses = vec![chat("small", &router.small), chat("large", &router.large)];
+                if router.router == PERPLEXITY_ROUTER {
+                    uses[0].need = Need::Local;
+                }
+                if let Some(embedder) = &router.embedder {
+                    uses.push(Use {
+                        key: "embedder",
+                        name: embedder,
+                        need: Need::Embedding,
+                    });
+                }
+                uses
+            }
             PipelineConfig::Guard(guard) => {
                 let mut uses = vec![chat("model", &guard.model), chat("guard", &guard.guard)];
                 if let Some(embedder) = &guard.embedder {
@@ -334,13 +505,58 @@ impl PipelineConfig {
                 }
                 uses
             }
+            PipelineConfig::Speculative(spec) => {
+                let mut uses = vec![Use {
+                    key: "target",
+                    name: &spec.target,
+                    need: Need::Local,
+                }];
+                if !DRAFTLESS.contains(&spec.draft.as_str()) {
+                    uses.push(Use {
+                        key: "draft",
+                        name: &spec.draft,
+                        need: Need::Local,
+                    });
+                }
+                uses
+            }
         }
     }
 
     /// Settings that no single key can check: ranges, combinations.
     fn check_settings(&self, name: &str) -> Result<()> {
         match self {
-            PipelineConfig::Direct(_) => {}
+            // Privacy stages need the models' kinds too: `Config::check_privacy`.
+            PipelineConfig::Direct(_)
+            | PipelineConfig::Redact(_)
+            | PipelineConfig::KeepLocal(_)
+            | PipelineConfig::Rewrite(_) => {}
+            PipelineConfig::Speculative(spec) => {
+                if spec.k == 0 || spec.min_match == 0 || spec.suffix_tokens == 0 {
+                    bail!("pipelines.{name}: k, min_match and suffix_tokens must be at least 1");
+                }
+                if !(0.0..=1.0).contains(&spec.p_min) {
+                    bail!(
+                        "pipelines.{name}.p_min must be between 0 and 1, got {}",
+                        spec.p_min
+                    );
+                }
+            }
+            PipelineConfig::Router(router) => {
+                let perplexity = router.router == PERPLEXITY_ROUTER;
+                if perplexity && router.threshold.is_none() {
+                    bail!("pipelines.{name}.threshold is needed with router = \"perplexity\" (mean negative log-likelihood per token, in nats)");
+                }
+                if perplexity && router.embedder.is_some() {
+                    bail!("pipelines.{name}.embedder is not used with router = \"perplexity\"; remove it");
+                }
+                if !perplexity && router.embedder.is_none() {
+                    bail!("pipelines.{name}.embedder must name the embedding model the stored router `{}` was trained with", router.router);
+                }
+                if router.threshold.is_some_and(|t| !t.is_finite()) {
+                    bail!("pipelines.{name}.threshold must be a number");
+                }
+            }
             PipelineConfig::Cascade(cascade) => {
                 if !(cascade.threshold >= 0.0 && cascade.threshold.is_finite()) {
                     bail!("pipelines.{name}.threshold must be a number of at least 0 (scores are in [0, 1])");
@@ -439,17 +655,64 @@ impl Config {
             pipeline.check_settings(name)?;
         }
         self.pipeline_order()?;
+        for (name, pipeline) in &self.pipelines {
+            self.check_privacy(name, pipeline)?;
+        }
         Ok(())
     }
 }
 
 impl Config {
+    /// Detector settings are compiled now, so a bad deny-list entry stops the start; a
+    /// `keep_local` pipeline's `local` must not reach a remote model.
+    fn check_privacy(&self, name: &str, pipeline: &PipelineConfig) -> Result<()> {
+        let (detect, max_text_bytes) = match pipeline {
+            PipelineConfig::Direct(_)
+            | PipelineConfig::Cascade(_)
+            | PipelineConfig::Router(_)
+            | PipelineConfig::Speculative(_)
+            | PipelineConfig::Guard(_) => return Ok(()),
+            PipelineConfig::Redact(redact) => (&redact.detect, redact.max_text_bytes),
+            PipelineConfig::KeepLocal(keep) => {
+                if !(0.0..=1.0).contains(&keep.threshold) {
+                    bail!("pipelines.{name}.threshold must be between 0 and 1");
+                }
+                self.check_local(name, &keep.local)?;
+                (&keep.detect, keep.max_text_bytes)
+            }
+            PipelineConfig::Rewrite(rewrite) => {
+                self.check_local(name, &rewrite.local)?;
+                (&rewrite.detect, rewrite.max_text_bytes)
+            }
+        };
+        if max_text_bytes == 0 {
+            bail!("pipelines.{name}.max_text_bytes must be at least 1");
+        }
+        tandem_privacy::Detector::new(detect)
+            .with_context(|| format!("pipelines.{name}.detect"))?;
+        Ok(())
+    }
+
+    fn check_local(&self, pipeline: &str, local: &str) -> Result<()> {
+        for model in self.models_under(local)? {
+            if !matches!(self.models[model], ModelConfig::Local(_)) {
+                bail!(
+                    "pipelines.{pipeline}.local names `{local}`, which reaches `{model}`, {}; \
+                     `local` must run on this machine",
+                    self.models[model].described()
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn check_use(&self, pipeline: &str, used: Use<'_>) -> Result<()> {
         let Use { key, name, need } = used;
         let at = format!("pipelines.{pipeline}.{key} names `{name}`");
         let model = match (self.models.get(name), self.pipelines.contains_key(name)) {
             (Some(model), _) => model,
-            (None, true) => return Ok(()),
+            (None, true) if need == Need::Chat => return Ok(()),
+            (None, true) => bail!("{at}, a pipeline; {}", need.wanted()),
             (None, false) => bail!(
                 "{at}, which is neither a model nor a pipeline (known: {})",
                 self.names().join(", ")
@@ -457,6 +720,7 @@ impl Config {
         };
         let fits = match need {
             Need::Chat => !matches!(model, ModelConfig::Embedding(_)),
+            Need::Local => matches!(model, ModelConfig::Local(_)),
             Need::Embedding => matches!(model, ModelConfig::Embedding(_)),
         };
         if !fits {
@@ -539,7 +803,13 @@ impl Config {
         }
         match self.pipelines.get(name)? {
             PipelineConfig::Direct(direct) => self.single_model(&direct.model),
-            PipelineConfig::Cascade(_) | PipelineConfig::Guard(_) => None,
+            PipelineConfig::Cascade(_)
+            | PipelineConfig::Redact(_)
+            | PipelineConfig::KeepLocal(_)
+            | PipelineConfig::Rewrite(_)
+            | PipelineConfig::Router(_)
+            | PipelineConfig::Speculative(_)
+            | PipelineConfig::Guard(_) => None,
         }
     }
 
@@ -567,6 +837,9 @@ impl Need {
     fn wanted(self) -> &'static str {
         match self {
             Need::Chat => "this key needs a chat model or a pipeline",
+            Need::Local => {
+                "this key needs a local model (the strategy reads its tokens and logits)"
+            }
             Need::Embedding => "this key needs an embedding model",
         }
     }
@@ -842,5 +1115,76 @@ mod tests {
                 .contains("does nothing")
         );
         assert!(error_of(&guard("categories = []\n")).contains("pipelines.g.categories"));
+    }
+
+    #[test]
+    fn privacy_pipelines_parse_and_check_their_settings() {
+        let text = format!(
+            "{TWO_MODELS}[pipelines.private]\nstrategy = \"redact\"\nmodel = \"big\"\n\
+             detect = {{ deny = [\"Bluebird\"], min_confidence = 0.6 }}\n\
+             [pipelines.careful]\nstrategy = \"keep_local\"\nlocal = \"small\"\nremote = \"private\"\n"
+        );
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.pipeline_order().unwrap(), ["private", "careful"]);
+        assert_eq!(config.models_under("careful").unwrap(), ["big", "small"]);
+        assert_eq!(config.single_model("private"), None);
+
+        let remote_as_local = format!(
+            "{TWO_MODELS}[pipelines.p]\nstrategy = \"keep_local\"\nlocal = \"big\"\nremote = \"big\"\n"
+        );
+        assert!(error_of(&remote_as_local).contains("`local` must run on this machine"));
+        let rewrite = format!(
+            "{TWO_MODELS}[pipelines.p]\nstrategy = \"rewrite\"\nlocal = \"big\"\nremote = \"small\"\n"
+        );
+        assert!(error_of(&rewrite).contains("pipelines.p.local names `big`"));
+        let bad_threshold = format!(
+            "{TWO_MODELS}[pipelines.p]\nstrategy = \"keep_local\"\nlocal = \"small\"\nremote = \"big\"\nthreshold = 2.0\n"
+        );
+        assert!(error_of(&bad_threshold).contains("pipelines.p.threshold"));
+        let bad_deny = format!(
+            "{TWO_MODELS}[pipelines.p]\nstrategy = \"redact\"\nmodel = \"big\"\ndetect = {{ deny = [\"--\"] }}\n"
+        );
+        assert!(error_of(&bad_deny).contains("pipelines.p.detect"));
+        let unknown_key = format!(
+            "{TWO_MODELS}[pipelines.p]\nstrategy = \"redact\"\nmodel = \"big\"\ndetect = {{ kinds = [\"dna\"] }}\n"
+        );
+        assert!(error_of(&unknown_key).contains("dna"));
+    }
+
+    fn speculative(target: &str, draft: &str, more: &str) -> String {
+        format!(
+            "{TWO_MODELS}[models.tiny]\nkind = \"local\"\nsource = \"y\"\n\
+             [pipelines.fast]\nstrategy = \"speculative\"\ntarget = \"{target}\"\n\
+             draft = \"{draft}\"\n{more}"
+        )
+    }
+
+    #[test]
+    fn a_speculative_pipeline_names_local_models_or_a_draftless_source() {
+        let config = Config::parse(&speculative("small", "tiny", "k = 4\np_min = 0.5\n")).unwrap();
+        let PipelineConfig::Speculative(spec) = &config.pipelines["fast"] else {
+            panic!("not speculative");
+        };
+        assert_eq!((spec.k, spec.p_min, spec.min_match), (4, 0.5, 2));
+        assert!(spec.fallback);
+        assert_eq!(config.models_under("fast").unwrap(), ["small", "tiny"]);
+        assert_eq!(config.single_model("fast"), None);
+        for draft in ["prompt_lookup", "suffix"] {
+            let config = Config::parse(&speculative("small", draft, "")).unwrap();
+            assert_eq!(config.models_under("fast").unwrap(), ["small"]);
+        }
+    }
+
+    #[test]
+    fn speculative_errors_name_the_bad_key() {
+        assert!(error_of(&speculative("big", "tiny", "")).contains(
+            "pipelines.fast.target names `big`, a remote model; this key needs a local model"
+        ));
+        let nested = format!("{}{}", speculative("small", "p", ""), direct("p", "tiny"));
+        assert!(error_of(&nested).contains("pipelines.fast.draft names `p`, a pipeline"));
+        assert!(error_of(&speculative("small", "tiny", "p_min = 1.5\n"))
+            .contains("pipelines.fast.p_min"));
+        assert!(error_of(&speculative("small", "tiny", "k = 0\n")).contains("k, min_match"));
+        assert!(error_of(&speculative("small", "tiny", "draft_k = 3\n")).contains("draft_k"));
     }
 }

@@ -1,11 +1,14 @@
 //! `tandem`: serve models and pipelines over an OpenAI-compatible API, talk to them from the
 //! terminal, fetch models, and measure them.
 
+mod audit;
 mod bench;
 mod config;
 mod embed;
 mod eval;
+mod eval_privacy;
 mod pipeline;
+mod router;
 mod runtime;
 mod trust;
 
@@ -77,6 +80,16 @@ enum Command {
     Eval {
         #[command(subcommand)]
         command: eval::EvalCommand,
+    },
+    /// The egress audit of privacy pipelines: what left the machine (see `audit --help`).
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
+    /// Train, evaluate and calibrate routers from stored evaluation outcomes (see `router --help`).
+    Router {
+        #[command(subcommand)]
+        command: router::RouterCommand,
     },
     /// Measure speed (see `bench --help`).
     Bench {
@@ -202,6 +215,17 @@ async fn run(cli: Cli) -> Result<()> {
             let config = Config::load(cli.config.as_deref())?;
             eval::run(command, config, &fetcher).await
         }
+        Command::Audit { command } => {
+            let config = Config::load(cli.config.as_deref())?;
+            audit::run(command, &config)
+        }
+        Command::Router { mut command } => {
+            let config = Config::load(cli.config.as_deref())?;
+            if config.eval.allow_unisolated {
+                command.allow_unisolated();
+            }
+            router::run(command, &config.store.path(), &fetcher, &fetcher.cache_dir).await
+        }
         Command::Bench { command } => {
             let config = Config::load(cli.config.as_deref())?;
             bench::run(command, config, &fetcher).await
@@ -279,6 +303,8 @@ async fn print_answer(model: &dyn ChatModel, request: ChatCompletionRequest) -> 
                 stdout.flush()?;
                 text.push_str(&piece);
             }
+            // The command line offers no tools, so no pipeline calls one.
+            ChatEvent::ToolCall(call) => anyhow::bail!("unexpected tool call: {call:?}"),
             ChatEvent::Done(done) => {
                 println!();
                 eprintln!("{}", summary(&done));

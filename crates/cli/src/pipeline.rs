@@ -5,25 +5,41 @@
 //! registry when it is built.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use tandem_core::ChatModel;
 use tandem_embed::Embedder;
-use tandem_route::{Cascade, CascadeOptions};
-use tandem_trust::{Guard, GuardOptions, InputScorer, Judge, Policy, TrustModel};
+use tandem_llama::LlamaEngine;
+use tandem_privacy::stage::{Guard, KeepLocal, Redact, Rewrite};
+use tandem_privacy::{Detector, DetectorConfig};
+use tandem_route::{
+    Cascade, CascadeOptions, LearnedRouter, LearnedScorer, PerplexityScorer, PromptScorer, Router,
+    RouterOptions,
+};
+use tandem_store::{SqliteStore, Store};
+use tandem_trust::{GuardOptions, InputScorer, Judge, Policy, TrustModel};
 
-use crate::config::{Config, PipelineConfig};
+use crate::config::{Config, PipelineConfig, RouterConfig, SpeculativeConfig, PERPLEXITY_ROUTER};
+use tandem_llama::speculative::{DraftSource, Speculative, SpeculativeOptions, SuffixCache};
 
 /// The live models and pipelines, by name.
 #[derive(Default)]
 pub struct Registry {
     /// Chat models and built pipelines: what a request's `model` names.
     chat: BTreeMap<String, Arc<dyn ChatModel>>,
+    /// Local models, for strategies that read tokens and logits.
+    engines: BTreeMap<String, Arc<LlamaEngine>>,
     embedders: BTreeMap<String, Arc<Embedder>>,
 }
 
 impl Registry {
+    pub fn insert_local(&mut self, name: String, engine: Arc<LlamaEngine>) {
+        self.chat.insert(name.clone(), engine.clone());
+        self.engines.insert(name, engine);
+    }
+
     pub fn insert_chat(&mut self, name: String, model: Arc<dyn ChatModel>) {
         self.chat.insert(name, model);
     }
@@ -41,6 +57,18 @@ impl Registry {
             .get(name)
             .cloned()
             .ok_or_else(|| anyhow!("model or pipeline `{name}` was not loaded"))
+    }
+
+    /// The local model called `name`, at the token level: its one batching engine, shared with
+    /// every other user of the model.
+    pub fn engine(&self, name: &str) -> Result<Arc<LlamaEngine>> {
+        if let Some(engine) = self.engines.get(name) {
+            return Ok(Arc::clone(engine));
+        }
+        if self.chat.contains_key(name) {
+            bail!("`{name}` is not a local model; this strategy reads its tokens and logits");
+        }
+        Err(anyhow!("model `{name}` was not loaded"))
     }
 
     pub fn embedder(&self, name: &str) -> Result<Arc<Embedder>> {
@@ -62,6 +90,7 @@ impl Registry {
 
 /// Builds every pipeline whose models are all in `registry`, in dependency order, and adds it.
 pub fn build_all(config: &Config, registry: &mut Registry) -> Result<()> {
+    let mut store = LazyStore::new(config.store.path());
     for name in config.pipeline_order()? {
         let loaded = config.models_under(name)?.iter().all(|model| {
             registry.chat.contains_key(*model) || registry.embedders.contains_key(*model)
@@ -69,14 +98,19 @@ pub fn build_all(config: &Config, registry: &mut Registry) -> Result<()> {
         if !loaded {
             continue;
         }
-        let model = build(name, config, registry)
+        let model = build(name, config, registry, &mut store)
             .with_context(|| format!("cannot build pipeline `{name}`"))?;
         registry.insert_chat(name.to_string(), model);
     }
     Ok(())
 }
 
-fn build(name: &str, config: &Config, registry: &Registry) -> Result<Arc<dyn ChatModel>> {
+fn build(
+    name: &str,
+    config: &Config,
+    registry: &Registry,
+    store: &mut LazyStore,
+) -> Result<Arc<dyn ChatModel>> {
     Ok(match &config.pipelines[name] {
         PipelineConfig::Direct(direct) => registry.chat(&direct.model)?,
         PipelineConfig::Cascade(cascade) => {
@@ -102,7 +136,7 @@ fn build(name: &str, config: &Config, registry: &Registry) -> Result<Arc<dyn Cha
             options.check_input = guard.check_input;
             options.check_output = guard.check_output;
             options.hold_chars = guard.hold_chars;
-            let mut built = Guard::new(options, judge, registry.chat(&guard.model)?);
+            let mut built = tandem_trust::Guard::new(options, judge, registry.chat(&guard.model)?);
             if let (Some(path), Some(embedder)) = (&guard.classifier, &guard.embedder) {
                 let model = TrustModel::load(path)?;
                 let scorer = InputScorer::new(registry.embedder(embedder)?, model)
@@ -111,5 +145,140 @@ fn build(name: &str, config: &Config, registry: &Registry) -> Result<Arc<dyn Cha
             }
             Arc::new(built)
         }
+        PipelineConfig::Redact(redact) => {
+            let guard = guard(
+                name,
+                &redact.detect,
+                redact.max_text_bytes,
+                redact.audit,
+                store,
+            )?;
+            Arc::new(Redact::new(guard, registry.chat(&redact.model)?))
+        }
+        PipelineConfig::KeepLocal(keep) => {
+            let guard = guard(name, &keep.detect, keep.max_text_bytes, keep.audit, store)?;
+            Arc::new(KeepLocal::new(
+                guard,
+                registry.chat(&keep.local)?,
+                registry.chat(&keep.remote)?,
+                keep.threshold,
+            ))
+        }
+        PipelineConfig::Rewrite(rewrite) => {
+            let guard = guard(
+                name,
+                &rewrite.detect,
+                rewrite.max_text_bytes,
+                rewrite.audit,
+                store,
+            )?;
+            Arc::new(Rewrite::new(
+                guard,
+                registry.chat(&rewrite.local)?,
+                registry.chat(&rewrite.remote)?,
+            ))
+        }
+        PipelineConfig::Router(router) => self::router(name, router, registry, store)?,
+        PipelineConfig::Speculative(spec) => speculative(name, spec, registry)?,
     })
+}
+
+fn router(
+    name: &str,
+    config: &RouterConfig,
+    registry: &Registry,
+    store: &mut LazyStore,
+) -> Result<Arc<dyn ChatModel>> {
+    let (scorer, threshold): (Arc<dyn PromptScorer>, Option<f64>) =
+        if config.router == PERPLEXITY_ROUTER {
+            let engine = registry.engine(&config.small)?;
+            (Arc::new(PerplexityScorer::new(engine)), None)
+        } else {
+            let stored = store.get()?.router(&config.router)?.with_context(|| {
+                format!(
+                "no stored router is called `{}`; train one with `tandem router train --name {}`",
+                config.router, config.router
+            )
+            })?;
+            let learned: LearnedRouter = serde_json::from_str(&stored.router)
+                .with_context(|| format!("stored router `{}` does not parse", config.router))?;
+            let embedder = registry.embedder(config.embedder.as_deref().unwrap_or_default())?;
+            (
+                Arc::new(LearnedScorer::new(embedder, learned)),
+                stored.threshold,
+            )
+        };
+    let threshold = config.threshold.or(threshold).with_context(|| {
+        format!(
+            "router `{}` has no calibrated threshold: run `tandem router calibrate --name {} --llm-share 0.3` or set `threshold`",
+            config.router, config.router
+        )
+    })?;
+    Ok(Arc::new(Router::new(
+        RouterOptions {
+            name: name.to_string(),
+            threshold,
+        },
+        scorer,
+        registry.chat(&config.small)?,
+        registry.chat(&config.large)?,
+    )))
+}
+
+fn guard(
+    name: &str,
+    detect: &DetectorConfig,
+    max_text_bytes: usize,
+    audit: bool,
+    store: &mut LazyStore,
+) -> Result<Guard> {
+    let mut guard = Guard::new(name, Detector::new(detect)?);
+    guard.max_text_bytes = max_text_bytes;
+    if audit {
+        guard = guard.with_audit(store.get()?);
+    }
+    Ok(guard)
+}
+
+/// The state store, opened when the first pipeline that audits is built, then shared.
+struct LazyStore {
+    path: PathBuf,
+    store: Option<Arc<dyn Store>>,
+}
+
+impl LazyStore {
+    fn new(path: PathBuf) -> LazyStore {
+        LazyStore { path, store: None }
+    }
+
+    fn get(&mut self) -> Result<Arc<dyn Store>> {
+        if let Some(store) = &self.store {
+            return Ok(store.clone());
+        }
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&self.path)?);
+        self.store = Some(store.clone());
+        Ok(store)
+    }
+}
+
+fn speculative(
+    name: &str,
+    spec: &SpeculativeConfig,
+    registry: &Registry,
+) -> Result<Arc<dyn ChatModel>> {
+    let draft = match spec.draft.as_str() {
+        "prompt_lookup" => DraftSource::PromptLookup,
+        "suffix" => DraftSource::Suffix(Arc::new(SuffixCache::new(spec.suffix_tokens))),
+        model => DraftSource::Model(registry.engine(model)?),
+    };
+    let mut options = SpeculativeOptions::new(name);
+    options.max_draft = spec.k;
+    options.p_min = spec.p_min;
+    options.min_match = spec.min_match;
+    options.fallback = spec.fallback;
+    Ok(Arc::new(Speculative::new(
+        registry.engine(&spec.target)?,
+        draft,
+        options,
+    )?))
 }

@@ -42,7 +42,7 @@ impl Runtime {
             match config.models[&name].clone() {
                 ModelConfig::Local(local) => {
                     let engine = load_local(&name, &local, fetcher).await?;
-                    registry.insert_chat(name, Arc::new(engine));
+                    registry.insert_local(name, Arc::new(engine));
                 }
                 ModelConfig::Remote(remote) => {
                     let mut options = RemoteOptions::new(&name, &remote.base_url, &remote.model);

@@ -110,6 +110,34 @@ fn a_cascade_pipeline_from_the_config_escalates_under_its_threshold() {
 }
 
 #[test]
+fn a_speculative_pipeline_is_built_from_the_config_and_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path());
+    let mut toml = std::fs::read_to_string(&path).unwrap();
+    toml.push_str(
+        "\n[pipelines.fast]\nstrategy = \"speculative\"\ntarget = \"small\"\ndraft = \"prompt_lookup\"\nk = 4\n",
+    );
+    std::fs::write(&path, toml).unwrap();
+    let output = tandem(&path)
+        .args([
+            "run",
+            "Repeat exactly: one two three one two three one two three",
+            "--model",
+            "fast",
+            "--max-tokens",
+            "12",
+            "--temperature",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("one two"), "{stdout}");
+    assert!(stderr.contains("12 completion tokens"), "{stderr}");
+}
+
+#[test]
 fn chat_keeps_a_conversation_until_exit() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = tandem(&config(dir.path()))
@@ -277,12 +305,65 @@ fn bench_decode_writes_its_report() {
     assert!(output.status.success(), "{stderr}");
     let written = std::fs::read_to_string(&report).unwrap();
     assert_eq!(written, stdout);
+    let kernels = if cfg!(feature = "cpu-variants") {
+        "CPU kernels: " // then the variant ggml chose, e.g. `zen4 (the best this CPU supports; ...)`
+    } else {
+        "CPU kernels: built in (static build)"
+    };
+    assert!(written.contains(kernels), "{written}");
     for row in [
         "| pp8 (llama-cpp-2 batch) |",
         "| tg8 (llama-cpp-2 decodes) |",
         "| tg8 engine (one client, greedy) |",
     ] {
         assert!(written.contains(row), "{written}");
+    }
+}
+
+#[test]
+fn a_cpu_variant_is_pinned_by_name_and_an_unknown_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = |variant: &str| {
+        tandem(&config(dir.path()))
+            .env("TANDEM_CPU_VARIANT", variant)
+            .args(["bench", "decode", "--file"])
+            .arg(tandem_fetch::test_model())
+            .args([
+                "--prompt-tokens",
+                "4",
+                "--gen-tokens",
+                "2",
+                "--repetitions",
+                "1",
+            ])
+            .output()
+            .unwrap()
+    };
+    let pinned = bench("haswell");
+    let unknown = bench("pentium");
+    let (pinned_out, pinned_err) = text(&pinned);
+    let (_, unknown_err) = text(&unknown);
+    assert_eq!(unknown.status.code(), Some(1), "{unknown_err}");
+    if cfg!(feature = "cpu-variants") {
+        assert!(pinned.status.success(), "{pinned_err}");
+        assert!(
+            pinned_out.contains("CPU kernels: haswell (pinned by TANDEM_CPU_VARIANT;"),
+            "{pinned_out}"
+        );
+        assert!(
+            unknown_err.contains("TANDEM_CPU_VARIANT=pentium: no such CPU variant"),
+            "{unknown_err}"
+        );
+        assert!(unknown_err.contains("haswell"), "{unknown_err}");
+    } else {
+        // A static build has no variants: the variable is refused, not ignored.
+        for stderr in [&pinned_err, &unknown_err] {
+            assert!(
+                stderr.contains("this build links its CPU kernels in"),
+                "{stderr}"
+            );
+        }
+        assert_eq!(pinned.status.code(), Some(1));
     }
 }
 

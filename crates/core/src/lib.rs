@@ -5,14 +5,20 @@
 //! - [`report`]: the per-response report served as the `tandem` object.
 //! - [`sampling`], [`text`]: logits to tokens, tokens to text (UTF-8 safe, stop sequences).
 //! - [`validate`]: request checks that name the bad parameter.
+//! - [`constraint`], [`grammar`]: limits on the next token, and the grammars (from JSON schemas)
+//!   that keep structured output and tool calls well-formed.
+//! - [`tools`]: tool-call formats of model families, read out of streamed output.
 //! - [`error`]: [`ModelError`], the one failure type of every model.
 
+pub mod constraint;
 pub mod error;
+pub mod grammar;
 pub mod model;
 pub mod openai;
 pub mod report;
 pub mod sampling;
 pub mod text;
+pub mod tools;
 pub mod validate;
 
 pub use error::ModelError;

@@ -8,7 +8,9 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use crate::error::ModelError;
-use crate::openai::{ChatCompletionRequest, FinishReason, TokenLogprob, Usage};
+use crate::openai::{
+    ChatCompletionRequest, FinishReason, FunctionCall, TokenLogprob, ToolCall, ToolCallChunk, Usage,
+};
 use crate::report::Report;
 
 /// One event of a generation.
@@ -20,6 +22,8 @@ pub enum ChatEvent {
         text: String,
         logprobs: Vec<TokenLogprob>,
     },
+    /// A piece of a tool call the model made (see [`ToolCallChunk`]); calls come after any text.
+    ToolCall(ToolCallChunk),
     /// The last event of every successful stream.
     Done(Completion),
 }
@@ -39,6 +43,8 @@ pub struct ChatOutput {
     pub text: String,
     /// `Some` when the request asked for log probabilities.
     pub logprobs: Option<Vec<TokenLogprob>>,
+    /// The tools the model called, in order; empty when it called none.
+    pub tool_calls: Vec<ToolCall>,
     pub finish_reason: FinishReason,
     pub usage: Usage,
     pub report: Report,
@@ -68,6 +74,7 @@ pub async fn collect(
 ) -> Result<ChatOutput, ModelError> {
     let mut text = String::new();
     let mut logprobs = Vec::new();
+    let mut tool_calls: Vec<ToolCall> = Vec::new();
     while let Some(event) = stream.next().await {
         match event? {
             ChatEvent::Delta {
@@ -77,10 +84,12 @@ pub async fn collect(
                 text.push_str(&piece);
                 logprobs.extend(lp);
             }
+            ChatEvent::ToolCall(chunk) => add_tool_call_chunk(&mut tool_calls, chunk)?,
             ChatEvent::Done(done) => {
                 return Ok(ChatOutput {
                     text,
                     logprobs: wants_logprobs.then_some(logprobs),
+                    tool_calls,
                     finish_reason: done.finish_reason,
                     usage: done.usage,
                     report: done.report,
@@ -91,6 +100,38 @@ pub async fn collect(
     Err(ModelError::Internal(
         "the generation ended without a final event".into(),
     ))
+}
+
+/// Adds a streamed piece to the calls assembled so far: a piece with an id opens call `index`,
+/// which must be the next one; later pieces append to its arguments.
+fn add_tool_call_chunk(calls: &mut Vec<ToolCall>, chunk: ToolCallChunk) -> Result<(), ModelError> {
+    let index = chunk.index as usize;
+    if let Some(id) = chunk.id {
+        if index != calls.len() {
+            return Err(ModelError::Internal(format!(
+                "tool call {index} opened after {} calls",
+                calls.len()
+            )));
+        }
+        calls.push(ToolCall {
+            id,
+            kind: chunk.kind.unwrap_or_else(|| "function".into()),
+            function: FunctionCall {
+                name: String::new(),
+                arguments: String::new(),
+            },
+        });
+    }
+    let call = calls.get_mut(index).ok_or_else(|| {
+        ModelError::Internal(format!("a piece of tool call {index}, which never opened"))
+    })?;
+    if let Some(name) = chunk.function.name {
+        call.function.name.push_str(&name);
+    }
+    if let Some(arguments) = chunk.function.arguments {
+        call.function.arguments.push_str(&arguments);
+    }
+    Ok(())
 }
 
 pub type TokenId = i32;

@@ -39,12 +39,25 @@ pub struct ChatCompletionRequest {
     pub top_logprobs: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n: Option<u32>,
+    /// Not in OpenAI's API, accepted by llama.cpp and vLLM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_p: Option<f32>,
+    /// Token id (as a string) to a bias from -100 to 100 added to its logit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit_bias: Option<std::collections::BTreeMap<String, f32>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presence_penalty: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency_penalty: Option<f32>,
+    /// Functions the model may call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tools: Option<serde_json::Value>,
+    pub tools: Option<Vec<Tool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat>,
     /// The end user's id, for abuse monitoring: the server logs it with the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -55,6 +68,11 @@ pub struct ChatCompletionRequest {
     /// Every other field, by name.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// Who is asking, as an opaque id the server derives from the API key; never on the wire.
+    /// State kept across requests (a speculative pipeline's suffix cache) is never shared
+    /// between tenants.
+    #[serde(skip)]
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,11 +123,18 @@ impl Role {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: Role,
-    #[serde(default)]
+    /// `null` (an assistant turn that only calls tools) reads as empty text.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub content: Content,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Every other field (`tool_calls`, `tool_call_id`, ...), kept so validation can refuse it.
+    /// The calls an assistant turn made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// The call a `tool` message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// Every other field (`function_call`, `audio`, ...), kept so validation can refuse it.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -120,9 +145,122 @@ impl Message {
             role,
             content: Content::Text(text.into()),
             name: None,
+            tool_calls: None,
+            tool_call_id: None,
             extra: serde_json::Map::new(),
         }
     }
+}
+
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// One entry of `tools`. `kind` is `"function"`, the only kind of tool OpenAI's chat API has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionDefinition,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionDefinition {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A JSON schema of the arguments object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+/// `tool_choice`: `"none"`, `"auto"`, `"required"`, or one named function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ToolChoice {
+    Mode(ToolChoiceMode),
+    Named(NamedToolChoice),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolChoiceMode {
+    None,
+    Auto,
+    Required,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedToolChoice {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionName,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionName {
+    pub name: String,
+}
+
+/// A call the model made: `arguments` is a JSON object as text, as OpenAI sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    pub arguments: String,
+}
+
+/// A piece of a streamed tool call: the first piece of call `index` carries its id and name,
+/// later ones fragments of its arguments, which concatenate to the whole arguments text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCallChunk {
+    pub index: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub function: FunctionCallChunk,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionCallChunk {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+}
+
+/// `response_format`: free text, any JSON object, or JSON that validates against a schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { json_schema: JsonSchemaFormat },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JsonSchemaFormat {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
 }
 
 /// Message content: a plain string, or OpenAI's list of typed parts.
@@ -218,7 +356,10 @@ pub struct ChoiceLogprobs {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AssistantMessage {
     pub role: Role,
-    pub content: String,
+    /// `null` when the turn only calls tools.
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -249,6 +390,8 @@ pub struct Delta {
     pub role: Option<Role>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallChunk>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -326,14 +469,40 @@ mod tests {
 
     #[test]
     fn other_fields_survive_a_round_trip() {
-        let body = r#"{"model":"m","messages":[{"role":"assistant","content":"","tool_calls":[]}],
-            "response_format":{"type":"json_object"}}"#;
+        let body = r#"{"model":"m","messages":[{"role":"assistant","content":"","audio":{"id":"a"}}],
+            "prediction":{"type":"content"}}"#;
         let req: ChatCompletionRequest = serde_json::from_str(body).unwrap();
-        assert_eq!(req.extra["response_format"]["type"], "json_object");
-        assert_eq!(req.messages[0].extra["tool_calls"], serde_json::json!([]));
+        assert_eq!(req.extra["prediction"]["type"], "content");
+        assert_eq!(req.messages[0].extra["audio"]["id"], "a");
         let again: ChatCompletionRequest =
             serde_json::from_str(&serde_json::to_string(&req).unwrap()).unwrap();
         assert_eq!(again, req);
+    }
+
+    #[test]
+    fn parses_tools_and_a_tool_call_history() {
+        let body = r#"{"model":"m","messages":[
+            {"role":"user","content":"weather in Paris?"},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function",
+                "function":{"name":"weather","arguments":"{\"city\": \"Paris\"}"}}]},
+            {"role":"tool","tool_call_id":"call_1","content":"18 C"}],
+            "tools":[{"type":"function","function":{"name":"weather","parameters":{"type":"object"}}}],
+            "tool_choice":{"type":"function","function":{"name":"weather"}},
+            "response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object"},"strict":true}}}"#;
+        let req: ChatCompletionRequest = serde_json::from_str(body).unwrap();
+        assert_eq!(req.messages[1].content.text().unwrap(), "");
+        let calls = req.messages[1].tool_calls.as_ref().unwrap();
+        assert_eq!(calls[0].function.arguments, r#"{"city": "Paris"}"#);
+        assert_eq!(req.messages[2].tool_call_id.as_deref(), Some("call_1"));
+        assert_eq!(req.tools.as_ref().unwrap()[0].function.name, "weather");
+        assert!(matches!(req.tool_choice, Some(ToolChoice::Named(_))));
+        assert!(matches!(
+            req.response_format,
+            Some(ResponseFormat::JsonSchema { .. })
+        ));
+        let mode: ToolChoice = serde_json::from_str(r#""required""#).unwrap();
+        assert_eq!(mode, ToolChoice::Mode(ToolChoiceMode::Required));
+        assert!(serde_json::from_str::<ToolChoice>(r#""sometimes""#).is_err());
     }
 
     #[test]

@@ -1,10 +1,19 @@
-//! Turning logits into tokens: temperature, top-k, top-p and a seeded random source, plus the log
-//! probabilities OpenAI's `logprobs` reports. Works on borrowed logits so no vocabulary-sized copy
-//! is made per token beyond one scratch buffer reused across tokens.
+//! Turning logits into tokens: temperature, top-k, top-p, min-p and a seeded random source, plus
+//! the log probabilities OpenAI's `logprobs` reports. Works on borrowed logits so no
+//! vocabulary-sized copy is made per token beyond scratch buffers reused across tokens.
+//!
+//! Before drawing, a sampler may adjust the logits (`logit_bias`, and presence and frequency
+//! penalties over the tokens it has drawn) and consult a [`Constraint`]: it draws from the model's
+//! own distribution first and masks the logits only when the constraint refuses that draw, which
+//! gives the same distribution as masking first (the refused mass is redrawn in proportion) at
+//! a fraction of the cost, since a grammar usually agrees with the model.
+
+use std::collections::HashMap;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::constraint::Constraint;
 use crate::error::ModelError;
 use crate::model::TokenId;
 use crate::openai::ChatCompletionRequest;
@@ -22,6 +31,14 @@ pub struct SamplingParams {
     pub stop: Vec<String>,
     pub logprobs: bool,
     pub top_logprobs: usize,
+    /// Drops tokens less probable than this fraction of the most probable one; 0 keeps all.
+    pub min_p: f32,
+    /// Subtracted from the logit of every token already drawn.
+    pub presence_penalty: f32,
+    /// Subtracted from the logit of a token once per time it was drawn.
+    pub frequency_penalty: f32,
+    /// Added to the logits of these tokens.
+    pub logit_bias: Vec<(TokenId, f32)>,
 }
 
 impl Default for SamplingParams {
@@ -35,6 +52,10 @@ impl Default for SamplingParams {
             stop: Vec::new(),
             logprobs: false,
             top_logprobs: 0,
+            min_p: 0.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -56,7 +77,22 @@ impl SamplingParams {
                 .unwrap_or_default(),
             logprobs: request.logprobs.unwrap_or(false),
             top_logprobs: request.top_logprobs.unwrap_or(0) as usize,
+            min_p: request.min_p.unwrap_or(0.0),
+            presence_penalty: request.presence_penalty.unwrap_or(0.0),
+            frequency_penalty: request.frequency_penalty.unwrap_or(0.0),
+            // Validation checked that every key is a token id.
+            logit_bias: request
+                .logit_bias
+                .iter()
+                .flatten()
+                .filter_map(|(token, bias)| Some((token.parse().ok()?, *bias)))
+                .collect(),
         }
+    }
+
+    /// Whether the logits need adjusting before each draw.
+    fn adjusts_logits(&self) -> bool {
+        self.presence_penalty != 0.0 || self.frequency_penalty != 0.0 || !self.logit_bias.is_empty()
     }
 }
 
@@ -65,9 +101,37 @@ pub struct Sampler {
     temperature: f32,
     top_p: f32,
     top_k: usize,
+    min_p: f32,
     rng: ChaCha8Rng,
     /// (token, logit) pairs, reused across calls.
     scratch: Vec<(TokenId, f32)>,
+    adjustments: Option<Adjustments>,
+    constraint: Option<Box<dyn Constraint>>,
+    /// Logits after adjustment or masking, reused across calls.
+    adjusted: Vec<f32>,
+}
+
+/// `logit_bias` and the penalties, with the counts of the tokens drawn so far.
+struct Adjustments {
+    presence_penalty: f32,
+    frequency_penalty: f32,
+    logit_bias: Vec<(TokenId, f32)>,
+    drawn: HashMap<TokenId, u32>,
+}
+
+impl Adjustments {
+    fn apply(&self, logits: &mut [f32]) {
+        for &(token, bias) in &self.logit_bias {
+            if let Some(l) = logits.get_mut(token as usize) {
+                *l += bias;
+            }
+        }
+        for (&token, &count) in &self.drawn {
+            if let Some(l) = logits.get_mut(token as usize) {
+                *l -= self.presence_penalty + self.frequency_penalty * count as f32;
+            }
+        }
+    }
 }
 
 impl Sampler {
@@ -77,15 +141,83 @@ impl Sampler {
             temperature: params.temperature,
             top_p: params.top_p,
             top_k: params.top_k,
+            min_p: params.min_p,
             rng: ChaCha8Rng::seed_from_u64(seed),
             scratch: Vec::new(),
+            adjustments: params.adjusts_logits().then(|| Adjustments {
+                presence_penalty: params.presence_penalty,
+                frequency_penalty: params.frequency_penalty,
+                logit_bias: params.logit_bias.clone(),
+                drawn: HashMap::new(),
+            }),
+            constraint: None,
+            adjusted: Vec::new(),
         }
     }
 
+    /// Draws only tokens `constraint` allows.
+    pub fn with_constraint(mut self, constraint: Option<Box<dyn Constraint>>) -> Self {
+        self.constraint = constraint;
+        self
+    }
+
+    /// Draws the next token: adjusts the logits, draws, and redraws from masked logits if the
+    /// constraint refuses the draw.
     pub fn sample(&mut self, logits: &[f32]) -> Result<TokenId, ModelError> {
         if logits.is_empty() {
             return Err(ModelError::Internal("empty logits".into()));
         }
+        let mut adjusted = std::mem::take(&mut self.adjusted);
+        let result = self.sample_adjusted(logits, &mut adjusted);
+        self.adjusted = adjusted;
+        let token = result?;
+        if let Some(adjustments) = &mut self.adjustments {
+            *adjustments.drawn.entry(token).or_default() += 1;
+        }
+        Ok(token)
+    }
+
+    fn sample_adjusted(
+        &mut self,
+        logits: &[f32],
+        adjusted: &mut Vec<f32>,
+    ) -> Result<TokenId, ModelError> {
+        let token = match &self.adjustments {
+            Some(adjustments) => {
+                adjusted.clear();
+                adjusted.extend_from_slice(logits);
+                adjustments.apply(adjusted);
+                self.draw(adjusted)?
+            }
+            None => self.draw(logits)?,
+        };
+        let Some(mut constraint) = self.constraint.take() else {
+            return Ok(token);
+        };
+        let token = if constraint.allows(token) {
+            Ok(token)
+        } else {
+            if self.adjustments.is_none() {
+                adjusted.clear();
+                adjusted.extend_from_slice(logits);
+            }
+            constraint.mask(adjusted);
+            if adjusted.iter().all(|&l| l == f32::NEG_INFINITY) {
+                Err(ModelError::Internal(
+                    "the output grammar allows no next token".into(),
+                ))
+            } else {
+                self.draw(adjusted)
+            }
+        };
+        if let Ok(token) = token {
+            constraint.accept(token);
+        }
+        self.constraint = Some(constraint);
+        token
+    }
+
+    fn draw(&mut self, logits: &[f32]) -> Result<TokenId, ModelError> {
         if self.temperature <= 0.0 || self.top_k == 1 {
             return Ok(argmax(logits));
         }
@@ -112,6 +244,12 @@ impl Sampler {
             c.1 = (f64::from(c.1 - max) / temperature).exp() as f32;
             total += f64::from(c.1);
         }
+        // The most probable candidate has weight 1, so min-p keeps weights of at least min_p.
+        if self.min_p > 0.0 {
+            let min_p = self.min_p;
+            self.scratch.retain(|c| c.1 >= min_p);
+            total = self.scratch.iter().map(|c| f64::from(c.1)).sum();
+        }
         let kept_mass = if self.top_p < 1.0 {
             keep_nucleus(&mut self.scratch, total * f64::from(self.top_p))
         } else {
@@ -126,6 +264,77 @@ impl Sampler {
         }
         Ok(self.scratch.last().map_or(0, |c| c.0))
     }
+}
+
+impl SamplingParams {
+    /// True when these settings always pick the most probable token, as [`Sampler`] does.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0 || self.top_k == 1
+    }
+
+    /// The distribution [`Sampler::sample`] draws from, as one probability per token of the
+    /// vocabulary (0 outside the top-k cut and the nucleus), summing to 1. Speculative decoding
+    /// applies it alike to the target's and the draft's logits, so that rejection sampling keeps
+    /// the target's distribution under the request's own settings.
+    pub fn probabilities(&self, logits: &[f32]) -> Vec<f32> {
+        let mut probs = vec![0.0f32; logits.len()];
+        if logits.is_empty() {
+            return probs;
+        }
+        if self.is_greedy() {
+            probs[argmax(logits) as usize] = 1.0;
+            return probs;
+        }
+        let mut candidates: Vec<(TokenId, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as TokenId, l))
+            .collect();
+        if self.top_k > 0 && self.top_k < candidates.len() {
+            candidates.select_nth_unstable_by(self.top_k - 1, |a, b| b.1.total_cmp(&a.1));
+            candidates.truncate(self.top_k);
+        }
+        let max = candidates
+            .iter()
+            .map(|c| c.1)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let temperature = f64::from(self.temperature);
+        let mut total = 0.0f64;
+        for c in &mut candidates {
+            c.1 = (f64::from(c.1 - max) / temperature).exp() as f32;
+            total += f64::from(c.1);
+        }
+        let kept_mass = if self.top_p < 1.0 {
+            keep_nucleus(&mut candidates, total * f64::from(self.top_p))
+        } else {
+            total
+        };
+        for (token, p) in candidates {
+            probs[token as usize] = (f64::from(p) / kept_mass) as f32;
+        }
+        probs
+    }
+}
+
+/// Draws an index from unnormalised non-negative weights; `None` when they sum to zero.
+pub fn draw(weights: &[f32], rng: &mut impl Rng) -> Option<TokenId> {
+    let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+    if total <= 0.0 {
+        return None;
+    }
+    let mut target = rng.random::<f64>() * total;
+    let mut last = None;
+    for (i, &w) in weights.iter().enumerate() {
+        if w <= 0.0 {
+            continue;
+        }
+        last = Some(i as TokenId);
+        target -= f64::from(w);
+        if target <= 0.0 {
+            break;
+        }
+    }
+    last
 }
 
 /// Keeps the smallest set of most probable candidates whose mass reaches `mass`, sorted by
@@ -296,6 +505,126 @@ mod tests {
         let kept = keep_nucleus(&mut candidates, 500.0);
         assert_eq!(candidates.len(), 500);
         assert!((kept - 500.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn probabilities_are_the_distribution_the_sampler_draws_from() {
+        // Probabilities about 0.64, 0.24, 0.09, 0.03 before the cuts.
+        let logits: Vec<f32> = [0.64f32, 0.24, 0.09, 0.03].iter().map(|p| p.ln()).collect();
+        for (top_p, top_k) in [(1.0, 0), (0.8, 0), (1.0, 3), (0.95, 2)] {
+            let params = params(0.8, top_p, top_k, 3);
+            let probs = params.probabilities(&logits);
+            assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{probs:?}");
+            let mut sampler = Sampler::new(&params);
+            let runs = 20_000;
+            let mut seen = [0usize; 4];
+            for _ in 0..runs {
+                seen[sampler.sample(&logits).unwrap() as usize] += 1;
+            }
+            for (token, &p) in probs.iter().enumerate() {
+                let observed = seen[token] as f32 / runs as f32;
+                // Four standard deviations of a binomial share at 20000 draws is under 0.015.
+                assert!(
+                    (observed - p).abs() < 0.015,
+                    "top_p {top_p} top_k {top_k}: token {token} drawn {observed}, p {p}"
+                );
+            }
+        }
+        let greedy = params(0.0, 1.0, 0, 1).probabilities(&logits);
+        assert_eq!(greedy, vec![1.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn draw_follows_the_weights_and_skips_zeros() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let weights = [0.0, 3.0, 0.0, 1.0];
+        let mut seen = [0usize; 4];
+        for _ in 0..4000 {
+            seen[draw(&weights, &mut rng).unwrap() as usize] += 1;
+        }
+        assert_eq!(seen[0] + seen[2], 0, "{seen:?}");
+        assert!((2800..3200).contains(&seen[1]), "{seen:?}");
+        assert_eq!(draw(&[0.0, 0.0], &mut rng), None);
+    }
+
+    #[test]
+    fn logit_bias_and_penalties_move_the_choice() {
+        let greedy = |params: SamplingParams| {
+            let mut s = Sampler::new(&params);
+            (0..4)
+                .map(|_| s.sample(&[1.0, 0.9, 0.0]).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let base = params(0.0, 1.0, 0, 1);
+        assert_eq!(greedy(base.clone()), [0, 0, 0, 0]);
+        let biased = SamplingParams {
+            logit_bias: vec![(0, -100.0)],
+            ..base.clone()
+        };
+        assert_eq!(greedy(biased), [1, 1, 1, 1]);
+        // Once drawn, a token loses 0.5 for good: token 1 wins from then on.
+        let presence = SamplingParams {
+            presence_penalty: 0.5,
+            ..base.clone()
+        };
+        assert_eq!(greedy(presence), [0, 1, 0, 0]);
+        // Each draw costs 0.15 more: the two leaders take turns.
+        let frequency = SamplingParams {
+            frequency_penalty: 0.15,
+            ..base
+        };
+        assert_eq!(greedy(frequency), [0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn min_p_drops_the_improbable() {
+        // Probabilities 0.5, 0.3, 0.15, 0.05: min_p 0.2 keeps those of at least 0.1.
+        let logits: Vec<f32> = [0.5f32, 0.3, 0.15, 0.05].iter().map(|p| p.ln()).collect();
+        let mut s = Sampler::new(&SamplingParams {
+            min_p: 0.2,
+            ..params(1.0, 1.0, 0, 3)
+        });
+        let mut seen = [0usize; 4];
+        for _ in 0..3000 {
+            seen[s.sample(&logits).unwrap() as usize] += 1;
+        }
+        assert_eq!(seen[3], 0, "{seen:?}");
+        assert!(seen[2] > 0, "{seen:?}");
+    }
+
+    /// Allows even tokens only, and records what the sampler asked.
+    struct EvenOnly(std::sync::Arc<std::sync::Mutex<(usize, Vec<TokenId>)>>);
+
+    impl Constraint for EvenOnly {
+        fn allows(&mut self, token: TokenId) -> bool {
+            token % 2 == 0
+        }
+        fn mask(&mut self, logits: &mut [f32]) {
+            self.0.lock().unwrap().0 += 1;
+            for (i, l) in logits.iter_mut().enumerate() {
+                if i % 2 == 1 {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
+        fn accept(&mut self, token: TokenId) {
+            self.0.lock().unwrap().1.push(token);
+        }
+    }
+
+    #[test]
+    fn a_constraint_is_obeyed_and_masks_only_when_it_must() {
+        let log = std::sync::Arc::new(std::sync::Mutex::new((0, Vec::new())));
+        let mut s = Sampler::new(&params(0.0, 1.0, 0, 1))
+            .with_constraint(Some(Box::new(EvenOnly(log.clone()))));
+        assert_eq!(s.sample(&[0.0, 5.0, 1.0]).unwrap(), 2);
+        assert_eq!(s.sample(&[3.0, 1.0, 0.0]).unwrap(), 0);
+        assert_eq!(*log.lock().unwrap(), (1, vec![2, 0]));
+        let mut s = Sampler::new(&params(1.0, 1.0, 0, 9))
+            .with_constraint(Some(Box::new(EvenOnly(log.clone()))));
+        for _ in 0..200 {
+            assert_eq!(s.sample(&[0.0, 0.5, 0.2, 0.4]).unwrap() % 2, 0);
+        }
     }
 
     #[test]

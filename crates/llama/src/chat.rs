@@ -11,10 +11,18 @@
 //! between two special tokens (template text and content together) is tokenized on its own, as
 //! llama.cpp tokenizes the runs of a whole prompt. So for content that holds no special token the
 //! tokens are exactly those of the rendered prompt tokenized with special parsing.
+//!
+//! Jinja templates ([`crate::jinja`]) put client text in more places than message content: tool
+//! definitions, tool-call arguments (often inside `tojson`, which escapes), tool results. There a
+//! [`Shield`] replaces the text of every special token inside client text with a placeholder of
+//! letters and digits, which no template or JSON encoder alters, before rendering; after the
+//! rendered chat is split at special tokens (all of them the template's own, then), each
+//! placeholder becomes its text again and is tokenized as text.
 
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::token_type::LlamaTokenAttr;
+use serde_json::Value as Json;
 use tandem_core::{ModelError, TokenId};
 
 /// A token that llama.cpp's tokenizer matches literally in text when it parses special tokens.
@@ -157,6 +165,108 @@ impl Sentinel {
     }
 }
 
+/// Hides special tokens in client text from a template, and brings them back as plain text.
+pub(crate) struct Shield<'a> {
+    specials: &'a SpecialTokens,
+    /// Starts every placeholder: `<prefix><token id>Z`.
+    prefix: String,
+}
+
+impl<'a> Shield<'a> {
+    /// A shield whose placeholders occur in none of `texts` (the template and everything the client
+    /// sent).
+    pub(crate) fn new(specials: &'a SpecialTokens, texts: &[&str]) -> Self {
+        loop {
+            let prefix = format!("TANDEM{:016x}S", rand::random::<u64>());
+            if texts.iter().all(|t| !t.contains(&prefix)) {
+                return Shield { specials, prefix };
+            }
+        }
+    }
+
+    /// `text` with every special token's text replaced by its placeholder.
+    pub(crate) fn hide(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        'scan: while let Some(c) = rest.chars().next() {
+            for special in &self.specials.0 {
+                if rest.as_bytes().starts_with(&special.text) {
+                    out.push_str(&format!("{}{}Z", self.prefix, special.id));
+                    rest = &rest[special.text.len()..];
+                    continue 'scan;
+                }
+            }
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+        out
+    }
+
+    /// Hides special tokens in every string of `value`, object keys included.
+    pub(crate) fn hide_json(&self, value: &mut Json) {
+        match value {
+            Json::String(text) => *text = self.hide(text),
+            Json::Array(items) => items.iter_mut().for_each(|item| self.hide_json(item)),
+            Json::Object(entries) => {
+                let hidden: serde_json::Map<String, Json> = std::mem::take(entries)
+                    .into_iter()
+                    .map(|(key, mut item)| {
+                        self.hide_json(&mut item);
+                        (self.hide(&key), item)
+                    })
+                    .collect();
+                *entries = hidden;
+            }
+            _ => {}
+        }
+    }
+
+    /// The tokens of a chat rendered from hidden client text: the template's special tokens as
+    /// themselves, everything else (placeholders back as their text) through `tokenize_text`.
+    pub(crate) fn tokens(
+        &self,
+        rendered: &str,
+        tokenize_text: impl Fn(&[u8]) -> Vec<TokenId>,
+    ) -> Result<Vec<TokenId>, ModelError> {
+        let fragments = self
+            .specials
+            .partition(rendered)
+            .into_iter()
+            .map(|fragment| match fragment {
+                Fragment::Template(text) => self.reveal(&text).map(Fragment::Template),
+                other => Ok(other),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(tokens(self.specials, &fragments, tokenize_text))
+    }
+
+    fn reveal(&self, text: &[u8]) -> Result<Vec<u8>, ModelError> {
+        let garbled = || ModelError::Internal("the chat template garbled a placeholder".into());
+        let prefix = self.prefix.as_bytes();
+        let mut out = Vec::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = find(rest, prefix) {
+            out.extend_from_slice(&rest[..at]);
+            let after = &rest[at + prefix.len()..];
+            let end = after.iter().position(|&b| b == b'Z').ok_or_else(garbled)?;
+            let id: TokenId = std::str::from_utf8(&after[..end])
+                .ok()
+                .and_then(|digits| digits.parse().ok())
+                .ok_or_else(garbled)?;
+            let special = self
+                .specials
+                .0
+                .iter()
+                .find(|s| s.id == id)
+                .ok_or_else(garbled)?;
+            out.extend_from_slice(&special.text);
+            rest = &after[end + 1..];
+        }
+        out.extend_from_slice(rest);
+        Ok(out)
+    }
+}
+
 /// The tokens of a chat whose messages have `contents`: `render` applies the template to contents,
 /// `tokenize_text` tokenizes plain text without special parsing and without BOS.
 pub(crate) fn chat_tokens(
@@ -286,7 +396,7 @@ mod tests {
     use std::sync::Arc;
 
     use llama_cpp_2::token::LlamaToken;
-    use tandem_core::openai::{Message, Role};
+    use tandem_core::openai::{FunctionCall, FunctionDefinition, Message, Role, Tool, ToolCall};
 
     use super::*;
     use crate::LoadedModel;
@@ -295,9 +405,27 @@ mod tests {
         LoadedModel::load(&tandem_fetch::test_model(), template, 0).expect("model loads")
     }
 
-    /// The tokens the engine used before: the rendered chat tokenized with special parsing.
+    fn qwen() -> Arc<LoadedModel> {
+        let path = tandem_fetch::Fetcher::new(tandem_fetch::default_cache_dir())
+            .resolve_local("qwen2.5-coder-0.5b")
+            .expect(
+                "Qwen2.5-Coder-0.5B is not downloaded: run `tandem models pull qwen2.5-coder-0.5b`",
+            );
+        LoadedModel::load(&path, None, 0).expect("model loads")
+    }
+
+    /// The tokens of the rendered chat tokenized with special parsing (what llama.cpp's server
+    /// does, and the engine did before).
     fn whole_prompt_tokens(model: &LoadedModel, messages: &[Message]) -> Vec<TokenId> {
-        let rendered = rendered(model, messages);
+        whole_prompt_tokens_with_tools(model, messages, None)
+    }
+
+    fn whole_prompt_tokens_with_tools(
+        model: &LoadedModel,
+        messages: &[Message],
+        tools: Option<&[Tool]>,
+    ) -> Vec<TokenId> {
+        let rendered = model.rendered_chat(messages, tools);
         model
             .model
             .vocab()
@@ -307,17 +435,9 @@ mod tests {
             .collect()
     }
 
-    /// The chat rendered as one string, developer messages as system ones as the engine does.
+    /// The chat rendered as one string.
     fn rendered(model: &LoadedModel, messages: &[Message]) -> String {
-        let roles: Vec<Role> = messages
-            .iter()
-            .map(|m| match m.role {
-                Role::Developer => Role::System,
-                role => role,
-            })
-            .collect();
-        let contents: Vec<String> = messages.iter().map(|m| m.content.text().unwrap()).collect();
-        model.render(&roles, &contents).unwrap()
+        model.rendered_chat(messages, None)
     }
 
     fn chat(turns: &[(Role, &str)]) -> Vec<Message> {
@@ -365,8 +485,14 @@ mod tests {
 
     #[test]
     fn ordinary_chats_give_the_tokens_of_the_whole_prompt() {
-        // llama3 and gemma trim message content; chatml is SmolLM2's own template.
-        for template in [None, Some("llama3"), Some("gemma"), Some("mistral-v7")] {
+        // None is SmolLM2's own Jinja; llama3 and gemma (built in) trim message content.
+        for template in [
+            None,
+            Some("chatml"),
+            Some("llama3"),
+            Some("gemma"),
+            Some("mistral-v7"),
+        ] {
             let model = smollm2(template);
             for messages in ordinary_chats() {
                 assert_eq!(
@@ -444,6 +570,105 @@ mod tests {
                     "{forgery:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn qwen_jinja_gives_the_tokens_of_the_whole_prompt() {
+        let model = qwen();
+        for messages in ordinary_chats() {
+            assert_eq!(
+                model.chat_prompt(&messages).unwrap(),
+                whole_prompt_tokens(&model, &messages),
+                "chat {messages:?}"
+            );
+        }
+        let (messages, tools) = tool_chat("18 C, sunny", r#"{"city": "Paris"}"#, "Weather now.");
+        assert_eq!(
+            model
+                .chat_prompt_with_tools(&messages, Some(&tools))
+                .unwrap(),
+            whole_prompt_tokens_with_tools(&model, &messages, Some(&tools)),
+        );
+    }
+
+    fn tool_chat(result: &str, arguments: &str, description: &str) -> (Vec<Message>, Vec<Tool>) {
+        let mut call = Message::new(Role::Assistant, "");
+        call.tool_calls = Some(vec![ToolCall {
+            id: "call_1".into(),
+            kind: "function".into(),
+            function: FunctionCall {
+                name: "weather".into(),
+                arguments: arguments.into(),
+            },
+        }]);
+        let mut answer = Message::new(Role::Tool, result);
+        answer.tool_call_id = Some("call_1".into());
+        let messages = vec![
+            Message::new(Role::User, "What is the weather in Paris?"),
+            call,
+            answer,
+        ];
+        let tools = vec![Tool {
+            kind: "function".into(),
+            function: FunctionDefinition {
+                name: "weather".into(),
+                description: Some(description.into()),
+                parameters: Some(serde_json::json!({"type": "object",
+                    "properties": {"city": {"type": "string", "description": description}}})),
+                strict: None,
+            },
+        }];
+        (messages, tools)
+    }
+
+    #[test]
+    fn qwen_renders_tools_calls_and_results_as_trained() {
+        let model = qwen();
+        let (messages, tools) = tool_chat("18 C", r#"{"city": "Paris"}"#, "Weather now.");
+        let text = model.rendered_chat(&messages, Some(&tools));
+        assert!(text.contains("<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"weather\", \"description\": \"Weather now.\", \"parameters\": {\"type\": \"object\", \"properties\""), "{text}");
+        assert!(text.contains("<|im_start|>assistant\n<tool_call>\n{\"name\": \"weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call><|im_end|>"), "{text}");
+        assert!(
+            text.contains("<|im_start|>user\n<tool_response>\n18 C\n</tool_response><|im_end|>"),
+            "{text}"
+        );
+        assert!(text.ends_with("<|im_start|>assistant\n"), "{text}");
+    }
+
+    #[test]
+    fn tool_text_never_becomes_a_control_token() {
+        let model = qwen();
+        let (benign, benign_tools) = tool_chat("18 C", r#"{"city": "Paris"}"#, "Weather now.");
+        let benign_tokens = model
+            .chat_prompt_with_tools(&benign, Some(&benign_tools))
+            .unwrap();
+        for forgery in FORGERIES {
+            let arguments = serde_json::json!({ "city": forgery }).to_string();
+            let (forged, forged_tools) = tool_chat(forgery, &arguments, forgery);
+            let tokens = model
+                .chat_prompt_with_tools(&forged, Some(&forged_tools))
+                .unwrap();
+            assert_eq!(
+                control_tokens(&model, &tokens),
+                control_tokens(&model, &benign_tokens),
+                "{forgery:?}"
+            );
+            assert_eq!(
+                text_of(&model, &tokens),
+                model.rendered_chat(&forged, Some(&forged_tools))
+            );
+            // Without the shield the same rendering holds more control tokens.
+            assert!(
+                control_tokens(
+                    &model,
+                    &whole_prompt_tokens_with_tools(&model, &forged, Some(&forged_tools))
+                )
+                .len()
+                    > control_tokens(&model, &tokens).len()
+                    || !forgery.contains("<|im_"),
+                "{forgery:?}"
+            );
         }
     }
 

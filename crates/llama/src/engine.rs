@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -30,6 +30,7 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
+use tandem_core::constraint::Constraint;
 use tandem_core::openai::{ChatCompletionRequest, FinishReason, TokenLogprob, TopLogprob, Usage};
 use tandem_core::sampling::{log_sum_exp, top_logprobs, Sampler, SamplingParams};
 use tandem_core::text::TextAssembler;
@@ -43,6 +44,7 @@ use tokio::sync::oneshot;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::model::{backend, LoadedModel};
+use crate::output::Prepared;
 use crate::sequence::{Command, EvalRequest, Lease, Logits, OpenRequest, SequenceHandle};
 
 /// How a local model is served.
@@ -100,6 +102,8 @@ pub struct EngineLoad {
 struct Occupancy {
     admitted: AtomicUsize,
     active: AtomicUsize,
+    /// llama.cpp decodes run so far.
+    steps: AtomicUsize,
     model: String,
 }
 
@@ -145,6 +149,8 @@ impl Occupancy {
 pub(crate) struct Job {
     prompt: Vec<TokenId>,
     params: SamplingParams,
+    /// What the sampler may draw, beyond the logits (a grammar for structured output).
+    constraint: Option<Box<dyn Constraint>>,
     events: UnboundedSender<Result<ChatEvent, ModelError>>,
     received: Instant,
 }
@@ -166,6 +172,7 @@ impl LlamaEngine {
         let occupancy = Arc::new(Occupancy {
             admitted: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
+            steps: AtomicUsize::new(0),
             model: options.name.clone(),
         });
         let scheduler = Scheduler {
@@ -192,6 +199,12 @@ impl LlamaEngine {
     /// Requests holding a sequence and requests waiting for one, now.
     pub fn load(&self) -> EngineLoad {
         self.occupancy.load()
+    }
+
+    /// Decode steps run since the engine started: fewer steps for the same tokens means more
+    /// requests shared each step.
+    pub fn decode_steps(&self) -> usize {
+        self.occupancy.steps.load(Ordering::SeqCst)
     }
 
     pub fn model(&self) -> &Arc<LoadedModel> {
@@ -274,7 +287,8 @@ impl ChatModel for LlamaEngine {
     async fn stream(&self, request: ChatCompletionRequest) -> Result<ChatStream, ModelError> {
         let received = Instant::now();
         validate(&request)?;
-        let prompt = self.model.chat_prompt(&request.messages)?;
+        let mut output = Prepared::new(&self.model, &request)?;
+        let prompt = std::mem::take(&mut output.prompt);
         if prompt.len() >= self.options.context_size as usize {
             return Err(ModelError::ContextOverflow {
                 model: self.options.name.clone(),
@@ -287,6 +301,7 @@ impl ChatModel for LlamaEngine {
         let job = Job {
             prompt,
             params: SamplingParams::from_request(&request),
+            constraint: output.constraint.take(),
             events,
             received,
         };
@@ -294,7 +309,7 @@ impl ChatModel for LlamaEngine {
             self.occupancy.release();
             return Err(scheduler_stopped());
         }
-        Ok(UnboundedReceiverStream::new(receiver).boxed())
+        Ok(output.read(UnboundedReceiverStream::new(receiver).boxed()))
     }
 }
 
@@ -314,9 +329,9 @@ struct Sequence {
 }
 
 impl Sequence {
-    fn new(job: Job) -> Self {
+    fn new(mut job: Job) -> Self {
         Sequence {
-            sampler: Sampler::new(&job.params),
+            sampler: Sampler::new(&job.params).with_constraint(job.constraint.take()),
             text: TextAssembler::new(job.params.stop.clone()),
             job,
             prompt_fed: 0,
@@ -414,7 +429,7 @@ impl Sequence {
     }
 }
 
-fn token_logprob(
+pub(crate) fn token_logprob(
     model: &LoadedModel,
     logits: &[f32],
     token: TokenId,
@@ -515,6 +530,7 @@ impl Scheduler {
             batch: LlamaBatch::new(self.options.batch_size as usize, 1),
             slots: (0..self.options.parallel).map(|_| None).collect(),
             waiting: VecDeque::new(),
+            answered: Vec::new(),
         };
         loop {
             // A disconnected queue (the engine and every handle dropped) still lets running
@@ -530,6 +546,7 @@ impl Scheduler {
                 }
                 continue;
             }
+            running.gather(&queue);
             running.step();
         }
     }
@@ -544,7 +561,16 @@ struct Running<'m> {
     batch: LlamaBatch<'static>,
     slots: Vec<Option<Occupant>>,
     waiting: VecDeque<Waiting>,
+    /// Handles answered by the last step: their next evaluation is usually on its way.
+    answered: Vec<usize>,
 }
+
+/// How long a step with work waits for the handles answered by the previous step. A driver turns
+/// an answer into its next evaluation in well under a millisecond; without the wait, the first
+/// one back would take a step alone and concurrent speculative requests would fall into
+/// alternating one-sequence steps instead of sharing each. A handle whose driver moved on to
+/// another engine costs one wait, a small fraction of a step.
+const GATHER: Duration = Duration::from_millis(2);
 
 /// What a row of the batch's logits is for.
 #[derive(Clone, Copy)]
@@ -658,6 +684,22 @@ impl Running<'_> {
         self.occupancy.publish();
     }
 
+    /// Waits (at most [`GATHER`]) for the handles answered by the last step to send their next
+    /// evaluation, so that they join this step.
+    fn gather(&mut self, queue: &Receiver<Command>) {
+        let deadline = Instant::now() + GATHER;
+        while self.answered.iter().any(
+            |&seq| matches!(&self.slots[seq], Some(Occupant::Handle(h)) if h.pending.is_none()),
+        ) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match queue.recv_timeout(left) {
+                Ok(command) => self.accept(command),
+                Err(_) => break,
+            }
+        }
+        self.answered.clear();
+    }
+
     fn has_work(&self) -> bool {
         self.slots.iter().flatten().any(|occupant| match occupant {
             Occupant::Chat(_) => true,
@@ -747,6 +789,7 @@ impl Running<'_> {
         if used == 0 {
             return;
         }
+        self.occupancy.steps.fetch_add(1, Ordering::SeqCst);
         let result = match failure {
             Some(e) => Err(e),
             None => self
@@ -774,7 +817,7 @@ impl Running<'_> {
                 self.free(row.seq);
             }
         }
-        for slot in self.slots.iter_mut() {
+        for (seq, slot) in self.slots.iter_mut().enumerate() {
             let Some(Occupant::Handle(handle)) = slot else {
                 continue;
             };
@@ -785,6 +828,7 @@ impl Running<'_> {
             {
                 let pending = handle.pending.take().expect("checked above");
                 let _ = pending.request.reply.send(Ok(pending.logits));
+                self.answered.push(seq);
             }
         }
     }

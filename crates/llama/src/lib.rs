@@ -6,6 +6,10 @@
 //! - [`SequenceHandle`]: one sequence of an engine's context lent to a token-level strategy:
 //!   evaluation with the logits of chosen positions and cache roll-back, batched by the scheduler
 //!   with everything else the engine runs.
+//! - [`cpu_kernels`]: which of ggml's CPU kernels this process runs (a `cpu-variants` build picks
+//!   the best for the CPU at start-up).
+//! - [`speculative::Speculative`]: speculative decoding (a draft model, prompt lookup, a suffix
+//!   cache) as a [`tandem_core::ChatModel`] over sequence handles.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -17,10 +21,16 @@
 //! ```
 
 mod chat;
+mod cpu;
 mod engine;
+mod grammar;
+mod jinja;
 mod model;
+mod output;
 mod sequence;
+pub mod speculative;
 
+pub use cpu::{CpuKernels, VARIANT_ENV};
 pub use engine::{EngineLoad, EngineOptions, LlamaEngine};
-pub use model::LoadedModel;
+pub use model::{cpu_kernels, LoadedModel};
 pub use sequence::{Logits, SequenceHandle};

@@ -244,6 +244,17 @@ impl RemoteModel {
     }
 }
 
+/// A `ChatModel` answers with one choice; the server turns `n` into `n` requests.
+fn one_choice(request: &ChatCompletionRequest) -> Result<(), ModelError> {
+    if request.n.is_some_and(|n| n > 1) {
+        return Err(ModelError::invalid(
+            "n",
+            "a remote model answers one choice per request; the server sends `n` requests for `n` choices",
+        ));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl ChatModel for RemoteModel {
     fn name(&self) -> &str {
@@ -252,6 +263,7 @@ impl ChatModel for RemoteModel {
 
     async fn stream(&self, request: ChatCompletionRequest) -> Result<ChatStream, ModelError> {
         let started = Instant::now();
+        one_choice(&request)?;
         let body = self.upstream_body(request, true);
         let span = self.span(true);
         let response = self.send(&body).instrument(span.clone()).await?;
@@ -279,6 +291,7 @@ impl ChatModel for RemoteModel {
 
     async fn complete(&self, request: ChatCompletionRequest) -> Result<ChatOutput, ModelError> {
         let started = Instant::now();
+        one_choice(&request)?;
         let wants_logprobs = request.logprobs.unwrap_or(false);
         let body = self.upstream_body(request, false);
         async {
@@ -316,7 +329,8 @@ impl ChatModel for RemoteModel {
                 "upstream answered"
             );
             Ok(ChatOutput {
-                text: choice.message.content,
+                text: choice.message.content.unwrap_or_default(),
+                tool_calls: choice.message.tool_calls.unwrap_or_default(),
                 logprobs: wants_logprobs
                     .then(|| choice.logprobs.map(|l| l.content).unwrap_or_default()),
                 finish_reason: choice.finish_reason,
@@ -475,6 +489,9 @@ impl StreamState {
         }
         let text = choice.delta.content.unwrap_or_default();
         let logprobs = choice.logprobs.map(|l| l.content).unwrap_or_default();
+        for call in choice.delta.tool_calls.into_iter().flatten() {
+            self.ready.push_back(ChatEvent::ToolCall(call));
+        }
         if text.is_empty() && logprobs.is_empty() {
             return Ok(());
         }

@@ -191,6 +191,7 @@ async fn drain(model: &RemoteModel) -> (Vec<String>, Result<ChatEvent, ModelErro
     while let Some(event) = stream.next().await {
         match event {
             Ok(ChatEvent::Delta { text, .. }) => texts.push(text),
+            Ok(ChatEvent::ToolCall(call)) => panic!("no tools were offered, yet {call:?}"),
             Ok(done @ ChatEvent::Done(_)) => {
                 assert!(stream.next().await.is_none(), "nothing after Done");
                 return (texts, Ok(done));

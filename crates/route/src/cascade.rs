@@ -14,7 +14,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use futures::StreamExt;
 use serde::Serialize;
-use tandem_core::openai::ChatCompletionRequest;
+use tandem_core::openai::{ChatCompletionRequest, FunctionCallChunk, ToolCallChunk};
 use tandem_core::{
     ChatEvent, ChatModel, ChatOutput, ChatStream, Completion, ModelError, Pricing, Report,
 };
@@ -209,17 +209,33 @@ impl ChatModel for Cascade {
             } else {
                 Vec::new()
             };
-            let events = vec![
-                Ok(ChatEvent::Delta {
-                    text: answer.text,
-                    logprobs,
-                }),
-                Ok(ChatEvent::Done(Completion {
-                    finish_reason: answer.finish_reason,
-                    usage: answer.usage,
-                    report,
-                })),
-            ];
+            let mut events = vec![Ok(ChatEvent::Delta {
+                text: answer.text,
+                logprobs,
+            })];
+            // A kept answer's tool calls, each whole in one piece.
+            events.extend(
+                answer
+                    .tool_calls
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, call)| {
+                        Ok(ChatEvent::ToolCall(ToolCallChunk {
+                            index: index as u32,
+                            id: Some(call.id),
+                            kind: Some(call.kind),
+                            function: FunctionCallChunk {
+                                name: Some(call.function.name),
+                                arguments: Some(call.function.arguments),
+                            },
+                        }))
+                    }),
+            );
+            events.extend([Ok(ChatEvent::Done(Completion {
+                finish_reason: answer.finish_reason,
+                usage: answer.usage,
+                report,
+            }))]);
             return Ok(futures::stream::iter(events).boxed());
         }
 
@@ -242,7 +258,7 @@ impl ChatModel for Cascade {
                         ..done
                     }))
                 }
-                Err(e) => Err(e),
+                other => other,
             })
             .boxed())
     }

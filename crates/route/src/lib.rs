@@ -2,10 +2,19 @@
 //!
 //! - [`cascade`]: the small model answers first; a confidence [`Signal`] computed from its answer
 //!   decides whether the answer stands or the large model is asked instead.
-//! - [`signal`]: the confidence signals, each a score in [0, 1] (higher: more confident).
+//! - [`signal`]: the cascade's confidence signals, each a score in [0, 1].
+//! - [`router`]: a score from the prompt alone picks one model before any runs.
+//! - [`learn`]: the routers learned from stored outcomes (nearest neighbours, logistic regression).
+//! - [`quality`]: how well a score routes, on held-out items (APGR, CPT), and thresholds for a
+//!   target share of large-model calls.
 
 pub mod cascade;
+pub mod learn;
+pub mod quality;
+pub mod router;
 pub mod signal;
 
 pub use cascade::{Cascade, CascadeOptions};
+pub use learn::{Example, LearnedRouter, Learner};
+pub use router::{LearnedScorer, PerplexityScorer, PromptScorer, Router, RouterOptions};
 pub use signal::Signal;

@@ -132,6 +132,7 @@ async fn a_score_under_the_threshold_escalates_and_reports_both_calls() {
                 deltas += 1;
             }
             ChatEvent::Done(d) => done = Some(d),
+            ChatEvent::ToolCall(call) => panic!("no tools were offered: {call:?}"),
         }
     }
     assert_eq!(text, large_alone.text);

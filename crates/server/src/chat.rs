@@ -12,6 +12,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use futures::StreamExt;
 use tandem_core::openai::{
@@ -19,21 +20,25 @@ use tandem_core::openai::{
     ChoiceLogprobs, ChunkChoice, Delta, ErrorBody, Role,
 };
 use tandem_core::validate::validate;
-use tandem_core::{ChatEvent, ChatStream, ModelError, Report};
+use tandem_core::{ChatEvent, ChatModel, ChatOutput, ChatStream, ModelError, Report};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{Instrument, Span};
 
 use crate::error::{ApiError, OVERLOADED};
-use crate::{metrics, unix_now, AppState};
+use crate::{metrics, unix_now, AppState, Tenant};
 
 pub(crate) async fn completions(
     State(state): State<AppState>,
+    tenant: Option<Extension<Tenant>>,
     body: Result<Json<ChatCompletionRequest>, JsonRejection>,
 ) -> Response {
     let started = Instant::now();
     let request = match body {
-        Ok(Json(request)) => request,
+        Ok(Json(request)) => ChatCompletionRequest {
+            tenant: tenant.map(|Extension(Tenant(id))| id),
+            ..request
+        },
         Err(rejection) => {
             let error = ApiError::from(rejection);
             finished("unknown", error.status.as_u16(), started);
@@ -111,28 +116,66 @@ async fn handle(
         let events = model.stream(request).await?;
         Ok(reply.stream(events, include_usage))
     } else {
-        let output = model.complete(request).await?;
-        let report = reply.finish_report(output.report);
+        let n = request.n.unwrap_or(1);
+        let outputs = complete_choices(model.as_ref(), request, n).await?;
+        let mut report = outputs[0].report.clone();
+        let mut usage = outputs[0].usage;
+        for extra in &outputs[1..] {
+            // The prompt is read once per choice but billed once, as OpenAI counts it.
+            usage.completion_tokens += extra.usage.completion_tokens;
+            report.completion_tokens += extra.report.completion_tokens;
+            report.cost_usd += extra.report.cost_usd;
+            report.stages.extend(extra.report.stages.iter().cloned());
+        }
+        usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+        let report = reply.finish_report(report);
         metrics::record_report(&report);
+        let choices = outputs
+            .into_iter()
+            .enumerate()
+            .map(|(index, output)| Choice {
+                index: index as u32,
+                message: AssistantMessage {
+                    role: Role::Assistant,
+                    // OpenAI's content is null in a turn that only calls tools.
+                    content: (output.tool_calls.is_empty() || !output.text.trim().is_empty())
+                        .then_some(output.text),
+                    tool_calls: (!output.tool_calls.is_empty()).then_some(output.tool_calls),
+                },
+                logprobs: output.logprobs.map(|content| ChoiceLogprobs { content }),
+                finish_reason: output.finish_reason,
+            })
+            .collect();
         Ok(Json(ChatCompletion {
             id: reply.id,
             object: "chat.completion".into(),
             created: reply.created,
             model: reply.pipeline,
-            choices: vec![Choice {
-                index: 0,
-                message: AssistantMessage {
-                    role: Role::Assistant,
-                    content: output.text,
-                },
-                logprobs: output.logprobs.map(|content| ChoiceLogprobs { content }),
-                finish_reason: output.finish_reason,
-            }],
-            usage: output.usage,
+            choices,
+            usage,
             tandem: Some(report),
         })
         .into_response())
     }
+}
+
+/// `n` choices, as `n` requests of one choice sent at once, so a batching engine decodes them
+/// together. Choice `i` gets seed `seed + i`: a seeded request is reproducible choice by choice.
+async fn complete_choices(
+    model: &dyn ChatModel,
+    request: ChatCompletionRequest,
+    n: u32,
+) -> Result<Vec<ChatOutput>, ModelError> {
+    if n == 1 {
+        return Ok(vec![model.complete(request).await?]);
+    }
+    let requests = (0..n).map(|i| {
+        let mut one = request.clone();
+        one.n = None;
+        one.seed = request.seed.map(|seed| seed.wrapping_add(u64::from(i)));
+        model.complete(one)
+    });
+    futures::future::try_join_all(requests).await
 }
 
 /// What every chunk or response of one request shares.
@@ -186,6 +229,7 @@ impl Reply {
                 Delta {
                     role: Some(Role::Assistant),
                     content: Some(String::new()),
+                    tool_calls: None,
                 },
                 None,
             );
@@ -216,8 +260,23 @@ impl Reply {
                             Delta {
                                 role: None,
                                 content: Some(text),
+                                tool_calls: None,
                             },
                             logprobs,
+                        );
+                        if !send(to_json(&delta)).await {
+                            return;
+                        }
+                        continue;
+                    }
+                    Some(Ok(ChatEvent::ToolCall(call))) => {
+                        let delta = self.delta(
+                            Delta {
+                                role: None,
+                                content: None,
+                                tool_calls: Some(vec![call]),
+                            },
+                            None,
                         );
                         if !send(to_json(&delta)).await {
                             return;

@@ -168,7 +168,11 @@ pub fn router(pipelines: Pipelines, options: ServerOptions) -> Router {
         .with_state(state)
 }
 
-async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// The caller's API key as an opaque id (its SHA-256, hex), for state a pipeline keeps per caller.
+#[derive(Clone)]
+pub(crate) struct Tenant(pub String);
+
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     if state.api_keys.is_empty() {
         return next.run(request).await;
     }
@@ -178,7 +182,11 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
-        Some(key) if state.api_keys.accepts(key) => next.run(request).await,
+        Some(key) if state.api_keys.accepts(key) => {
+            let tenant = digest(key).iter().map(|b| format!("{b:02x}")).collect();
+            request.extensions_mut().insert(Tenant(tenant));
+            next.run(request).await
+        }
         _ => ApiError::unauthorized().into_response(),
     }
 }

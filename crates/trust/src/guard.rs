@@ -198,6 +198,7 @@ impl ChatModel for Guard {
                 return Ok(ChatOutput {
                     text: String::new(),
                     logprobs: wants_logprobs.then(Vec::new),
+                    tool_calls: Vec::new(),
                     finish_reason: done.finish_reason,
                     usage: done.usage,
                     report: done.report,
@@ -257,6 +258,8 @@ impl Watch {
         let mut text = String::new();
         let mut held = String::new();
         let mut held_logprobs: Vec<TokenLogprob> = Vec::new();
+        // Tool calls come after the text; they are judged with it and released only at the end.
+        let mut held_calls = Vec::new();
         let mut output = OutputEntry {
             verdict: Verdict {
                 score: 0.0,
@@ -289,6 +292,16 @@ impl Watch {
                         return self.blocked(output, None).await;
                     }
                 }
+                Ok(ChatEvent::ToolCall(call)) => {
+                    for piece in [&call.function.name, &call.function.arguments]
+                        .into_iter()
+                        .flatten()
+                    {
+                        text.push_str(piece);
+                        held.push_str(piece);
+                    }
+                    held_calls.push(call);
+                }
                 Ok(ChatEvent::Done(done)) => {
                     // An empty answer is judged too: the verdict is part of every report.
                     if (!held.is_empty() || output.checks == 0)
@@ -297,6 +310,16 @@ impl Watch {
                             .await
                     {
                         return self.blocked(output, Some(done)).await;
+                    }
+                    for call in held_calls.drain(..) {
+                        if self
+                            .sender
+                            .send(Ok(ChatEvent::ToolCall(call)))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
                     }
                     let report = merge(&self.spent, Some(done.report));
                     let entry = Entry {

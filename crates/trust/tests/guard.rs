@@ -80,6 +80,7 @@ async fn events(
                 assert!(stream.next().await.is_none(), "nothing after Done");
                 return (deltas, done);
             }
+            ChatEvent::ToolCall(call) => panic!("no tools were offered: {call:?}"),
         }
     }
     panic!("the stream ended without Done");

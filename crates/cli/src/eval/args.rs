@@ -92,7 +92,10 @@ impl EvalCommand {
             EvalCommand::Run { data, .. }
             | EvalCommand::Rescore { data, .. }
             | EvalCommand::Datasets { data, .. } => data.allow_unisolated = true,
-            EvalCommand::Report { .. } | EvalCommand::Export { .. } | EvalCommand::Trust(_) => {}
+            EvalCommand::Report { .. }
+            | EvalCommand::Export { .. }
+            | EvalCommand::Privacy(_)
+            | EvalCommand::Trust(_) => {}
         }
     }
 }
@@ -196,4 +199,7 @@ pub enum EvalCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Precision and recall per kind of the privacy detector on a labelled set generated with a
+    /// fixed seed, optionally beside Microsoft Presidio's analyzer.
+    Privacy(crate::eval_privacy::PrivacyArgs),
 }

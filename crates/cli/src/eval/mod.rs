@@ -16,7 +16,7 @@ use tandem_fetch::Fetcher;
 use crate::config::{Config, ModelConfig};
 use crate::runtime::Runtime;
 
-pub use args::EvalCommand;
+pub use args::{DataArgs, EvalCommand, StoreArgs};
 use execute::ModelProvider;
 
 /// The configuration's models and pipelines, with those a run names already loaded.

@@ -1,0 +1,287 @@
+//! `tandem eval privacy`: precision and recall per kind of Tandem's detector on a labelled set
+//! generated with a fixed seed from presidio-evaluator's templates and fake identities plus
+//! Tandem's own templates, optionally beside Microsoft Presidio's analyzer on the same set.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use tandem_fetch::Fetcher;
+use tandem_privacy::eval::labelled::{self, PresidioData, Sample};
+use tandem_privacy::eval::score::{errors, score, table, Spans};
+use tandem_privacy::{Detector, DetectorConfig, Kind};
+
+/// The presidio-evaluator release whose data the set is built from.
+const PRESIDIO_EVALUATOR: (&str, &str) = ("presidio-evaluator", "0.3.2");
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PrivacyArgs {
+    /// Sentences in the labelled set
+    #[arg(long, default_value_t = 2400)]
+    count: usize,
+    #[arg(long, default_value_t = 17)]
+    seed: u64,
+    /// A Python with `presidio-analyzer` and a spaCy English model installed: runs Presidio's
+    /// analyzer on the same set, side by side
+    #[arg(long)]
+    presidio_python: Option<PathBuf>,
+    /// The spaCy model Presidio loads
+    #[arg(long, default_value = "en_core_web_sm")]
+    spacy_model: String,
+    /// Print up to N missed values and N wrong findings per kind to stderr
+    #[arg(long, default_value_t = 0)]
+    show_errors: usize,
+    /// Also write the labelled set here (JSON lines: text, spans, source)
+    #[arg(long)]
+    write_set: Option<PathBuf>,
+}
+
+pub async fn run(args: PrivacyArgs, cache_dir: &Path) -> Result<()> {
+    let fetcher = Fetcher::new(cache_dir.to_path_buf());
+    let (package, version) = PRESIDIO_EVALUATOR;
+    let wheel = fetcher
+        .wheel(package, Some(version))
+        .await
+        .with_context(|| format!("cannot fetch {package} {version}"))?;
+    let member = |name: &str| -> Result<String> {
+        let mut bytes = Vec::new();
+        tandem_fetch::extract_member(&wheel, name, &mut bytes)?;
+        String::from_utf8(bytes).with_context(|| format!("{name} is not UTF-8"))
+    };
+    let data = PresidioData::parse(
+        &member(labelled::PRESIDIO_TEMPLATES)?,
+        &member(labelled::PRESIDIO_IDENTITIES)?,
+        &member(labelled::PRESIDIO_ORGANIZATIONS)?,
+    )?;
+    let samples = labelled::generate(&data, args.count, args.seed);
+    if let Some(path) = &args.write_set {
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        );
+        for sample in &samples {
+            writeln!(out, "{}", serde_json::to_string(sample)?)?;
+        }
+        out.flush()?;
+    }
+    let detector = Detector::new(&DetectorConfig::default())?;
+    let found: Vec<Spans> = samples
+        .iter()
+        .map(|s| {
+            detector
+                .detect(&s.text)
+                .into_iter()
+                .map(|f| (f.kind, f.span))
+                .collect()
+        })
+        .collect();
+    let ours = score(&samples, &found);
+    if args.show_errors > 0 {
+        let (missed, wrong) = errors(&samples, &found);
+        for (label, list) in [("missed", missed), ("wrong", wrong)] {
+            let mut shown: BTreeMap<Kind, usize> = BTreeMap::new();
+            for (kind, value, sentence) in list {
+                let n = shown.entry(kind).or_default();
+                *n += 1;
+                if *n <= args.show_errors {
+                    eprintln!("{label} {kind}: {value:?} in {sentence:?}");
+                }
+            }
+        }
+    }
+    let theirs = match &args.presidio_python {
+        Some(python) => Some(score(
+            &samples,
+            &presidio(python, &args.spacy_model, &samples)?,
+        )),
+        None => None,
+    };
+    let sources: BTreeMap<&str, usize> = samples.iter().fold(BTreeMap::new(), |mut m, s| {
+        *m.entry(s.source).or_default() += 1;
+        m
+    });
+    println!(
+        "{} sentences (seed {}, {package} {version}): {}\n",
+        samples.len(),
+        args.seed,
+        sources
+            .iter()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    print!("{}", table(&ours, theirs.as_ref().map(|t| ("Presidio", t))));
+    leakage(&samples, args.seed)?;
+    Ok(())
+}
+
+/// Groups the sentences into multi-message requests (two to six messages, every role, a seeded
+/// draw), sends each through the `redact` stage's pseudonymisation, and counts the requests in
+/// which a labelled value still appears in what would be sent: as written whatever the case, or
+/// (for values of six letters and digits or more) with other spacing and separators.
+fn leakage(samples: &[Sample], seed: u64) -> Result<()> {
+    use rand::{Rng, SeedableRng};
+    use tandem_core::openai::{ChatCompletionRequest, Message, Role};
+    use tandem_privacy::normalize::canonical;
+    use tandem_privacy::stage::Guard;
+
+    let guard = Guard::new("eval", Detector::new(&DetectorConfig::default())?);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let roles = [
+        Role::System,
+        Role::User,
+        Role::Assistant,
+        Role::Tool,
+        Role::User,
+    ];
+    let (mut requests, mut leaked, mut structured_leaked) = (0usize, 0usize, 0usize);
+    let mut by_kind: BTreeMap<Kind, usize> = BTreeMap::new();
+    let mut at = 0;
+    while at < samples.len() {
+        let n = rng.random_range(2..=6).min(samples.len() - at);
+        let group = &samples[at..at + n];
+        at += n;
+        let request = ChatCompletionRequest {
+            model: "eval".into(),
+            messages: group
+                .iter()
+                .enumerate()
+                .map(|(i, s)| Message::new(roles[i % roles.len()], s.text.clone()))
+                .collect(),
+            ..Default::default()
+        };
+        let (sent, _) = guard
+            .pseudonymise(&request)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let body = serde_json::to_string(&sent)?;
+        let (lower, squeezed) = (body.to_lowercase(), canonical(&body));
+        let mut kinds = Vec::new();
+        for sample in group {
+            for (kind, span) in &sample.spans {
+                let value = &sample.text[span.clone()];
+                let bare = canonical(value);
+                if lower.contains(&value.to_lowercase())
+                    || bare.chars().count() >= 6 && squeezed.contains(&bare)
+                {
+                    kinds.push(*kind);
+                }
+            }
+        }
+        requests += 1;
+        if !kinds.is_empty() {
+            leaked += 1;
+        }
+        if kinds.iter().any(|k| k.is_structured()) {
+            structured_leaked += 1;
+        }
+        for kind in kinds {
+            *by_kind.entry(kind).or_default() += 1;
+        }
+    }
+    let share = |n: usize| 100.0 * n as f64 / requests.max(1) as f64;
+    println!(
+        "\nLeakage through `redact`: {requests} requests of 2-6 messages; a labelled value reached \
+         the upstream in {leaked} ({:.1}%), a structured one (cards, IBANs, ids, e-mails, phones, \
+         keys, credential URLs, IPs) in {structured_leaked} ({:.1}%).",
+        share(leaked),
+        share(structured_leaked)
+    );
+    println!(
+        "Values leaked by kind: {}",
+        by_kind
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+/// Presidio's entity types, as Tandem's kinds; the others are left out of its scores.
+const PRESIDIO_KINDS: &[(&str, Kind)] = &[
+    ("EMAIL_ADDRESS", Kind::Email),
+    ("PHONE_NUMBER", Kind::Phone),
+    ("CREDIT_CARD", Kind::CreditCard),
+    ("IBAN_CODE", Kind::Iban),
+    ("US_SSN", Kind::NationalId),
+    ("UK_NINO", Kind::NationalId),
+    ("IP_ADDRESS", Kind::IpAddress),
+    ("URL", Kind::CredentialUrl),
+    ("DATE_TIME", Kind::DateOfBirth),
+    ("LOCATION", Kind::StreetAddress),
+    ("PERSON", Kind::Person),
+    ("ORGANIZATION", Kind::Organization),
+];
+
+const PRESIDIO_SCRIPT: &str = r#"
+import json, sys
+from presidio_analyzer import AnalyzerEngine
+from presidio_analyzer.nlp_engine import NlpEngineProvider
+provider = NlpEngineProvider(nlp_configuration={"nlp_engine_name": "spacy",
+    "models": [{"lang_code": "en", "model_name": sys.argv[1]}]})
+analyzer = AnalyzerEngine(nlp_engine=provider.create_engine())
+for line in sys.stdin:
+    text = json.loads(line)
+    found = [[r.entity_type, r.start, r.end] for r in analyzer.analyze(text=text, language="en")]
+    print(json.dumps(found), flush=True)
+"#;
+
+/// Presidio's findings for every sample, as byte spans.
+fn presidio(python: &Path, model: &str, samples: &[Sample]) -> Result<Vec<Spans>> {
+    let mut input = String::new();
+    for sample in samples {
+        input.push_str(&serde_json::to_string(&sample.text)?);
+        input.push('\n');
+    }
+    let mut child = Command::new(python)
+        .args(["-c", PRESIDIO_SCRIPT, model])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let output = child.wait_with_output()?;
+    writer.join().expect("the writer does not panic")?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        bail!(
+            "Presidio failed ({}): {}",
+            output.status,
+            stderr.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+        );
+    }
+    let stdout = String::from_utf8(output.stdout)?;
+    let lines: Vec<&str> = stdout.lines().collect();
+    if lines.len() != samples.len() {
+        bail!(
+            "Presidio answered {} of {} sentences",
+            lines.len(),
+            samples.len()
+        );
+    }
+    let mut all = Vec::with_capacity(samples.len());
+    for (sample, line) in samples.iter().zip(lines) {
+        let found: Vec<(String, usize, usize)> = serde_json::from_str(line)?;
+        // Python counts code points; spans here are bytes.
+        let bytes: Vec<usize> = sample
+            .text
+            .char_indices()
+            .map(|(i, _)| i)
+            .chain([sample.text.len()])
+            .collect();
+        all.push(
+            found
+                .into_iter()
+                .filter_map(|(kind, start, end)| {
+                    let kind = PRESIDIO_KINDS.iter().find(|(k, _)| *k == kind)?.1;
+                    Some((kind, *bytes.get(start)?..*bytes.get(end)?))
+                })
+                .collect(),
+        );
+    }
+    Ok(all)
+}

@@ -1,0 +1,443 @@
+//! `tandem router`: fit routers from the evaluation harness's stored outcomes, measure them on
+//! held-out items only, keep them in the state store, and calibrate their thresholds.
+//!
+//! A training item is a dataset prompt both models have an outcome for. Its label says whether the
+//! large model should answer it: the small model failed and the large one passed. Data sets with a
+//! train split (GSM-symbolic: items 0-199) are fitted on it and measured on the test split; data sets
+//! without one (HumanEval) are measured by k-fold cross-validation, and the stored router is then
+//! fitted on every item.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde_json::json;
+use tandem_embed::Embedder;
+use tandem_eval::store::Filter;
+use tandem_eval::{Split, Store as OutcomeStore};
+use tandem_fetch::Fetcher;
+use tandem_route::quality::{routing_quality, threshold_for_share, RoutingQuality, Scored};
+use tandem_route::router::query_text;
+use tandem_route::{Example, LearnedRouter, Learner};
+use tandem_store::{SqliteStore, Store, StoredRouter};
+
+use crate::eval::{DataArgs, StoreArgs};
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum RouterCommand {
+    /// Fit a router from stored outcomes of a small and a large model, report its quality on
+    /// held-out items, and store it under a name
+    Train {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        dataset: String,
+        /// The dataset's prompt the outcomes were generated with (`tandem eval datasets`)
+        #[arg(long)]
+        prompt: Option<String>,
+        #[arg(long)]
+        small: String,
+        #[arg(long)]
+        large: String,
+        #[arg(long, value_enum, default_value = "knn")]
+        learner: LearnerArg,
+        /// Folds of the cross-validation, for data sets without a train split
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        /// The sentence-embedding model (a catalog name)
+        #[arg(long, default_value = "all-minilm-l6-v2")]
+        embedder: String,
+        #[command(flatten)]
+        outcomes: StoreArgs,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Set a stored router's threshold so that a share of the prompts of a data set (a sample
+    /// of traffic) goes to the large model
+    Calibrate {
+        #[arg(long)]
+        name: String,
+        /// Share of requests the large model should answer, in [0, 1]
+        #[arg(long)]
+        llm_share: f64,
+        /// The prompts to calibrate on [default: the data set the router was trained on]
+        #[arg(long)]
+        dataset: Option<String>,
+        #[arg(long)]
+        prompt: Option<String>,
+        #[arg(long, default_value = "all-minilm-l6-v2")]
+        embedder: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// List the stored routers, how they were trained and their thresholds
+    Show,
+}
+
+impl RouterCommand {
+    /// Lets the command run code unisolated (`[eval] allow_unisolated` of the configuration): loading
+    /// a data set that runs code checks the sandbox.
+    pub fn allow_unisolated(&mut self) {
+        match self {
+            RouterCommand::Train { data, .. } | RouterCommand::Calibrate { data, .. } => {
+                data.allow_unisolated = true
+            }
+            RouterCommand::Show => {}
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LearnerArg {
+    Knn,
+    Logistic,
+}
+
+impl From<LearnerArg> for Learner {
+    fn from(arg: LearnerArg) -> Learner {
+        match arg {
+            LearnerArg::Knn => Learner::Knn,
+            LearnerArg::Logistic => Learner::Logistic,
+        }
+    }
+}
+
+pub async fn run(
+    command: RouterCommand,
+    state: &Path,
+    fetcher: &Fetcher,
+    cache_dir: &Path,
+) -> Result<()> {
+    let store = SqliteStore::open(state)?;
+    match command {
+        RouterCommand::Train {
+            name,
+            dataset,
+            prompt,
+            small,
+            large,
+            learner,
+            folds,
+            embedder,
+            outcomes,
+            data,
+        } => {
+            if folds < 2 {
+                bail!("--folds must be at least 2");
+            }
+            let dataset = data.load(&dataset, prompt.as_deref(), cache_dir).await?;
+            let outcomes = outcomes.open(cache_dir)?;
+            let small_passed = passed(&outcomes, dataset.as_ref(), &small)?;
+            let large_passed = passed(&outcomes, dataset.as_ref(), &large)?;
+            let items: Vec<_> = dataset
+                .items()
+                .iter()
+                .filter(|i| small_passed.contains_key(&i.id) && large_passed.contains_key(&i.id))
+                .collect();
+            if items.len() < folds.max(4) {
+                bail!(
+                    "only {} items of `{}` have outcomes for both `{small}` and `{large}`; run \
+                     `tandem eval run --dataset {} --model {small} --model {large}` first",
+                    items.len(),
+                    dataset.name(),
+                    dataset.name()
+                );
+            }
+            let embedder = load_embedder(fetcher, &embedder).await?;
+            let texts = items
+                .iter()
+                .map(|item| query_text(&request_of(&item.messages)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let vectors = tokio::task::spawn_blocking(move || embedder.embed(&texts))
+                .await??
+                .vectors;
+            let labelled: Vec<Labelled> = items
+                .iter()
+                .zip(vectors)
+                .map(|(item, embedding)| {
+                    let (s, l) = (small_passed[&item.id], large_passed[&item.id]);
+                    Labelled {
+                        example: Example {
+                            embedding,
+                            label: if l && !s { 1.0 } else { 0.0 },
+                        },
+                        split: item.split,
+                        small: s,
+                        large: l,
+                    }
+                })
+                .collect();
+            let learner = Learner::from(learner);
+            let has_split = labelled.iter().any(|l| l.split == Split::Train)
+                && labelled.iter().any(|l| l.split == Split::Test);
+            let (held_out, method) = if has_split {
+                (
+                    train_test(learner, &labelled)?,
+                    "train split -> test split".to_string(),
+                )
+            } else {
+                (
+                    cross_validate(learner, &labelled, folds)?,
+                    format!("{folds}-fold cross-validation (the data set has no train split)"),
+                )
+            };
+            let random = random_baseline(&held_out);
+            print_quality(&name, &method, &held_out, &random);
+            let fitted_on: Vec<Example> = labelled
+                .iter()
+                .filter(|l| !has_split || l.split == Split::Train)
+                .map(|l| l.example.clone())
+                .collect();
+            let router = LearnedRouter::fit(learner, &fitted_on).map_err(anyhow::Error::msg)?;
+            let provenance = json!({
+                "dataset": dataset.name(),
+                "prompt_version": dataset.prompt_version(),
+                "small": small,
+                "large": large,
+                "learner": learner,
+                "items": labelled.len(),
+                "fitted_on": fitted_on.len(),
+                "evaluated": method,
+                "apgr": routing_quality(&held_out).apgr,
+                "random_apgr": random.apgr,
+            });
+            store.save_router(&StoredRouter {
+                name: name.clone(),
+                router: serde_json::to_string(&router)?,
+                provenance: provenance.to_string(),
+                threshold: None,
+                updated_ms: now_ms(),
+            })?;
+            println!(
+                "stored router `{name}` in {}; set its threshold with `tandem router calibrate --name {name} --llm-share 0.3`",
+                state.display()
+            );
+            Ok(())
+        }
+        RouterCommand::Calibrate {
+            name,
+            llm_share,
+            dataset,
+            prompt,
+            embedder,
+            data,
+        } => {
+            if !(0.0..=1.0).contains(&llm_share) {
+                bail!("--llm-share must be in [0, 1]");
+            }
+            let mut stored = store
+                .router(&name)?
+                .with_context(|| format!("no stored router is called `{name}`"))?;
+            let router: LearnedRouter = serde_json::from_str(&stored.router)?;
+            let provenance: serde_json::Value = serde_json::from_str(&stored.provenance)?;
+            let dataset_name = match dataset {
+                Some(name) => name,
+                None => provenance["dataset"]
+                    .as_str()
+                    .context("the router does not say what it was trained on; pass --dataset")?
+                    .to_string(),
+            };
+            let dataset = data
+                .load(&dataset_name, prompt.as_deref(), cache_dir)
+                .await?;
+            let texts = dataset
+                .items()
+                .iter()
+                .map(|item| query_text(&request_of(&item.messages)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let embedder = load_embedder(fetcher, &embedder).await?;
+            let vectors = tokio::task::spawn_blocking(move || embedder.embed(&texts))
+                .await??
+                .vectors;
+            let scores: Vec<f64> = vectors.iter().map(|v| router.predict(v)).collect();
+            let threshold =
+                threshold_for_share(&scores, llm_share).context("the data set has no prompts")?;
+            let routed = scores.iter().filter(|s| **s >= threshold).count();
+            stored.threshold = Some(threshold);
+            stored.updated_ms = now_ms();
+            store.save_router(&stored)?;
+            println!(
+                "router `{name}`: threshold {threshold:.6} sends {routed} of {} prompts of {} ({:.1}%) to the large model",
+                scores.len(),
+                dataset.name(),
+                100.0 * routed as f64 / scores.len() as f64
+            );
+            Ok(())
+        }
+        RouterCommand::Show => {
+            for name in store.routers()? {
+                let stored = store.router(&name)?.expect("listed just now");
+                let threshold = stored
+                    .threshold
+                    .map_or("not calibrated".to_string(), |t| format!("{t:.6}"));
+                println!("{name}: threshold {threshold}; {}", stored.provenance);
+            }
+            Ok(())
+        }
+    }
+}
+
+struct Labelled {
+    example: Example,
+    split: Split,
+    small: bool,
+    large: bool,
+}
+
+/// Whether `model` passed each item, from its run of `dataset`'s current prompt with the most
+/// outcomes; failed generations are left out.
+fn passed(
+    outcomes: &OutcomeStore,
+    dataset: &dyn tandem_eval::dataset::Dataset,
+    model: &str,
+) -> Result<BTreeMap<String, bool>> {
+    let filter = Filter {
+        dataset: Some(dataset.name().to_string()),
+        models: vec![model.to_string()],
+        split: None,
+    };
+    let runs: Vec<String> = outcomes
+        .runs(&filter)?
+        .into_iter()
+        .filter(|run| {
+            run.settings["settings"]["prompt_version"].as_str() == Some(dataset.prompt_version())
+        })
+        .map(|run| run.settings_hash)
+        .collect();
+    let mut by_run: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
+    for outcome in outcomes.outcomes(&filter)? {
+        if runs.contains(&outcome.settings_hash) && outcome.error.is_none() {
+            by_run
+                .entry(outcome.settings_hash)
+                .or_default()
+                .insert(outcome.item_id, outcome.passed);
+        }
+    }
+    by_run
+        .into_values()
+        .max_by_key(BTreeMap::len)
+        .with_context(|| {
+            format!(
+                "no stored outcomes of `{model}` on `{}` with this prompt",
+                dataset.name()
+            )
+        })
+}
+
+fn train_test(learner: Learner, labelled: &[Labelled]) -> Result<Vec<Scored>> {
+    let train: Vec<Example> = labelled
+        .iter()
+        .filter(|l| l.split == Split::Train)
+        .map(|l| l.example.clone())
+        .collect();
+    let router = LearnedRouter::fit(learner, &train).map_err(anyhow::Error::msg)?;
+    Ok(labelled
+        .iter()
+        .filter(|l| l.split == Split::Test)
+        .map(|l| scored(&router, l))
+        .collect())
+}
+
+/// Every item scored by a router fitted without it: item `i` is in fold `i % folds`.
+fn cross_validate(learner: Learner, labelled: &[Labelled], folds: usize) -> Result<Vec<Scored>> {
+    let mut held_out = Vec::with_capacity(labelled.len());
+    for fold in 0..folds {
+        let train: Vec<Example> = labelled
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % folds != fold)
+            .map(|(_, l)| l.example.clone())
+            .collect();
+        let router = LearnedRouter::fit(learner, &train).map_err(anyhow::Error::msg)?;
+        held_out.extend(
+            labelled
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % folds == fold)
+                .map(|(_, l)| scored(&router, l)),
+        );
+    }
+    Ok(held_out)
+}
+
+fn scored(router: &LearnedRouter, item: &Labelled) -> Scored {
+    Scored {
+        score: router.predict(&item.example.embedding),
+        small_passed: item.small,
+        large_passed: item.large,
+    }
+}
+
+/// The same items scored at random (seeded), averaged over many draws: random routing's APGR.
+fn random_baseline(items: &[Scored]) -> RoutingQuality {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let draws = 200;
+    let mut apgr = 0.0;
+    let mut last = routing_quality(items);
+    for _ in 0..draws {
+        let mut shuffled = items.to_vec();
+        shuffled.shuffle(&mut rng);
+        let random: Vec<Scored> = shuffled
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Scored {
+                score: i as f64,
+                ..*s
+            })
+            .collect();
+        last = routing_quality(&random);
+        apgr += last.apgr.unwrap_or(0.0);
+    }
+    last.apgr = last.apgr.map(|_| apgr / draws as f64);
+    last
+}
+
+fn print_quality(name: &str, method: &str, held_out: &[Scored], random: &RoutingQuality) {
+    let quality = routing_quality(held_out);
+    let show = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
+    println!(
+        "router `{name}` on {} held-out items ({method}):",
+        quality.items
+    );
+    println!(
+        "  small {:.3}, large {:.3}, oracle {:.3} with {:.1}% large calls",
+        quality.small_quality,
+        quality.large_quality,
+        quality.oracle_quality,
+        100.0 * quality.oracle_large_share
+    );
+    println!(
+        "  APGR {} (random {}), CPT(50%) {}, CPT(80%) {}",
+        show(quality.apgr),
+        show(random.apgr),
+        show(quality.cpt50),
+        show(quality.cpt80)
+    );
+}
+
+fn request_of(
+    messages: &[tandem_core::openai::Message],
+) -> tandem_core::openai::ChatCompletionRequest {
+    tandem_core::openai::ChatCompletionRequest {
+        messages: messages.to_vec(),
+        ..Default::default()
+    }
+}
+
+async fn load_embedder(fetcher: &Fetcher, name: &str) -> Result<Arc<Embedder>> {
+    let dir = fetcher
+        .pull(name)
+        .await
+        .with_context(|| format!("cannot fetch embedding model `{name}`"))?;
+    let embedder = tokio::task::spawn_blocking(move || Embedder::load(&dir)).await??;
+    Ok(Arc::new(embedder))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,401 @@
+//! One speculative request: draft, verify the drafts and one more token in a single target step,
+//! keep what stands, roll both caches back, and emit text as the plain engine does.
+//!
+//! Both caches hold the committed tokens (prompt and answer so far) minus the last one, which the
+//! next step feeds: the target reads it and the drafts in one evaluation whose logits rows decide
+//! every drafted position and the one after. Whatever a cache holds beyond the committed tokens
+//! (rejected drafts) is truncated before the next evaluation.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use tandem_core::openai::{FinishReason, TokenLogprob, Usage};
+use tandem_core::sampling::{argmax, draw, SamplingParams};
+use tandem_core::text::TextAssembler;
+use tandem_core::{ChatEvent, Completion, Location, ModelError, Report, Stage, TokenId};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::lookup::{best_continuation, SuffixCache};
+use super::pace::{next_draft_length, Mode, Pace};
+use super::verify::{self, Proposal};
+use super::SpeculativeOptions;
+use crate::engine::token_logprob;
+use crate::{EngineOptions, SequenceHandle};
+
+/// Where one request's drafts come from.
+pub(crate) enum Drafter {
+    Model {
+        handle: SequenceHandle,
+        options: EngineOptions,
+    },
+    PromptLookup,
+    Suffix {
+        cache: Arc<SuffixCache>,
+        tenant: String,
+        sequences: Vec<Arc<Vec<TokenId>>>,
+    },
+}
+
+impl Drafter {
+    fn name(&self) -> String {
+        match self {
+            Drafter::Model { options, .. } => options.name.clone(),
+            Drafter::PromptLookup => "prompt_lookup".into(),
+            Drafter::Suffix { .. } => "suffix".into(),
+        }
+    }
+}
+
+/// What a request's strategy entry reports.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct SpeculativeStats {
+    /// The draft source: a model's name, `prompt_lookup` or `suffix`.
+    pub draft: String,
+    /// Tokens proposed by the draft source, and those the target kept.
+    pub drafted: u64,
+    pub accepted: u64,
+    pub acceptance_rate: f64,
+    /// Drafted tokens per step that drafted at all.
+    pub mean_draft_length: f64,
+    /// Target evaluations that verified drafts, and those that decoded one token plainly.
+    pub speculative_steps: u64,
+    pub plain_steps: u64,
+    /// Answer tokens proposed by the draft source, and chosen by the target itself.
+    pub tokens_from_draft: u64,
+    pub tokens_from_target: u64,
+    /// True when the pipeline was decoding plainly at the end because drafting did not pay.
+    pub fallback: bool,
+    /// Milliseconds from the request to both models having read the prompt; what follows is
+    /// decoding.
+    pub prompt_ms: f64,
+}
+
+pub(crate) struct Driver {
+    pub target: SequenceHandle,
+    pub target_options: EngineOptions,
+    pub drafter: Drafter,
+    pub options: Arc<SpeculativeOptions>,
+    pub pace: Arc<Pace>,
+    pub params: SamplingParams,
+    pub rng: ChaCha8Rng,
+    pub context: Vec<TokenId>,
+    pub prompt_len: usize,
+    pub events: UnboundedSender<Result<ChatEvent, ModelError>>,
+    pub received: Instant,
+    pub draft_length: usize,
+    pub text: TextAssembler,
+    pub generated: u32,
+    pub first_text_at: Option<Instant>,
+    pub stats: SpeculativeStats,
+}
+
+/// Truncates `handle` to its longest prefix shared with `context` (keeping at least the last
+/// token to feed) and returns the tokens it must read to hold all of `context`.
+fn catch_up<'c>(
+    handle: &mut SequenceHandle,
+    context: &'c [TokenId],
+) -> Result<&'c [TokenId], ModelError> {
+    let common = handle
+        .tokens()
+        .iter()
+        .zip(context)
+        .take_while(|(a, b)| a == b)
+        .count()
+        .min(context.len() - 1);
+    handle.truncate(common)?;
+    Ok(&context[common..])
+}
+
+impl Driver {
+    /// Runs until the answer ends, fails, or the client leaves (then the handles are dropped at
+    /// once, mid-step if need be, which frees both sequences).
+    pub async fn run(mut self) {
+        let events = self.events.clone();
+        tokio::select! {
+            _ = events.closed() => {}
+            _ = async {
+                if let Err(e) = self.read_prompt().await {
+                    let _ = self.events.send(Err(e));
+                    return;
+                }
+                loop {
+                    match self.step().await {
+                        Ok(None) => continue,
+                        Ok(Some(finish)) => {
+                            self.finish(finish);
+                            break;
+                        }
+                        Err(e) => {
+                            let _ = self.events.send(Err(e));
+                            break;
+                        }
+                    }
+                }
+            } => {}
+        }
+    }
+
+    /// Both models read the prompt but its last token (which the first step feeds), at once: they
+    /// run on different engines.
+    async fn read_prompt(&mut self) -> Result<(), ModelError> {
+        let head = &self.context[..self.context.len() - 1];
+        if !head.is_empty() {
+            let target = self.target.eval(head, 0);
+            match &mut self.drafter {
+                Drafter::Model { handle, .. } => {
+                    let (t, d) = tokio::join!(target, handle.eval(head, 0));
+                    t?;
+                    d?;
+                }
+                _ => {
+                    target.await?;
+                }
+            }
+        }
+        self.stats.prompt_ms = self.received.elapsed().as_secs_f64() * 1000.0;
+        Ok(())
+    }
+
+    /// One target evaluation; `Some` when the answer is complete.
+    async fn step(&mut self) -> Result<Option<FinishReason>, ModelError> {
+        let started = Instant::now();
+        let remaining = self
+            .params
+            .max_tokens
+            .map_or(usize::MAX, |max| (max - self.generated) as usize);
+        let room = self.target.context_size() - self.context.len();
+        let most = self.draft_length.min(remaining - 1).min(room);
+        let mode = if most == 0 {
+            Mode::Plain
+        } else {
+            self.pace.next_mode()
+        };
+        let (drafts, proposals) = match mode {
+            Mode::Speculate => self.draft(most).await?,
+            Mode::Plain => (Vec::new(), Vec::new()),
+        };
+        let feed = {
+            let missing = catch_up(&mut self.target, &self.context)?;
+            let mut feed = missing.to_vec();
+            feed.extend_from_slice(&drafts);
+            feed
+        };
+        let caught_up = feed.len() == drafts.len() + 1;
+        let rows = self.target.eval(&feed, drafts.len() + 1).await?;
+        let verdict = if self.params.is_greedy() {
+            verify::greedy(&drafts, |i| rows.row(i))
+        } else {
+            let params = &self.params;
+            verify::sampled(
+                &drafts,
+                &proposals,
+                |i| params.probabilities(rows.row(i)),
+                &mut self.rng,
+            )
+        };
+        let emitted: Vec<TokenId> = drafts[..verdict.accepted]
+            .iter()
+            .copied()
+            .chain([verdict.next])
+            .collect();
+        // Steps that read a prompt or caught up after plain decoding are not typical of either
+        // mode's cost.
+        if caught_up {
+            self.pace.record(
+                mode,
+                started.elapsed().as_secs_f64() * 1000.0,
+                emitted.len(),
+            );
+        }
+        self.count(mode, drafts.len(), verdict.accepted);
+        self.draft_length = next_draft_length(
+            self.draft_length,
+            drafts.len(),
+            verdict.accepted,
+            self.options.max_draft,
+        );
+        for (i, &token) in emitted.iter().enumerate() {
+            if let Some(finish) = self.emit(token, rows.row(i)) {
+                return Ok(Some(finish));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Up to `most` drafted tokens, each with how it was proposed.
+    async fn draft(&mut self, most: usize) -> Result<(Vec<TokenId>, Vec<Proposal>), ModelError> {
+        let mut drafts = Vec::new();
+        let mut proposals = Vec::new();
+        match &mut self.drafter {
+            Drafter::Model { handle, .. } => {
+                let mut feed = catch_up(handle, &self.context)?.to_vec();
+                loop {
+                    let rows = handle.eval(&feed, 1).await?;
+                    let logits = rows.row(0);
+                    let (token, top, proposal) = if self.params.is_greedy() {
+                        let token = argmax(logits);
+                        (token, top_probability(logits, token), Proposal::Certain)
+                    } else {
+                        let q = self.params.probabilities(logits);
+                        let token = draw(&q, &mut self.rng).ok_or_else(|| {
+                            ModelError::Internal("the draft's distribution is empty".into())
+                        })?;
+                        let top = q.iter().copied().fold(0.0, f32::max);
+                        (token, top, Proposal::Sampled(q))
+                    };
+                    if top < self.options.p_min {
+                        break;
+                    }
+                    drafts.push(token);
+                    proposals.push(proposal);
+                    if drafts.len() == most {
+                        break;
+                    }
+                    feed = vec![token];
+                }
+            }
+            Drafter::PromptLookup => {
+                drafts = best_continuation(&self.context, &[], self.options.min_match, most)
+                    .unwrap_or_default();
+                proposals = vec![Proposal::Certain; drafts.len()];
+            }
+            Drafter::Suffix { sequences, .. } => {
+                drafts = best_continuation(&self.context, sequences, self.options.min_match, most)
+                    .unwrap_or_default();
+                proposals = vec![Proposal::Certain; drafts.len()];
+            }
+        }
+        Ok((drafts, proposals))
+    }
+
+    fn count(&mut self, mode: Mode, drafted: usize, accepted: usize) {
+        let pipeline = self.options.name.clone();
+        match (mode, drafted) {
+            (Mode::Speculate, 1..) => self.stats.speculative_steps += 1,
+            _ => self.stats.plain_steps += 1,
+        }
+        self.stats.drafted += drafted as u64;
+        self.stats.accepted += accepted as u64;
+        let kind = if drafted > 0 { "speculative" } else { "plain" };
+        metrics::counter!("tandem_speculative_steps_total", "pipeline" => pipeline.clone(), "mode" => kind)
+            .increment(1);
+        metrics::counter!("tandem_speculative_drafted_total", "pipeline" => pipeline.clone())
+            .increment(drafted as u64);
+        metrics::counter!("tandem_speculative_accepted_total", "pipeline" => pipeline)
+            .increment(accepted as u64);
+    }
+
+    /// Adds one token to the answer, as the plain engine's sequence does; `Some` when it ends
+    /// the answer.
+    fn emit(&mut self, token: TokenId, logits: &[f32]) -> Option<FinishReason> {
+        let model = Arc::clone(self.target.model());
+        if model.is_end_of_generation(token) {
+            return Some(FinishReason::Stop);
+        }
+        self.generated += 1;
+        self.context.push(token);
+        let bytes = model.token_bytes(token);
+        let logprobs: Vec<TokenLogprob> = if self.params.logprobs {
+            vec![token_logprob(
+                &model,
+                logits,
+                token,
+                &bytes,
+                self.params.top_logprobs,
+            )]
+        } else {
+            Vec::new()
+        };
+        let piece = self.text.push(&bytes);
+        self.send(piece.text, logprobs);
+        if piece.stopped {
+            return Some(FinishReason::Stop);
+        }
+        let out_of_tokens = self
+            .params
+            .max_tokens
+            .is_some_and(|max| self.generated >= max);
+        if out_of_tokens || self.context.len() >= self.target.context_size() {
+            return Some(FinishReason::Length);
+        }
+        None
+    }
+
+    fn send(&mut self, text: String, logprobs: Vec<TokenLogprob>) {
+        if text.is_empty() && logprobs.is_empty() {
+            return;
+        }
+        if self.first_text_at.is_none() && !text.is_empty() {
+            self.first_text_at = Some(Instant::now());
+        }
+        let _ = self.events.send(Ok(ChatEvent::Delta { text, logprobs }));
+    }
+
+    fn finish(&mut self, finish_reason: FinishReason) {
+        let rest = self.text.finish();
+        self.send(rest, Vec::new());
+        let millis = |at: Instant| at.duration_since(self.received).as_secs_f64() * 1000.0;
+        let latency_ms = millis(Instant::now());
+        let usage = Usage::new(self.prompt_len as u32, self.generated);
+        let target = Stage {
+            model: self.target_options.name.clone(),
+            location: Location::Local,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            latency_ms,
+            time_to_first_token_ms: self.first_text_at.map(millis),
+            cost_usd: self.target_options.pricing.cost(usage),
+        };
+        let mut report = Report::single(target);
+        report.pipeline = self.options.name.clone();
+        if let Drafter::Model { options, .. } = &self.drafter {
+            let usage = Usage::new(self.prompt_len as u32, self.stats.drafted as u32);
+            let cost = options.pricing.cost(usage);
+            report.cost_usd += cost;
+            report.stages.push(Stage {
+                model: options.name.clone(),
+                location: Location::Local,
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                latency_ms,
+                time_to_first_token_ms: None,
+                cost_usd: cost,
+            });
+        }
+        let stats = &mut self.stats;
+        stats.draft = self.drafter.name();
+        stats.tokens_from_draft = stats.accepted.min(u64::from(self.generated));
+        stats.tokens_from_target = u64::from(self.generated) - stats.tokens_from_draft;
+        stats.acceptance_rate = ratio(stats.accepted, stats.drafted);
+        stats.mean_draft_length = ratio(stats.drafted, stats.speculative_steps);
+        stats.fallback = self.pace.falling_back();
+        if let Err(e) = report.push_strategy(&self.options.name, "speculative", &*stats) {
+            tracing::error!(error = %e, "cannot report the speculative entry");
+        }
+        if let Drafter::Suffix { cache, tenant, .. } = &self.drafter {
+            cache.insert(tenant, self.context.clone());
+        }
+        let _ = self.events.send(Ok(ChatEvent::Done(Completion {
+            finish_reason,
+            usage,
+            report,
+        })));
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// The probability of `token` under the softmax of `logits` (temperature 1).
+fn top_probability(logits: &[f32], token: TokenId) -> f32 {
+    let best = logits[token as usize];
+    let sum: f32 = logits.iter().map(|&l| (l - best).exp()).sum();
+    1.0 / sum
+}

@@ -1,0 +1,257 @@
+//! [`Speculative`]: speculative decoding as a [`ChatModel`] over sequence handles of the target's
+//! engine (and of a draft model's engine), so concurrent speculative requests share each engine's
+//! decode steps.
+//!
+//! Each request holds one target sequence and, with a draft model, one draft sequence. A step
+//! drafts up to `k` tokens (a draft model stops early when its top probability falls under
+//! `p_min`; prompt lookup and the suffix cache propose what followed the context's tail
+//! elsewhere), verifies them and one more token in a single target evaluation
+//! ([`verify`]), keeps what stands and rolls both caches back. Greedy requests emit exactly the
+//! target's argmax at every position; sampled ones follow the target's distribution under the
+//! request's own settings (rejection sampling). The draft length follows the acceptance history
+//! and the pipeline falls back to plain decoding when drafting does not pay ([`pace`]).
+//!
+//! Each response's report gets a `speculative` strategy entry ([`SpeculativeStats`]); the
+//! counters `tandem_speculative_{steps,drafted,accepted}_total{pipeline}` sum the same.
+
+mod driver;
+pub mod lookup;
+pub mod pace;
+pub mod verify;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tandem_core::openai::{ChatCompletionRequest, ResponseFormat};
+use tandem_core::sampling::SamplingParams;
+use tandem_core::text::TextAssembler;
+use tandem_core::validate::validate;
+use tandem_core::{ChatModel, ChatStream, ModelError};
+use tokio::sync::mpsc::unbounded_channel;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+pub use driver::SpeculativeStats;
+use driver::{Drafter, Driver};
+pub use lookup::SuffixCache;
+use pace::Pace;
+
+use crate::LlamaEngine;
+
+/// Where drafts come from.
+#[derive(Clone)]
+pub enum DraftSource {
+    /// A smaller model with the target's vocabulary.
+    Model(Arc<LlamaEngine>),
+    /// Continuations of the context's tail found earlier in the prompt and answer.
+    PromptLookup,
+    /// As prompt lookup, and also in earlier requests of the same tenant.
+    Suffix(Arc<SuffixCache>),
+}
+
+/// Settings of a speculative pipeline.
+#[derive(Debug, Clone)]
+pub struct SpeculativeOptions {
+    /// The pipeline's name, reported in responses.
+    pub name: String,
+    /// Most tokens drafted per step.
+    pub max_draft: usize,
+    /// A draft model stops drafting when its most probable token is less likely than this.
+    pub p_min: f32,
+    /// Shortest context tail a lookup may continue.
+    pub min_match: usize,
+    /// Fall back to plain decoding while drafting does not pay.
+    pub fallback: bool,
+}
+
+impl SpeculativeOptions {
+    pub fn new(name: impl Into<String>) -> Self {
+        SpeculativeOptions {
+            name: name.into(),
+            max_draft: 8,
+            p_min: 0.75,
+            min_match: 2,
+            fallback: true,
+        }
+    }
+}
+
+pub struct Speculative {
+    target: Arc<LlamaEngine>,
+    draft: DraftSource,
+    options: Arc<SpeculativeOptions>,
+    pace: Arc<Pace>,
+}
+
+impl Speculative {
+    /// Fails when a draft model's vocabulary is not the target's: its token ids would mean other
+    /// text.
+    pub fn new(
+        target: Arc<LlamaEngine>,
+        draft: DraftSource,
+        options: SpeculativeOptions,
+    ) -> Result<Self, ModelError> {
+        if options.max_draft == 0 {
+            return Err(ModelError::Internal(
+                "k (max_draft) must be at least 1".into(),
+            ));
+        }
+        if let DraftSource::Model(engine) = &draft {
+            let (t, d) = (target.model(), engine.model());
+            let probe = "fn main() { println!(\"héllo\"); }";
+            if t.vocab_size() != d.vocab_size()
+                || t.tokenize(probe, false) != d.tokenize(probe, false)
+            {
+                return Err(ModelError::Internal(format!(
+                    "the draft model `{}` does not share the vocabulary of the target `{}` \
+                     ({} and {} tokens)",
+                    engine.options().name,
+                    target.options().name,
+                    d.vocab_size(),
+                    t.vocab_size()
+                )));
+            }
+        }
+        Ok(Speculative {
+            target,
+            draft,
+            pace: Arc::new(Pace::new(options.fallback)),
+            options: Arc::new(options),
+        })
+    }
+
+    pub fn options(&self) -> &SpeculativeOptions {
+        &self.options
+    }
+}
+
+#[async_trait]
+impl ChatModel for Speculative {
+    fn name(&self) -> &str {
+        &self.options.name
+    }
+
+    async fn stream(&self, request: ChatCompletionRequest) -> Result<ChatStream, ModelError> {
+        let received = Instant::now();
+        validate(&request)?;
+        refuse_unsupported(&request)?;
+        let target_options = self.target.options().clone();
+        let prompt = self.target.model().chat_prompt(&request.messages)?;
+        if prompt.len() >= target_options.context_size as usize {
+            return Err(ModelError::ContextOverflow {
+                model: self.options.name.clone(),
+                prompt_tokens: prompt.len(),
+                context_size: target_options.context_size as usize,
+            });
+        }
+        let params = SamplingParams::from_request(&request);
+        // Target first, then draft, in every request: no two requests can each hold what the
+        // other waits for.
+        let target = self.target.open_sequence().await?;
+        let drafter = match &self.draft {
+            DraftSource::Model(engine) => Drafter::Model {
+                handle: engine.open_sequence().await?,
+                options: engine.options().clone(),
+            },
+            DraftSource::PromptLookup => Drafter::PromptLookup,
+            DraftSource::Suffix(cache) => {
+                let tenant = request.tenant.clone().unwrap_or_default();
+                Drafter::Suffix {
+                    sequences: cache.sequences(&tenant),
+                    cache: Arc::clone(cache),
+                    tenant,
+                }
+            }
+        };
+        let seed = params.seed.unwrap_or_else(|| rand::rng().random());
+        let (events, receiver) = unbounded_channel();
+        let driver = Driver {
+            target,
+            target_options,
+            drafter,
+            pace: Arc::clone(&self.pace),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            text: TextAssembler::new(params.stop.clone()),
+            params,
+            draft_length: self.options.max_draft,
+            options: Arc::clone(&self.options),
+            prompt_len: prompt.len(),
+            context: prompt,
+            events,
+            received,
+            generated: 0,
+            first_text_at: None,
+            stats: SpeculativeStats::default(),
+        };
+        tokio::spawn(driver.run());
+        Ok(UnboundedReceiverStream::new(receiver).boxed())
+    }
+}
+
+/// Fields a speculative pipeline cannot honour yet: its verification compares the target's and the
+/// draft's plain distributions, so penalties, biases, `min_p` and grammar constraints (tools,
+/// structured outputs) would be silently dropped. Refused by name instead.
+fn refuse_unsupported(request: &ChatCompletionRequest) -> Result<(), ModelError> {
+    let refused = [
+        (
+            "presence_penalty",
+            request.presence_penalty.is_some_and(|p| p != 0.0),
+        ),
+        (
+            "frequency_penalty",
+            request.frequency_penalty.is_some_and(|p| p != 0.0),
+        ),
+        (
+            "logit_bias",
+            request.logit_bias.as_ref().is_some_and(|b| !b.is_empty()),
+        ),
+        ("min_p", request.min_p.is_some_and(|p| p > 0.0)),
+        (
+            "tools",
+            request.tools.as_ref().is_some_and(|t| !t.is_empty()),
+        ),
+        (
+            "response_format",
+            !matches!(request.response_format, None | Some(ResponseFormat::Text)),
+        ),
+    ];
+    match refused.iter().find(|(_, set)| *set) {
+        Some((param, _)) => Err(ModelError::invalid(
+            param,
+            format!("`{param}` is not supported by speculative pipelines yet; call the target model directly"),
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+
+    #[test]
+    fn fields_the_verification_would_drop_are_refused_by_name() {
+        assert!(refuse_unsupported(&ChatCompletionRequest::default()).is_ok());
+        let penalised = ChatCompletionRequest {
+            frequency_penalty: Some(0.5),
+            ..Default::default()
+        };
+        let error = refuse_unsupported(&penalised).unwrap_err();
+        assert!(
+            matches!(&error, ModelError::InvalidRequest { param: Some(p), .. } if p == "frequency_penalty"),
+            "{error:?}"
+        );
+        let json = ChatCompletionRequest {
+            response_format: Some(ResponseFormat::JsonObject),
+            ..Default::default()
+        };
+        assert!(refuse_unsupported(&json).is_err());
+        let text = ChatCompletionRequest {
+            response_format: Some(ResponseFormat::Text),
+            ..Default::default()
+        };
+        assert!(refuse_unsupported(&text).is_ok());
+    }
+}

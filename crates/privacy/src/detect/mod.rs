@@ -1,0 +1,300 @@
+//! Detection: every span of a text that holds private data, with its kind and a confidence.
+//!
+//! Recognisers are rules: regular expressions checked by checksums (Luhn for cards, mod-97 for
+//! IBANs), known key prefixes, entropy, context words and small name lists. Each proposes
+//! candidates; [`Detector::detect`] drops those below the configured confidence or on the
+//! allow-list, adds deny-listed values, and resolves overlaps (a credential URL wins over the
+//! e-mail-like text inside it). Values match whatever their casing, spacing or separators, so
+//! `4111 1111 1111 1111` and `4111-1111-1111-1111` are the same card.
+
+mod context;
+mod language;
+mod secrets;
+pub(crate) mod structured;
+
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::kind::Kind;
+use crate::normalize::{canonical, loose_pattern};
+use crate::PrivacyError;
+
+/// One span of private data.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    pub kind: Kind,
+    /// Byte range in the text it was found in; always on character boundaries.
+    pub span: Range<usize>,
+    /// 0 to 1: how sure the recogniser is.
+    pub confidence: f32,
+}
+
+impl Finding {
+    pub(crate) fn new(kind: Kind, span: Range<usize>, confidence: f32) -> Finding {
+        Finding {
+            kind,
+            span,
+            confidence,
+        }
+    }
+}
+
+/// What to detect; the `detect` table of a privacy pipeline in the configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    /// The kinds to look for; all of them by default.
+    pub kinds: Vec<Kind>,
+    /// Findings below this confidence are not acted on.
+    pub min_confidence: f32,
+    /// Values that may leave the machine (a company's public support address), matched whatever
+    /// their casing, spacing or separators.
+    pub allow: Vec<String>,
+    /// Values that never leave it (a project's code name), matched the same way.
+    pub deny: Vec<String>,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig {
+            kinds: Kind::ALL.to_vec(),
+            min_confidence: 0.5,
+            allow: Vec::new(),
+            deny: Vec::new(),
+        }
+    }
+}
+
+pub struct Detector {
+    kinds: HashSet<Kind>,
+    min_confidence: f32,
+    allow: HashSet<String>,
+    deny: Vec<Regex>,
+}
+
+impl Detector {
+    pub fn new(config: &DetectorConfig) -> Result<Detector, PrivacyError> {
+        if !(0.0..=1.0).contains(&config.min_confidence) {
+            return Err(PrivacyError::Config(format!(
+                "`min_confidence` must be between 0 and 1, not {}",
+                config.min_confidence
+            )));
+        }
+        let mut deny = Vec::with_capacity(config.deny.len());
+        for value in &config.deny {
+            let pattern = loose_pattern(value).ok_or_else(|| {
+                PrivacyError::Config(format!(
+                    "deny-list entry {value:?} has no letter or digit to match"
+                ))
+            })?;
+            deny.push(
+                Regex::new(&pattern)
+                    .map_err(|e| PrivacyError::Config(format!("deny-list entry {value:?}: {e}")))?,
+            );
+        }
+        Ok(Detector {
+            kinds: config.kinds.iter().copied().collect(),
+            min_confidence: config.min_confidence,
+            allow: config.allow.iter().map(|v| canonical(v)).collect(),
+            deny,
+        })
+    }
+
+    /// The findings in `text`, non-overlapping, in order of position.
+    pub fn detect(&self, text: &str) -> Vec<Finding> {
+        let mut candidates = Vec::new();
+        structured::find(text, &mut candidates);
+        secrets::find(text, &mut candidates);
+        language::find(text, &mut candidates);
+        candidates.retain(|f| {
+            self.kinds.contains(&f.kind)
+                && f.confidence >= self.min_confidence
+                && !self.allow.contains(&canonical(&text[f.span.clone()]))
+        });
+        if self.kinds.contains(&Kind::Denied) {
+            for pattern in &self.deny {
+                for m in pattern.find_iter(text) {
+                    candidates.push(Finding::new(Kind::Denied, m.range(), 1.0));
+                }
+            }
+        }
+        resolve_overlaps(candidates)
+    }
+
+    /// The findings of each text of one conversation. A value found in one text is found in every
+    /// text, whatever its casing, spacing or separators: "Priya Raman" recognised once makes
+    /// "PRIYA RAMAN" and "priya raman" elsewhere the same value.
+    pub fn detect_conversation(&self, texts: &[&str]) -> Vec<Vec<Finding>> {
+        let mut found: Vec<Vec<Finding>> = texts.iter().map(|t| self.detect(t)).collect();
+        // Each value with its kind and the highest confidence it was found with.
+        let mut known: BTreeMap<String, (Kind, f32)> = BTreeMap::new();
+        for (text, findings) in texts.iter().zip(&found) {
+            for finding in findings {
+                let value = canonical(&text[finding.span.clone()]);
+                // Very short values would match inside ordinary words; very long ones (key
+                // blocks) are found by their structure anyway.
+                if (4..=256).contains(&value.chars().count()) {
+                    let entry = known.entry(value).or_insert((finding.kind, 0.0));
+                    entry.1 = entry.1.max(finding.confidence);
+                }
+            }
+        }
+        let patterns: Vec<(Kind, f32, Regex)> = known
+            .iter()
+            .filter_map(|(value, (kind, confidence))| {
+                let pattern = loose_pattern(value)?;
+                Some((*kind, *confidence, Regex::new(&pattern).ok()?))
+            })
+            .collect();
+        if patterns.is_empty() {
+            return found;
+        }
+        for (text, findings) in texts.iter().zip(found.iter_mut()) {
+            let mut candidates = std::mem::take(findings);
+            for (kind, confidence, pattern) in &patterns {
+                for m in pattern.find_iter(text) {
+                    if context::standalone(text, m.start(), m.end()) {
+                        candidates.push(Finding::new(*kind, m.range(), *confidence));
+                    }
+                }
+            }
+            *findings = resolve_overlaps(candidates);
+        }
+        found
+    }
+}
+
+/// Keeps the strongest of overlapping candidates: higher kind rank, then surer, then longer.
+fn resolve_overlaps(mut candidates: Vec<Finding>) -> Vec<Finding> {
+    candidates.sort_by(|a, b| {
+        b.kind
+            .rank()
+            .cmp(&a.kind.rank())
+            .then(b.confidence.total_cmp(&a.confidence))
+            .then(b.span.len().cmp(&a.span.len()))
+    });
+    let mut kept: Vec<Finding> = Vec::new();
+    for candidate in candidates {
+        if candidate.span.is_empty() {
+            continue;
+        }
+        let overlaps = kept
+            .iter()
+            .any(|k| k.span.start < candidate.span.end && candidate.span.start < k.span.end);
+        if !overlaps {
+            kept.push(candidate);
+        }
+    }
+    kept.sort_by_key(|f| f.span.start);
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(text: &str) -> Vec<(Kind, String)> {
+        Detector::new(&DetectorConfig::default())
+            .unwrap()
+            .detect(text)
+            .into_iter()
+            .map(|f| (f.kind, text[f.span].to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn credential_url_wins_over_the_email_inside_it() {
+        assert_eq!(
+            kinds("db: postgres://admin:s3cr3tPw@db.internal:5432/app now"),
+            vec![(
+                Kind::CredentialUrl,
+                "postgres://admin:s3cr3tPw@db.internal:5432/app".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn allow_list_matches_whatever_the_separators_and_deny_list_too() {
+        let config = DetectorConfig {
+            allow: vec!["support@example.com".into()],
+            deny: vec!["Project Bluebird".into()],
+            ..Default::default()
+        };
+        let detector = Detector::new(&config).unwrap();
+        let text = "Write to SUPPORT@example.com about project-blue bird, or to jo@x.org.";
+        let found: Vec<(Kind, &str)> = detector
+            .detect(text)
+            .into_iter()
+            .map(|f| (f.kind, &text[f.span]))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (Kind::Denied, "project-blue bird"),
+                (Kind::Email, "jo@x.org")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_value_found_once_is_found_in_every_spelling() {
+        let detector = Detector::new(&DetectorConfig::default()).unwrap();
+        let texts = [
+            "Yesterday Priya Raman called.",
+            "PRIYA RAMAN again",
+            "priya-raman, priyaramanathan",
+        ];
+        let found = detector.detect_conversation(&texts);
+        let values: Vec<Vec<&str>> = found
+            .iter()
+            .zip(texts)
+            .map(|(f, t)| f.iter().map(|f| &t[f.span.clone()]).collect())
+            .collect();
+        assert_eq!(
+            values,
+            [
+                vec!["Priya Raman"],
+                vec!["PRIYA RAMAN"],
+                vec!["priya-raman"]
+            ]
+        );
+        assert!(found[1].iter().all(|f| f.kind == Kind::Person));
+        assert_eq!(found[1][0].confidence, found[0][0].confidence);
+    }
+
+    #[test]
+    fn disabled_kinds_and_low_confidence_are_dropped() {
+        let config = DetectorConfig {
+            kinds: vec![Kind::Email],
+            ..Default::default()
+        };
+        let detector = Detector::new(&config).unwrap();
+        let text = "mail a@b.io, card 4111 1111 1111 1111";
+        assert_eq!(detector.detect(text).len(), 1);
+        let strict = Detector::new(&DetectorConfig {
+            min_confidence: 1.0,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(strict.detect(text).is_empty());
+    }
+
+    #[test]
+    fn bad_configuration_is_refused() {
+        for config in [
+            DetectorConfig {
+                min_confidence: 1.5,
+                ..Default::default()
+            },
+            DetectorConfig {
+                deny: vec!["--".into()],
+                ..Default::default()
+            },
+        ] {
+            assert!(Detector::new(&config).is_err());
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! Recognisers for values with a fixed structure: e-mail addresses, phone numbers, payment cards
+//! (Luhn), IBANs (mod-97), national identifiers, IP addresses and dates of birth.
+
+use std::net::Ipv6Addr;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use super::context;
+use super::Finding;
+use crate::kind::Kind;
+
+fn re(pattern: &str) -> Regex {
+    Regex::new(pattern).expect("recogniser patterns are valid")
+}
+
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"(?i)[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.[a-z]{2,}",
+    )
+});
+/// Runs of digits with the separators people write in numbers.
+static DIGIT_RUN: LazyLock<Regex> = LazyLock::new(|| re(r"\+?\(?\d[\d \-./()]*\d\)?"));
+static IBAN: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?i)\b[a-z]{2}\d{2}(?:[ \-]?[a-z0-9]{1,4}){3,9}"));
+static NINO: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)\b[a-ceghj-pr-tw-z][a-ceghj-npr-tw-z] ?\d{2} ?\d{2} ?\d{2} ?[a-d]\b")
+});
+static IPV4: LazyLock<Regex> = LazyLock::new(|| re(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"));
+static IPV6_CANDIDATE: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?i)[0-9a-f:]*:[0-9a-f:]*:[0-9a-f:.]*"));
+static DATE: LazyLock<Regex> = LazyLock::new(|| {
+    let month = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?";
+    re(&format!(
+        r"(?i)\b(?:\d{{1,2}}[/.\-]\d{{1,2}}[/.\-](?:\d{{4}}|\d{{2}})|\d{{4}}[/.\-]\d{{1,2}}[/.\-]\d{{1,2}}|\d{{1,2}}(?:st|nd|rd|th)?(?: of)? {month},? \d{{4}}|{month} \d{{1,2}}(?:st|nd|rd|th)?,? \d{{4}})\b"
+    ))
+});
+static BIRTH_WORDS: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)\b(?:born|birth|birthday|dob|d\.o\.b|b\.|geboren|née?)\b|date of birth")
+});
+static PHONE_WORDS: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"(?i)\b(?:phone|tel|telephone|mobile|cell|call|fax|whatsapp|sms|text|number|contact|reach|dial|ring)\b",
+    )
+});
+static SSN_WORDS: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)\b(?:ssn|social security|social|tax id|tin|ni number|national insurance)\b")
+});
+
+pub fn find(text: &str, out: &mut Vec<Finding>) {
+    for m in EMAIL.find_iter(text) {
+        if context::standalone(text, m.start(), m.end()) || text[m.end()..].starts_with('.') {
+            out.push(Finding::new(Kind::Email, m.range(), 0.97));
+        }
+    }
+    for m in DIGIT_RUN.find_iter(text) {
+        if context::standalone(text, m.start(), m.end()) {
+            numbers(text, m.start(), m.as_str(), out);
+        }
+    }
+    for m in IBAN.find_iter(text) {
+        iban(text, m.start(), m.as_str(), out);
+    }
+    for m in NINO.find_iter(text) {
+        out.push(Finding::new(Kind::NationalId, m.range(), 0.8));
+    }
+    for m in IPV4.find_iter(text) {
+        let valid = m.as_str().split('.').all(|octet| {
+            octet.parse::<u16>().is_ok_and(|n| n <= 255)
+                && (octet == "0" || !octet.starts_with('0'))
+        });
+        if valid && context::standalone(text, m.start(), m.end()) {
+            out.push(Finding::new(Kind::IpAddress, m.range(), 0.9));
+        }
+    }
+    for m in IPV6_CANDIDATE.find_iter(text) {
+        let candidate = m.as_str().trim_end_matches('.');
+        if candidate.len() >= 6
+            && candidate.parse::<Ipv6Addr>().is_ok()
+            && context::standalone(text, m.start(), m.start() + candidate.len())
+        {
+            out.push(Finding::new(
+                Kind::IpAddress,
+                m.start()..m.start() + candidate.len(),
+                0.9,
+            ));
+        }
+    }
+    for m in DATE.find_iter(text) {
+        if context::before(text, m.start(), 48, &BIRTH_WORDS) {
+            out.push(Finding::new(Kind::DateOfBirth, m.range(), 0.9));
+        }
+    }
+}
+
+/// A run of digits and separators: a card, an SSN or a phone number, by its digits and layout.
+fn numbers(text: &str, offset: usize, run: &str, out: &mut Vec<Finding>) {
+    // A run may hold more than one number ("4111 1111 1111 1111 12"): try each sub-run of whole
+    // groups for a Luhn-valid card number, longest first.
+    let groups = groups(run);
+    let mut best: Option<(usize, usize)> = None;
+    for i in 0..groups.len() {
+        for j in (i..groups.len()).rev() {
+            let digits: String = run[groups[i].0..groups[j].1]
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect();
+            if (13..=19).contains(&digits.len())
+                && luhn(&digits)
+                && best.is_none_or(|(s, e)| groups[j].1 - groups[i].0 > e - s)
+            {
+                best = Some((groups[i].0, groups[j].1));
+            }
+        }
+    }
+    // A leading `+` makes a number a phone number ("+358 050 007 0204" passes Luhn by chance).
+    if let Some((start, end)) = best.filter(|_| !run.starts_with('+')) {
+        let digits: String = run[start..end]
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect();
+        let brand = matches!(digits.as_bytes()[0], b'2'..=b'6');
+        out.push(Finding::new(
+            Kind::CreditCard,
+            offset + start..offset + end,
+            if brand { 0.97 } else { 0.8 },
+        ));
+    }
+    ssn(text, offset, run, out);
+    phone(text, offset, run, out);
+}
+
+/// Byte ranges of the digit groups of a run.
+fn groups(run: &str) -> Vec<(usize, usize)> {
+    let mut groups = Vec::new();
+    let mut start = None;
+    for (i, c) in run.char_indices() {
+        match (c.is_ascii_digit(), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                groups.push((s, i));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        groups.push((s, run.len()));
+    }
+    groups
+}
+
+pub fn luhn(digits: &str) -> bool {
+    let mut sum = 0;
+    for (i, c) in digits.bytes().rev().enumerate() {
+        let mut d = u32::from(c - b'0');
+        if i % 2 == 1 {
+            d *= 2;
+            if d > 9 {
+                d -= 9;
+            }
+        }
+        sum += d;
+    }
+    sum % 10 == 0
+}
+
+fn ssn(text: &str, offset: usize, run: &str, out: &mut Vec<Finding>) {
+    static SSN: LazyLock<Regex> = LazyLock::new(|| re(r"^(\d{3})[ \-.]?(\d{2})[ \-.]?(\d{4})$"));
+    let Some(c) = SSN.captures(run) else {
+        return;
+    };
+    let (area, group, serial) = (&c[1], &c[2], &c[3]);
+    if area == "000" || area == "666" || area.starts_with('9') || group == "00" || serial == "0000"
+    {
+        return;
+    }
+    let separated = run.len() > 9;
+    let named = context::before(text, offset, 40, &SSN_WORDS);
+    let confidence = match (separated, named) {
+        (_, true) => 0.95,
+        (true, false) => 0.85,
+        (false, false) => 0.4,
+    };
+    out.push(Finding::new(
+        Kind::NationalId,
+        offset..offset + run.len(),
+        confidence,
+    ));
+}
+
+fn phone(text: &str, offset: usize, run: &str, out: &mut Vec<Finding>) {
+    static NANP: LazyLock<Regex> = LazyLock::new(|| {
+        re(r"^(?:\+?1[ \-.]?)?(?:\([2-9]\d{2}\)|[2-9]\d{2})[ \-.]?\d{3}[ \-.]?\d{4}$")
+    });
+    static NATIONAL: LazyLock<Regex> =
+        LazyLock::new(|| re(r"^\(?0\d{1,4}\)?(?:[ \-/.]?\d{2,4}){2,4}$"));
+    // A run may end with a closing parenthesis that belongs to the sentence.
+    let run = if run.ends_with(')') && !run.contains('(') {
+        &run[..run.len() - 1]
+    } else {
+        run
+    };
+    let digits = run.chars().filter(char::is_ascii_digit).count();
+    let international = run.starts_with('+') || run.starts_with("00");
+    let separated = run.chars().any(|c| !c.is_ascii_digit() && c != '+');
+    let named = context::before(text, offset, 40, &PHONE_WORDS);
+    let confidence = if international && (8..=15).contains(&digits) {
+        0.9
+    } else if NANP.is_match(run) {
+        if separated {
+            0.85
+        } else {
+            0.55
+        }
+    } else if NATIONAL.is_match(run) && (9..=12).contains(&digits) {
+        0.75
+    } else if named && (7..=15).contains(&digits) {
+        0.6
+    } else if grouped(run) {
+        0.5
+    } else {
+        return;
+    };
+    let confidence = if named {
+        f32::min(confidence + 0.1, 0.95)
+    } else {
+        confidence
+    };
+    out.push(Finding::new(
+        Kind::Phone,
+        offset..offset + run.len(),
+        confidence,
+    ));
+}
+
+/// Digits in two or more groups of two to four, with six to twelve digits in all ("776 5737",
+/// "28-15-10-60", "(37) 788-063"): how many countries write national numbers.
+fn grouped(run: &str) -> bool {
+    static GROUPED: LazyLock<Regex> =
+        LazyLock::new(|| re(r"^(?:\(\d{2,4}\)|\d{2,4})(?:[ \-]\d{2,4}){1,4}$"));
+    static DATE_LIKE: LazyLock<Regex> = LazyLock::new(|| {
+        re(r"^(?:(?:19|20)\d{2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:19|20)\d{2})")
+    });
+    let digits = run.chars().filter(char::is_ascii_digit).count();
+    (6..=12).contains(&digits) && GROUPED.is_match(run) && !DATE_LIKE.is_match(run)
+}
+
+fn iban(text: &str, offset: usize, candidate: &str, out: &mut Vec<Finding>) {
+    // The pattern may run into the next word ("DE89 3704 ... 00 and"): keep the longest prefix of
+    // whole groups that passes the checksum.
+    let mut ends: Vec<usize> = candidate
+        .char_indices()
+        .filter(|&(i, c)| (c == ' ' || c == '-') && i > 0)
+        .map(|(i, _)| i)
+        .collect();
+    ends.push(candidate.len());
+    for &end in ends.iter().rev() {
+        let compact: String = candidate[..end]
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        if (15..=34).contains(&compact.len())
+            && mod97(&compact)
+            && context::standalone(text, offset, offset + end)
+        {
+            out.push(Finding::new(Kind::Iban, offset..offset + end, 0.97));
+            return;
+        }
+    }
+}
+
+/// The IBAN check: country and check digits moved to the end, letters as numbers, mod 97 is 1.
+pub fn mod97(iban: &str) -> bool {
+    let (head, tail) = iban.split_at(4);
+    let mut remainder: u32 = 0;
+    for c in tail.chars().chain(head.chars()) {
+        let value = match c.to_digit(36) {
+            Some(v) => v,
+            None => return false,
+        };
+        remainder = if value < 10 {
+            (remainder * 10 + value) % 97
+        } else {
+            (remainder * 100 + value) % 97
+        };
+    }
+    remainder == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(text: &str) -> Vec<(Kind, String)> {
+        let mut out = Vec::new();
+        find(text, &mut out);
+        let kept = super::super::resolve_overlaps(
+            out.into_iter().filter(|f| f.confidence >= 0.5).collect(),
+        );
+        kept.into_iter()
+            .map(|f| (f.kind, text[f.span].to_string()))
+            .collect()
+    }
+
+    fn one(text: &str, kind: Kind, value: &str) {
+        assert_eq!(found(text), vec![(kind, value.to_string())], "in {text:?}");
+    }
+
+    #[test]
+    fn cards_in_every_layout_pass_luhn_and_others_do_not() {
+        for card in [
+            "4111 1111 1111 1111",
+            "4111-1111-1111-1111",
+            "4111111111111111",
+            "5500 0000 0000 0004",
+            "3782 822463 10005",
+        ] {
+            one(&format!("pay with {card}, thanks"), Kind::CreditCard, card);
+        }
+        one(
+            "card 4111 1111 1111 1111 12 times",
+            Kind::CreditCard,
+            "4111 1111 1111 1111",
+        );
+        assert!(found("order 4111 1111 1111 1112")
+            .iter()
+            .all(|(k, _)| *k != Kind::CreditCard));
+    }
+
+    #[test]
+    fn ibans_any_case_and_grouping_pass_mod97() {
+        for iban in [
+            "DE89 3704 0044 0532 0130 00",
+            "de89370400440532013000",
+            "GB82-WEST-1234-5698-7654-32",
+        ] {
+            one(&format!("IBAN {iban} and more"), Kind::Iban, iban);
+        }
+        assert!(found("DE89 3704 0044 0532 0130 01")
+            .iter()
+            .all(|(k, _)| *k != Kind::Iban));
+    }
+
+    #[test]
+    fn phones_international_and_national() {
+        for phone in [
+            "+44 20 7946 0958",
+            "+1 (415) 555-0132",
+            "(415) 555-0132",
+            "415.555.0132",
+            "030 1234 5678",
+            "0049 30 12345678",
+            "+358 050 007 0204",
+            "776 5737",
+            "28-15-10-60",
+        ] {
+            one(&format!("call me at {phone} today"), Kind::Phone, phone);
+        }
+        assert!(found("version 2024 has 12 items, v1.2.3, 12:30, order 123456").is_empty());
+        assert!(found("2024-05-15 12:00:01 INFO and 1956-10-13").is_empty());
+    }
+
+    #[test]
+    fn ssns_and_ninos() {
+        one("SSN: 123-45-6789.", Kind::NationalId, "123-45-6789");
+        one("my ssn is 123456789", Kind::NationalId, "123456789");
+        one("NI number AB 12 34 56 C", Kind::NationalId, "AB 12 34 56 C");
+        assert!(found("id 000-12-3456")
+            .iter()
+            .all(|(k, _)| *k != Kind::NationalId));
+    }
+
+    #[test]
+    fn ip_addresses_v4_and_v6() {
+        one(
+            "host 192.168.10.24 is down",
+            Kind::IpAddress,
+            "192.168.10.24",
+        );
+        one(
+            "ping 2001:db8::8a2e:370:7334.",
+            Kind::IpAddress,
+            "2001:db8::8a2e:370:7334",
+        );
+        assert!(found("999.1.1.1 and std::io::Result and 12:30:45").is_empty());
+    }
+
+    #[test]
+    fn dates_of_birth_need_birth_words() {
+        one("born on 14/03/1987 in Ulm", Kind::DateOfBirth, "14/03/1987");
+        one("DOB: March 3, 1990", Kind::DateOfBirth, "March 3, 1990");
+        assert!(found("the meeting on 14/03/2024").is_empty());
+    }
+
+    #[test]
+    fn emails_any_case() {
+        one(
+            "Mail Jane.Doe@Example.COM.",
+            Kind::Email,
+            "Jane.Doe@Example.COM",
+        );
+    }
+}

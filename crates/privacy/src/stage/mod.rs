@@ -1,0 +1,179 @@
+//! The privacy pipeline stages, each a [`ChatModel`] wrapping other `ChatModel`s:
+//! - [`Redact`]: pseudonymise every text field, send, restore the answer (streamed or not).
+//! - [`KeepLocal`]: answer with a local model when a request's sensitivity passes a threshold.
+//! - [`Rewrite`]: the local model asks the remote one without the private context, then answers
+//!   with both (PAPILLON).
+//!
+//! Both write an [`EgressRecord`] before anything leaves the machine (when an audit store is
+//! configured): a stage that cannot write its audit record sends nothing. Each adds an entry to the
+//! response's report with the kinds of data found and their counts, never a value.
+
+mod keep_local;
+mod redact;
+mod rewrite;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+use tandem_core::openai::ChatCompletionRequest;
+use tandem_core::{ChatModel, ModelError};
+use tandem_store::{EgressRecord, Store};
+
+pub use keep_local::KeepLocal;
+pub use redact::Redact;
+pub use rewrite::Rewrite;
+
+use crate::fields;
+use crate::kind::Kind;
+use crate::vault::Vault;
+use crate::Detector;
+
+/// The most bytes of text a privacy stage inspects in one request, unless configured otherwise.
+pub const DEFAULT_MAX_TEXT_BYTES: usize = 1 << 20;
+
+/// What every privacy stage shares: its pipeline name, the detector, the audit and the size limit.
+#[derive(Clone)]
+pub struct Guard {
+    pub pipeline: String,
+    pub detector: Arc<Detector>,
+    /// Where egress records go; `None` records nothing.
+    pub audit: Option<Arc<dyn Store>>,
+    /// Requests with more text than this are refused rather than inspected.
+    pub max_text_bytes: usize,
+}
+
+impl Guard {
+    pub fn new(pipeline: impl Into<String>, detector: Detector) -> Guard {
+        Guard {
+            pipeline: pipeline.into(),
+            detector: Arc::new(detector),
+            audit: None,
+            max_text_bytes: DEFAULT_MAX_TEXT_BYTES,
+        }
+    }
+
+    pub fn with_audit(mut self, store: Arc<dyn Store>) -> Guard {
+        self.audit = Some(store);
+        self
+    }
+
+    /// Refuses requests a privacy stage cannot vouch for: too much text to inspect, or log
+    /// probabilities, whose tokens would be those of the pseudonymised text.
+    fn check(&self, request: &ChatCompletionRequest) -> Result<Vec<fields::TextField>, ModelError> {
+        if request.logprobs == Some(true) || request.top_logprobs.is_some() {
+            return Err(ModelError::invalid(
+                "logprobs",
+                format!(
+                    "pipeline `{}` protects private data, and log probabilities through it would be those of the pseudonymised text; leave `logprobs` out",
+                    self.pipeline
+                ),
+            ));
+        }
+        let texts = fields::texts(request)?;
+        let bytes: usize = texts.iter().map(|t| t.text.len()).sum();
+        if bytes > self.max_text_bytes {
+            return Err(ModelError::invalid(
+                "messages",
+                format!(
+                    "the request holds {bytes} bytes of text, more than pipeline `{}` inspects for private data ({} bytes); shorten it",
+                    self.pipeline, self.max_text_bytes
+                ),
+            ));
+        }
+        Ok(texts)
+    }
+
+    /// The request with every finding replaced by a placeholder, and the vault to restore with.
+    pub fn pseudonymise(
+        &self,
+        request: &ChatCompletionRequest,
+    ) -> Result<(ChatCompletionRequest, Vault), ModelError> {
+        let texts = self.check(request)?;
+        let texts: Vec<&str> = texts.iter().map(|t| t.text.as_str()).collect();
+        let findings = self.detector.detect_conversation(&texts);
+        let mut vault = Vault::for_texts(texts.iter().copied());
+        let mut index = 0;
+        let redacted = fields::map_texts(request, |_, text| {
+            // `map_texts` visits the fields in the order `texts` listed them.
+            let found = &findings[index];
+            index += 1;
+            (!found.is_empty()).then(|| vault.pseudonymise(text, found))
+        })?;
+        Ok((redacted, vault))
+    }
+
+    /// The highest confidence of any finding in the request, 0 when there is none, with the
+    /// kinds found and their counts.
+    fn sensitivity(
+        &self,
+        request: &ChatCompletionRequest,
+    ) -> Result<(f32, BTreeMap<Kind, u32>), ModelError> {
+        let mut highest = 0.0f32;
+        let mut kinds = BTreeMap::new();
+        let texts = self.check(request)?;
+        let texts: Vec<&str> = texts.iter().map(|t| t.text.as_str()).collect();
+        for finding in self
+            .detector
+            .detect_conversation(&texts)
+            .into_iter()
+            .flatten()
+        {
+            highest = highest.max(finding.confidence);
+            *kinds.entry(finding.kind).or_default() += 1;
+        }
+        Ok((highest, kinds))
+    }
+
+    /// Writes the egress record of `request` about to be sent to `model`; an error means the
+    /// request must not be sent.
+    async fn audit(
+        &self,
+        strategy: &str,
+        model: &dyn ChatModel,
+        request: &ChatCompletionRequest,
+        redacted: &BTreeMap<Kind, u32>,
+    ) -> Result<(), ModelError> {
+        let Some(store) = self.audit.clone() else {
+            return Ok(());
+        };
+        let body = serde_json::to_vec(request)
+            .map_err(|e| ModelError::Internal(format!("cannot serialise a request: {e}")))?;
+        let record = EgressRecord {
+            at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            pipeline: self.pipeline.clone(),
+            strategy: strategy.to_string(),
+            model: model.name().to_string(),
+            sha256: hex(&Sha256::digest(&body)),
+            bytes: body.len() as u64,
+            redacted: redacted
+                .iter()
+                .map(|(k, n)| (k.as_str().to_string(), *n))
+                .collect(),
+        };
+        tokio::task::spawn_blocking(move || store.record_egress(&record))
+            .await
+            .map_err(|e| ModelError::Internal(format!("the egress audit failed: {e}")))?
+            .map_err(|e| {
+                ModelError::Internal(format!(
+                    "cannot write the egress audit, so nothing was sent: {e}"
+                ))
+            })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Kinds and counts as a report's JSON object.
+fn counts_json(counts: &BTreeMap<Kind, u32>) -> serde_json::Value {
+    counts
+        .iter()
+        .map(|(k, n)| (k.as_str().to_string(), serde_json::Value::from(*n)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}

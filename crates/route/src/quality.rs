@@ -1,0 +1,173 @@
+//! How good a routing score is, measured on held-out items whose outcomes with both models are
+//! known, with RouteLLM's metrics.
+//!
+//! Sending the items with the highest scores to the large model, for every share of large-model
+//! calls from 0 to 1, traces quality from the small model's to the large model's. The performance
+//! gap recovered at a share is `(quality - small) / (large - small)`; **APGR** is its mean over
+//! all shares (the area under that curve: 0.5 for random routing in expectation), and
+//! **CPT(p)** is the smallest share of large-model calls that recovers a fraction `p` of the gap.
+
+use serde::Serialize;
+
+/// One held-out item: the router's score and whether each model passed it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    pub score: f64,
+    pub small_passed: bool,
+    pub large_passed: bool,
+}
+
+/// A point of the quality curve: routing the `large_calls` highest-scored items to the large model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CurvePoint {
+    pub large_share: f64,
+    pub quality: f64,
+    /// The score at and above which items went to the large model (`None` at share 0).
+    pub threshold: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoutingQuality {
+    pub items: usize,
+    pub small_quality: f64,
+    pub large_quality: f64,
+    /// Routing every item the large model passes and the small one fails, and nothing else.
+    pub oracle_quality: f64,
+    pub oracle_large_share: f64,
+    /// `None` when the large model is not better than the small one: there is no gap to recover.
+    pub apgr: Option<f64>,
+    pub cpt50: Option<f64>,
+    pub cpt80: Option<f64>,
+    pub curve: Vec<CurvePoint>,
+}
+
+/// The quality curve and its metrics. Ties in score are broken by order, highest score first.
+pub fn routing_quality(items: &[Scored]) -> RoutingQuality {
+    let n = items.len();
+    let mut order: Vec<&Scored> = items.iter().collect();
+    order.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let passed = |b: bool| if b { 1.0 } else { 0.0 };
+    let small_total: f64 = items.iter().map(|i| passed(i.small_passed)).sum();
+    let per_item = |total: f64| if n == 0 { 0.0 } else { total / n as f64 };
+
+    let mut curve = Vec::with_capacity(n + 1);
+    let mut total = small_total;
+    curve.push(CurvePoint {
+        large_share: 0.0,
+        quality: per_item(total),
+        threshold: None,
+    });
+    for (routed, item) in order.iter().enumerate() {
+        total += passed(item.large_passed) - passed(item.small_passed);
+        curve.push(CurvePoint {
+            large_share: (routed + 1) as f64 / n as f64,
+            quality: per_item(total),
+            threshold: Some(item.score),
+        });
+    }
+    let small_quality = per_item(small_total);
+    let large_quality = curve.last().map_or(0.0, |p| p.quality);
+    let helped = items
+        .iter()
+        .filter(|i| i.large_passed && !i.small_passed)
+        .count();
+    let gap = large_quality - small_quality;
+    let recovered = |p: &CurvePoint| (p.quality - small_quality) / gap;
+    let (apgr, cpt50, cpt80) = if gap > 0.0 && n > 0 {
+        // The trapezoid rule over the n + 1 equally spaced shares.
+        let area: f64 = curve
+            .windows(2)
+            .map(|w| (recovered(&w[0]) + recovered(&w[1])) / 2.0)
+            .sum::<f64>()
+            / n as f64;
+        let cpt = |target: f64| {
+            curve
+                .iter()
+                .find(|p| recovered(p) >= target - 1e-12)
+                .map(|p| p.large_share)
+        };
+        (Some(area), cpt(0.5), cpt(0.8))
+    } else {
+        (None, None, None)
+    };
+    RoutingQuality {
+        items: n,
+        small_quality,
+        large_quality,
+        oracle_quality: per_item(small_total + helped as f64),
+        oracle_large_share: per_item(helped as f64),
+        apgr,
+        cpt50,
+        cpt80,
+        curve,
+    }
+}
+
+/// The threshold that sends a `large_share` of `scores` to the large model: items scoring at or
+/// above it go large. `None` for an empty sample.
+pub fn threshold_for_share(scores: &[f64], large_share: f64) -> Option<f64> {
+    if scores.is_empty() {
+        return None;
+    }
+    let mut sorted = scores.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let large = (large_share.clamp(0.0, 1.0) * sorted.len() as f64).round() as usize;
+    Some(match large {
+        0 => f64::INFINITY,
+        k => sorted[k - 1],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(score: f64, small_passed: bool, large_passed: bool) -> Scored {
+        Scored {
+            score,
+            small_passed,
+            large_passed,
+        }
+    }
+
+    #[test]
+    fn a_perfect_score_recovers_the_gap_with_the_fewest_large_calls() {
+        // Two items only the large model passes, scored highest; two both pass.
+        let items = [
+            item(0.9, false, true),
+            item(0.8, false, true),
+            item(0.2, true, true),
+            item(0.1, true, true),
+        ];
+        let q = routing_quality(&items);
+        assert_eq!(q.small_quality, 0.5);
+        assert_eq!(q.large_quality, 1.0);
+        assert_eq!(q.oracle_large_share, 0.5);
+        assert_eq!(q.cpt50, Some(0.25));
+        assert_eq!(q.cpt80, Some(0.5));
+        // Recovered fraction at shares 0, .25, .5, .75, 1: 0, .5, 1, 1, 1.
+        let expected = (0.25 + 0.75 + 1.0 + 1.0) / 4.0;
+        assert!((q.apgr.unwrap() - expected).abs() < 1e-12);
+        assert_eq!(q.curve[2].threshold, Some(0.8));
+    }
+
+    #[test]
+    fn a_reversed_score_recovers_late_and_no_gap_means_no_metric() {
+        let items = [item(0.1, false, true), item(0.9, true, true)];
+        let q = routing_quality(&items);
+        assert_eq!(q.cpt50, Some(1.0));
+        assert!((q.apgr.unwrap() - 0.25).abs() < 1e-12);
+        let same = routing_quality(&[item(0.5, true, true)]);
+        assert_eq!(same.apgr, None);
+    }
+
+    #[test]
+    fn the_threshold_for_a_share_routes_that_share() {
+        let scores = [0.1, 0.4, 0.3, 0.9, 0.5];
+        let t = threshold_for_share(&scores, 0.4).unwrap();
+        assert_eq!(scores.iter().filter(|s| **s >= t).count(), 2);
+        assert_eq!(threshold_for_share(&scores, 0.0), Some(f64::INFINITY));
+        assert_eq!(threshold_for_share(&scores, 1.0), Some(0.1));
+        assert_eq!(threshold_for_share(&[], 0.3), None);
+    }
+}

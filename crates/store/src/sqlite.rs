@@ -1,0 +1,288 @@
+//! [`Store`] on one SQLite file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection};
+
+use crate::{EgressQuery, EgressRecord, Store, StoreError, StoredRouter};
+
+/// Schema migrations, in order; the file's `user_version` counts those applied. A part of the store
+/// added later appends its migration here.
+const MIGRATIONS: &[&str] = &[
+    "
+CREATE TABLE egress (
+    id        INTEGER PRIMARY KEY,
+    at_ms     INTEGER NOT NULL,
+    pipeline  TEXT NOT NULL,
+    strategy  TEXT NOT NULL,
+    model     TEXT NOT NULL,
+    sha256    TEXT NOT NULL,
+    bytes     INTEGER NOT NULL,
+    redacted  TEXT NOT NULL
+);
+CREATE INDEX egress_by_time ON egress(at_ms);
+",
+    "
+CREATE TABLE routers (
+    name        TEXT PRIMARY KEY,
+    router      TEXT NOT NULL,
+    provenance  TEXT NOT NULL,
+    threshold   REAL,
+    updated_ms  INTEGER NOT NULL
+);
+",
+];
+
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens the store at `path`, creating the file and its directory, and migrating its schema.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(sqlite)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sqlite)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sqlite)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(sqlite)?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::NewerSchema {
+                path: path.to_path_buf(),
+                found: version,
+                known,
+            });
+        }
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction().map_err(sqlite)?;
+            tx.execute_batch(migration).map_err(sqlite)?;
+            tx.pragma_update(None, "user_version", index as i64 + 1)
+                .map_err(sqlite)?;
+            tx.commit().map_err(sqlite)?;
+        }
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&conn).map_err(|source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    fn record_egress(&self, record: &EgressRecord) -> Result<(), StoreError> {
+        let redacted = serde_json::to_string(&record.redacted).expect("a map of counts serialises");
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO egress (at_ms, pipeline, strategy, model, sha256, bytes, redacted)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    record.at_ms,
+                    record.pipeline,
+                    record.strategy,
+                    record.model,
+                    record.sha256,
+                    record.bytes as i64,
+                    redacted
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn egress(&self, query: &EgressQuery) -> Result<Vec<EgressRecord>, StoreError> {
+        let limit = query.limit.map_or(-1, |n| n as i64);
+        let mut records = self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT at_ms, pipeline, strategy, model, sha256, bytes, redacted FROM egress
+                 WHERE at_ms >= ?1 AND (?2 IS NULL OR pipeline = ?2)
+                 ORDER BY at_ms DESC, id DESC LIMIT ?3",
+            )?;
+            let rows = statement.query_map(
+                params![query.since_ms.unwrap_or(i64::MIN), query.pipeline, limit],
+                |row| {
+                    let redacted: String = row.get(6)?;
+                    Ok(EgressRecord {
+                        at_ms: row.get(0)?,
+                        pipeline: row.get(1)?,
+                        strategy: row.get(2)?,
+                        model: row.get(3)?,
+                        sha256: row.get(4)?,
+                        bytes: row.get::<_, i64>(5)? as u64,
+                        redacted: serde_json::from_str(&redacted).map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                6,
+                                rusqlite::types::Type::Text,
+                                Box::new(e),
+                            )
+                        })?,
+                    })
+                },
+            )?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        records.reverse();
+        Ok(records)
+    }
+
+    fn save_router(&self, router: &StoredRouter) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO routers (name, router, provenance, threshold, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(name) DO UPDATE SET router = ?2, provenance = ?3, threshold = ?4,
+                     updated_ms = ?5",
+                params![
+                    router.name,
+                    router.router,
+                    router.provenance,
+                    router.threshold,
+                    router.updated_ms
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn router(&self, name: &str) -> Result<Option<StoredRouter>, StoreError> {
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT name, router, provenance, threshold, updated_ms FROM routers WHERE name = ?1",
+            )?;
+            let mut rows = statement.query_map(params![name], |row| {
+                Ok(StoredRouter {
+                    name: row.get(0)?,
+                    router: row.get(1)?,
+                    provenance: row.get(2)?,
+                    threshold: row.get(3)?,
+                    updated_ms: row.get(4)?,
+                })
+            })?;
+            rows.next().transpose()
+        })
+    }
+
+    fn routers(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let mut statement = c.prepare("SELECT name FROM routers ORDER BY name")?;
+            let names = statement.query_map([], |row| row.get(0))?;
+            names.collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(at_ms: i64, pipeline: &str) -> EgressRecord {
+        EgressRecord {
+            at_ms,
+            pipeline: pipeline.into(),
+            strategy: "redact".into(),
+            model: "cloud".into(),
+            sha256: "ab".repeat(32),
+            bytes: 42,
+            redacted: [("email".to_string(), 2), ("secret".to_string(), 1)].into(),
+        }
+    }
+
+    #[test]
+    fn records_survive_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.sqlite");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store.record_egress(&record(1, "a")).unwrap();
+            store.record_egress(&record(2, "b")).unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        store.record_egress(&record(3, "a")).unwrap();
+        let all = store.egress(&EgressQuery::default()).unwrap();
+        assert_eq!(all, vec![record(1, "a"), record(2, "b"), record(3, "a")]);
+    }
+
+    #[test]
+    fn queries_filter_by_time_pipeline_and_keep_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.sqlite")).unwrap();
+        for (at, pipeline) in [(1, "a"), (2, "b"), (3, "a"), (4, "a")] {
+            store.record_egress(&record(at, pipeline)).unwrap();
+        }
+        let query = EgressQuery {
+            since_ms: Some(2),
+            pipeline: Some("a".into()),
+            limit: Some(1),
+        };
+        assert_eq!(store.egress(&query).unwrap(), vec![record(4, "a")]);
+        let query = EgressQuery {
+            since_ms: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(store.egress(&query).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_router_is_saved_replaced_and_read_back_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let mut router = StoredRouter {
+            name: "code".into(),
+            router: "{\"kind\":\"knn\"}".into(),
+            provenance: "{}".into(),
+            threshold: None,
+            updated_ms: 1,
+        };
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store.save_router(&router).unwrap();
+            router.threshold = Some(0.25);
+            router.updated_ms = 2;
+            store.save_router(&router).unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.router("code").unwrap(), Some(router));
+        assert_eq!(store.router("other").unwrap(), None);
+        assert_eq!(store.routers().unwrap(), ["code"]);
+    }
+
+    #[test]
+    fn a_file_from_a_newer_tandem_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let error = SqliteStore::open(&path).err().unwrap();
+        assert!(error.to_string().contains("schema version 99"), "{error}");
+    }
+}
