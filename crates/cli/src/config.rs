@@ -244,6 +244,9 @@ pub enum PipelineConfig {
     /// The small model answers first; a confidence signal under the threshold escalates to the
     /// large one.
     Cascade(CascadeConfig),
+    /// A small model judges the request before it is answered and the answer before it is
+    /// released; blocked ones end with `finish_reason: "content_filter"`.
+    Guard(GuardConfig),
     /// Speculative decoding: a draft proposes tokens, the target verifies several per step.
     Speculative(SpeculativeConfig),
 }
@@ -357,6 +360,43 @@ fn default_cascade_sample_temperature() -> f32 {
     0.8
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// The guarded model or pipeline.
+    pub model: String,
+    /// The model that judges (a chat model; its token probabilities make the score).
+    pub guard: String,
+    /// Block at or above this score, in [0, 1].
+    #[serde(default = "default_guard_threshold")]
+    pub threshold: f64,
+    #[serde(default = "default_true")]
+    pub check_input: bool,
+    #[serde(default = "default_true")]
+    pub check_output: bool,
+    /// Characters of a streamed answer held back before each check.
+    #[serde(default = "default_hold_chars")]
+    pub hold_chars: usize,
+    /// The hazard categories; the built-in policy (14, after Llama Guard 3) when absent.
+    #[serde(default)]
+    pub categories: Option<Vec<tandem_trust::Category>>,
+    /// A classifier file written by `tandem eval trust`, combined with the guard's probability
+    /// on requests; needs `embedder`.
+    #[serde(default)]
+    pub classifier: Option<PathBuf>,
+    /// The embedding model the classifier was trained on (`all-minilm-l6-v2`).
+    #[serde(default)]
+    pub embedder: Option<String>,
+}
+
+fn default_guard_threshold() -> f64 {
+    0.5
+}
+
+fn default_hold_chars() -> usize {
+    200
+}
+
 /// `strategy = "speculative"`: the answer is the target's (greedy: its argmax at every position;
 /// sampled: its distribution), produced faster when drafts are accepted.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -454,6 +494,17 @@ impl PipelineConfig {
                 }
                 uses
             }
+            PipelineConfig::Guard(guard) => {
+                let mut uses = vec![chat("model", &guard.model), chat("guard", &guard.guard)];
+                if let Some(embedder) = &guard.embedder {
+                    uses.push(Use {
+                        key: "embedder",
+                        name: embedder,
+                        need: Need::Embedding,
+                    });
+                }
+                uses
+            }
             PipelineConfig::Speculative(spec) => {
                 let mut uses = vec![Use {
                     key: "target",
@@ -517,6 +568,7 @@ impl PipelineConfig {
                     bail!("pipelines.{name}.sample_temperature must be above 0");
                 }
             }
+            PipelineConfig::Guard(guard) => check_guard(name, guard)?,
         }
         Ok(())
     }
@@ -618,7 +670,8 @@ impl Config {
             PipelineConfig::Direct(_)
             | PipelineConfig::Cascade(_)
             | PipelineConfig::Router(_)
-            | PipelineConfig::Speculative(_) => return Ok(()),
+            | PipelineConfig::Speculative(_)
+            | PipelineConfig::Guard(_) => return Ok(()),
             PipelineConfig::Redact(redact) => (&redact.detect, redact.max_text_bytes),
             PipelineConfig::KeepLocal(keep) => {
                 if !(0.0..=1.0).contains(&keep.threshold) {
@@ -755,7 +808,8 @@ impl Config {
             | PipelineConfig::KeepLocal(_)
             | PipelineConfig::Rewrite(_)
             | PipelineConfig::Router(_)
-            | PipelineConfig::Speculative(_) => None,
+            | PipelineConfig::Speculative(_)
+            | PipelineConfig::Guard(_) => None,
         }
     }
 
@@ -789,6 +843,29 @@ impl Need {
             Need::Embedding => "this key needs an embedding model",
         }
     }
+}
+
+fn check_guard(name: &str, guard: &GuardConfig) -> Result<()> {
+    if !(0.0..=1.0).contains(&guard.threshold) {
+        bail!("pipelines.{name}.threshold must be in [0, 1] (scores are probabilities)");
+    }
+    if guard.hold_chars == 0 {
+        bail!("pipelines.{name}.hold_chars must be at least 1");
+    }
+    if !guard.check_input && !guard.check_output {
+        bail!("pipelines.{name}: set check_input or check_output, or the guard does nothing");
+    }
+    if guard.classifier.is_some() != guard.embedder.is_some() {
+        bail!("pipelines.{name}: `classifier` and `embedder` go together (the classifier reads the embedder's vectors)");
+    }
+    if guard.classifier.is_some() && !guard.check_input {
+        bail!("pipelines.{name}.classifier scores requests, but check_input is false");
+    }
+    if let Some(categories) = &guard.categories {
+        tandem_trust::Policy::new(categories.clone())
+            .with_context(|| format!("pipelines.{name}.categories"))?;
+    }
+    Ok(())
 }
 
 fn check_embedding(name: &str, embedding: &EmbeddingModelConfig) -> Result<()> {
@@ -1001,6 +1078,43 @@ mod tests {
         assert!(error_of(&text).contains("magic"));
         let text = format!("{TWO_MODELS}{}extra = 1\n", direct("p", "small"));
         assert!(error_of(&text).contains("extra"));
+    }
+
+    #[test]
+    fn a_guard_names_its_model_its_judge_and_optionally_an_embedder() {
+        let embedding = "[models.minilm]\nkind = \"embedding\"\nsource = \"all-minilm-l6-v2\"\n";
+        let guard = |rest: &str| {
+            format!("{TWO_MODELS}{embedding}[pipelines.g]\nstrategy = \"guard\"\nmodel = \"big\"\nguard = \"small\"\n{rest}")
+        };
+        let config = Config::parse(&guard("")).unwrap();
+        let PipelineConfig::Guard(parsed) = &config.pipelines["g"] else {
+            panic!("not a guard")
+        };
+        assert_eq!((parsed.threshold, parsed.hold_chars), (0.5, 200));
+        assert!(parsed.check_input && parsed.check_output);
+        assert_eq!(config.models_under("g").unwrap(), ["big", "small"]);
+        let with_classifier = guard("classifier = \"/c.json\"\nembedder = \"minilm\"\n");
+        assert_eq!(
+            Config::parse(&with_classifier)
+                .unwrap()
+                .models_under("g")
+                .unwrap(),
+            ["big", "minilm", "small"]
+        );
+        assert!(error_of(&guard("threshold = 1.5\n")).contains("pipelines.g.threshold"));
+        assert!(error_of(&guard("hold_chars = 0\n")).contains("pipelines.g.hold_chars"));
+        assert!(
+            error_of(&guard("classifier = \"/c.json\"\n")).contains("`classifier` and `embedder`")
+        );
+        assert!(
+            error_of(&guard("classifier = \"/c.json\"\nembedder = \"small\"\n"))
+                .contains("pipelines.g.embedder names `small`, a local model")
+        );
+        assert!(
+            error_of(&guard("check_input = false\ncheck_output = false\n"))
+                .contains("does nothing")
+        );
+        assert!(error_of(&guard("categories = []\n")).contains("pipelines.g.categories"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod eval_privacy;
 mod pipeline;
 mod router;
 mod runtime;
+mod trust;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;

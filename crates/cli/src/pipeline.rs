@@ -19,6 +19,7 @@ use tandem_route::{
     RouterOptions,
 };
 use tandem_store::{SqliteStore, Store};
+use tandem_trust::{GuardOptions, InputScorer, Judge, Policy, TrustModel};
 
 use crate::config::{Config, PipelineConfig, RouterConfig, SpeculativeConfig, PERPLEXITY_ROUTER};
 use tandem_llama::speculative::{DraftSource, Speculative, SpeculativeOptions, SuffixCache};
@@ -124,6 +125,25 @@ fn build(
                 registry.chat(&cascade.small)?,
                 registry.chat(&cascade.large)?,
             ))
+        }
+        PipelineConfig::Guard(guard) => {
+            let policy = match &guard.categories {
+                Some(categories) => Policy::new(categories.clone())?,
+                None => Policy::default(),
+            };
+            let judge = Judge::new(registry.chat(&guard.guard)?, policy, guard.threshold);
+            let mut options = GuardOptions::new(name);
+            options.check_input = guard.check_input;
+            options.check_output = guard.check_output;
+            options.hold_chars = guard.hold_chars;
+            let mut built = tandem_trust::Guard::new(options, judge, registry.chat(&guard.model)?);
+            if let (Some(path), Some(embedder)) = (&guard.classifier, &guard.embedder) {
+                let model = TrustModel::load(path)?;
+                let scorer = InputScorer::new(registry.embedder(embedder)?, model)
+                    .with_context(|| format!("pipelines.{name}.classifier"))?;
+                built = built.with_input_scorer(scorer);
+            }
+            Arc::new(built)
         }
         PipelineConfig::Redact(redact) => {
             let guard = guard(

