@@ -253,6 +253,10 @@ impl LoadedModel {
     /// tools (which parse special tokens in their prompt) read as [`LoadedModel::chat_prompt`]'s
     /// tokens, for benchmarks that run them beside Tandem.
     pub fn chat_text(&self, messages: &[Message]) -> Result<String, ModelError> {
+        if let Template::Jinja { template, .. } = &self.template {
+            let messages = Json::Array(messages.iter().map(template_message).collect());
+            return self.render_jinja(template, &messages, None);
+        }
         let roles: Vec<Role> = messages
             .iter()
             .map(|m| match m.role {

@@ -551,3 +551,18 @@ async fn concurrent_handles_share_decode_steps() {
         "{steps} decode steps for 2 x {evaluations} evaluations"
     );
 }
+
+#[test]
+fn chat_text_is_the_prompt_the_template_renders_markers_included() {
+    let model = loaded_model();
+    let messages = [Message::new(Role::User, "Name a colour.")];
+    let text = model.chat_text(&messages).unwrap();
+    assert!(text.contains("Name a colour."), "{text}");
+    // SmolLM2's file template is chatml: the assistant's turn is opened as text llama.cpp's own
+    // tools parse into the same special tokens.
+    assert!(text.ends_with("<|im_start|>assistant\n"), "{text:?}");
+    assert!(
+        text.contains("<|im_start|>user\nName a colour.<|im_end|>"),
+        "{text:?}"
+    );
+}
