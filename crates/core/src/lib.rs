@@ -13,6 +13,7 @@
 pub mod constraint;
 pub mod error;
 pub mod grammar;
+pub mod logprobs;
 pub mod model;
 pub mod openai;
 pub mod report;

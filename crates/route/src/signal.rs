@@ -11,6 +11,7 @@
 //!   else the last number, else the whole text with spacing and case normalised).
 
 use serde::{Deserialize, Serialize};
+use tandem_core::logprobs::yes_share;
 use tandem_core::openai::{ChatCompletionRequest, Message, Role, TokenLogprob};
 
 /// Which signal a cascade uses.
@@ -73,29 +74,10 @@ pub fn self_check_request(request: &ChatCompletionRequest, answer: &str) -> Chat
     }
 }
 
-/// P(yes) / (P(yes) + P(no)) over the first token's alternatives, counting every spelling of each
-/// word ("Yes", " yes", "YES"); 0 when neither word is among them (the model did not answer).
+/// [`yes_share`] of the first token of the reply; 0 when there is no token or neither word is
+/// among its alternatives (the model did not answer: nothing to trust).
 pub fn yes_probability(first_token: Option<&TokenLogprob>) -> f64 {
-    let Some(token) = first_token else {
-        return 0.0;
-    };
-    let (mut yes, mut no) = (0.0, 0.0);
-    let mut add = |text: &str, logprob: f32| match text.trim().to_lowercase().as_str() {
-        "yes" => yes += f64::from(logprob).exp(),
-        "no" => no += f64::from(logprob).exp(),
-        _ => {}
-    };
-    if token.top_logprobs.is_empty() {
-        add(&token.token, token.logprob);
-    }
-    for alternative in &token.top_logprobs {
-        add(&alternative.token, alternative.logprob);
-    }
-    if yes + no == 0.0 {
-        0.0
-    } else {
-        yes / (yes + no)
-    }
+    first_token.and_then(yes_share).unwrap_or(0.0)
 }
 
 /// What two answers must share to agree: the last `\boxed{...}`, else the last number, else the

@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
+use tandem_core::logprobs::yes_share;
 use tandem_core::openai::{ChatCompletionRequest, Role};
 use tandem_core::{ChatModel, ModelError, Report};
 
 use crate::policy::{Policy, Side};
-use crate::verdict::{letter_shares, yes_share, Verdict};
+use crate::verdict::{letter_shares, Verdict};
 
 /// The score when the guard model's token is neither "yes" nor "no": undecided, so the threshold
 /// alone decides (a threshold above 0.5 lets such texts through).

@@ -2,40 +2,14 @@
 //! of that token's alternatives (`logprobs` + `top_logprobs`), never its text.
 
 use serde::Serialize;
+use tandem_core::logprobs::alternatives;
 use tandem_core::openai::TokenLogprob;
-
-/// Every (token, probability) the model reported for its one token: the alternatives, or the
-/// chosen token alone when no alternatives came back.
-fn candidates(token: &TokenLogprob) -> Vec<(&str, f64)> {
-    if token.top_logprobs.is_empty() {
-        return vec![(token.token.as_str(), f64::from(token.logprob).exp())];
-    }
-    token
-        .top_logprobs
-        .iter()
-        .map(|alt| (alt.token.as_str(), f64::from(alt.logprob).exp()))
-        .collect()
-}
-
-/// P(yes) / (P(yes) + P(no)), adding every spelling of each word (" Yes", "yes", "YES"); `None`
-/// when neither word is among the alternatives (the model did not answer the question).
-pub fn yes_share(token: &TokenLogprob) -> Option<f64> {
-    let (mut yes, mut no) = (0.0, 0.0);
-    for (text, p) in candidates(token) {
-        match text.trim().to_lowercase().as_str() {
-            "yes" => yes += p,
-            "no" => no += p,
-            _ => {}
-        }
-    }
-    (yes + no > 0.0).then(|| yes / (yes + no))
-}
 
 /// The probability of each of the first `count` capital letters, normalised over those letters;
 /// `None` when no letter is among the alternatives.
 pub fn letter_shares(token: &TokenLogprob, count: usize) -> Option<Vec<f64>> {
     let mut shares = vec![0.0; count];
-    for (text, p) in candidates(token) {
+    for (text, p) in alternatives(token) {
         let text = text.trim();
         let mut chars = text.chars();
         if let (Some(c @ 'A'..='Z'), None) = (chars.next(), chars.next()) {
@@ -69,6 +43,7 @@ pub struct Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tandem_core::logprobs::yes_share;
     use tandem_core::openai::TopLogprob;
 
     fn token(alternatives: &[(&str, f32)]) -> TokenLogprob {
