@@ -14,7 +14,6 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde::Serialize;
 use tandem_core::openai::{ChatCompletionRequest, Role};
-use tandem_core::sampling::log_sum_exp;
 use tandem_core::{ChatEvent, ChatModel, ChatStream, Completion, ModelError};
 use tandem_embed::Embedder;
 use tandem_llama::LlamaEngine;
@@ -80,10 +79,6 @@ impl PromptScorer for LearnedScorer {
     }
 }
 
-/// Tokens evaluated per step, so the logits copied out stay small (a 151k vocabulary is 600 kB a
-/// row).
-const PERPLEXITY_CHUNK: usize = 32;
-
 pub struct PerplexityScorer {
     engine: Arc<LlamaEngine>,
 }
@@ -106,7 +101,7 @@ impl PromptScorer for PerplexityScorer {
     }
 }
 
-/// The mean of `-log p(token | tokens before it)` over every token but the first, under `engine`'s
+/// The mean of `-ln p(token | tokens before it)` over every token but the first, under `engine`'s
 /// model; 0 for fewer than two tokens.
 pub async fn mean_negative_log_likelihood(
     engine: &LlamaEngine,
@@ -115,21 +110,8 @@ pub async fn mean_negative_log_likelihood(
     if tokens.len() < 2 {
         return Ok(0.0);
     }
-    let mut sequence = engine.open_sequence().await?;
-    let mut total = 0.0f64;
-    // Row i of a chunk predicts the token after the chunk's i-th token.
-    for (chunk_index, chunk) in tokens[..tokens.len() - 1]
-        .chunks(PERPLEXITY_CHUNK)
-        .enumerate()
-    {
-        let logits = sequence.eval(chunk, chunk.len()).await?;
-        for i in 0..chunk.len() {
-            let row = logits.row(i);
-            let next = tokens[chunk_index * PERPLEXITY_CHUNK + i + 1] as usize;
-            total += f64::from(log_sum_exp(row) - row[next]);
-        }
-    }
-    Ok(total / (tokens.len() - 1) as f64)
+    let losses = engine.open_sequence().await?.token_losses(tokens).await?;
+    Ok(losses.iter().sum::<f64>() / losses.len() as f64)
 }
 
 /// How a router decides.

@@ -2,9 +2,8 @@
 //! optimised adversarial suffixes: gibberish that steers a model is improbable text, so its
 //! perplexity, and above all that of its last tokens, is high.
 //!
-//! The prompt is evaluated once on a sequence handle of the engine (batched with everything else
-//! the engine runs), with the logits of every position; token `i + 1`'s log probability comes
-//! from row `i`.
+//! The prompt is evaluated on a sequence handle of the engine (batched with everything else the
+//! engine runs) by [`tandem_llama::SequenceHandle::token_losses`], in chunks.
 
 use serde::Serialize;
 use tandem_core::ModelError;
@@ -36,18 +35,8 @@ pub async fn prompt_perplexity(
             "perplexity needs a text of at least one token",
         ));
     }
-    let logits = handle.eval(&tokens, tokens.len()).await?;
-    let losses: Vec<f64> = (0..tokens.len() - 1)
-        .map(|i| negative_log_probability(logits.row(i), tokens[i + 1] as usize))
-        .collect();
+    let losses = handle.token_losses(&tokens).await?;
     Ok(perplexities(&losses, window.max(1)))
-}
-
-/// `-ln softmax(row)[token]`, computed stably.
-pub fn negative_log_probability(row: &[f32], token: usize) -> f64 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = row.iter().map(|&x| f64::from(x - max).exp()).sum();
-    f64::from(max) + sum.ln() - f64::from(row[token])
 }
 
 /// The perplexities of a prompt from its tokens' losses (natural log).
@@ -85,11 +74,5 @@ mod tests {
         assert_eq!(p.tokens, 7);
         let short = perplexities(&[2.0], 20);
         assert!((short.suffix - 2f64.exp()).abs() < 1e-9);
-    }
-
-    #[test]
-    fn the_loss_is_a_log_softmax() {
-        let row = [0.0f32, (3.0f32).ln()];
-        assert!((negative_log_probability(&row, 1) - -(0.75f64).ln()).abs() < 1e-6);
     }
 }
