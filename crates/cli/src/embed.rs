@@ -40,7 +40,8 @@ pub async fn run(
     Ok(())
 }
 
-async fn load_from_catalog(fetcher: &Fetcher, name: &str) -> Result<Embedder> {
+/// A catalog embedding model, pulled if needed and loaded; a clear error for any other name.
+pub(crate) async fn load_from_catalog(fetcher: &Fetcher, name: &str) -> Result<Embedder> {
     match tandem_fetch::find(name).map(|model| model.format) {
         Some(Format::ZipDirectory { .. }) => {}
         Some(Format::Gguf { .. }) => bail!("`{name}` is a chat model, not an embedding model"),

@@ -9,13 +9,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde_json::json;
-use tandem_embed::Embedder;
 use tandem_eval::store::Filter;
 use tandem_eval::{Split, Store as OutcomeStore};
 use tandem_fetch::Fetcher;
@@ -24,6 +22,7 @@ use tandem_route::router::query_text;
 use tandem_route::{Example, LearnedRouter, Learner};
 use tandem_store::{SqliteStore, Store, StoredRouter};
 
+use crate::embed::load_from_catalog;
 use crate::eval::{DataArgs, StoreArgs};
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -146,7 +145,7 @@ pub async fn run(
                     dataset.name()
                 );
             }
-            let embedder = load_embedder(fetcher, &embedder).await?;
+            let embedder = load_from_catalog(fetcher, &embedder).await?;
             let texts = items
                 .iter()
                 .map(|item| query_text(&request_of(&item.messages)))
@@ -248,7 +247,7 @@ pub async fn run(
                 .iter()
                 .map(|item| query_text(&request_of(&item.messages)))
                 .collect::<Result<Vec<_>, _>>()?;
-            let embedder = load_embedder(fetcher, &embedder).await?;
+            let embedder = load_from_catalog(fetcher, &embedder).await?;
             let vectors = tokio::task::spawn_blocking(move || embedder.embed(&texts))
                 .await??
                 .vectors;
@@ -425,15 +424,6 @@ fn request_of(
         messages: messages.to_vec(),
         ..Default::default()
     }
-}
-
-async fn load_embedder(fetcher: &Fetcher, name: &str) -> Result<Arc<Embedder>> {
-    let dir = fetcher
-        .pull(name)
-        .await
-        .with_context(|| format!("cannot fetch embedding model `{name}`"))?;
-    let embedder = tokio::task::spawn_blocking(move || Embedder::load(&dir)).await??;
-    Ok(Arc::new(embedder))
 }
 
 fn now_ms() -> i64 {
