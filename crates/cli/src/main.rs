@@ -224,7 +224,7 @@ async fn run(cli: Cli) -> Result<()> {
             if config.eval.allow_unisolated {
                 command.allow_unisolated();
             }
-            router::run(command, &config.store.path(), &fetcher, &fetcher.cache_dir).await
+            router::run(command, config, &fetcher).await
         }
         Command::Bench { command } => {
             let config = Config::load(cli.config.as_deref())?;

@@ -84,6 +84,11 @@ impl Runtime {
         self.registry.chat(name)
     }
 
+    /// The local model called `name` at the token level (its batching engine), if it was loaded.
+    pub fn engine(&self, name: &str) -> Result<Arc<LlamaEngine>> {
+        self.registry.engine(name)
+    }
+
     /// The embedding model called `name`, if it was loaded.
     pub fn embedder(&self, name: &str) -> Result<Arc<Embedder>> {
         self.registry.embedder(name)

@@ -1,5 +1,6 @@
 //! Plots of quality against cost and against latency, one point per run (model or pipeline) with
-//! its 95% interval, for each dataset split; each as PNG and SVG, drawn with `plotters`.
+//! its 95% interval, for each dataset split; and curves, such as a router's quality against its
+//! share of large-model calls. Each as PNG and SVG, drawn with `plotters`.
 //!
 //! Text is drawn with a TrueType font read from the system (DejaVu Sans, Debian's
 //! `fonts-dejavu-core`, or whatever `fc-match` offers).
@@ -87,6 +88,116 @@ pub fn write_plots(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>, EvalError> 
         }
     }
     Ok(written)
+}
+
+/// A named line of a curve plot, in plot units.
+#[derive(Debug, Clone)]
+pub struct Curve {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Draws `curves` and labelled single `points` (y in percent, 0 to 100) as `<stem>.png` and
+/// `<stem>.svg` in `dir`, and returns the files written.
+pub fn write_curves(
+    dir: &Path,
+    stem: &str,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    curves: &[Curve],
+    points: &[(String, f64, f64)],
+) -> Result<Vec<PathBuf>, EvalError> {
+    std::fs::create_dir_all(dir).map_err(EvalError::io(dir))?;
+    load_font().map_err(|message| EvalError::Plot {
+        path: dir.to_path_buf(),
+        message,
+    })?;
+    let png = dir.join(format!("{stem}.png"));
+    let svg = dir.join(format!("{stem}.svg"));
+    let plot = CurvePlot {
+        title,
+        x_label,
+        y_label,
+        curves,
+        points,
+    };
+    plot.draw(BitMapBackend::new(&png, SIZE).into_drawing_area())
+        .map_err(|message| EvalError::Plot {
+            path: png.clone(),
+            message,
+        })?;
+    plot.draw(SVGBackend::new(&svg, SIZE).into_drawing_area())
+        .map_err(|message| EvalError::Plot {
+            path: svg.clone(),
+            message,
+        })?;
+    Ok(vec![png, svg])
+}
+
+struct CurvePlot<'a> {
+    title: &'a str,
+    x_label: &'a str,
+    y_label: &'a str,
+    curves: &'a [Curve],
+    points: &'a [(String, f64, f64)],
+}
+
+impl CurvePlot<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<(), String> {
+        let error = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        root.fill(&WHITE).map_err(error)?;
+        let x_max = self
+            .curves
+            .iter()
+            .flat_map(|c| c.points.iter().map(|p| p.0))
+            .chain(self.points.iter().map(|p| p.1))
+            .fold(0.0f64, f64::max);
+        let x_max = if x_max > 0.0 { x_max * 1.05 } else { 1.0 };
+        let mut chart = ChartBuilder::on(&root)
+            .caption(self.title, (FONT, 22))
+            .margin(24)
+            .x_label_area_size(48)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.0..x_max, 0.0..100.0)
+            .map_err(error)?;
+        chart
+            .configure_mesh()
+            .x_desc(self.x_label)
+            .y_desc(self.y_label)
+            .label_style((FONT, 14))
+            .draw()
+            .map_err(error)?;
+        for (i, curve) in self.curves.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(
+                    curve.points.iter().copied(),
+                    color.stroke_width(2),
+                ))
+                .map_err(error)?
+                .label(curve.label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        }
+        for (label, x, y) in self.points {
+            chart
+                .draw_series(std::iter::once(
+                    EmptyElement::at((*x, *y))
+                        + Circle::new((0, 0), 6, BLACK.filled())
+                        + Text::new(label.clone(), (10, -18), (FONT, 15)),
+                ))
+                .map_err(error)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font((FONT, 14))
+            .draw()
+            .map_err(error)?;
+        root.present().map_err(error)
+    }
 }
 
 fn draw<DB: DrawingBackend>(

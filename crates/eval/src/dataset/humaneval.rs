@@ -37,7 +37,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tandem_core::openai::{Message, Role};
 
-use super::{check_sha256, Dataset, Item, Score, Split};
+use super::{check_sha256, Dataset, Item, Score, ShownExamples, Split};
 use crate::error::EvalError;
 use crate::sandbox::Sandbox;
 
@@ -247,12 +247,83 @@ impl Dataset for HumanEval {
     }
 
     async fn score(&self, item: &Item, answer: &str) -> Result<Score, EvalError> {
-        let task = self
-            .tasks
-            .get(&item.id)
-            .ok_or_else(|| EvalError::dataset(NAME, format!("no task `{}`", item.id)))?;
+        let task = self.task(item)?;
         let code = extract_code(answer, &task.entry_point);
         let program = build_program(task, &code);
+        let run = self.run(task, &program).await?;
+        let stderr = run.execution.stderr.trim();
+        let tail_from = stderr
+            .char_indices()
+            .rev()
+            .nth(STDERR_KEPT)
+            .map_or(0, |(i, _)| i);
+        Ok(Score {
+            passed: run.execution.success() && run.tests_completed,
+            detail: serde_json::json!({
+                "tests_completed": run.tests_completed,
+                "assembly": match program.assembly {
+                    Assembly::FullFunction => "full_function",
+                    Assembly::Body => "body",
+                },
+                "status": run.execution.status,
+                "run_ms": run.execution.duration_ms,
+                "stderr": &stderr[tail_from..],
+            }),
+        })
+    }
+
+    async fn check_shown_examples(
+        &self,
+        item: &Item,
+        answer: &str,
+    ) -> Result<Option<ShownExamples>, EvalError> {
+        let task = self.task(item)?;
+        let examples = docstring_examples(&task.prompt, &task.entry_point);
+        if examples.is_empty() {
+            return Ok(None);
+        }
+        // An example counts only where the reference solution passes it: docstrings hold
+        // pseudo-code, rounded floats and typos as well as real calls.
+        let reference = self
+            .example_results(task, &task.canonical_solution, &examples)
+            .await?;
+        let valid: Vec<usize> = (0..examples.len())
+            .filter(|&i| reference.get(i) == Some(&true))
+            .collect();
+        if valid.is_empty() {
+            return Ok(None);
+        }
+        let code = extract_code(answer, &task.entry_point);
+        let results = self.example_results(task, &code, &examples).await?;
+        Ok(Some(ShownExamples {
+            passed: valid
+                .iter()
+                .filter(|&&i| results.get(i) == Some(&true))
+                .count(),
+            total: valid.len(),
+        }))
+    }
+}
+
+/// One sandboxed run of a program and whether its tests ran to the end.
+struct Run {
+    execution: crate::sandbox::Execution,
+    tests_completed: bool,
+}
+
+/// The line the shown-examples tests print before the runner's marker.
+const EXAMPLES_LINE: &str = "tandem-shown-examples ";
+
+impl HumanEval {
+    fn task(&self, item: &Item) -> Result<&Task, EvalError> {
+        self.tasks
+            .get(&item.id)
+            .ok_or_else(|| EvalError::dataset(NAME, format!("no task `{}`", item.id)))
+    }
+
+    /// Runs `program` in the sandbox: the runner and the candidate in two processes, the pass
+    /// marker printed only after the tests returned (module docs).
+    async fn run(&self, task: &Task, program: &Program) -> Result<Run, EvalError> {
         let marker = format!("tandem-tests-completed-{:032x}", rand::random::<u128>());
         let files = [
             ("main.py", RUNNER),
@@ -266,26 +337,88 @@ impl Dataset for HumanEval {
         ];
         let execution = self.sandbox.run_python(&files, "main.py").await?;
         let tests_completed = execution.stdout.lines().last() == Some(marker.as_str());
-        let stderr = execution.stderr.trim();
-        let tail_from = stderr
-            .char_indices()
-            .rev()
-            .nth(STDERR_KEPT)
-            .map_or(0, |(i, _)| i);
-        Ok(Score {
-            passed: execution.success() && tests_completed,
-            detail: serde_json::json!({
-                "tests_completed": tests_completed,
-                "assembly": match program.assembly {
-                    Assembly::FullFunction => "full_function",
-                    Assembly::Body => "body",
-                },
-                "status": execution.status,
-                "run_ms": execution.duration_ms,
-                "stderr": &stderr[tail_from..],
-            }),
+        Ok(Run {
+            execution,
+            tests_completed,
         })
     }
+
+    /// Whether `code` passes each of `examples`, in order; all false when the run did not
+    /// finish. The examples are evaluated by the runner, calling the candidate process like the
+    /// real tests, so the answer's code can neither see nor forge the results.
+    async fn example_results(
+        &self,
+        task: &Task,
+        code: &str,
+        examples: &[(String, String)],
+    ) -> Result<Vec<bool>, EvalError> {
+        let mut program = build_program(task, code);
+        program.tests = examples_tests(examples);
+        let run = self.run(task, &program).await?;
+        let results = run
+            .execution
+            .stdout
+            .lines()
+            .rev()
+            .nth(1)
+            .and_then(|line| line.strip_prefix(EXAMPLES_LINE))
+            .filter(|_| run.tests_completed)
+            .and_then(|json| serde_json::from_str::<Vec<bool>>(json).ok());
+        Ok(results.unwrap_or_else(|| vec![false; examples.len()]))
+    }
+}
+
+/// The tests that evaluate each `(call, expected)` pair in the runner's namespace (where the entry
+/// point is the call into the candidate process) and print the results as one JSON line.
+fn examples_tests(examples: &[(String, String)]) -> String {
+    // A JSON array of strings is also a Python literal.
+    let literal = serde_json::to_string(examples).expect("strings serialise");
+    format!(
+        "import json as _json\n\n\
+         def _shown_examples():\n    \
+             results = []\n    \
+             for call, expected in {literal}:\n        \
+                 try:\n            \
+                     results.append(bool(eval(call) == eval(expected)))\n        \
+                 except Exception:\n            \
+                     results.append(False)\n    \
+             return results\n\n\
+         print({EXAMPLES_LINE:?} + _json.dumps(_shown_examples()), flush=True)\n"
+    )
+}
+
+/// The examples a task's docstring shows, as `(call, expected)` source text: `>>> call` followed
+/// by the expected value on the next line, or one line `entry_point(args) ➞ value` (also `=>`,
+/// `==>`, `->`, `==`, `=`, `should return`). Whether they are valid Python is decided when they
+/// run.
+pub fn docstring_examples(prompt: &str, entry_point: &str) -> Vec<(String, String)> {
+    let lines: Vec<&str> = prompt.lines().map(str::trim).collect();
+    let call_start = format!("{entry_point}(");
+    let mut examples = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if let Some(call) = line.strip_prefix(">>>") {
+            let expected = lines.get(i + 1).copied().unwrap_or("");
+            if !expected.is_empty()
+                && !expected.starts_with(">>>")
+                && !expected.starts_with("\"\"\"")
+            {
+                examples.push((call.trim().to_string(), expected.to_string()));
+                i += 1;
+            }
+        } else if line.starts_with(&call_start) {
+            let separators = ["➞", "==>", "=>", "->", "==", "should return", "="];
+            if let Some((call, expected)) = separators.iter().find_map(|sep| line.split_once(sep)) {
+                let expected = expected.trim().trim_end_matches(['.', ',']);
+                if !expected.is_empty() {
+                    examples.push((call.trim().to_string(), expected.to_string()));
+                }
+            }
+        }
+        i += 1;
+    }
+    examples
 }
 
 #[cfg(test)]
@@ -362,6 +495,62 @@ mod tests {
             sandbox,
             version: "test".into(),
         }
+    }
+
+    #[test]
+    fn reads_the_examples_a_docstring_shows() {
+        let prompt = "def f(x, y=1):\n    \"\"\"Doubles.\n    >>> f(2)\n    4\n    >>> f(0, y=3)\n    \
+                      0\n    f(5) ➞ 10\n    f([1]) == [1, 1].\n    f is pure.\n    >>> f(9)\n    \"\"\"\n";
+        assert_eq!(
+            docstring_examples(prompt, "f"),
+            [
+                ("f(2)", "4"),
+                ("f(0, y=3)", "0"),
+                ("f(5)", "10"),
+                ("f([1])", "[1, 1]")
+            ]
+            .map(|(c, e)| (c.to_string(), e.to_string()))
+        );
+    }
+
+    #[tokio::test]
+    async fn checks_answers_on_the_examples_the_reference_passes() {
+        let sandbox = Sandbox::detect(Limits::default(), None, false)
+            .await
+            .unwrap();
+        let mut data = dataset(sandbox);
+        let task = data.tasks.get_mut("T/0").unwrap();
+        // The third example is wrong in the docstring (the reference fails it): it never counts.
+        task.prompt = task.prompt.replace(
+            "\"\"\"Add.\"\"\"",
+            "\"\"\"Add.\n    >>> add(2, 3)\n    5\n    add(-1, 1) ➞ 0\n    >>> add(1, 1)\n    3\n    \"\"\"",
+        );
+        let item = data.items()[0].clone();
+        let check = |answer: &'static str| {
+            let (data, item) = (&data, &item);
+            async move { data.check_shown_examples(item, answer).await.unwrap() }
+        };
+        let shown = |passed| Some(ShownExamples { passed, total: 2 });
+        assert_eq!(
+            check("```python\ndef add(a, b):\n    return a + b\n```").await,
+            shown(2)
+        );
+        assert_eq!(
+            check("```python\ndef add(a, b):\n    return a * b\n```").await,
+            shown(0)
+        );
+        assert_eq!(
+            check("```python\ndef add(a, b):\n    return 5 if a > 0 else 0\n```").await,
+            shown(2)
+        );
+        assert_eq!(
+            check("```python\ndef add(a, b):\n    return 5\n```").await,
+            shown(1)
+        );
+        // An answer that exits early cannot forge the results line.
+        let exits = "```python\nimport sys\ndef add(a, b):\n    print('tandem-shown-examples [true, true]')\n    \
+                     sys.exit(0)\n```";
+        assert_eq!(check(exits).await, shown(0));
     }
 
     #[tokio::test]

@@ -83,8 +83,32 @@ pub trait Dataset: Send + Sync {
     /// start), never a wrong answer.
     async fn score(&self, item: &Item, answer: &str) -> Result<Score, EvalError>;
 
+    /// Checks `answer` against the examples `item`'s own text shows (a code task's docstring
+    /// examples), never against the hidden tests: what a cascade can know before trusting an
+    /// answer. `None` when the item shows no example that the reference solution passes.
+    async fn check_shown_examples(
+        &self,
+        _item: &Item,
+        _answer: &str,
+    ) -> Result<Option<ShownExamples>, EvalError> {
+        Ok(None)
+    }
+
     fn item(&self, id: &str) -> Option<&Item> {
         self.items().iter().find(|item| item.id == id)
+    }
+}
+
+/// How an answer fared on the examples its question shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ShownExamples {
+    pub passed: usize,
+    pub total: usize,
+}
+
+impl ShownExamples {
+    pub fn share(self) -> f64 {
+        self.passed as f64 / self.total.max(1) as f64
     }
 }
 

@@ -5,23 +5,26 @@
 //! large model should answer it: the small model failed and the large one passed. Data sets with a
 //! train split (GSM-symbolic: items 0-199) are fitted on it and measured on the test split; data sets
 //! without one (HumanEval) are measured by k-fold cross-validation, and the stored router is then
-//! fitted on every item.
+//! fitted on every item. `tandem router evaluate` measures every router and cascade score side by
+//! side on the same held-out items ([`evaluate`]).
+
+mod evaluate;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde_json::json;
 use tandem_eval::store::Filter;
-use tandem_eval::{Split, Store as OutcomeStore};
+use tandem_eval::{Outcome, Split, Store as OutcomeStore};
 use tandem_fetch::Fetcher;
 use tandem_route::quality::{routing_quality, threshold_for_share, RoutingQuality, Scored};
 use tandem_route::router::query_text;
 use tandem_route::{Example, LearnedRouter, Learner};
 use tandem_store::{SqliteStore, Store, StoredRouter};
 
+use crate::config::Config;
 use crate::embed::load_from_catalog;
 use crate::eval::{DataArgs, StoreArgs};
 
@@ -72,6 +75,10 @@ pub enum RouterCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Measure every routing score side by side on held-out items from stored outcomes: the
+    /// learned routers, the small model's prompt perplexity, and the cascade scores of the small
+    /// model's stored answers; writes a table and plots
+    Evaluate(evaluate::EvaluateArgs),
     /// List the stored routers, how they were trained and their thresholds
     Show,
 }
@@ -84,6 +91,7 @@ impl RouterCommand {
             RouterCommand::Train { data, .. } | RouterCommand::Calibrate { data, .. } => {
                 data.allow_unisolated = true
             }
+            RouterCommand::Evaluate(args) => args.data.allow_unisolated = true,
             RouterCommand::Show => {}
         }
     }
@@ -104,12 +112,9 @@ impl From<LearnerArg> for Learner {
     }
 }
 
-pub async fn run(
-    command: RouterCommand,
-    state: &Path,
-    fetcher: &Fetcher,
-    cache_dir: &Path,
-) -> Result<()> {
+pub async fn run(command: RouterCommand, config: Config, fetcher: &Fetcher) -> Result<()> {
+    let state = &config.store.path();
+    let cache_dir = &fetcher.cache_dir;
     let store = SqliteStore::open(state)?;
     match command {
         RouterCommand::Train {
@@ -129,12 +134,14 @@ pub async fn run(
             }
             let dataset = data.load(&dataset, prompt.as_deref(), cache_dir).await?;
             let outcomes = outcomes.open(cache_dir)?;
-            let small_passed = passed(&outcomes, dataset.as_ref(), &small)?;
-            let large_passed = passed(&outcomes, dataset.as_ref(), &large)?;
+            let small_outcomes = outcomes_of(&outcomes, dataset.as_ref(), &small)?;
+            let large_outcomes = outcomes_of(&outcomes, dataset.as_ref(), &large)?;
             let items: Vec<_> = dataset
                 .items()
                 .iter()
-                .filter(|i| small_passed.contains_key(&i.id) && large_passed.contains_key(&i.id))
+                .filter(|i| {
+                    small_outcomes.contains_key(&i.id) && large_outcomes.contains_key(&i.id)
+                })
                 .collect();
             if items.len() < folds.max(4) {
                 bail!(
@@ -145,30 +152,8 @@ pub async fn run(
                     dataset.name()
                 );
             }
-            let embedder = load_from_catalog(fetcher, &embedder).await?;
-            let texts = items
-                .iter()
-                .map(|item| query_text(&request_of(&item.messages)))
-                .collect::<Result<Vec<_>, _>>()?;
-            let vectors = tokio::task::spawn_blocking(move || embedder.embed(&texts))
-                .await??
-                .vectors;
-            let labelled: Vec<Labelled> = items
-                .iter()
-                .zip(vectors)
-                .map(|(item, embedding)| {
-                    let (s, l) = (small_passed[&item.id], large_passed[&item.id]);
-                    Labelled {
-                        example: Example {
-                            embedding,
-                            label: if l && !s { 1.0 } else { 0.0 },
-                        },
-                        split: item.split,
-                        small: s,
-                        large: l,
-                    }
-                })
-                .collect();
+            let vectors = embed_prompts(fetcher, &embedder, &items).await?;
+            let labelled = label(&items, vectors, &small_outcomes, &large_outcomes);
             let learner = Learner::from(learner);
             let has_split = labelled.iter().any(|l| l.split == Split::Train)
                 && labelled.iter().any(|l| l.split == Split::Test);
@@ -266,6 +251,7 @@ pub async fn run(
             );
             Ok(())
         }
+        RouterCommand::Evaluate(args) => evaluate::run(args, config, fetcher).await,
         RouterCommand::Show => {
             for name in store.routers()? {
                 let stored = store.router(&name)?.expect("listed just now");
@@ -286,13 +272,13 @@ struct Labelled {
     large: bool,
 }
 
-/// Whether `model` passed each item, from its run of `dataset`'s current prompt with the most
+/// `model`'s outcome on each item, from its run of `dataset`'s current prompt with the most
 /// outcomes; failed generations are left out.
-fn passed(
+fn outcomes_of(
     outcomes: &OutcomeStore,
     dataset: &dyn tandem_eval::dataset::Dataset,
     model: &str,
-) -> Result<BTreeMap<String, bool>> {
+) -> Result<BTreeMap<String, Outcome>> {
     let filter = Filter {
         dataset: Some(dataset.name().to_string()),
         models: vec![model.to_string()],
@@ -306,13 +292,13 @@ fn passed(
         })
         .map(|run| run.settings_hash)
         .collect();
-    let mut by_run: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
+    let mut by_run: BTreeMap<String, BTreeMap<String, Outcome>> = BTreeMap::new();
     for outcome in outcomes.outcomes(&filter)? {
         if runs.contains(&outcome.settings_hash) && outcome.error.is_none() {
             by_run
-                .entry(outcome.settings_hash)
+                .entry(outcome.settings_hash.clone())
                 .or_default()
-                .insert(outcome.item_id, outcome.passed);
+                .insert(outcome.item_id.clone(), outcome);
         }
     }
     by_run
@@ -324,6 +310,47 @@ fn passed(
                 dataset.name()
             )
         })
+}
+
+/// The sentence embedding of each item's prompt (its last user message).
+async fn embed_prompts(
+    fetcher: &Fetcher,
+    embedder: &str,
+    items: &[&tandem_eval::Item],
+) -> Result<Vec<Vec<f32>>> {
+    let embedder = load_from_catalog(fetcher, embedder).await?;
+    let texts = items
+        .iter()
+        .map(|item| query_text(&request_of(&item.messages)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(tokio::task::spawn_blocking(move || embedder.embed(&texts))
+        .await??
+        .vectors)
+}
+
+/// Training examples: an item is labelled 1 when only the large model passed it.
+fn label(
+    items: &[&tandem_eval::Item],
+    vectors: Vec<Vec<f32>>,
+    small: &BTreeMap<String, Outcome>,
+    large: &BTreeMap<String, Outcome>,
+) -> Vec<Labelled> {
+    items
+        .iter()
+        .zip(vectors)
+        .map(|(item, embedding)| {
+            let (s, l) = (small[&item.id].passed, large[&item.id].passed);
+            Labelled {
+                example: Example {
+                    embedding,
+                    label: if l && !s { 1.0 } else { 0.0 },
+                },
+                split: item.split,
+                small: s,
+                large: l,
+            }
+        })
+        .collect()
 }
 
 fn train_test(learner: Learner, labelled: &[Labelled]) -> Result<Vec<Scored>> {
@@ -340,9 +367,10 @@ fn train_test(learner: Learner, labelled: &[Labelled]) -> Result<Vec<Scored>> {
         .collect())
 }
 
-/// Every item scored by a router fitted without it: item `i` is in fold `i % folds`.
+/// Every item scored by a router fitted without it (item `i` is in fold `i % folds`), in item
+/// order.
 fn cross_validate(learner: Learner, labelled: &[Labelled], folds: usize) -> Result<Vec<Scored>> {
-    let mut held_out = Vec::with_capacity(labelled.len());
+    let mut held_out = vec![None; labelled.len()];
     for fold in 0..folds {
         let train: Vec<Example> = labelled
             .iter()
@@ -351,15 +379,13 @@ fn cross_validate(learner: Learner, labelled: &[Labelled], folds: usize) -> Resu
             .map(|(_, l)| l.example.clone())
             .collect();
         let router = LearnedRouter::fit(learner, &train).map_err(anyhow::Error::msg)?;
-        held_out.extend(
-            labelled
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| i % folds == fold)
-                .map(|(_, l)| scored(&router, l)),
-        );
+        for (i, item) in labelled.iter().enumerate() {
+            if i % folds == fold {
+                held_out[i] = Some(scored(&router, item));
+            }
+        }
     }
-    Ok(held_out)
+    Ok(held_out.into_iter().flatten().collect())
 }
 
 fn scored(router: &LearnedRouter, item: &Labelled) -> Scored {
