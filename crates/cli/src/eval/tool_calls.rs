@@ -47,7 +47,7 @@ pub struct ToolCallArgs {
     models: Vec<String>,
     #[arg(long, value_enum, default_value_t = Mode::Both)]
     mode: Mode,
-    /// Only the first N items
+    /// Only the first N items of each kind
     #[arg(long)]
     limit: Option<usize>,
     /// Items asked at once (a local engine decodes them in one batch up to its `parallel`)
@@ -58,7 +58,7 @@ pub struct ToolCallArgs {
     /// Write the Markdown table here as well as to stdout
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Print every failed item with what the model called
+    /// Print every item's verdict with what the model called, as it finishes
     #[arg(long)]
     verbose: bool,
 }
@@ -178,7 +178,12 @@ async fn ask(
 pub async fn run(args: ToolCallArgs, config: Config, fetcher: &Fetcher) -> Result<()> {
     let mut items = items()?;
     if let Some(limit) = args.limit {
-        items.truncate(limit);
+        let mut taken = std::collections::BTreeMap::<String, usize>::new();
+        items.retain(|item| {
+            let count = taken.entry(item.kind.clone()).or_default();
+            *count += 1;
+            *count <= limit
+        });
     }
     let runtime = Runtime::load(config, fetcher, &args.models).await?;
     let modes: &[bool] = match args.mode {
@@ -201,8 +206,13 @@ pub async fn run(args: ToolCallArgs, config: Config, fetcher: &Fetcher) -> Resul
                 let model = model.clone();
                 async move {
                     let (passed, shown) = ask(&model, item, grammar, args.max_tokens).await;
-                    if args.verbose && !passed {
-                        eprintln!("{name} {} {}: {shown}", mode_name(grammar), item.id);
+                    if args.verbose {
+                        let verdict = if passed { "pass" } else { "FAIL" };
+                        eprintln!(
+                            "{name} {} {} {verdict}: {shown}",
+                            mode_name(grammar),
+                            item.id
+                        );
                     }
                     Outcome {
                         kind: item.kind.clone(),
