@@ -517,12 +517,6 @@ impl Shape {
         usage: Option<(tandem_core::openai::Usage, Report)>,
     ) -> Value {
         let request = &self.request;
-        let text: String = output
-            .iter()
-            .filter(|item| item["type"] == "message")
-            .flat_map(|item| item["content"].as_array().cloned().unwrap_or_default())
-            .filter_map(|part| part["text"].as_str().map(str::to_string))
-            .collect();
         let mut response = json!({
             "id": self.reply.id,
             "object": "response",
@@ -538,7 +532,6 @@ impl Shape {
             "max_output_tokens": request.max_output_tokens,
             "model": self.reply.pipeline,
             "output": output,
-            "output_text": text,
             "parallel_tool_calls": request.parallel_tool_calls.unwrap_or(true),
             "previous_response_id": null,
             "store": false,
@@ -555,7 +548,7 @@ impl Shape {
         if let Some((usage, report)) = usage {
             response["usage"] = json!({
                 "input_tokens": usage.prompt_tokens,
-                "input_tokens_details": {"cached_tokens": 0},
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                 "output_tokens": usage.completion_tokens,
                 "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": usage.total_tokens,
