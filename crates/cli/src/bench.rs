@@ -9,7 +9,9 @@
 //!   spread is computed as llama-bench computes its own.
 //! - `concurrent`: aggregate generation throughput of the batching engine with 1, 2, 4... clients.
 //! - `speculative`: speculative decoding against plain decoding of the target ([`speculative`]).
+//! - `grammar`: decode rate of `json_schema`-constrained answers against free ones ([`grammar`]).
 
+mod grammar;
 mod speculative;
 
 use std::fmt::Write as _;
@@ -76,6 +78,19 @@ pub enum BenchCommand {
         /// (scripts/build-llama-tools.sh), run on the same prompts as the yardstick.
         #[arg(long)]
         llama_tools: Option<PathBuf>,
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Decode tokens/s of json_schema-constrained answers against free answers to the same
+    /// prompts, side by side in one run.
+    Grammar {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 96)]
+        max_tokens: u32,
+        /// Rounds over the prompts; each round answers every prompt free, then constrained.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         #[arg(long)]
         output: Option<PathBuf>,
     },
@@ -180,6 +195,21 @@ pub async fn run(command: BenchCommand, config: Config, fetcher: &Fetcher) -> Re
                 llama_tools,
             };
             (speculative::run(settings).await?, output)
+        }
+        BenchCommand::Grammar {
+            target,
+            max_tokens,
+            rounds,
+            output,
+        } => {
+            let path = target.path(&config, fetcher).await?;
+            let settings = grammar::Settings {
+                path: &path,
+                threads: target.threads(),
+                max_tokens,
+                rounds,
+            };
+            (grammar::run(settings).await?, output)
         }
         BenchCommand::Concurrent {
             target,

@@ -1,6 +1,7 @@
 //! Tandem's core: the types and traits every other crate speaks, with no I/O.
 //!
 //! - [`openai`]: the chat-completions wire format, byte-compatible with OpenAI's API.
+//! - [`completions`]: the legacy text-completions format, raw text continued without a template.
 //! - [`model`]: [`ChatModel`], implemented by engines, clients and strategies.
 //! - [`report`]: the per-response report served as the `tandem` object.
 //! - [`sampling`], [`text`]: logits to tokens, tokens to text (UTF-8 safe, stop sequences).
@@ -10,6 +11,7 @@
 //! - [`tools`]: tool-call formats of model families, read out of streamed output.
 //! - [`error`]: [`ModelError`], the one failure type of every model.
 
+pub mod completions;
 pub mod constraint;
 pub mod error;
 pub mod grammar;

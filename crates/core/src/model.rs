@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
+use crate::completions::CompletionRequest;
 use crate::error::ModelError;
 use crate::openai::{
     ChatCompletionRequest, FinishReason, FunctionCall, TokenLogprob, ToolCall, ToolCallChunk, Usage,
@@ -64,6 +65,21 @@ pub trait ChatModel: Send + Sync {
     async fn complete(&self, request: ChatCompletionRequest) -> Result<ChatOutput, ModelError> {
         let wants_logprobs = request.logprobs.unwrap_or(false);
         collect(self.stream(request).await?, wants_logprobs).await
+    }
+
+    /// Continues one raw prompt (`request.prompt` is one text; see
+    /// [`CompletionRequest::split`]) without a chat template, as `POST /v1/completions` asks.
+    /// Models that hold raw text (a local engine, a remote upstream) implement it; a strategy
+    /// built on chat turns keeps this default, which refuses with a 400.
+    async fn stream_text(&self, request: CompletionRequest) -> Result<ChatStream, ModelError> {
+        let _ = request;
+        Err(ModelError::invalid(
+            "model",
+            format!(
+                "`{}` cannot complete raw text (it works on chat turns); use /v1/chat/completions, or a pipeline of one local or remote model",
+                self.name()
+            ),
+        ))
     }
 }
 

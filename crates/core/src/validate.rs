@@ -85,6 +85,12 @@ pub fn validate(request: &ChatCompletionRequest) -> Result<(), ModelError> {
     validate_tools(request)?;
     validate_response_format(request)?;
     refuse_other_fields(&request.extra, UNSUPPORTED_FIELDS, "")?;
+    validate_sampling(request)
+}
+
+/// The checks of the settings every generation shares, chat or raw text (see
+/// [`crate::completions`]): sampling, length, choices, log probabilities, stops, penalties, biases.
+pub fn validate_sampling(request: &ChatCompletionRequest) -> Result<(), ModelError> {
     if let Some(t) = request.temperature {
         if !(0.0..=2.0).contains(&t) {
             return Err(ModelError::invalid(
@@ -360,7 +366,7 @@ pub fn uses_tools(request: &ChatCompletionRequest) -> bool {
 
 /// Refuses the first field of `extra` with a value: by its reason if `known` lists it, as unknown
 /// otherwise. `prefix` turns a field name into the `param` the error names.
-fn refuse_other_fields(
+pub(crate) fn refuse_other_fields(
     extra: &Map<String, Value>,
     known: &[(&str, &str)],
     prefix: &str,

@@ -30,6 +30,7 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
+use tandem_core::completions::{validate_completion, CompletionRequest};
 use tandem_core::constraint::Constraint;
 use tandem_core::openai::{ChatCompletionRequest, FinishReason, TokenLogprob, TopLogprob, Usage};
 use tandem_core::sampling::{log_sum_exp, top_logprobs, Sampler, SamplingParams};
@@ -289,6 +290,31 @@ impl ChatModel for LlamaEngine {
         validate(&request)?;
         let mut output = Prepared::new(&self.model, &request)?;
         let prompt = std::mem::take(&mut output.prompt);
+        let constraint = output.constraint.take();
+        let events = self.submit(prompt, &request, constraint, received)?;
+        Ok(output.read(events))
+    }
+
+    /// The prompt as text, tokenized as text (the model's BOS added, anything that looks like a
+    /// control token kept as text), then generated like a chat turn.
+    async fn stream_text(&self, request: CompletionRequest) -> Result<ChatStream, ModelError> {
+        let received = Instant::now();
+        validate_completion(&request)?;
+        let prompt = self.model.tokenize(request.single_prompt()?, true);
+        self.submit(prompt, &request.settings(), None, received)
+    }
+}
+
+impl LlamaEngine {
+    /// Queues a prompt for the scheduler, sampled as `settings` say; one path for chat and raw
+    /// text.
+    fn submit(
+        &self,
+        prompt: Vec<TokenId>,
+        settings: &ChatCompletionRequest,
+        constraint: Option<Box<dyn Constraint>>,
+        received: Instant,
+    ) -> Result<ChatStream, ModelError> {
         if prompt.len() >= self.options.context_size as usize {
             return Err(ModelError::ContextOverflow {
                 model: self.options.name.clone(),
@@ -300,8 +326,8 @@ impl ChatModel for LlamaEngine {
         let (events, receiver) = unbounded_channel();
         let job = Job {
             prompt,
-            params: SamplingParams::from_request(&request),
-            constraint: output.constraint.take(),
+            params: SamplingParams::from_request(settings),
+            constraint,
             events,
             received,
         };
@@ -309,7 +335,7 @@ impl ChatModel for LlamaEngine {
             self.occupancy.release();
             return Err(scheduler_stopped());
         }
-        Ok(output.read(UnboundedReceiverStream::new(receiver).boxed()))
+        Ok(UnboundedReceiverStream::new(receiver).boxed())
     }
 }
 

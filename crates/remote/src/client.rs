@@ -10,6 +10,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::{Response, StatusCode};
+use tandem_core::completions::{validate_completion, CompletionRequest, TextCompletion};
 use tandem_core::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ErrorBody, FinishReason,
     StreamOptions, Usage,
@@ -114,10 +115,19 @@ impl RemoteModel {
     /// Sends `body`, retrying connection failures, 429 and 5xx, and returns the first successful
     /// response with its body still unread.
     async fn send(&self, body: &ChatCompletionRequest) -> Result<Response, ModelError> {
+        self.send_to(&self.url, body).await
+    }
+
+    /// [`RemoteModel::send`] to another of the upstream's endpoints.
+    async fn send_to(
+        &self,
+        url: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<Response, ModelError> {
         let attempts = self.options.max_retries.saturating_add(1);
         let mut attempt = 1;
         loop {
-            let failure = match self.attempt(body).await {
+            let failure = match self.attempt(url, body).await {
                 Ok(response) => return Ok(response),
                 Err(failure) => failure,
             };
@@ -140,8 +150,8 @@ impl RemoteModel {
         }
     }
 
-    async fn attempt(&self, body: &ChatCompletionRequest) -> Result<Response, Failure> {
-        let mut request = self.client.post(&self.url).json(body);
+    async fn attempt(&self, url: &str, body: &impl serde::Serialize) -> Result<Response, Failure> {
+        let mut request = self.client.post(url).json(body);
         if let Some(authorization) = &self.authorization {
             request = request.header(AUTHORIZATION, authorization.clone());
         }
@@ -347,6 +357,81 @@ impl ChatModel for RemoteModel {
         .instrument(self.span(false))
         .await
     }
+
+    /// Passes the prompt to the upstream's `/completions` and answers its whole text as one
+    /// delta: the upstream is asked without streaming, so a streamed answer from Tandem arrives
+    /// in one chunk.
+    async fn stream_text(&self, request: CompletionRequest) -> Result<ChatStream, ModelError> {
+        let started = Instant::now();
+        validate_completion(&request)?;
+        request.single_prompt()?;
+        let body = CompletionRequest {
+            model: self.options.model.clone(),
+            stream: false,
+            stream_options: None,
+            n: None,
+            ..request
+        };
+        let url = completions_url(&self.url);
+        let output = async {
+            let response = self.send_to(&url, &body).await?;
+            let status = response.status().as_u16();
+            let bytes = tokio::time::timeout(self.options.read_timeout, response.bytes())
+                .await
+                .map_err(|_| self.timeout())?
+                .map_err(|e| {
+                    self.upstream_error(
+                        Some(status),
+                        format!("the response body was cut off: {}", chain(&e)),
+                    )
+                })?;
+            let completion: TextCompletion = serde_json::from_slice(&bytes).map_err(|e| {
+                self.upstream_error(
+                    Some(status),
+                    format!(
+                        "malformed text completion ({e}): `{}`",
+                        quote(&String::from_utf8_lossy(&bytes))
+                    ),
+                )
+            })?;
+            let usage = completion.usage.unwrap_or_default();
+            let Some(choice) = completion.choices.into_iter().next() else {
+                return Err(
+                    self.upstream_error(Some(status), "the text completion has no choices".into())
+                );
+            };
+            let latency = started.elapsed();
+            let events = vec![
+                Ok(ChatEvent::Delta {
+                    text: choice.text,
+                    logprobs: choice.logprobs.map(|l| l.to_tokens()).unwrap_or_default(),
+                }),
+                Ok(ChatEvent::Done(Completion {
+                    finish_reason: choice.finish_reason.unwrap_or(FinishReason::Stop),
+                    usage,
+                    report: report(
+                        &self.options.name,
+                        self.options.pricing,
+                        usage,
+                        latency,
+                        None,
+                    ),
+                })),
+            ];
+            Ok(events)
+        }
+        .instrument(self.span(false))
+        .await?;
+        Ok(futures::stream::iter(output).boxed())
+    }
+}
+
+/// The upstream's text-completions endpoint, beside its chat one.
+fn completions_url(chat_url: &str) -> String {
+    let base = chat_url
+        .strip_suffix("/chat/completions")
+        .unwrap_or(chat_url);
+    format!("{base}/completions")
 }
 
 /// Why one attempt failed, and whether another may succeed.

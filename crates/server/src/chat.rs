@@ -5,28 +5,24 @@
 //! client named, and ends with one `info` log line, so an operator can trace a request to its end
 //! user (what OpenAI's `user` field is for).
 
-use std::convert::Infallible;
 use std::time::Instant;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
-use futures::StreamExt;
 use tandem_core::openai::{
     AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
-    ChoiceLogprobs, ChunkChoice, Delta, ErrorBody, Role,
+    ChoiceLogprobs, ChunkChoice, Delta, Role, Usage,
 };
 use tandem_core::validate::validate;
 use tandem_core::{ChatEvent, ChatModel, ChatOutput, ChatStream, ModelError, Report};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tracing::{Instrument, Span};
+use tracing::Instrument;
 
 use crate::error::{ApiError, OVERLOADED};
-use crate::{metrics, unix_now, AppState, Tenant};
+use crate::{metrics, sse, unix_now, AppState, Tenant};
 
 pub(crate) async fn completions(
     State(state): State<AppState>,
@@ -45,31 +41,63 @@ pub(crate) async fn completions(
             return error.into_response();
         }
     };
-    let pipeline = match state.pipelines.get(&request.model) {
-        Some(_) => request.model.clone(),
-        None => "unknown".to_string(),
-    };
+    let pipeline = pipeline_label(&state, &request.model);
     let span = tracing::info_span!("chat_completion", %pipeline, user = request.user.as_deref());
-    async move {
-        let response = match handle(&state, request, started).await {
-            // A stream records its own end.
-            Ok(response) if is_event_stream(&response) => return response,
-            Ok(response) => response,
-            Err(error) => {
-                count_rejection(&pipeline, &error);
-                error.into_response()
-            }
-        };
-        finished(&pipeline, response.status().as_u16(), started);
-        response
+    respond(pipeline, started, handle(&state, request, started))
+        .instrument(span)
+        .await
+}
+
+/// Runs an endpoint's handler and counts and logs its end; a stream records its own end. Called
+/// inside the request's span.
+pub(crate) async fn respond(
+    pipeline: String,
+    started: Instant,
+    handler: impl std::future::Future<Output = Result<Response, ApiError>>,
+) -> Response {
+    let response = match handler.await {
+        Ok(response) if is_event_stream(&response) => return response,
+        Ok(response) => response,
+        Err(error) => {
+            count_rejection(&pipeline, &error);
+            error.into_response()
+        }
+    };
+    finished(&pipeline, response.status().as_u16(), started);
+    response
+}
+
+/// The pipeline's name for metrics and logs: `unknown` for a name no pipeline has, so that
+/// clients cannot mint label values.
+pub(crate) fn pipeline_label(state: &AppState, model: &str) -> String {
+    match state.pipelines.get(model) {
+        Some(_) => model.to_string(),
+        None => "unknown".to_string(),
     }
-    .instrument(span)
-    .await
+}
+
+/// The usage and report of several choices answered together: each choice's completion counts;
+/// a prompt read once per choice is billed once per `per_prompt` choices, as OpenAI counts it.
+pub(crate) fn merge_choices(outputs: &[ChatOutput], per_prompt: usize) -> (Usage, Report) {
+    let mut report = outputs[0].report.clone();
+    let mut usage = outputs[0].usage;
+    for (i, extra) in outputs.iter().enumerate().skip(1) {
+        if i % per_prompt.max(1) == 0 {
+            usage.prompt_tokens += extra.usage.prompt_tokens;
+            report.prompt_tokens += extra.report.prompt_tokens;
+        }
+        usage.completion_tokens += extra.usage.completion_tokens;
+        report.completion_tokens += extra.report.completion_tokens;
+        report.cost_usd += extra.report.cost_usd;
+        report.stages.extend(extra.report.stages.iter().cloned());
+    }
+    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+    (usage, report)
 }
 
 /// Counts a finished request and logs it; called inside the request's span, so the log line names
 /// the pipeline and the user.
-fn finished(pipeline: &str, status: u16, started: Instant) {
+pub(crate) fn finished(pipeline: &str, status: u16, started: Instant) {
     let elapsed = started.elapsed();
     metrics::record_request(pipeline, status, elapsed);
     tracing::info!(
@@ -80,7 +108,7 @@ fn finished(pipeline: &str, status: u16, started: Instant) {
 }
 
 /// Counts a request that an overloaded model refused, besides its status.
-fn count_rejection(pipeline: &str, error: &ApiError) {
+pub(crate) fn count_rejection(pipeline: &str, error: &ApiError) {
     if error.body.error.code.as_deref() == Some(OVERLOADED) {
         metrics::record_rejection(pipeline, OVERLOADED);
     }
@@ -118,16 +146,7 @@ async fn handle(
     } else {
         let n = request.n.unwrap_or(1);
         let outputs = complete_choices(model.as_ref(), request, n).await?;
-        let mut report = outputs[0].report.clone();
-        let mut usage = outputs[0].usage;
-        for extra in &outputs[1..] {
-            // The prompt is read once per choice but billed once, as OpenAI counts it.
-            usage.completion_tokens += extra.usage.completion_tokens;
-            report.completion_tokens += extra.report.completion_tokens;
-            report.cost_usd += extra.report.cost_usd;
-            report.stages.extend(extra.report.stages.iter().cloned());
-        }
-        usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+        let (usage, report) = merge_choices(&outputs, outputs.len());
         let report = reply.finish_report(report);
         metrics::record_report(&report);
         let choices = outputs
@@ -179,17 +198,17 @@ async fn complete_choices(
 }
 
 /// What every chunk or response of one request shares.
-struct Reply {
-    id: String,
-    created: u64,
-    pipeline: String,
-    wants_logprobs: bool,
-    started: Instant,
+pub(crate) struct Reply {
+    pub(crate) id: String,
+    pub(crate) created: u64,
+    pub(crate) pipeline: String,
+    pub(crate) wants_logprobs: bool,
+    pub(crate) started: Instant,
 }
 
 impl Reply {
     /// The pipeline's report, seen from the server: the pipeline's name and end-to-end latency.
-    fn finish_report(&self, mut report: Report) -> Report {
+    pub(crate) fn finish_report(&self, mut report: Report) -> Report {
         report.pipeline = self.pipeline.clone();
         report.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         report
@@ -216,117 +235,86 @@ impl Reply {
         }])
     }
 
-    /// Forwards the pipeline's events as SSE. A task owns the pipeline's stream and drops it, which
-    /// frees the model, as soon as the client's side of the channel is gone.
-    fn stream(self, mut events: ChatStream, include_usage: bool) -> Response {
-        let (sender, receiver) = mpsc::channel::<Event>(64);
-        let task = async move {
-            let send = |data: String| {
-                let sender = sender.clone();
-                async move { sender.send(Event::default().data(data)).await.is_ok() }
-            };
-            let first = self.delta(
-                Delta {
-                    role: Some(Role::Assistant),
-                    content: Some(String::new()),
-                    tool_calls: None,
-                },
-                None,
-            );
-            if !send(to_json(&first)).await {
-                return;
-            }
-            let mut first_text = true;
-            let status = loop {
-                // Waiting for the client to leave alongside the next event notices a departure
-                // even while the request is queued or prefilling and no event is due.
-                let event = tokio::select! {
-                    event = events.next() => event,
-                    () = sender.closed() => {
-                        tracing::info!("the client left; generation stopped");
-                        return;
-                    }
-                };
-                let error = match event {
-                    Some(Ok(ChatEvent::Delta { text, logprobs })) => {
-                        if first_text && !text.is_empty() {
-                            first_text = false;
-                            metrics::record_first_token(&self.pipeline, self.started.elapsed());
-                        }
-                        let logprobs = self
-                            .wants_logprobs
-                            .then_some(ChoiceLogprobs { content: logprobs });
-                        let delta = self.delta(
-                            Delta {
-                                role: None,
-                                content: Some(text),
-                                tool_calls: None,
-                            },
-                            logprobs,
-                        );
-                        if !send(to_json(&delta)).await {
-                            return;
-                        }
-                        continue;
-                    }
-                    Some(Ok(ChatEvent::ToolCall(call))) => {
-                        let delta = self.delta(
-                            Delta {
-                                role: None,
-                                content: None,
-                                tool_calls: Some(vec![call]),
-                            },
-                            None,
-                        );
-                        if !send(to_json(&delta)).await {
-                            return;
-                        }
-                        continue;
-                    }
-                    Some(Ok(ChatEvent::Done(done))) => {
-                        let report = self.finish_report(done.report);
-                        metrics::record_report(&report);
-                        let mut last = self.chunk(vec![ChunkChoice {
-                            index: 0,
-                            delta: Delta::default(),
-                            logprobs: None,
-                            finish_reason: Some(done.finish_reason),
-                        }]);
-                        if include_usage {
-                            if !send(to_json(&last)).await {
-                                return;
-                            }
-                            last = self.chunk(Vec::new());
-                            last.usage = Some(done.usage);
-                        }
-                        last.tandem = Some(report);
-                        if send(to_json(&last)).await {
-                            send("[DONE]".to_string()).await;
-                        }
-                        break 200;
-                    }
-                    Some(Err(error)) => error,
-                    // A clean close here would pass a cut-off answer for a whole one.
-                    None => {
-                        ModelError::Internal("the generation ended without its final event".into())
-                    }
-                };
-                // Headers are gone: the error travels as the last event, without [DONE].
-                let error = ApiError::from(error);
-                count_rejection(&self.pipeline, &error);
-                send(to_json::<ErrorBody>(&error.body)).await;
-                break error.status.as_u16();
-            };
-            finished(&self.pipeline, status, self.started);
-        };
-        tokio::spawn(task.instrument(Span::current()));
-        let stream = ReceiverStream::new(receiver).map(Ok::<_, Infallible>);
-        Sse::new(stream)
-            .keep_alive(KeepAlive::default())
-            .into_response()
+    fn stream(self, events: ChatStream, include_usage: bool) -> Response {
+        let pipeline = self.pipeline.clone();
+        let started = self.started;
+        sse::forward(
+            events,
+            ChatRender {
+                reply: self,
+                include_usage,
+            },
+            pipeline,
+            started,
+        )
     }
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("response types always serialise")
+/// Chat chunks: a first one with the role, one per delta or tool-call piece, one with the finish
+/// reason, then (when asked) one with the usage; the report rides on the last.
+struct ChatRender {
+    reply: Reply,
+    include_usage: bool,
+}
+
+impl sse::Render for ChatRender {
+    fn opening(&mut self) -> Vec<Event> {
+        let first = self.reply.delta(
+            Delta {
+                role: Some(Role::Assistant),
+                content: Some(String::new()),
+                tool_calls: None,
+            },
+            None,
+        );
+        vec![sse::data(&first)]
+    }
+
+    fn event(&mut self, event: ChatEvent) -> Vec<Event> {
+        match event {
+            ChatEvent::Delta { text, logprobs } => {
+                let logprobs = self
+                    .reply
+                    .wants_logprobs
+                    .then_some(ChoiceLogprobs { content: logprobs });
+                let delta = Delta {
+                    role: None,
+                    content: Some(text),
+                    tool_calls: None,
+                };
+                vec![sse::data(&self.reply.delta(delta, logprobs))]
+            }
+            ChatEvent::ToolCall(call) => {
+                let delta = Delta {
+                    role: None,
+                    content: None,
+                    tool_calls: Some(vec![call]),
+                };
+                vec![sse::data(&self.reply.delta(delta, None))]
+            }
+            ChatEvent::Done(done) => {
+                let report = self.reply.finish_report(done.report);
+                metrics::record_report(&report);
+                let mut events = Vec::new();
+                let mut last = self.reply.chunk(vec![ChunkChoice {
+                    index: 0,
+                    delta: Delta::default(),
+                    logprobs: None,
+                    finish_reason: Some(done.finish_reason),
+                }]);
+                if self.include_usage {
+                    events.push(sse::data(&last));
+                    last = self.reply.chunk(Vec::new());
+                    last.usage = Some(done.usage);
+                }
+                last.tandem = Some(report);
+                events.push(sse::data(&last));
+                events
+            }
+        }
+    }
+
+    fn done_marker(&self) -> bool {
+        true
+    }
 }

@@ -5,7 +5,11 @@
 //! or server-sent events. Routes:
 //!
 //! - `POST /v1/chat/completions` — JSON or SSE (`stream: true`), with `usage` and the `tandem` report
+//! - `POST /v1/completions` — the legacy text endpoint: raw text continued without a chat
+//!   template, JSON or SSE, with `echo` and legacy `logprobs`
 //! - `POST /v1/embeddings` — OpenAI's embeddings, from the embedding models served
+//! - `POST /v1/responses` — OpenAI's Responses API, stateless, translated to the chat path:
+//!   text, function tools, `text.format`, typed stream events
 //! - `GET /v1/models`, `GET /v1/models/{id}` — the pipelines served
 //! - `GET /health` — liveness and the pipelines served
 //! - `GET /metrics` — Prometheus: requests, rejections, tokens, latency and time to first token per
@@ -23,9 +27,12 @@
 //! ```
 
 mod chat;
+mod completions;
 mod embeddings;
 mod error;
 mod metrics;
+mod responses;
+mod sse;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -149,7 +156,9 @@ pub fn router(pipelines: Pipelines, options: ServerOptions) -> Router {
     };
     let api = Router::new()
         .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/completions", post(completions::create))
         .route("/v1/embeddings", post(embeddings::create))
+        .route("/v1/responses", post(responses::create))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{id}", get(get_model))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));

@@ -153,6 +153,22 @@ prompts = [
     "Hello!",
     "Describe a chess player.",
     "A person who loves gardening.",
+    "Describe a nurse who works night shifts.",
+    "Invent a pirate captain.",
+    "Tell me about a young programmer.",
+    "Describe your neighbour.",
+    "Who would be a good astronaut?",
+    "Make up a famous chef.",
+    "A teenager who skateboards.",
+    "Describe a grandmother who bakes.",
+    "Invent a detective for a mystery novel.",
+    "Tell me about a marathon runner.",
+    "Describe a musician in a jazz band.",
+    "Create a profile for a librarian.",
+    "Who is a typical mountain climber?",
+    "Make up a person from the year 1900.",
+    "Describe a painter.",
+    "Tell me about someone who collects stamps.",
 ]
 parsed = 0
 for prompt in prompts:

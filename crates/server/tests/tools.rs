@@ -119,3 +119,24 @@ async fn a_remote_model_passes_tools_through_and_reads_the_calls_back() {
         .collect();
     assert_eq!(arguments, out.tool_calls[0].function.arguments);
 }
+
+#[tokio::test]
+async fn completions_and_responses_work_with_the_official_openai_client() {
+    let addr = server().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_api.py");
+    let python = std::env::var("TANDEM_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let output = tokio::process::Command::new(&python)
+        .arg(script)
+        .env("OPENAI_BASE_URL", format!("http://{addr}/v1"))
+        .env("OPENAI_API_KEY", KEY)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the openai client failed (is `openai` installed for {python}?)\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+}

@@ -95,6 +95,7 @@ impl EvalCommand {
             EvalCommand::Report { .. }
             | EvalCommand::Export { .. }
             | EvalCommand::Privacy(_)
+            | EvalCommand::ToolCalls(_)
             | EvalCommand::Trust(_) => {}
         }
     }
@@ -199,6 +200,10 @@ pub enum EvalCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Function-calling accuracy on Tandem's own set of 54 requests (simple, a choice of tools,
+    /// parallel calls, no call), free (`tool_choice: auto`) and grammar-constrained
+    /// (`tool_choice: required`), with 95% intervals.
+    ToolCalls(super::tool_calls::ToolCallArgs),
     /// Precision and recall per kind of the privacy detector on a labelled set generated with a
     /// fixed seed, optionally beside Microsoft Presidio's analyzer.
     Privacy(crate::eval_privacy::PrivacyArgs),

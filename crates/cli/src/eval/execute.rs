@@ -165,8 +165,8 @@ pub async fn execute(
             }
             Ok(())
         }
-        EvalCommand::Trust(_) => {
-            anyhow::bail!("`eval trust` loads its own models: `eval::run` runs it, not this")
+        EvalCommand::Trust(_) | EvalCommand::ToolCalls(_) => {
+            anyhow::bail!("`eval trust` and `eval tool-calls` load their own models: `eval::run` runs them, not this")
         }
         EvalCommand::Datasets { check, split, data } => match check {
             None => {

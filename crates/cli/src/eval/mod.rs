@@ -2,9 +2,11 @@
 //!
 //! - [`args`]: the command line ([`EvalCommand`]).
 //! - [`execute`]: runs a command with the library and prints what it returns.
+//! - [`tool_calls`]: function-calling accuracy, free and grammar-constrained.
 
 mod args;
 mod execute;
+mod tool_calls;
 
 use std::sync::Arc;
 
@@ -85,6 +87,9 @@ fn fingerprint(config: &Config, name: &str) -> serde_json::Value {
 pub async fn run(mut command: EvalCommand, config: Config, fetcher: &Fetcher) -> Result<()> {
     if let EvalCommand::Trust(args) = command {
         return crate::trust::run(args, config, fetcher).await;
+    }
+    if let EvalCommand::ToolCalls(args) = command {
+        return tool_calls::run(args, config, fetcher).await;
     }
     if config.eval.allow_unisolated {
         command.allow_unisolated();
