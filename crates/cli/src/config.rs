@@ -46,6 +46,65 @@ pub struct Config {
     pub eval: EvalConfig,
     #[serde(default)]
     pub store: StoreConfig,
+    /// Per-key spending and budgets; absent: costs are reported but not kept per key.
+    #[serde(default)]
+    pub budgets: Option<BudgetsConfig>,
+}
+
+/// `[budgets]`: what each API key spends on each pipeline is kept in the state store (`[store]`),
+/// and a key whose budget is spent is answered 429 `insufficient_quota`. Spending never resets by
+/// itself: raise a budget to let a key go on.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetsConfig {
+    /// US dollars each key may spend unless `keys` gives it its own; absent: no limit (spending is
+    /// still kept). On a server without API keys, the budget of all requests together.
+    #[serde(default)]
+    pub default_usd: Option<f64>,
+    /// Keys by a name (used in /metrics and logs), each with its own budget.
+    #[serde(default)]
+    pub keys: BTreeMap<String, KeyBudgetConfig>,
+}
+
+/// `[budgets.keys.NAME]`: one key, given by its SHA-256 or by an environment variable holding it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBudgetConfig {
+    /// The key's SHA-256, 64 hex digits (`printf %s KEY | sha256sum`).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// An environment variable holding the key itself.
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// Its budget in US dollars; absent: `default_usd`.
+    #[serde(default)]
+    pub usd: Option<f64>,
+}
+
+impl BudgetsConfig {
+    fn check(&self, authenticated: bool) -> Result<()> {
+        let valid = |usd: Option<f64>| usd.is_none_or(|usd| usd >= 0.0 && usd.is_finite());
+        if !valid(self.default_usd) {
+            bail!("budgets.default_usd must be a number of dollars, at least 0");
+        }
+        if !self.keys.is_empty() && !authenticated {
+            bail!("budgets.keys needs API keys to tell callers apart: set server.api_keys_env");
+        }
+        for (name, key) in &self.keys {
+            if key.sha256.is_some() == key.key_env.is_some() {
+                bail!("budgets.keys.{name}: set exactly one of `sha256` and `key_env`");
+            }
+            if let Some(hash) = &key.sha256 {
+                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    bail!("budgets.keys.{name}.sha256 must be 64 hex digits (the key's SHA-256)");
+                }
+            }
+            if !valid(key.usd) {
+                bail!("budgets.keys.{name}.usd must be a number of dollars, at least 0");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[store]`: where state shared between replicas lives (the egress audit of privacy pipelines).
@@ -658,6 +717,9 @@ impl Config {
         for (name, pipeline) in &self.pipelines {
             self.check_privacy(name, pipeline)?;
         }
+        if let Some(budgets) = &self.budgets {
+            budgets.check(self.server.api_keys_env.is_some())?;
+        }
         Ok(())
     }
 }
@@ -915,6 +977,40 @@ mod tests {
         );
         let allowed = format!("{EMBEDDED_DEFAULT}\n[eval]\nallow_unisolated = true\n");
         assert!(Config::parse(&allowed).unwrap().eval.allow_unisolated);
+    }
+
+    #[test]
+    fn budgets_name_keys_by_hash_or_variable_and_are_checked() {
+        let keyed = format!("{EMBEDDED_DEFAULT}\n[server]\napi_keys_env = \"KEYS\"\n")
+            .replace("[server]\nlisten = \"127.0.0.1:8080\"\n", "");
+        let hash = "ab".repeat(32);
+        let config = Config::parse(&format!(
+            "{keyed}\n[budgets]\ndefault_usd = 1.5\n[budgets.keys.alice]\nsha256 = \"{hash}\"\nusd = 5\n\
+             [budgets.keys.bob]\nkey_env = \"BOB_KEY\"\n"
+        ))
+        .unwrap();
+        let budgets = config.budgets.unwrap();
+        assert_eq!(budgets.default_usd, Some(1.5));
+        assert_eq!(budgets.keys["alice"].usd, Some(5.0));
+        assert_eq!(budgets.keys["bob"].key_env.as_deref(), Some("BOB_KEY"));
+        for (budgets, wanted) in [
+            ("default_usd = -1", "budgets.default_usd"),
+            (
+                "[budgets.keys.a]\nusd = 1",
+                "budgets.keys.a: set exactly one",
+            ),
+            (
+                "[budgets.keys.a]\nsha256 = \"abc\"",
+                "budgets.keys.a.sha256 must be 64",
+            ),
+        ] {
+            let error = error_of(&format!("{keyed}\n[budgets]\n{budgets}\n"));
+            assert!(error.contains(wanted), "{error}");
+        }
+        let error = error_of(&format!(
+            "{EMBEDDED_DEFAULT}\n[budgets.keys.a]\nkey_env = \"A\"\n"
+        ));
+        assert!(error.contains("server.api_keys_env"), "{error}");
     }
 
     #[test]

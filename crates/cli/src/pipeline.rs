@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use tandem_core::ChatModel;
+use tandem_core::{ChatModel, Pricing};
 use tandem_embed::Embedder;
 use tandem_llama::LlamaEngine;
 use tandem_privacy::stage::{Guard, KeepLocal, Redact, Rewrite};
@@ -178,7 +178,12 @@ fn build(
                 registry.chat(&rewrite.remote)?,
             ))
         }
-        PipelineConfig::Router(router) => self::router(name, router, registry, store)?,
+        PipelineConfig::Router(router) => {
+            let large_pricing = config
+                .single_model(&router.large)
+                .map(|model| config.models[model].pricing());
+            self::router(name, router, large_pricing, registry, store)?
+        }
         PipelineConfig::Speculative(spec) => speculative(name, spec, registry)?,
     })
 }
@@ -186,6 +191,7 @@ fn build(
 fn router(
     name: &str,
     config: &RouterConfig,
+    large_pricing: Option<Pricing>,
     registry: &Registry,
     store: &mut LazyStore,
 ) -> Result<Arc<dyn ChatModel>> {
@@ -218,6 +224,7 @@ fn router(
         RouterOptions {
             name: name.to_string(),
             threshold,
+            large_pricing,
         },
         scorer,
         registry.chat(&config.small)?,

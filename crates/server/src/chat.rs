@@ -25,8 +25,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{Instrument, Span};
 
-use crate::error::{ApiError, OVERLOADED};
+use crate::error::{ApiError, INSUFFICIENT_QUOTA, OVERLOADED};
+use crate::spending::{Spending, ANONYMOUS};
 use crate::{metrics, unix_now, AppState, Tenant};
+use std::sync::Arc;
 
 pub(crate) async fn completions(
     State(state): State<AppState>,
@@ -79,10 +81,10 @@ fn finished(pipeline: &str, status: u16, started: Instant) {
     );
 }
 
-/// Counts a request that an overloaded model refused, besides its status.
+/// Counts a request that an overloaded model or a spent budget refused, besides its status.
 fn count_rejection(pipeline: &str, error: &ApiError) {
-    if error.body.error.code.as_deref() == Some(OVERLOADED) {
-        metrics::record_rejection(pipeline, OVERLOADED);
+    if let Some(code @ (OVERLOADED | INSUFFICIENT_QUOTA)) = error.body.error.code.as_deref() {
+        metrics::record_rejection(pipeline, code);
     }
 }
 
@@ -104,12 +106,21 @@ async fn handle(
         .get(&request.model)
         .ok_or_else(|| ModelError::NotFound(request.model.clone()))?
         .clone();
+    let charge = match &state.spending {
+        Some(spending) => {
+            let tenant = request.tenant.as_deref().unwrap_or(ANONYMOUS).to_string();
+            spending.check(&tenant).await?;
+            Some((Arc::clone(spending), tenant))
+        }
+        None => None,
+    };
     let reply = Reply {
         id: format!("chatcmpl-{:016x}", rand::random::<u64>()),
         created: unix_now(),
         pipeline: request.model.clone(),
         wants_logprobs: request.logprobs.unwrap_or(false),
         started,
+        charge,
     };
     if request.stream {
         let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
@@ -130,6 +141,7 @@ async fn handle(
         usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
         let report = reply.finish_report(report);
         metrics::record_report(&report);
+        reply.charge(&report).await;
         let choices = outputs
             .into_iter()
             .enumerate()
@@ -185,9 +197,17 @@ struct Reply {
     pipeline: String,
     wants_logprobs: bool,
     started: Instant,
+    /// Where the answer's cost goes, and whose it is.
+    charge: Option<(Arc<Spending>, String)>,
 }
 
 impl Reply {
+    async fn charge(&self, report: &Report) {
+        if let Some((spending, tenant)) = &self.charge {
+            spending.charge(tenant, report).await;
+        }
+    }
+
     /// The pipeline's report, seen from the server: the pipeline's name and end-to-end latency.
     fn finish_report(&self, mut report: Report) -> Report {
         report.pipeline = self.pipeline.clone();
@@ -286,6 +306,7 @@ impl Reply {
                     Some(Ok(ChatEvent::Done(done))) => {
                         let report = self.finish_report(done.report);
                         metrics::record_report(&report);
+                        self.charge(&report).await;
                         let mut last = self.chunk(vec![ChunkChoice {
                             index: 0,
                             delta: Delta::default(),

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection};
 
-use crate::{EgressQuery, EgressRecord, Store, StoreError, StoredRouter};
+use crate::{EgressQuery, EgressRecord, Spend, SpendTotals, Store, StoreError, StoredRouter};
 
 /// Schema migrations, in order; the file's `user_version` counts those applied. A part of the store
 /// added later appends its migration here.
@@ -30,6 +30,19 @@ CREATE TABLE routers (
     provenance  TEXT NOT NULL,
     threshold   REAL,
     updated_ms  INTEGER NOT NULL
+);
+",
+    "
+CREATE TABLE spend (
+    tenant             TEXT NOT NULL,
+    pipeline           TEXT NOT NULL,
+    requests           INTEGER NOT NULL,
+    prompt_tokens      INTEGER NOT NULL,
+    completion_tokens  INTEGER NOT NULL,
+    cost_usd           REAL NOT NULL,
+    saved_usd          REAL NOT NULL,
+    updated_ms         INTEGER NOT NULL,
+    PRIMARY KEY (tenant, pipeline)
 );
 ",
 ];
@@ -197,6 +210,72 @@ impl Store for SqliteStore {
             names.collect()
         })
     }
+
+    fn add_spend(
+        &self,
+        tenant: &str,
+        pipeline: &str,
+        spend: &Spend,
+        at_ms: i64,
+    ) -> Result<SpendTotals, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "INSERT INTO spend (tenant, pipeline, requests, prompt_tokens, completion_tokens,
+                     cost_usd, saved_usd, updated_ms)
+                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(tenant, pipeline) DO UPDATE SET requests = requests + 1,
+                     prompt_tokens = prompt_tokens + ?3,
+                     completion_tokens = completion_tokens + ?4,
+                     cost_usd = cost_usd + ?5, saved_usd = saved_usd + ?6, updated_ms = ?7
+                 RETURNING tenant, pipeline, requests, prompt_tokens, completion_tokens, cost_usd,
+                     saved_usd, updated_ms",
+                params![
+                    tenant,
+                    pipeline,
+                    spend.prompt_tokens as i64,
+                    spend.completion_tokens as i64,
+                    spend.cost_usd,
+                    spend.saved_usd,
+                    at_ms
+                ],
+                spend_totals,
+            )
+        })
+    }
+
+    fn spent_usd(&self, tenant: &str) -> Result<f64, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COALESCE(SUM(cost_usd), 0.0) FROM spend WHERE tenant = ?1",
+                params![tenant],
+                |row| row.get(0),
+            )
+        })
+    }
+
+    fn spending(&self) -> Result<Vec<SpendTotals>, StoreError> {
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT tenant, pipeline, requests, prompt_tokens, completion_tokens, cost_usd,
+                     saved_usd, updated_ms FROM spend ORDER BY tenant, pipeline",
+            )?;
+            let rows = statement.query_map([], spend_totals)?;
+            rows.collect()
+        })
+    }
+}
+
+fn spend_totals(row: &rusqlite::Row<'_>) -> rusqlite::Result<SpendTotals> {
+    Ok(SpendTotals {
+        tenant: row.get(0)?,
+        pipeline: row.get(1)?,
+        requests: row.get::<_, i64>(2)? as u64,
+        prompt_tokens: row.get::<_, i64>(3)? as u64,
+        completion_tokens: row.get::<_, i64>(4)? as u64,
+        cost_usd: row.get(5)?,
+        saved_usd: row.get(6)?,
+        updated_ms: row.get(7)?,
+    })
 }
 
 #[cfg(test)]
@@ -272,6 +351,52 @@ mod tests {
         assert_eq!(store.router("code").unwrap(), Some(router));
         assert_eq!(store.router("other").unwrap(), None);
         assert_eq!(store.routers().unwrap(), ["code"]);
+    }
+
+    #[test]
+    fn spending_adds_up_per_key_and_pipeline_across_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let spend = |cost_usd| Spend {
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            cost_usd,
+            saved_usd: 0.5,
+        };
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store.add_spend("alice", "chat", &spend(1.0), 1).unwrap();
+            store.add_spend("alice", "code", &spend(2.0), 2).unwrap();
+            store.add_spend("bob", "chat", &spend(4.0), 3).unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let totals = store.add_spend("alice", "chat", &spend(0.25), 4).unwrap();
+        assert_eq!(
+            (
+                totals.requests,
+                totals.prompt_tokens,
+                totals.completion_tokens
+            ),
+            (2, 20, 10)
+        );
+        assert_eq!(
+            (totals.cost_usd, totals.saved_usd, totals.updated_ms),
+            (1.25, 1.0, 4)
+        );
+        assert_eq!(store.spent_usd("alice").unwrap(), 3.25);
+        assert_eq!(store.spent_usd("bob").unwrap(), 4.0);
+        assert_eq!(store.spent_usd("carol").unwrap(), 0.0);
+        let rows: Vec<_> = store
+            .spending()
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.tenant, t.pipeline))
+            .collect();
+        assert_eq!(
+            rows,
+            [("alice", "chat"), ("alice", "code"), ("bob", "chat")]
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        );
     }
 
     #[test]
