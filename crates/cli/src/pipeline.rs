@@ -15,8 +15,8 @@ use tandem_llama::LlamaEngine;
 use tandem_privacy::stage::{Guard, KeepLocal, Redact, Rewrite};
 use tandem_privacy::{Detector, DetectorConfig};
 use tandem_route::{
-    Cascade, CascadeOptions, LearnedRouter, LearnedScorer, PerplexityScorer, PromptScorer, Router,
-    RouterOptions,
+    CacheOptions, Cascade, CascadeOptions, LearnedRouter, LearnedScorer, PerplexityScorer,
+    PromptScorer, Router, RouterOptions, SemanticCache,
 };
 use tandem_store::{SqliteStore, Store};
 use tandem_trust::{GuardOptions, InputScorer, Judge, Policy, TrustModel};
@@ -185,6 +185,17 @@ fn build(
             self::router(name, router, large_pricing, registry, store)?
         }
         PipelineConfig::Speculative(spec) => speculative(name, spec, registry)?,
+        PipelineConfig::Cache(cache) => Arc::new(SemanticCache::new(
+            CacheOptions {
+                name: name.to_string(),
+                threshold: cache.threshold,
+                ttl: std::time::Duration::from_secs(cache.ttl_secs),
+                max_entries: cache.max_entries,
+            },
+            registry.chat(&cache.model)?,
+            registry.embedder(&cache.embedder)?,
+            store.get()?,
+        )),
     })
 }
 

@@ -1,5 +1,6 @@
-//! Cost accounting and budgets end to end: `tandem serve` with SmolLM2-135M priced like a cloud
-//! model, two API keys, and the spending kept in the state store across a restart.
+//! Cost accounting, budgets and the semantic cache end to end: `tandem serve` with SmolLM2-135M
+//! priced like a cloud model, two API keys, and the spending and cached answers kept in the state
+//! store.
 
 mod common;
 
@@ -32,9 +33,18 @@ parallel = 2
 threads = 2
 price = {{ input_per_million = {PRICE}, output_per_million = {PRICE} }}
 
+[models.minilm]
+kind = "embedding"
+dir = "{minilm}"
+
 [pipelines.default]
 strategy = "direct"
 model = "small"
+
+[pipelines.cached]
+strategy = "cache"
+model = "default"
+embedder = "minilm"
 
 [budgets]
 default_usd = 10.0
@@ -45,6 +55,10 @@ usd = {ALICE_BUDGET}
 "#,
         db = dir.join("state.sqlite").display(),
         model = tandem_fetch::test_model().display(),
+        minilm = tandem_fetch::Fetcher::new(tandem_fetch::default_cache_dir())
+            .resolve_local("all-minilm-l6-v2")
+            .expect("run `tandem models pull all-minilm-l6-v2` first")
+            .display(),
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -62,11 +76,15 @@ fn start(config: &Path) -> Server {
 
 /// The status, and the body (JSON) or, for a stream, the final chunk's `tandem` report.
 async fn ask(address: &str, key: &str, stream: bool) -> (u16, Value) {
+    ask_pipeline(address, "default", key, stream).await
+}
+
+async fn ask_pipeline(address: &str, pipeline: &str, key: &str, stream: bool) -> (u16, Value) {
     let response = reqwest::Client::new()
         .post(format!("http://{address}/v1/chat/completions"))
         .bearer_auth(key)
         .json(
-            &json!({"model": "default", "stream": stream, "max_tokens": 4, "temperature": 0,
+            &json!({"model": pipeline, "stream": stream, "max_tokens": 4, "temperature": 0,
             "messages": [{"role": "user", "content": "Name a colour."}]}),
         )
         .send()
@@ -182,4 +200,37 @@ async fn a_budget_is_spent_across_a_restart_and_only_for_its_own_key() {
         gauge(&metrics, "tandem_spend_requests", "alice"),
         answered as f64
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_cache_answers_each_key_from_its_own_entries_for_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&config(dir.path()));
+    let (status, first) = ask_pipeline(&server.address, "cached", BOB, false).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["tandem"]["strategies"][0]["hit"], "miss");
+    let cost = first["tandem"]["cost_usd"].as_f64().unwrap();
+    assert!(cost > 0.0);
+    // Streamed, the same request is replayed from the cache, and costs nothing.
+    let (status, again) = ask_pipeline(&server.address, "cached", BOB, true).await;
+    assert_eq!(status, 200, "{again}");
+    let entry = &again["tandem"]["strategies"][0];
+    assert_eq!(entry["hit"], "exact", "{again}");
+    assert_eq!(entry["saved_usd"].as_f64().unwrap(), cost);
+    assert_eq!(again["tandem"]["cost_usd"], 0.0);
+    // Another key never sees bob's entry.
+    let (status, other) = ask_pipeline(&server.address, "cached", ALICE, false).await;
+    assert_eq!(status, 200, "{other}");
+    assert_eq!(other["tandem"]["strategies"][0]["hit"], "miss");
+    let metrics = metrics(&server.address).await;
+    for (result, count) in [("miss", 2), ("exact", 1)] {
+        let line = format!(
+            "tandem_cache_requests_total{{pipeline=\"cached\",result=\"{result}\"}} {count}"
+        );
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+    // What the hit saved is counted for bob.
+    let bob_label = format!("key-{}", &tandem_server::tenant_id(BOB)[..12]);
+    let saved = gauge(&metrics, "tandem_saved_usd", &bob_label);
+    assert!((saved - cost).abs() < 1e-12, "{saved} vs {cost}");
 }

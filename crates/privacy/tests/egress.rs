@@ -604,6 +604,34 @@ impl Store for BrokenStore {
     fn spending(&self) -> Result<Vec<tandem_store::SpendTotals>, tandem_store::StoreError> {
         Ok(Vec::new())
     }
+
+    fn cache_put(
+        &self,
+        _: &tandem_store::CacheEntry,
+        _: usize,
+    ) -> Result<(), tandem_store::StoreError> {
+        Ok(())
+    }
+
+    fn cache_exact(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: i64,
+    ) -> Result<Option<tandem_store::CacheEntry>, tandem_store::StoreError> {
+        Ok(None)
+    }
+
+    fn cache_candidates(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: i64,
+    ) -> Result<Vec<tandem_store::CacheEntry>, tandem_store::StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 #[tokio::test]

@@ -5,7 +5,9 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection};
 
-use crate::{EgressQuery, EgressRecord, Spend, SpendTotals, Store, StoreError, StoredRouter};
+use crate::{
+    CacheEntry, EgressQuery, EgressRecord, Spend, SpendTotals, Store, StoreError, StoredRouter,
+};
 
 /// Schema migrations, in order; the file's `user_version` counts those applied. A part of the store
 /// added later appends its migration here.
@@ -44,6 +46,22 @@ CREATE TABLE spend (
     updated_ms         INTEGER NOT NULL,
     PRIMARY KEY (tenant, pipeline)
 );
+",
+    "
+CREATE TABLE cache (
+    id          INTEGER PRIMARY KEY,
+    pipeline    TEXT NOT NULL,
+    tenant      TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    context     TEXT NOT NULL,
+    literals    TEXT NOT NULL,
+    embedding   BLOB NOT NULL,
+    answer      TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    UNIQUE (pipeline, tenant, key)
+);
+CREATE INDEX cache_by_context ON cache(pipeline, tenant, context, created_ms);
+CREATE INDEX cache_by_age ON cache(pipeline, created_ms);
 ",
 ];
 
@@ -253,6 +271,77 @@ impl Store for SqliteStore {
         })
     }
 
+    fn cache_put(&self, entry: &CacheEntry, max_entries: usize) -> Result<(), StoreError> {
+        let blob: Vec<u8> = entry
+            .embedding
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO cache (pipeline, tenant, key, context, literals, embedding, answer,
+                     created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(pipeline, tenant, key) DO UPDATE SET context = ?4, literals = ?5,
+                     embedding = ?6, answer = ?7, created_ms = ?8",
+                params![
+                    entry.pipeline,
+                    entry.tenant,
+                    entry.key,
+                    entry.context,
+                    entry.literals,
+                    blob,
+                    entry.answer,
+                    entry.created_ms
+                ],
+            )?;
+            // The oldest entries of the pipeline go first once it holds more than it may.
+            c.execute(
+                "DELETE FROM cache WHERE pipeline = ?1 AND id NOT IN
+                     (SELECT id FROM cache WHERE pipeline = ?1
+                      ORDER BY created_ms DESC, id DESC LIMIT ?2)",
+                params![entry.pipeline, max_entries as i64],
+            )
+            .map(drop)
+        })
+    }
+
+    fn cache_exact(
+        &self,
+        pipeline: &str,
+        tenant: &str,
+        key: &str,
+        since_ms: i64,
+    ) -> Result<Option<CacheEntry>, StoreError> {
+        self.with(|c| {
+            let mut statement = c.prepare(&format!(
+                "SELECT {CACHE_COLUMNS} FROM cache
+                 WHERE pipeline = ?1 AND tenant = ?2 AND key = ?3 AND created_ms >= ?4"
+            ))?;
+            let mut rows =
+                statement.query_map(params![pipeline, tenant, key, since_ms], cache_entry)?;
+            rows.next().transpose()
+        })
+    }
+
+    fn cache_candidates(
+        &self,
+        pipeline: &str,
+        tenant: &str,
+        context: &str,
+        since_ms: i64,
+    ) -> Result<Vec<CacheEntry>, StoreError> {
+        self.with(|c| {
+            let mut statement = c.prepare(&format!(
+                "SELECT {CACHE_COLUMNS} FROM cache
+                 WHERE pipeline = ?1 AND tenant = ?2 AND context = ?3 AND created_ms >= ?4"
+            ))?;
+            let rows =
+                statement.query_map(params![pipeline, tenant, context, since_ms], cache_entry)?;
+            rows.collect()
+        })
+    }
+
     fn spending(&self) -> Result<Vec<SpendTotals>, StoreError> {
         self.with(|c| {
             let mut statement = c.prepare(
@@ -263,6 +352,26 @@ impl Store for SqliteStore {
             rows.collect()
         })
     }
+}
+
+const CACHE_COLUMNS: &str =
+    "pipeline, tenant, key, context, literals, embedding, answer, created_ms";
+
+fn cache_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<CacheEntry> {
+    let blob: Vec<u8> = row.get(5)?;
+    Ok(CacheEntry {
+        pipeline: row.get(0)?,
+        tenant: row.get(1)?,
+        key: row.get(2)?,
+        context: row.get(3)?,
+        literals: row.get(4)?,
+        embedding: blob
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        answer: row.get(6)?,
+        created_ms: row.get(7)?,
+    })
 }
 
 fn spend_totals(row: &rusqlite::Row<'_>) -> rusqlite::Result<SpendTotals> {
@@ -397,6 +506,45 @@ mod tests {
             [("alice", "chat"), ("alice", "code"), ("bob", "chat")]
                 .map(|(a, b)| (a.to_string(), b.to_string()))
         );
+    }
+
+    #[test]
+    fn cache_entries_are_found_per_pipeline_and_key_within_their_age_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.sqlite")).unwrap();
+        let entry = |tenant: &str, key: &str, created_ms| CacheEntry {
+            pipeline: "cached".into(),
+            tenant: tenant.into(),
+            key: key.into(),
+            context: "ctx".into(),
+            literals: "3".into(),
+            embedding: vec![0.5, -0.25, 1e-7],
+            answer: format!("answer {key}"),
+            created_ms,
+        };
+        store.cache_put(&entry("alice", "k1", 10), 3).unwrap();
+        store.cache_put(&entry("bob", "k2", 20), 3).unwrap();
+        let found = store.cache_exact("cached", "alice", "k1", 0).unwrap();
+        assert_eq!(found, Some(entry("alice", "k1", 10)));
+        assert_eq!(store.cache_exact("cached", "bob", "k1", 0).unwrap(), None);
+        assert_eq!(store.cache_exact("other", "alice", "k1", 0).unwrap(), None);
+        assert_eq!(
+            store.cache_exact("cached", "alice", "k1", 11).unwrap(),
+            None
+        );
+        let candidates = store.cache_candidates("cached", "alice", "ctx", 0).unwrap();
+        assert_eq!(candidates, [entry("alice", "k1", 10)]);
+        assert!(store
+            .cache_candidates("cached", "alice", "other", 0)
+            .unwrap()
+            .is_empty());
+        // Storing the same key again replaces it; past max_entries the oldest go.
+        store.cache_put(&entry("alice", "k1", 30), 3).unwrap();
+        store.cache_put(&entry("alice", "k3", 40), 3).unwrap();
+        store.cache_put(&entry("alice", "k4", 50), 3).unwrap();
+        assert_eq!(store.cache_exact("cached", "bob", "k2", 0).unwrap(), None);
+        let left = store.cache_candidates("cached", "alice", "ctx", 0).unwrap();
+        assert_eq!(left.len(), 3);
     }
 
     #[test]
