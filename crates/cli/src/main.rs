@@ -6,6 +6,7 @@ mod bench;
 mod config;
 mod embed;
 mod eval;
+mod eval_cache;
 mod eval_privacy;
 mod pipeline;
 mod router;

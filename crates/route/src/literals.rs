@@ -9,11 +9,12 @@
 //! - code identifiers: snake_case, camelCase, dotted.paths, calls(), paths and URLs;
 //! - names: capitalised words that do not start a sentence, acronyms, and capitalised words at a
 //!   sentence start that are not common sentence openers ("Paris is..." but not "What is...");
-//! - the number of negations (not, no, never, n't, without, ...).
+//! - the number of negations (not, no, never, n't, without, ...);
+//! - direction words (before / after, largest / smallest, more / less, ...), synonyms merged.
 //!
 //! Everything but the numbers is compared as a set, so a paraphrase may reorder names. Lower-case
-//! names and words with opposite meanings ("largest" and "smallest") are not literals: those pairs
-//! are left to the similarity threshold, and `tandem eval cache` measures how often that fails.
+//! names and other antonyms ("hot" / "cold") are not literals: those pairs are left to the
+//! similarity threshold, and `tandem eval cache` measures how often that fails.
 
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
@@ -170,6 +171,10 @@ const OPENERS: &[&str] = &[
     "translate",
     "under",
     "use",
+    "quick",
+    "okay",
+    "ok",
+    "hmm",
     "add",
     "check",
     "count",
@@ -211,6 +216,114 @@ const OPENERS: &[&str] = &[
     "you",
     "your",
 ];
+
+/// Words that set a question's direction: two questions that differ in one of these ask opposite
+/// things ("before" / "after", "largest" / "smallest"), however close their embeddings.
+const DIRECTIONS: &[&str] = &[
+    "above",
+    "add",
+    "after",
+    "ascending",
+    "before",
+    "below",
+    "best",
+    "big",
+    "bigger",
+    "biggest",
+    "bottom",
+    "cheaper",
+    "cheapest",
+    "decrease",
+    "descending",
+    "divide",
+    "down",
+    "earlier",
+    "earliest",
+    "east",
+    "false",
+    "fastest",
+    "fewer",
+    "fewest",
+    "first",
+    "greater",
+    "greatest",
+    "high",
+    "higher",
+    "highest",
+    "increase",
+    "large",
+    "larger",
+    "largest",
+    "last",
+    "later",
+    "latest",
+    "least",
+    "left",
+    "less",
+    "long",
+    "longer",
+    "longest",
+    "low",
+    "lower",
+    "lowest",
+    "max",
+    "maximum",
+    "min",
+    "minimum",
+    "minus",
+    "more",
+    "most",
+    "multiply",
+    "newer",
+    "newest",
+    "north",
+    "older",
+    "oldest",
+    "plus",
+    "right",
+    "short",
+    "shorter",
+    "shortest",
+    "slower",
+    "slowest",
+    "small",
+    "smaller",
+    "smallest",
+    "south",
+    "subtract",
+    "tiniest",
+    "tiny",
+    "top",
+    "true",
+    "up",
+    "west",
+    "worse",
+    "worst",
+    "younger",
+    "youngest",
+];
+
+/// Direction words with the same sense, so a paraphrase that swaps one for the other still hits.
+fn direction(word: &str) -> Option<&'static str> {
+    const SYNONYMS: &[(&str, &str)] = &[
+        ("big", "large"),
+        ("bigger", "larger"),
+        ("biggest", "largest"),
+        ("greatest", "largest"),
+        ("tiny", "small"),
+        ("tiniest", "smallest"),
+        ("maximum", "max"),
+        ("minimum", "min"),
+        ("greater", "larger"),
+    ];
+    let word = DIRECTIONS.iter().find(|w| **w == word)?;
+    Some(
+        SYNONYMS
+            .iter()
+            .find(|(w, _)| w == word)
+            .map_or(*word, |(_, s)| *s),
+    )
+}
 
 const NEGATIONS: &[&str] = &[
     "not",
@@ -355,6 +468,10 @@ fn word_literal(word: &str, sentence_start: bool, out: &mut Literals) {
         out.negations += 1;
         return;
     }
+    if let Some(direction) = direction(&stem) {
+        out.terms.insert(format!("~{direction}"));
+        return;
+    }
     if let Some(number) = number_word(&stem) {
         out.numbers.push(number.to_string());
         return;
@@ -441,6 +558,18 @@ mod tests {
             "What does other_func() return?"
         ));
         assert!(!same("Explain os.path.join", "Explain os.path.split"));
+        assert!(!same(
+            "What is the largest ocean?",
+            "What is the smallest ocean?"
+        ));
+        assert!(same(
+            "What is the largest ocean?",
+            "Which is the biggest ocean?"
+        ));
+        assert!(!same(
+            "What happened before 1990?",
+            "What happened after 1990?"
+        ));
         assert!(literals("it's 'quoted' here").terms.contains("\"quoted\""));
         assert_ne!(literals("a").signature(), literals("b 2").signature());
     }
