@@ -333,7 +333,7 @@ pub struct CacheConfig {
 }
 
 /// See [`CacheConfig::threshold`].
-pub const DEFAULT_CACHE_THRESHOLD: f32 = 0.9;
+pub const DEFAULT_CACHE_THRESHOLD: f32 = 0.95;
 
 fn default_cache_threshold() -> f32 {
     DEFAULT_CACHE_THRESHOLD

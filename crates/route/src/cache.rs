@@ -209,19 +209,12 @@ impl SemanticCache {
         let max_entries = self.options.max_entries;
         let text = Arc::new(Mutex::new(Some(String::new())));
         let lookup = Arc::new(Mutex::new(lookup));
+        // Taken by the final event: what to store the answer under.
+        let store_as = Arc::new(Mutex::new(store_as));
         Ok(stream
             .then(move |event| {
                 let (name, store, text) = (name.clone(), Arc::clone(&store), Arc::clone(&text));
-                let lookup = Arc::clone(&lookup);
-                let keys = store_as.as_ref().map(|(keys, embedding)| {
-                    (
-                        keys.tenant.clone(),
-                        keys.exact.clone(),
-                        keys.context.clone(),
-                        keys.literals.clone(),
-                        embedding.clone(),
-                    )
-                });
+                let (lookup, store_as) = (Arc::clone(&lookup), Arc::clone(&store_as));
                 async move {
                     let done = match event {
                         Ok(ChatEvent::Delta {
@@ -245,9 +238,8 @@ impl SemanticCache {
                     };
                     let mut lookup = lock(&lookup).clone();
                     let answer = lock(&text).take();
-                    if let (Some(text), Some((tenant, key, context, literals, embedding))) =
-                        (answer, keys)
-                    {
+                    let keys = lock(&store_as).take();
+                    if let (Some(text), Some((keys, embedding))) = (answer, keys) {
                         let answer = Answer {
                             text,
                             finish_reason: done.finish_reason,
@@ -257,10 +249,10 @@ impl SemanticCache {
                         };
                         let entry = CacheEntry {
                             pipeline: name.clone(),
-                            tenant,
-                            key,
-                            context,
-                            literals,
+                            tenant: keys.tenant,
+                            key: keys.exact,
+                            context: keys.context,
+                            literals: keys.literals,
                             embedding,
                             answer: serde_json::to_string(&answer).expect("an answer serialises"),
                             created_ms: now_ms(),

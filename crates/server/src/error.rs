@@ -63,8 +63,8 @@ impl ApiError {
         .with_code("invalid_api_key")
     }
 
-    /// The key's budget is spent: 429 with OpenAI's `insufficient_quota`, which its clients do not
-    /// retry (unlike a rate limit).
+    /// The key's budget is spent: 429 with OpenAI's `insufficient_quota` body (no `Retry-After`:
+    /// waiting does not help).
     pub fn insufficient_quota(spent_usd: f64, budget_usd: f64) -> Self {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
