@@ -46,6 +46,65 @@ pub struct Config {
     pub eval: EvalConfig,
     #[serde(default)]
     pub store: StoreConfig,
+    /// Per-key spending and budgets; absent: costs are reported but not kept per key.
+    #[serde(default)]
+    pub budgets: Option<BudgetsConfig>,
+}
+
+/// `[budgets]`: what each API key spends on each pipeline is kept in the state store (`[store]`),
+/// and a key whose budget is spent is answered 429 `insufficient_quota`. Spending never resets by
+/// itself: raise a budget to let a key go on.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetsConfig {
+    /// US dollars each key may spend unless `keys` gives it its own; absent: no limit (spending is
+    /// still kept). On a server without API keys, the budget of all requests together.
+    #[serde(default)]
+    pub default_usd: Option<f64>,
+    /// Keys by a name (used in /metrics and logs), each with its own budget.
+    #[serde(default)]
+    pub keys: BTreeMap<String, KeyBudgetConfig>,
+}
+
+/// `[budgets.keys.NAME]`: one key, given by its SHA-256 or by an environment variable holding it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBudgetConfig {
+    /// The key's SHA-256, 64 hex digits (`printf %s KEY | sha256sum`).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// An environment variable holding the key itself.
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// Its budget in US dollars; absent: `default_usd`.
+    #[serde(default)]
+    pub usd: Option<f64>,
+}
+
+impl BudgetsConfig {
+    fn check(&self, authenticated: bool) -> Result<()> {
+        let valid = |usd: Option<f64>| usd.is_none_or(|usd| usd >= 0.0 && usd.is_finite());
+        if !valid(self.default_usd) {
+            bail!("budgets.default_usd must be a number of dollars, at least 0");
+        }
+        if !self.keys.is_empty() && !authenticated {
+            bail!("budgets.keys needs API keys to tell callers apart: set server.api_keys_env");
+        }
+        for (name, key) in &self.keys {
+            if key.sha256.is_some() == key.key_env.is_some() {
+                bail!("budgets.keys.{name}: set exactly one of `sha256` and `key_env`");
+            }
+            if let Some(hash) = &key.sha256 {
+                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    bail!("budgets.keys.{name}.sha256 must be 64 hex digits (the key's SHA-256)");
+                }
+            }
+            if !valid(key.usd) {
+                bail!("budgets.keys.{name}.usd must be a number of dollars, at least 0");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[store]`: where state shared between replicas lives (the egress audit of privacy pipelines).
@@ -249,6 +308,43 @@ pub enum PipelineConfig {
     Guard(GuardConfig),
     /// Speculative decoding: a draft proposes tokens, the target verifies several per step.
     Speculative(SpeculativeConfig),
+    /// A semantic cache in front of `model`: answers of earlier requests of the same API key, found
+    /// by the exact request or by a similar question with the same numbers and names.
+    Cache(CacheConfig),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// The cached model or pipeline.
+    pub model: String,
+    /// The embedding model the questions are compared with (under `[models]`).
+    pub embedder: String,
+    /// Least cosine similarity of a similarity hit (above 1: exact hits only); the default is the
+    /// threshold `tandem eval cache` chose for at most 1% wrong hits with all-MiniLM-L6-v2.
+    #[serde(default = "default_cache_threshold")]
+    pub threshold: f32,
+    /// Seconds an answer stays usable.
+    #[serde(default = "default_cache_ttl_secs")]
+    pub ttl_secs: u64,
+    /// Most answers the pipeline keeps; the oldest go first.
+    #[serde(default = "default_cache_max_entries")]
+    pub max_entries: usize,
+}
+
+/// See [`CacheConfig::threshold`].
+pub const DEFAULT_CACHE_THRESHOLD: f32 = 0.95;
+
+fn default_cache_threshold() -> f32 {
+    DEFAULT_CACHE_THRESHOLD
+}
+
+fn default_cache_ttl_secs() -> u64 {
+    24 * 60 * 60
+}
+
+fn default_cache_max_entries() -> usize {
+    10_000
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -505,6 +601,14 @@ impl PipelineConfig {
                 }
                 uses
             }
+            PipelineConfig::Cache(cache) => vec![
+                chat("model", &cache.model),
+                Use {
+                    key: "embedder",
+                    name: &cache.embedder,
+                    need: Need::Embedding,
+                },
+            ],
             PipelineConfig::Speculative(spec) => {
                 let mut uses = vec![Use {
                     key: "target",
@@ -569,6 +673,14 @@ impl PipelineConfig {
                 }
             }
             PipelineConfig::Guard(guard) => check_guard(name, guard)?,
+            PipelineConfig::Cache(cache) => {
+                if !(cache.threshold > 0.0 && cache.threshold.is_finite()) {
+                    bail!("pipelines.{name}.threshold must be a cosine similarity above 0 (above 1: exact hits only)");
+                }
+                if cache.ttl_secs == 0 || cache.max_entries == 0 {
+                    bail!("pipelines.{name}: ttl_secs and max_entries must be at least 1");
+                }
+            }
         }
         Ok(())
     }
@@ -658,6 +770,9 @@ impl Config {
         for (name, pipeline) in &self.pipelines {
             self.check_privacy(name, pipeline)?;
         }
+        if let Some(budgets) = &self.budgets {
+            budgets.check(self.server.api_keys_env.is_some())?;
+        }
         Ok(())
     }
 }
@@ -671,6 +786,7 @@ impl Config {
             | PipelineConfig::Cascade(_)
             | PipelineConfig::Router(_)
             | PipelineConfig::Speculative(_)
+            | PipelineConfig::Cache(_)
             | PipelineConfig::Guard(_) => return Ok(()),
             PipelineConfig::Redact(redact) => (&redact.detect, redact.max_text_bytes),
             PipelineConfig::KeepLocal(keep) => {
@@ -803,6 +919,8 @@ impl Config {
         }
         match self.pipelines.get(name)? {
             PipelineConfig::Direct(direct) => self.single_model(&direct.model),
+            // A miss is the model's answer, at the model's price.
+            PipelineConfig::Cache(cache) => self.single_model(&cache.model),
             PipelineConfig::Cascade(_)
             | PipelineConfig::Redact(_)
             | PipelineConfig::KeepLocal(_)
@@ -915,6 +1033,40 @@ mod tests {
         );
         let allowed = format!("{EMBEDDED_DEFAULT}\n[eval]\nallow_unisolated = true\n");
         assert!(Config::parse(&allowed).unwrap().eval.allow_unisolated);
+    }
+
+    #[test]
+    fn budgets_name_keys_by_hash_or_variable_and_are_checked() {
+        let keyed = format!("{EMBEDDED_DEFAULT}\n[server]\napi_keys_env = \"KEYS\"\n")
+            .replace("[server]\nlisten = \"127.0.0.1:8080\"\n", "");
+        let hash = "ab".repeat(32);
+        let config = Config::parse(&format!(
+            "{keyed}\n[budgets]\ndefault_usd = 1.5\n[budgets.keys.alice]\nsha256 = \"{hash}\"\nusd = 5\n\
+             [budgets.keys.bob]\nkey_env = \"BOB_KEY\"\n"
+        ))
+        .unwrap();
+        let budgets = config.budgets.unwrap();
+        assert_eq!(budgets.default_usd, Some(1.5));
+        assert_eq!(budgets.keys["alice"].usd, Some(5.0));
+        assert_eq!(budgets.keys["bob"].key_env.as_deref(), Some("BOB_KEY"));
+        for (budgets, wanted) in [
+            ("default_usd = -1", "budgets.default_usd"),
+            (
+                "[budgets.keys.a]\nusd = 1",
+                "budgets.keys.a: set exactly one",
+            ),
+            (
+                "[budgets.keys.a]\nsha256 = \"abc\"",
+                "budgets.keys.a.sha256 must be 64",
+            ),
+        ] {
+            let error = error_of(&format!("{keyed}\n[budgets]\n{budgets}\n"));
+            assert!(error.contains(wanted), "{error}");
+        }
+        let error = error_of(&format!(
+            "{EMBEDDED_DEFAULT}\n[budgets.keys.a]\nkey_env = \"A\"\n"
+        ));
+        assert!(error.contains("server.api_keys_env"), "{error}");
     }
 
     #[test]

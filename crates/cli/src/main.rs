@@ -6,6 +6,7 @@ mod bench;
 mod config;
 mod embed;
 mod eval;
+mod eval_cache;
 mod eval_privacy;
 mod pipeline;
 mod router;
@@ -14,6 +15,7 @@ mod trust;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -21,7 +23,8 @@ use futures::StreamExt;
 use tandem_core::openai::{ChatCompletionRequest, Message, Role};
 use tandem_core::{ChatEvent, ChatModel, Completion};
 use tandem_fetch::Fetcher;
-use tandem_server::{router, ServerOptions};
+use tandem_server::{router, ServerOptions, Spending};
+use tandem_store::SqliteStore;
 
 use crate::config::Config;
 use crate::runtime::Runtime;
@@ -242,6 +245,7 @@ async fn serve(config: Config, fetcher: &Fetcher, listen: Option<String>) -> Res
     let options = ServerOptions {
         api_keys,
         max_body_bytes: config.server.max_body_bytes,
+        spending: spending(&config)?,
     };
     let runtime = Runtime::load(config, fetcher, &[]).await?;
     let pipelines = runtime.pipelines();
@@ -258,6 +262,29 @@ async fn serve(config: Config, fetcher: &Fetcher, listen: Option<String>) -> Res
         })
         .await?;
     Ok(())
+}
+
+/// Per-key spending on the state store, with the budgets of `[budgets]`; `None` without it.
+fn spending(config: &Config) -> Result<Option<Arc<Spending>>> {
+    let Some(budgets) = &config.budgets else {
+        return Ok(None);
+    };
+    let store = SqliteStore::open(&config.store.path())?;
+    let mut spending = Spending::new(Arc::new(store), budgets.default_usd);
+    for (name, key) in &budgets.keys {
+        let tenant = match (&key.sha256, &key.key_env) {
+            (Some(hash), _) => hash.to_ascii_lowercase(),
+            (None, Some(var)) => {
+                let value = std::env::var(var).with_context(|| {
+                    format!("budgets.keys.{name}.key_env names `{var}`, which is not set")
+                })?;
+                tandem_server::tenant_id(value.trim())
+            }
+            (None, None) => unreachable!("the configuration check requires one"),
+        };
+        spending = spending.with_key(tenant, name, key.usd);
+    }
+    Ok(Some(Arc::new(spending)))
 }
 
 /// The bearer keys in environment variable `var` (comma-separated). A variable that is unset or

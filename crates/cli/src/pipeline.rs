@@ -9,14 +9,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use tandem_core::ChatModel;
+use tandem_core::{ChatModel, Pricing};
 use tandem_embed::Embedder;
 use tandem_llama::LlamaEngine;
 use tandem_privacy::stage::{Guard, KeepLocal, Redact, Rewrite};
 use tandem_privacy::{Detector, DetectorConfig};
 use tandem_route::{
-    Cascade, CascadeOptions, LearnedRouter, LearnedScorer, PerplexityScorer, PromptScorer, Router,
-    RouterOptions,
+    CacheOptions, Cascade, CascadeOptions, LearnedRouter, LearnedScorer, PerplexityScorer,
+    PromptScorer, Router, RouterOptions, SemanticCache,
 };
 use tandem_store::{SqliteStore, Store};
 use tandem_trust::{GuardOptions, InputScorer, Judge, Policy, TrustModel};
@@ -178,14 +178,31 @@ fn build(
                 registry.chat(&rewrite.remote)?,
             ))
         }
-        PipelineConfig::Router(router) => self::router(name, router, registry, store)?,
+        PipelineConfig::Router(router) => {
+            let large_pricing = config
+                .single_model(&router.large)
+                .map(|model| config.models[model].pricing());
+            self::router(name, router, large_pricing, registry, store)?
+        }
         PipelineConfig::Speculative(spec) => speculative(name, spec, registry)?,
+        PipelineConfig::Cache(cache) => Arc::new(SemanticCache::new(
+            CacheOptions {
+                name: name.to_string(),
+                threshold: cache.threshold,
+                ttl: std::time::Duration::from_secs(cache.ttl_secs),
+                max_entries: cache.max_entries,
+            },
+            registry.chat(&cache.model)?,
+            registry.embedder(&cache.embedder)?,
+            store.get()?,
+        )),
     })
 }
 
 fn router(
     name: &str,
     config: &RouterConfig,
+    large_pricing: Option<Pricing>,
     registry: &Registry,
     store: &mut LazyStore,
 ) -> Result<Arc<dyn ChatModel>> {
@@ -218,6 +235,7 @@ fn router(
         RouterOptions {
             name: name.to_string(),
             threshold,
+            large_pricing,
         },
         scorer,
         registry.chat(&config.small)?,

@@ -99,6 +99,16 @@ impl Report {
         }
     }
 
+    /// What the pipeline's strategies saved against always calling their large model: the sum of
+    /// the `saved_usd` figure that routers and cascades put in their entries (negative when an
+    /// escalation cost more than the large model alone). `None` when no strategy reported one.
+    pub fn saved_usd(&self) -> Option<f64> {
+        self.strategies
+            .iter()
+            .filter_map(|entry| entry.details.get("saved_usd")?.as_f64())
+            .fold(None, |sum, saved| Some(sum.unwrap_or(0.0) + saved))
+    }
+
     /// Adds a strategy's entry; `details` must serialize to a JSON object (a struct or a map).
     pub fn push_strategy(
         &mut self,
@@ -153,6 +163,7 @@ mod tests {
             .push_strategy("fast", "speculative", serde_json::json!({ "accepted": 7 }))
             .unwrap();
         assert!(report.push_strategy("fast", "speculative", 5).is_err());
+        assert_eq!(report.saved_usd(), None);
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(
             json["strategies"],
@@ -160,5 +171,11 @@ mod tests {
         );
         let back: Report = serde_json::from_value(json).unwrap();
         assert_eq!(back, report);
+        for saved in [0.25, -0.125] {
+            report
+                .push_strategy("cheap", "router", serde_json::json!({ "saved_usd": saved }))
+                .unwrap();
+        }
+        assert_eq!(report.saved_usd(), Some(0.125));
     }
 }

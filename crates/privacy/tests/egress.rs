@@ -577,6 +577,61 @@ impl Store for BrokenStore {
     fn routers(&self) -> Result<Vec<String>, tandem_store::StoreError> {
         Ok(Vec::new())
     }
+
+    fn add_spend(
+        &self,
+        tenant: &str,
+        pipeline: &str,
+        _: &tandem_store::Spend,
+        at_ms: i64,
+    ) -> Result<tandem_store::SpendTotals, tandem_store::StoreError> {
+        Ok(tandem_store::SpendTotals {
+            tenant: tenant.into(),
+            pipeline: pipeline.into(),
+            requests: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cost_usd: 0.0,
+            saved_usd: 0.0,
+            updated_ms: at_ms,
+        })
+    }
+
+    fn spent_usd(&self, _: &str) -> Result<f64, tandem_store::StoreError> {
+        Ok(0.0)
+    }
+
+    fn spending(&self) -> Result<Vec<tandem_store::SpendTotals>, tandem_store::StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn cache_put(
+        &self,
+        _: &tandem_store::CacheEntry,
+        _: usize,
+    ) -> Result<(), tandem_store::StoreError> {
+        Ok(())
+    }
+
+    fn cache_exact(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: i64,
+    ) -> Result<Option<tandem_store::CacheEntry>, tandem_store::StoreError> {
+        Ok(None)
+    }
+
+    fn cache_candidates(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: i64,
+    ) -> Result<Vec<tandem_store::CacheEntry>, tandem_store::StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 #[tokio::test]

@@ -67,8 +67,10 @@ struct Decision {
     /// Why the small attempt produced no answer, when it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     small_error: Option<String>,
-    /// The large model's price for the kept answer's tokens, minus what the cascade spent; only
-    /// when the answer was kept and the large model's prices are known.
+    /// What calling the large model alone would have cost, minus what the cascade spent: for a
+    /// kept answer, the large model's price of its tokens; for an escalation, the large call's own
+    /// cost, so the figure is minus the small attempt's. Only when the large model's prices are
+    /// known.
     #[serde(skip_serializing_if = "Option::is_none")]
     saved_usd: Option<f64>,
 }
@@ -241,6 +243,7 @@ impl ChatModel for Cascade {
 
         let escalated = self.large.stream(request).await?;
         let name = self.options.name.clone();
+        let large_pricing = self.options.large_pricing;
         let mut first_text_at: Option<f64> = None;
         Ok(escalated
             .map(move |event| match event {
@@ -251,8 +254,12 @@ impl ChatModel for Cascade {
                     Ok(ChatEvent::Delta { text, logprobs })
                 }
                 Ok(ChatEvent::Done(done)) => {
+                    let large_cost = done.report.cost_usd;
                     let mut report = combine(&spent, done.report);
                     report.time_to_first_token_ms = first_text_at;
+                    if large_pricing.is_some() {
+                        decision.saved_usd = Some(large_cost - report.cost_usd);
+                    }
                     Ok(ChatEvent::Done(Completion {
                         report: record(&name, report, &decision),
                         ..done

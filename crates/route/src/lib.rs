@@ -5,15 +5,21 @@
 //! - [`signal`]: the cascade's confidence signals, each a score in [0, 1].
 //! - [`router`]: a score from the prompt alone picks one model before any runs.
 //! - [`learn`]: the routers learned from stored outcomes (nearest neighbours, logistic regression).
+//! - [`cache`]: a semantic cache in the state store: exact and similarity hits, per pipeline and
+//!   API key, guarded by the question's salient [`literals`]; [`cache_eval`]: its wrong-hit rate.
 //! - [`quality`]: how well a score routes, on held-out items (APGR, CPT), and thresholds for a
 //!   target share of large-model calls.
 
+pub mod cache;
+pub mod cache_eval;
 pub mod cascade;
 pub mod learn;
+pub mod literals;
 pub mod quality;
 pub mod router;
 pub mod signal;
 
+pub use cache::{CacheOptions, SemanticCache};
 pub use cascade::{Cascade, CascadeOptions};
 pub use learn::{Example, LearnedRouter, Learner};
 pub use router::{LearnedScorer, PerplexityScorer, PromptScorer, Router, RouterOptions};

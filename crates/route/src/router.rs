@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde::Serialize;
 use tandem_core::openai::{ChatCompletionRequest, Role};
-use tandem_core::{ChatEvent, ChatModel, ChatStream, Completion, ModelError};
+use tandem_core::{ChatEvent, ChatModel, ChatStream, Completion, ModelError, Pricing};
 use tandem_embed::Embedder;
 use tandem_llama::LlamaEngine;
 
@@ -121,6 +121,9 @@ pub struct RouterOptions {
     pub name: String,
     /// Requests scoring at or above this go to the large model.
     pub threshold: f64,
+    /// The large model's prices, to report what answering with the small one saved; `None` when
+    /// unknown.
+    pub large_pricing: Option<Pricing>,
 }
 
 pub struct Router {
@@ -139,6 +142,10 @@ struct Choice {
     /// `small` or `large`.
     chose: &'static str,
     scoring_ms: f64,
+    /// The large model's price of the answer's tokens minus the answer's cost (0 when the large
+    /// model answered); only when the large model's prices are known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    saved_usd: Option<f64>,
 }
 
 impl Router {
@@ -173,6 +180,7 @@ impl ChatModel for Router {
             threshold: self.options.threshold,
             chose: if large { "large" } else { "small" },
             scoring_ms: started.elapsed().as_secs_f64() * 1000.0,
+            saved_usd: None,
         };
         metrics::counter!(
             "tandem_router_requests_total",
@@ -183,10 +191,19 @@ impl ChatModel for Router {
         let model = if large { &self.large } else { &self.small };
         let stream = model.stream(request).await?;
         let name = self.options.name.clone();
+        let large_pricing = self.options.large_pricing;
         Ok(stream
             .map(move |event| match event {
                 Ok(ChatEvent::Done(done)) => {
                     let mut report = done.report;
+                    let mut choice = choice.clone();
+                    choice.saved_usd = large_pricing.map(|price| {
+                        if large {
+                            0.0
+                        } else {
+                            price.cost(done.usage) - report.cost_usd
+                        }
+                    });
                     if let Err(e) = report.push_strategy(&name, "router", &choice) {
                         tracing::error!(error = %e, "cannot record the router's choice");
                     }

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use tandem_core::openai::{ChatCompletionRequest, Message, Role};
 use tandem_core::sampling::log_sum_exp;
-use tandem_core::{ChatModel, Report};
+use tandem_core::{ChatModel, Pricing, Report};
 use tandem_embed::Embedder;
 use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
 use tandem_route::router::mean_negative_log_likelihood;
@@ -94,6 +94,10 @@ async fn a_perplexity_router_sends_surprising_prompts_to_the_large_model() {
         RouterOptions {
             name: "routed".into(),
             threshold: (plain + garbled) / 2.0,
+            large_pricing: Some(Pricing {
+                input_per_million: 3.0,
+                output_per_million: 9.0,
+            }),
         },
         scorer,
         small.clone(),
@@ -102,6 +106,14 @@ async fn a_perplexity_router_sends_surprising_prompts_to_the_large_model() {
     let to_small = router.complete(request(PLAIN)).await.unwrap();
     assert_eq!(to_small.report.stages[0].model, "small");
     assert_eq!(choice(&to_small.report)["chose"], "small");
+    // The small model is free here: the answer saved the large model's whole price of it.
+    let large_price = 3.0 * f64::from(to_small.usage.prompt_tokens) / 1e6
+        + 9.0 * f64::from(to_small.usage.completion_tokens) / 1e6;
+    let saved = choice(&to_small.report)["saved_usd"].as_f64().unwrap();
+    assert!(
+        (saved - large_price).abs() < 1e-12,
+        "{saved} vs {large_price}"
+    );
     assert_eq!(
         to_small.text,
         small.complete(request(PLAIN)).await.unwrap().text
@@ -110,6 +122,7 @@ async fn a_perplexity_router_sends_surprising_prompts_to_the_large_model() {
     assert_eq!(to_large.report.stages[0].model, "large");
     let details = choice(&to_large.report);
     assert_eq!(details["chose"], "large");
+    assert_eq!(details["saved_usd"], 0.0);
     assert_eq!(details["scorer"], "perplexity");
     assert!((details["score"].as_f64().unwrap() - garbled).abs() < 1e-9);
     // The sequences the scorer borrowed are back.
@@ -147,6 +160,7 @@ async fn a_learned_router_routes_by_the_meaning_of_the_prompt() {
         RouterOptions {
             name: "routed".into(),
             threshold: 0.5,
+            large_pricing: None,
         },
         Arc::new(LearnedScorer::new(embedder, knn)),
         small,

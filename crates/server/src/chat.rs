@@ -21,7 +21,8 @@ use tandem_core::validate::validate;
 use tandem_core::{ChatEvent, ChatModel, ChatOutput, ChatStream, ModelError, Report};
 use tracing::Instrument;
 
-use crate::error::{ApiError, OVERLOADED};
+use crate::error::{ApiError, INSUFFICIENT_QUOTA, OVERLOADED};
+use crate::spending::{self, Charge};
 use crate::{metrics, sse, unix_now, AppState, Tenant};
 
 pub(crate) async fn completions(
@@ -107,10 +108,10 @@ pub(crate) fn finished(pipeline: &str, status: u16, started: Instant) {
     );
 }
 
-/// Counts a request that an overloaded model refused, besides its status.
+/// Counts a request that an overloaded model or a spent budget refused, besides its status.
 pub(crate) fn count_rejection(pipeline: &str, error: &ApiError) {
-    if error.body.error.code.as_deref() == Some(OVERLOADED) {
-        metrics::record_rejection(pipeline, OVERLOADED);
+    if let Some(code @ (OVERLOADED | INSUFFICIENT_QUOTA)) = error.body.error.code.as_deref() {
+        metrics::record_rejection(pipeline, code);
     }
 }
 
@@ -132,6 +133,7 @@ async fn handle(
         .get(&request.model)
         .ok_or_else(|| ModelError::NotFound(request.model.clone()))?
         .clone();
+    let charge = spending::admit(state.spending.as_ref(), request.tenant.as_deref()).await?;
     let reply = Reply {
         id: format!("chatcmpl-{:016x}", rand::random::<u64>()),
         created: unix_now(),
@@ -142,13 +144,16 @@ async fn handle(
     if request.stream {
         let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
         let events = model.stream(request).await?;
-        Ok(reply.stream(events, include_usage))
+        Ok(reply.stream(events, include_usage, charge))
     } else {
         let n = request.n.unwrap_or(1);
         let outputs = complete_choices(model.as_ref(), request, n).await?;
         let (usage, report) = merge_choices(&outputs, outputs.len());
         let report = reply.finish_report(report);
         metrics::record_report(&report);
+        if let Some(charge) = &charge {
+            charge.charge(&report).await;
+        }
         let choices = outputs
             .into_iter()
             .enumerate()
@@ -235,7 +240,7 @@ impl Reply {
         }])
     }
 
-    fn stream(self, events: ChatStream, include_usage: bool) -> Response {
+    fn stream(self, events: ChatStream, include_usage: bool, charge: Option<Charge>) -> Response {
         let pipeline = self.pipeline.clone();
         let started = self.started;
         sse::forward(
@@ -246,6 +251,7 @@ impl Reply {
             },
             pipeline,
             started,
+            charge,
         )
     }
 }

@@ -9,7 +9,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use tandem_core::completions::{
     validate_completion, CompletionRequest, LegacyLogprobs, TextChoice, TextCompletion,
 };
@@ -18,10 +18,11 @@ use tracing::Instrument;
 
 use crate::chat::{finished, merge_choices, pipeline_label, respond, Reply};
 use crate::error::ApiError;
-use crate::{metrics, sse, unix_now, AppState};
+use crate::{metrics, spending, sse, unix_now, AppState, Tenant};
 
 pub(crate) async fn create(
     State(state): State<AppState>,
+    tenant: Option<Extension<Tenant>>,
     body: Result<Json<CompletionRequest>, JsonRejection>,
 ) -> Response {
     let started = Instant::now();
@@ -35,7 +36,8 @@ pub(crate) async fn create(
     };
     let pipeline = pipeline_label(&state, &request.model);
     let span = tracing::info_span!("text_completion", %pipeline, user = request.user.as_deref());
-    respond(pipeline, started, handle(&state, request, started))
+    let tenant = tenant.map(|Extension(Tenant(id))| id);
+    respond(pipeline, started, handle(&state, request, tenant, started))
         .instrument(span)
         .await
 }
@@ -53,6 +55,7 @@ fn prompt_error(error: ModelError) -> ApiError {
 async fn handle(
     state: &AppState,
     request: CompletionRequest,
+    tenant: Option<String>,
     started: Instant,
 ) -> Result<Response, ApiError> {
     validate_completion(&request)?;
@@ -61,6 +64,7 @@ async fn handle(
         .get(&request.model)
         .ok_or_else(|| ModelError::NotFound(request.model.clone()))?
         .clone();
+    let charge = spending::admit(state.spending.as_ref(), tenant.as_deref()).await?;
     let reply = Reply {
         id: format!("cmpl-{:016x}", rand::random::<u64>()),
         created: unix_now(),
@@ -83,7 +87,7 @@ async fn handle(
             include_usage,
             offset: 0,
         };
-        return Ok(sse::forward(events, render, pipeline, started));
+        return Ok(sse::forward(events, render, pipeline, started, charge));
     }
     let split = request.split();
     let prompts: Vec<String> = split
@@ -100,6 +104,9 @@ async fn handle(
     let (usage, report) = merge_choices(&outputs, request.n.unwrap_or(1) as usize);
     let report = reply.finish_report(report);
     metrics::record_report(&report);
+    if let Some(charge) = &charge {
+        charge.charge(&report).await;
+    }
     let choices = outputs
         .into_iter()
         .zip(prompts)

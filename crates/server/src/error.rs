@@ -17,6 +17,9 @@ pub const OVERLOADED_RETRY_AFTER_SECS: u64 = 1;
 /// The `code` of the error body when a model's queue is full.
 pub(crate) const OVERLOADED: &str = "overloaded";
 
+/// The `type` and `code` of the error body when an API key's budget is spent, as OpenAI's.
+pub(crate) const INSUFFICIENT_QUOTA: &str = "insufficient_quota";
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -58,6 +61,24 @@ impl ApiError {
             "missing or invalid API key: send `Authorization: Bearer <key>`".into(),
         )
         .with_code("invalid_api_key")
+    }
+
+    /// The key's budget is spent: 429 with OpenAI's `insufficient_quota` body (no `Retry-After`:
+    /// waiting does not help).
+    pub fn insufficient_quota(spent_usd: f64, budget_usd: f64) -> Self {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            INSUFFICIENT_QUOTA,
+            format!(
+                "this API key has spent its budget (${spent_usd:.6} of ${budget_usd:.6}); \
+                 ask the operator to raise it"
+            ),
+        )
+        .with_code(INSUFFICIENT_QUOTA)
+    }
+
+    pub(crate) fn internal(message: String) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
     }
 
     pub fn route_not_found(path: &str) -> Self {

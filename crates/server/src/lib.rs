@@ -12,8 +12,8 @@
 //!   text, function tools, `text.format`, typed stream events
 //! - `GET /v1/models`, `GET /v1/models/{id}` — the pipelines served
 //! - `GET /health` — liveness and the pipelines served
-//! - `GET /metrics` — Prometheus: requests, rejections, tokens, latency and time to first token per
-//!   pipeline
+//! - `GET /metrics` — Prometheus: requests, rejections, tokens, cost, latency and time to first token
+//!   per pipeline; spending per key and pipeline when [`Spending`] is on
 //!
 //! ```no_run
 //! # async fn run(model: std::sync::Arc<dyn tandem_core::ChatModel>) -> std::io::Result<()> {
@@ -32,6 +32,7 @@ mod embeddings;
 mod error;
 mod metrics;
 mod responses;
+mod spending;
 mod sse;
 
 use std::collections::BTreeMap;
@@ -52,6 +53,7 @@ use tandem_embed::Embedder;
 use tower_http::trace::TraceLayer;
 
 pub use error::{ApiError, OVERLOADED_RETRY_AFTER_SECS};
+pub use spending::{Spending, ANONYMOUS};
 
 /// The pipelines and embedding models a server answers for, by the name a request's `model`
 /// field uses.
@@ -94,6 +96,8 @@ pub struct ServerOptions {
     pub api_keys: Vec<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Per-key spending and budgets; `None`: costs are only reported and counted in /metrics.
+    pub spending: Option<Arc<Spending>>,
 }
 
 impl Default for ServerOptions {
@@ -101,6 +105,7 @@ impl Default for ServerOptions {
         ServerOptions {
             api_keys: Vec::new(),
             max_body_bytes: 4 * 1024 * 1024,
+            spending: None,
         }
     }
 }
@@ -109,6 +114,7 @@ impl Default for ServerOptions {
 pub(crate) struct AppState {
     pipelines: Arc<Pipelines>,
     api_keys: Arc<ApiKeys>,
+    spending: Option<Arc<Spending>>,
     started: u64,
 }
 
@@ -140,6 +146,18 @@ fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
+/// The tenant id of an API key: its SHA-256 in hex. Requests carry it (`ChatCompletionRequest::
+/// tenant`) instead of the key, and per-key state (spending, caches) is kept under it.
+pub fn tenant_id(key: &str) -> String {
+    digest(key).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -149,9 +167,15 @@ pub(crate) fn unix_now() -> u64 {
 /// The application, ready for `axum::serve`.
 pub fn router(pipelines: Pipelines, options: ServerOptions) -> Router {
     let metrics = metrics::handle();
+    if let Some(spending) = &options.spending {
+        if let Err(e) = spending.publish() {
+            tracing::error!(error = %e, "cannot read the spending kept in the store");
+        }
+    }
     let state = AppState {
         pipelines: Arc::new(pipelines),
         api_keys: Arc::new(ApiKeys::new(&options.api_keys)),
+        spending: options.spending.clone(),
         started: unix_now(),
     };
     let api = Router::new()
@@ -192,7 +216,7 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
         Some(key) if state.api_keys.accepts(key) => {
-            let tenant = digest(key).iter().map(|b| format!("{b:02x}")).collect();
+            let tenant = tenant_id(key);
             request.extensions_mut().insert(Tenant(tenant));
             next.run(request).await
         }

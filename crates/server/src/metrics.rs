@@ -3,9 +3,12 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tandem_core::Report;
+use tandem_store::SpendTotals;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
@@ -33,6 +36,25 @@ pub(crate) fn handle() -> PrometheusHandle {
             describe_counter!(
                 "tandem_tokens_total",
                 "Tokens by pipeline, answering model and kind (prompt or completion)."
+            );
+            describe_gauge!(
+                "tandem_cost_usd",
+                "What answers cost by the configured prices since the start, in US dollars, by \
+                 pipeline and answering model (only ever grows)."
+            );
+            describe_gauge!(
+                "tandem_spend_usd",
+                "What each API key has spent on each pipeline, in US dollars, as the state store \
+                 keeps it (survives restarts); only with budgets configured."
+            );
+            describe_gauge!(
+                "tandem_saved_usd",
+                "What routers and cascades saved each API key on each pipeline against always \
+                 calling their large model, in US dollars; only with budgets configured."
+            );
+            describe_gauge!(
+                "tandem_spend_requests",
+                "Answered requests counted in tandem_spend_usd, by key and pipeline."
             );
             describe_histogram!(
                 "tandem_request_duration_seconds",
@@ -83,6 +105,23 @@ pub(crate) fn record_report(report: &Report) {
         )
         .increment(u64::from(tokens));
     }
+    gauge!(
+        "tandem_cost_usd",
+        "pipeline" => report.pipeline.clone(),
+        "model" => report.model.clone()
+    )
+    .increment(report.cost_usd);
+}
+
+/// Sets one key's spending gauges on one pipeline to the store's totals.
+pub(crate) fn record_spending(key: &str, totals: &SpendTotals) {
+    let labels = [
+        ("pipeline", totals.pipeline.clone()),
+        ("key", key.to_string()),
+    ];
+    gauge!("tandem_spend_usd", &labels).set(totals.cost_usd);
+    gauge!("tandem_saved_usd", &labels).set(totals.saved_usd);
+    gauge!("tandem_spend_requests", &labels).set(totals.requests as f64);
 }
 
 pub(crate) fn record_first_token(pipeline: &str, elapsed: Duration) {

@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use crate::chat::{finished, pipeline_label, respond, Reply};
 use crate::error::ApiError;
-use crate::{metrics, sse, unix_now, AppState, Tenant};
+use crate::{metrics, spending, sse, unix_now, AppState, Tenant};
 
 /// A `POST /v1/responses` body. Parts with many shapes stay JSON so that a refusal can name the
 /// exact place (`input[2].content[0].type`).
@@ -408,12 +408,13 @@ async fn handle(
     started: Instant,
 ) -> Result<Response, ApiError> {
     let mut chat = request.to_chat()?;
-    chat.tenant = tenant;
     let model = state
         .pipelines
         .get(&request.model)
         .ok_or_else(|| ModelError::NotFound(request.model.clone()))?
         .clone();
+    let charge = spending::admit(state.spending.as_ref(), tenant.as_deref()).await?;
+    chat.tenant = tenant;
     let shape = Shape {
         reply: Reply {
             id: format!("resp_{:016x}", rand::random::<u64>()),
@@ -434,12 +435,15 @@ async fn handle(
             open: None,
             pending_space: String::new(),
         };
-        return Ok(sse::forward(events, render, pipeline, started));
+        return Ok(sse::forward(events, render, pipeline, started, charge));
     }
     chat.stream = false;
     let output = model.complete(chat).await.map_err(responses_param)?;
     let report = shape.reply.finish_report(output.report.clone());
     metrics::record_report(&report);
+    if let Some(charge) = &charge {
+        charge.charge(&report).await;
+    }
     let items = output_items(&output);
     Ok(Json(shape.response(
         status_of(output.finish_reason),

@@ -1,8 +1,8 @@
 //! A pipeline's events as server-sent events, for every streaming endpoint: each endpoint renders
 //! the events in its own shape (chat chunks, text-completion chunks, Responses events); this
 //! module owns what they share: a task that stops the generation when the client leaves, the
-//! time-to-first-token metric, the error event that ends a failed stream, and the request's log
-//! line.
+//! time-to-first-token metric, the error event that ends a failed stream, charging the caller's
+//! key for the answer (before the last events go out), and the request's log line.
 
 use std::convert::Infallible;
 use std::time::Instant;
@@ -19,6 +19,7 @@ use tracing::{Instrument, Span};
 use crate::chat::{count_rejection, finished};
 use crate::error::ApiError;
 use crate::metrics;
+use crate::spending::Charge;
 
 /// How an endpoint writes a stream.
 pub(crate) trait Render: Send + 'static {
@@ -37,6 +38,7 @@ pub(crate) fn forward(
     mut render: impl Render,
     pipeline: String,
     started: Instant,
+    charge: Option<Charge>,
 ) -> Response {
     let (sender, receiver) = mpsc::channel::<Event>(64);
     let task = async move {
@@ -68,6 +70,11 @@ pub(crate) fn forward(
             let error = match event {
                 Some(Ok(event)) => {
                     let done = matches!(event, ChatEvent::Done(_));
+                    if let (ChatEvent::Done(finished), Some(charge)) = (&event, &charge) {
+                        let mut report = finished.report.clone();
+                        report.pipeline = pipeline.clone();
+                        charge.charge(&report).await;
+                    }
                     if let ChatEvent::Delta { text, .. } = &event {
                         if first_text && !text.is_empty() {
                             first_text = false;

@@ -43,6 +43,7 @@ async fn server(keyed: bool) -> &'static Server {
         let options = ServerOptions {
             api_keys: if keyed { vec![KEY.into()] } else { vec![] },
             max_body_bytes: 64 * 1024,
+            ..ServerOptions::default()
         };
         let addr = common::serve_for_the_process(pipelines, options).await;
         Server { addr, engine }

@@ -46,6 +46,7 @@ async fn server() -> &'static Server {
             let options = ServerOptions {
                 api_keys: vec![KEY.into()],
                 max_body_bytes: 1024 * 1024,
+                ..ServerOptions::default()
             };
             let addr = common::serve_for_the_process(pipelines, options).await;
             Server { addr, embedder }

@@ -1,10 +1,11 @@
 //! Tandem's shared state behind one storage trait.
 //!
 //! State that several replicas of a Tandem server would share lives behind [`Store`]: the egress
-//! audit (one record per call that left the machine through a privacy stage) and learned routers
-//! with their calibrated thresholds; spending budgets and the semantic cache are meant to join it
-//! as further groups of methods on the same trait, so one backend (SQLite here, a networked database later) holds all of
-//! it and a deployment configures one place.
+//! audit (one record per call that left the machine through a privacy stage), learned routers
+//! with their calibrated thresholds, what each API key spent on each pipeline (for budgets), and
+//! the semantic cache's answers;
+//! each is a group of methods on the same trait, so one backend (SQLite here, a networked database
+//! later) holds all of it and a deployment configures one place.
 //!
 //! [`SqliteStore`] keeps everything in one SQLite file; its schema is versioned with SQLite's
 //! `user_version`, so parts added later migrate files written by earlier versions.
@@ -25,15 +26,19 @@
 //! assert_eq!(store.egress(&EgressQuery::default()).unwrap().len(), 1);
 //! ```
 
+mod cache;
 mod egress;
 mod routers;
+mod spend;
 mod sqlite;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+pub use cache::CacheEntry;
 pub use egress::{EgressQuery, EgressRecord};
 pub use routers::StoredRouter;
+pub use spend::{Spend, SpendTotals};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +74,39 @@ pub trait Store: Send + Sync {
     fn router(&self, name: &str) -> Result<Option<StoredRouter>, StoreError>;
     /// The names of the stored routers.
     fn routers(&self) -> Result<Vec<String>, StoreError>;
+    /// Adds one response's `spend` to the totals of `tenant` (an API key's id) on `pipeline`, in one
+    /// statement (replicas adding at once lose nothing); returns the new totals.
+    fn add_spend(
+        &self,
+        tenant: &str,
+        pipeline: &str,
+        spend: &Spend,
+        at_ms: i64,
+    ) -> Result<SpendTotals, StoreError>;
+    /// What `tenant` has spent on every pipeline together, in US dollars.
+    fn spent_usd(&self, tenant: &str) -> Result<f64, StoreError>;
+    /// Every key's totals on every pipeline.
+    fn spending(&self) -> Result<Vec<SpendTotals>, StoreError>;
+    /// Adds `entry` to the semantic cache (replacing one with the same pipeline, tenant and key),
+    /// then drops the pipeline's oldest entries beyond `max_entries`.
+    fn cache_put(&self, entry: &CacheEntry, max_entries: usize) -> Result<(), StoreError>;
+    /// The entry of `pipeline` and `tenant` with exactly `key`, stored at or after `since_ms`.
+    fn cache_exact(
+        &self,
+        pipeline: &str,
+        tenant: &str,
+        key: &str,
+        since_ms: i64,
+    ) -> Result<Option<CacheEntry>, StoreError>;
+    /// The entries of `pipeline` and `tenant` with `context`, stored at or after `since_ms`: the
+    /// candidates of a similarity hit.
+    fn cache_candidates(
+        &self,
+        pipeline: &str,
+        tenant: &str,
+        context: &str,
+        since_ms: i64,
+    ) -> Result<Vec<CacheEntry>, StoreError>;
 }
 
 /// Where the state store lives unless the configuration says otherwise:

@@ -5,7 +5,9 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection};
 
-use crate::{EgressQuery, EgressRecord, Store, StoreError, StoredRouter};
+use crate::{
+    CacheEntry, EgressQuery, EgressRecord, Spend, SpendTotals, Store, StoreError, StoredRouter,
+};
 
 /// Schema migrations, in order; the file's `user_version` counts those applied. A part of the store
 /// added later appends its migration here.
@@ -31,6 +33,35 @@ CREATE TABLE routers (
     threshold   REAL,
     updated_ms  INTEGER NOT NULL
 );
+",
+    "
+CREATE TABLE spend (
+    tenant             TEXT NOT NULL,
+    pipeline           TEXT NOT NULL,
+    requests           INTEGER NOT NULL,
+    prompt_tokens      INTEGER NOT NULL,
+    completion_tokens  INTEGER NOT NULL,
+    cost_usd           REAL NOT NULL,
+    saved_usd          REAL NOT NULL,
+    updated_ms         INTEGER NOT NULL,
+    PRIMARY KEY (tenant, pipeline)
+);
+",
+    "
+CREATE TABLE cache (
+    id          INTEGER PRIMARY KEY,
+    pipeline    TEXT NOT NULL,
+    tenant      TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    context     TEXT NOT NULL,
+    literals    TEXT NOT NULL,
+    embedding   BLOB NOT NULL,
+    answer      TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    UNIQUE (pipeline, tenant, key)
+);
+CREATE INDEX cache_by_context ON cache(pipeline, tenant, context, created_ms);
+CREATE INDEX cache_by_age ON cache(pipeline, created_ms);
 ",
 ];
 
@@ -197,6 +228,163 @@ impl Store for SqliteStore {
             names.collect()
         })
     }
+
+    fn add_spend(
+        &self,
+        tenant: &str,
+        pipeline: &str,
+        spend: &Spend,
+        at_ms: i64,
+    ) -> Result<SpendTotals, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "INSERT INTO spend (tenant, pipeline, requests, prompt_tokens, completion_tokens,
+                     cost_usd, saved_usd, updated_ms)
+                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(tenant, pipeline) DO UPDATE SET requests = requests + 1,
+                     prompt_tokens = prompt_tokens + ?3,
+                     completion_tokens = completion_tokens + ?4,
+                     cost_usd = cost_usd + ?5, saved_usd = saved_usd + ?6, updated_ms = ?7
+                 RETURNING tenant, pipeline, requests, prompt_tokens, completion_tokens, cost_usd,
+                     saved_usd, updated_ms",
+                params![
+                    tenant,
+                    pipeline,
+                    spend.prompt_tokens as i64,
+                    spend.completion_tokens as i64,
+                    spend.cost_usd,
+                    spend.saved_usd,
+                    at_ms
+                ],
+                spend_totals,
+            )
+        })
+    }
+
+    fn spent_usd(&self, tenant: &str) -> Result<f64, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COALESCE(SUM(cost_usd), 0.0) FROM spend WHERE tenant = ?1",
+                params![tenant],
+                |row| row.get(0),
+            )
+        })
+    }
+
+    fn cache_put(&self, entry: &CacheEntry, max_entries: usize) -> Result<(), StoreError> {
+        let blob: Vec<u8> = entry
+            .embedding
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO cache (pipeline, tenant, key, context, literals, embedding, answer,
+                     created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(pipeline, tenant, key) DO UPDATE SET context = ?4, literals = ?5,
+                     embedding = ?6, answer = ?7, created_ms = ?8",
+                params![
+                    entry.pipeline,
+                    entry.tenant,
+                    entry.key,
+                    entry.context,
+                    entry.literals,
+                    blob,
+                    entry.answer,
+                    entry.created_ms
+                ],
+            )?;
+            // The oldest entries of the pipeline go first once it holds more than it may.
+            c.execute(
+                "DELETE FROM cache WHERE pipeline = ?1 AND id NOT IN
+                     (SELECT id FROM cache WHERE pipeline = ?1
+                      ORDER BY created_ms DESC, id DESC LIMIT ?2)",
+                params![entry.pipeline, max_entries as i64],
+            )
+            .map(drop)
+        })
+    }
+
+    fn cache_exact(
+        &self,
+        pipeline: &str,
+        tenant: &str,
+        key: &str,
+        since_ms: i64,
+    ) -> Result<Option<CacheEntry>, StoreError> {
+        self.with(|c| {
+            let mut statement = c.prepare(&format!(
+                "SELECT {CACHE_COLUMNS} FROM cache
+                 WHERE pipeline = ?1 AND tenant = ?2 AND key = ?3 AND created_ms >= ?4"
+            ))?;
+            let mut rows =
+                statement.query_map(params![pipeline, tenant, key, since_ms], cache_entry)?;
+            rows.next().transpose()
+        })
+    }
+
+    fn cache_candidates(
+        &self,
+        pipeline: &str,
+        tenant: &str,
+        context: &str,
+        since_ms: i64,
+    ) -> Result<Vec<CacheEntry>, StoreError> {
+        self.with(|c| {
+            let mut statement = c.prepare(&format!(
+                "SELECT {CACHE_COLUMNS} FROM cache
+                 WHERE pipeline = ?1 AND tenant = ?2 AND context = ?3 AND created_ms >= ?4"
+            ))?;
+            let rows =
+                statement.query_map(params![pipeline, tenant, context, since_ms], cache_entry)?;
+            rows.collect()
+        })
+    }
+
+    fn spending(&self) -> Result<Vec<SpendTotals>, StoreError> {
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT tenant, pipeline, requests, prompt_tokens, completion_tokens, cost_usd,
+                     saved_usd, updated_ms FROM spend ORDER BY tenant, pipeline",
+            )?;
+            let rows = statement.query_map([], spend_totals)?;
+            rows.collect()
+        })
+    }
+}
+
+const CACHE_COLUMNS: &str =
+    "pipeline, tenant, key, context, literals, embedding, answer, created_ms";
+
+fn cache_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<CacheEntry> {
+    let blob: Vec<u8> = row.get(5)?;
+    Ok(CacheEntry {
+        pipeline: row.get(0)?,
+        tenant: row.get(1)?,
+        key: row.get(2)?,
+        context: row.get(3)?,
+        literals: row.get(4)?,
+        embedding: blob
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        answer: row.get(6)?,
+        created_ms: row.get(7)?,
+    })
+}
+
+fn spend_totals(row: &rusqlite::Row<'_>) -> rusqlite::Result<SpendTotals> {
+    Ok(SpendTotals {
+        tenant: row.get(0)?,
+        pipeline: row.get(1)?,
+        requests: row.get::<_, i64>(2)? as u64,
+        prompt_tokens: row.get::<_, i64>(3)? as u64,
+        completion_tokens: row.get::<_, i64>(4)? as u64,
+        cost_usd: row.get(5)?,
+        saved_usd: row.get(6)?,
+        updated_ms: row.get(7)?,
+    })
 }
 
 #[cfg(test)]
@@ -272,6 +460,91 @@ mod tests {
         assert_eq!(store.router("code").unwrap(), Some(router));
         assert_eq!(store.router("other").unwrap(), None);
         assert_eq!(store.routers().unwrap(), ["code"]);
+    }
+
+    #[test]
+    fn spending_adds_up_per_key_and_pipeline_across_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let spend = |cost_usd| Spend {
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            cost_usd,
+            saved_usd: 0.5,
+        };
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store.add_spend("alice", "chat", &spend(1.0), 1).unwrap();
+            store.add_spend("alice", "code", &spend(2.0), 2).unwrap();
+            store.add_spend("bob", "chat", &spend(4.0), 3).unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let totals = store.add_spend("alice", "chat", &spend(0.25), 4).unwrap();
+        assert_eq!(
+            (
+                totals.requests,
+                totals.prompt_tokens,
+                totals.completion_tokens
+            ),
+            (2, 20, 10)
+        );
+        assert_eq!(
+            (totals.cost_usd, totals.saved_usd, totals.updated_ms),
+            (1.25, 1.0, 4)
+        );
+        assert_eq!(store.spent_usd("alice").unwrap(), 3.25);
+        assert_eq!(store.spent_usd("bob").unwrap(), 4.0);
+        assert_eq!(store.spent_usd("carol").unwrap(), 0.0);
+        let rows: Vec<_> = store
+            .spending()
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.tenant, t.pipeline))
+            .collect();
+        assert_eq!(
+            rows,
+            [("alice", "chat"), ("alice", "code"), ("bob", "chat")]
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        );
+    }
+
+    #[test]
+    fn cache_entries_are_found_per_pipeline_and_key_within_their_age_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.sqlite")).unwrap();
+        let entry = |tenant: &str, key: &str, created_ms| CacheEntry {
+            pipeline: "cached".into(),
+            tenant: tenant.into(),
+            key: key.into(),
+            context: "ctx".into(),
+            literals: "3".into(),
+            embedding: vec![0.5, -0.25, 1e-7],
+            answer: format!("answer {key}"),
+            created_ms,
+        };
+        store.cache_put(&entry("alice", "k1", 10), 3).unwrap();
+        store.cache_put(&entry("bob", "k2", 20), 3).unwrap();
+        let found = store.cache_exact("cached", "alice", "k1", 0).unwrap();
+        assert_eq!(found, Some(entry("alice", "k1", 10)));
+        assert_eq!(store.cache_exact("cached", "bob", "k1", 0).unwrap(), None);
+        assert_eq!(store.cache_exact("other", "alice", "k1", 0).unwrap(), None);
+        assert_eq!(
+            store.cache_exact("cached", "alice", "k1", 11).unwrap(),
+            None
+        );
+        let candidates = store.cache_candidates("cached", "alice", "ctx", 0).unwrap();
+        assert_eq!(candidates, [entry("alice", "k1", 10)]);
+        assert!(store
+            .cache_candidates("cached", "alice", "other", 0)
+            .unwrap()
+            .is_empty());
+        // Storing the same key again replaces it; past max_entries the oldest go.
+        store.cache_put(&entry("alice", "k1", 30), 3).unwrap();
+        store.cache_put(&entry("alice", "k3", 40), 3).unwrap();
+        store.cache_put(&entry("alice", "k4", 50), 3).unwrap();
+        assert_eq!(store.cache_exact("cached", "bob", "k2", 0).unwrap(), None);
+        let left = store.cache_candidates("cached", "alice", "ctx", 0).unwrap();
+        assert_eq!(left.len(), 3);
     }
 
     #[test]

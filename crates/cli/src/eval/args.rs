@@ -96,6 +96,7 @@ impl EvalCommand {
             | EvalCommand::Export { .. }
             | EvalCommand::Privacy(_)
             | EvalCommand::ToolCalls(_)
+            | EvalCommand::Cache(_)
             | EvalCommand::Trust(_) => {}
         }
     }
@@ -207,4 +208,7 @@ pub enum EvalCommand {
     /// Precision and recall per kind of the privacy detector on a labelled set generated with a
     /// fixed seed, optionally beside Microsoft Presidio's analyzer.
     Privacy(crate::eval_privacy::PrivacyArgs),
+    /// Wrong hits and hits of the semantic cache per threshold on labelled question pairs, and a
+    /// threshold chosen to bound the wrong-hit rate.
+    Cache(crate::eval_cache::CacheArgs),
 }

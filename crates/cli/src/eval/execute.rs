@@ -39,6 +39,7 @@ pub async fn execute(
 ) -> anyhow::Result<()> {
     match command {
         EvalCommand::Privacy(args) => crate::eval_privacy::run(args, cache_dir).await,
+        EvalCommand::Cache(args) => crate::eval_cache::run(args, cache_dir).await,
         EvalCommand::Run {
             dataset,
             models: names,

@@ -13,11 +13,20 @@ pub struct Server {
 
 impl Server {
     /// Starts `tandem --config CONFIG serve` on a free loopback port and waits until it listens.
+    // Each test file is its own crate and uses one of the two starts.
+    #[allow(dead_code)]
     pub fn start(config: &Path) -> Server {
+        Server::start_with_env(config, &[])
+    }
+
+    /// As [`Server::start`], with extra environment variables (API keys).
+    #[allow(dead_code)]
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
             .arg("--config")
             .arg(config)
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stderr(Stdio::piped())
