@@ -7,6 +7,8 @@ import json
 
 import openai
 from openai import OpenAI
+from openai.types import Completion
+from openai.types.responses import Response
 
 client = OpenAI()
 PROMPT = "The capital of France is"
@@ -36,6 +38,10 @@ assert "".join(logprobs.tokens) == plain.choices[0].text, logprobs
 assert len(logprobs.token_logprobs) == 12 and all(lp <= 0 for lp in logprobs.token_logprobs)
 assert all(1 <= len(top) <= 2 for top in logprobs.top_logprobs), logprobs
 assert logprobs.text_offset[0] == 0 and logprobs.text_offset == sorted(logprobs.text_offset)
+
+# The raw bodies validate strictly against the SDK's own models, not only its lenient parsing.
+raw = client.completions.with_raw_response.create(model="smollm2", prompt=PROMPT, max_tokens=3)
+Completion.model_validate(raw.http_response.json())
 
 several = client.completions.create(
     model="smollm2", prompt=["One, two,", "Red, green,"], n=2, max_tokens=4, seed=3
@@ -81,6 +87,9 @@ response = client.responses.create(
 assert response.object == "response" and response.status == "completed", response
 assert "Paris" in response.output_text, response
 assert response.usage.output_tokens > 0 and response.usage.input_tokens > 0, response
+
+raw = client.responses.with_raw_response.create(model="qwen", input="Hi", max_output_tokens=3)
+Response.model_validate(raw.http_response.json())
 
 events = list(
     client.responses.create(

@@ -136,6 +136,10 @@ pub async fn run(settings: Settings<'_>) -> Result<String> {
             };
             for (side, request) in [free, constrained].into_iter().enumerate() {
                 let (tokens, seconds) = timed(&engine, request).await?;
+                let side_name = ["free", "json_schema"][side];
+                eprintln!(
+                    "{prompt} ({side_name}): {tokens} tokens after the first in {seconds:.1} s"
+                );
                 if tokens > 0 && seconds > 0.0 {
                     let rate = tokens as f64 / seconds;
                     if side == 0 {
