@@ -23,7 +23,7 @@ if [ -z "$BIN" ]; then
     cargo build --release -q --workspace
     BIN=target/release/tandem
 fi
-MODELS="qwen-coder-1.5b qwen-coder-0.5b handoff-p0.6 contrastive-a0.5 handoff-p0.4 handoff-p0.8 contrastive-a1.0"
+MODELS="qwen-coder-1.5b qwen-coder-0.5b handoff-p0.6 contrastive-a0.5 handoff-p0.95 handoff-p0.8 contrastive-a1.0"
 limit=()
 [ -n "$LIMIT" ] && limit=(--limit "$LIMIT")
 for spec in $DATASETS; do

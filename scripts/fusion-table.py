@@ -3,8 +3,9 @@
 
 Usage: fusion-table.py --db STORE --out DIR MODEL...
 
-For each dataset (and prompt), only the items every named model has an outcome for are counted,
-so rows compare like with like. Per model: pass rate with its 95% Wilson interval, the share of
+For each dataset (and prompt), a first table counts only the items every named model that has
+outcomes answered, so its rows compare like with like (the plot shows it); a second counts each
+row over every item it answered. Per model: pass rate with its 95% Wilson interval, the share of
 answer tokens the large model chose (from each response's `tandem` report; 1 for the large model
 alone, 0 for the small one), hand-offs per item, tokens per second per request (completion
 tokens over generation time, at the run's concurrency) and mean answer length. Writes
@@ -54,6 +55,36 @@ def share_of(model, report, tokens):
     return float(entry.get("tokens_from_large", 0)), float(entry.get("handoffs", 0))
 
 
+def table(lines, outcomes, items):
+    """Appends one Markdown row per model over `items[model]`; returns the plot's points."""
+    lines.append(
+        "| model or pipeline | pass@1 | 95% interval | large-token share | hand-offs / item "
+        "| tok/s per request | mean tokens |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|---:|")
+    points = []
+    for model, rows in outcomes.items():
+        picked = [rows[i] for i in sorted(items[model])]
+        n = len(picked)
+        passed = sum(r[0] for r in picked)
+        tokens = sum(r[1] for r in picked)
+        gen_s = sum(r[2] for r in picked) / 1000
+        large = handoffs = 0.0
+        for r in picked:
+            lt, h = share_of(model, r[3], r[1])
+            large += lt
+            handoffs += h
+        share = large / tokens if tokens else 0.0
+        low, high = wilson(passed, n)
+        rate = tokens / gen_s if gen_s else 0.0
+        lines.append(
+            f"| {model} | {passed / max(n, 1):.1%} ({passed}/{n}) | {low:.1%} - {high:.1%} "
+            f"| {share:.1%} | {handoffs / max(n, 1):.1f} | {rate:.1f} | {tokens / max(n, 1):.0f} |"
+        )
+        points.append((model, share, passed / max(n, 1), low, high))
+    return points
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", required=True)
@@ -78,36 +109,18 @@ def main():
                     (settings_hash,),
                 )
             }
+        outcomes = {m: o for m, o in outcomes.items() if o}
         if not outcomes:
             continue
-        common = set.intersection(*(set(o) for o in outcomes.values()))
-        common = {i for i in common if all(outcomes[m][i][4] is None for m in outcomes)}
-        lines.append(f"\n### {dataset} ({prompt}): {len(common)} items every row answered\n")
-        lines.append(
-            "| model or pipeline | pass@1 | 95% interval | large-token share | hand-offs / item "
-            "| tok/s per request | mean tokens |"
-        )
-        lines.append("|---|---:|---:|---:|---:|---:|---:|")
-        points = []
-        for model, rows in outcomes.items():
-            picked = [rows[i] for i in sorted(common)]
-            n = len(picked)
-            passed = sum(r[0] for r in picked)
-            tokens = sum(r[1] for r in picked)
-            gen_s = sum(r[2] for r in picked) / 1000
-            large = handoffs = 0.0
-            for r in picked:
-                lt, h = share_of(model, r[3], r[1])
-                large += lt
-                handoffs += h
-            share = large / tokens if tokens else 0.0
-            low, high = wilson(passed, n)
-            rate = tokens / gen_s if gen_s else 0.0
-            lines.append(
-                f"| {model} | {passed / max(n, 1):.1%} ({passed}/{n}) | {low:.1%} - {high:.1%} "
-                f"| {share:.1%} | {handoffs / max(n, 1):.1f} | {rate:.1f} | {tokens / max(n, 1):.0f} |"
-            )
-            points.append((model, share, passed / max(n, 1), low, high))
+        ok = {m: {i for i, r in o.items() if r[4] is None} for m, o in outcomes.items()}
+        common = set.intersection(*ok.values())
+        lines.append(f"\n### {dataset} ({prompt}): the {len(common)} items every row answered\n")
+        points = table(lines, outcomes, {m: common for m in outcomes})
+        lines.append(f"\n### {dataset} ({prompt}): each row over every item it answered\n")
+        table(lines, outcomes, ok)
+        missing = [m for m in args.models if m not in outcomes]
+        if missing:
+            lines.append(f"\nNot run yet: {', '.join(missing)}.")
         plot(points, f"{dataset} ({prompt}), {len(common)} items",
              os.path.join(args.out, f"fusion-quality-vs-large-share-{dataset}.svg"))
     text = "\n".join(lines).lstrip() + "\n"
