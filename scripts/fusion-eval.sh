@@ -11,7 +11,7 @@
 # (dataset:prompt). TANDEM_EVAL_DB: the outcome store (default: ~/.cache/tandem/eval/
 # outcomes.sqlite, whose qwen-coder-0.5b/1.5b outcomes scripts/baselines.sh also fills).
 # TANDEM_BIN: a built tandem binary (default: build the release one). OUT: where the table
-# (fusion.md) and the plot (fusion-quality-vs-large-share.svg) go.
+# (fusion.md) and the plots (fusion-quality-vs-large-share-DATASET.svg) go.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIMIT=${LIMIT:-}

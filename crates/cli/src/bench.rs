@@ -100,7 +100,7 @@ pub enum BenchCommand {
         #[arg(long, value_delimiter = ',', default_value = "0.5,1.0")]
         alphas: Vec<f32>,
         /// Hand-off thresholds on the small model's top probability.
-        #[arg(long, value_delimiter = ',', default_value = "0.4,0.6,0.8")]
+        #[arg(long, value_delimiter = ',', default_value = "0.6,0.8,0.95")]
         thresholds: Vec<f64>,
         #[arg(long)]
         output: Option<PathBuf>,
