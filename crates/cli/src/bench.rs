@@ -10,7 +10,10 @@
 //! - `concurrent`: aggregate generation throughput of the batching engine with 1, 2, 4... clients.
 //! - `speculative`: speculative decoding against plain decoding of the target ([`speculative`]).
 //! - `grammar`: decode rate of `json_schema`-constrained answers against free ones ([`grammar`]).
+//! - `fusion`: contrastive decoding, proxy-tuning and the uncertainty hand-off against each model
+//!   alone ([`fusion`]).
 
+mod fusion;
 mod grammar;
 mod speculative;
 
@@ -91,6 +94,29 @@ pub enum BenchCommand {
         /// Rounds over the prompts; each round answers every prompt free, then constrained.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Contrastive decoding, proxy-tuning and the uncertainty hand-off against each model alone,
+    /// on the prompt set of `bench speculative`: what each costs per token.
+    Fusion {
+        /// The large model: a local model of the configuration, or a catalog name.
+        #[arg(long, default_value = "qwen2.5-coder-1.5b")]
+        large: String,
+        /// The small model, with the large one's vocabulary.
+        #[arg(long, default_value = "qwen2.5-coder-0.5b")]
+        small: String,
+        /// Threads of each engine.
+        #[arg(long, short)]
+        threads: Option<i32>,
+        #[arg(long, default_value_t = 96)]
+        max_tokens: u32,
+        /// Contrastive decoding's alphas (beta 0.1).
+        #[arg(long, value_delimiter = ',', default_value = "0.5,1.0")]
+        alphas: Vec<f32>,
+        /// Hand-off thresholds on the small model's top probability.
+        #[arg(long, value_delimiter = ',', default_value = "0.6,0.8,0.95")]
+        thresholds: Vec<f64>,
         #[arg(long)]
         output: Option<PathBuf>,
     },
@@ -210,6 +236,31 @@ pub async fn run(command: BenchCommand, config: Config, fetcher: &Fetcher) -> Re
                 rounds,
             };
             (grammar::run(settings).await?, output)
+        }
+        BenchCommand::Fusion {
+            large,
+            small,
+            threads,
+            max_tokens,
+            alphas,
+            thresholds,
+            output,
+        } => {
+            let path = |model: String| Target {
+                model,
+                file: None,
+                threads,
+            };
+            let large = path(large);
+            let settings = fusion::Settings {
+                large: large.path(&config, fetcher).await?,
+                small: path(small).path(&config, fetcher).await?,
+                threads: large.threads(),
+                max_tokens,
+                alphas,
+                thresholds,
+            };
+            (fusion::run(settings).await?, output)
         }
         BenchCommand::Concurrent {
             target,

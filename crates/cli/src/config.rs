@@ -311,6 +311,13 @@ pub enum PipelineConfig {
     /// A semantic cache in front of `model`: answers of earlier requests of the same API key, found
     /// by the exact request or by a similar question with the same numbers and names.
     Cache(CacheConfig),
+    /// Contrastive decoding: large log-probabilities minus `alpha` times the small model's, over
+    /// the tokens the large model finds plausible.
+    Contrastive(ContrastiveConfig),
+    /// Proxy-tuning: large logits plus the difference between a tuned and an untuned small model.
+    ProxyTune(ProxyTuneConfig),
+    /// The small model generates; where it is unsure, the large one chooses the next tokens.
+    Handoff(HandoffConfig),
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -520,6 +527,63 @@ pub struct SpeculativeConfig {
     pub suffix_tokens: usize,
 }
 
+/// `strategy = "contrastive"`: both local models read every token (same vocabulary); the next token
+/// is drawn, under the request's sampling, from `ln p_large - alpha ln p_small` over the tokens with
+/// `p_large >= beta * max p_large`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContrastiveConfig {
+    pub large: String,
+    pub small: String,
+    #[serde(default = "default_alpha")]
+    pub alpha: f32,
+    #[serde(default = "default_beta")]
+    pub beta: f32,
+}
+
+fn default_alpha() -> f32 {
+    0.5
+}
+
+fn default_beta() -> f32 {
+    0.1
+}
+
+/// `strategy = "proxy_tune"`: `logits_large + (logits_tuned - logits_untuned)`, three local models
+/// of one vocabulary.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyTuneConfig {
+    pub large: String,
+    pub tuned: String,
+    pub untuned: String,
+}
+
+/// `strategy = "handoff"`: `small` generates; where its uncertainty says it is unsure, `large`
+/// reads what it missed in one evaluation and chooses the next `takeover` tokens.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffConfig {
+    pub large: String,
+    pub small: String,
+    /// `top_probability` (unsure at or under the threshold: 0 never hands off, 1 always) or
+    /// `entropy` (in nats, unsure at or above it).
+    #[serde(default = "default_uncertainty")]
+    pub uncertainty: tandem_llama::fusion::Uncertainty,
+    pub threshold: f64,
+    /// Tokens the large model chooses per hand-off.
+    #[serde(default = "default_takeover")]
+    pub takeover: usize,
+}
+
+fn default_uncertainty() -> tandem_llama::fusion::Uncertainty {
+    tandem_llama::fusion::Uncertainty::TopProbability
+}
+
+fn default_takeover() -> usize {
+    1
+}
+
 /// The `draft` values that are not model names.
 pub const DRAFTLESS: [&str; 2] = ["prompt_lookup", "suffix"];
 
@@ -566,6 +630,11 @@ impl PipelineConfig {
             name,
             need: Need::Chat,
         };
+        let local = |key, name| Use {
+            key,
+            name,
+            need: Need::Local,
+        };
         match self {
             PipelineConfig::Direct(direct) => vec![chat("model", &direct.model)],
             PipelineConfig::Cascade(cascade) => {
@@ -609,6 +678,15 @@ impl PipelineConfig {
                     need: Need::Embedding,
                 },
             ],
+            PipelineConfig::Contrastive(ContrastiveConfig { large, small, .. })
+            | PipelineConfig::Handoff(HandoffConfig { large, small, .. }) => {
+                vec![local("large", large), local("small", small)]
+            }
+            PipelineConfig::ProxyTune(proxy) => vec![
+                local("large", &proxy.large),
+                local("tuned", &proxy.tuned),
+                local("untuned", &proxy.untuned),
+            ],
             PipelineConfig::Speculative(spec) => {
                 let mut uses = vec![Use {
                     key: "target",
@@ -634,7 +712,33 @@ impl PipelineConfig {
             PipelineConfig::Direct(_)
             | PipelineConfig::Redact(_)
             | PipelineConfig::KeepLocal(_)
-            | PipelineConfig::Rewrite(_) => {}
+            | PipelineConfig::Rewrite(_)
+            | PipelineConfig::ProxyTune(_) => {}
+            PipelineConfig::Contrastive(c) => {
+                if !(c.alpha.is_finite() && c.alpha >= 0.0) {
+                    bail!(
+                        "pipelines.{name}.alpha must be a number of at least 0, got {}",
+                        c.alpha
+                    );
+                }
+                if !(0.0..=1.0).contains(&c.beta) {
+                    bail!(
+                        "pipelines.{name}.beta must be between 0 and 1, got {}",
+                        c.beta
+                    );
+                }
+            }
+            PipelineConfig::Handoff(h) => {
+                if !(h.threshold.is_finite() && h.threshold >= 0.0) {
+                    bail!(
+                        "pipelines.{name}.threshold must be a number of at least 0, got {}",
+                        h.threshold
+                    );
+                }
+                if h.takeover == 0 {
+                    bail!("pipelines.{name}.takeover must be at least 1");
+                }
+            }
             PipelineConfig::Speculative(spec) => {
                 if spec.k == 0 || spec.min_match == 0 || spec.suffix_tokens == 0 {
                     bail!("pipelines.{name}: k, min_match and suffix_tokens must be at least 1");
@@ -787,6 +891,9 @@ impl Config {
             | PipelineConfig::Router(_)
             | PipelineConfig::Speculative(_)
             | PipelineConfig::Cache(_)
+            | PipelineConfig::Contrastive(_)
+            | PipelineConfig::ProxyTune(_)
+            | PipelineConfig::Handoff(_)
             | PipelineConfig::Guard(_) => return Ok(()),
             PipelineConfig::Redact(redact) => (&redact.detect, redact.max_text_bytes),
             PipelineConfig::KeepLocal(keep) => {
@@ -927,6 +1034,9 @@ impl Config {
             | PipelineConfig::Rewrite(_)
             | PipelineConfig::Router(_)
             | PipelineConfig::Speculative(_)
+            | PipelineConfig::Contrastive(_)
+            | PipelineConfig::ProxyTune(_)
+            | PipelineConfig::Handoff(_)
             | PipelineConfig::Guard(_) => None,
         }
     }
@@ -1325,6 +1435,61 @@ mod tests {
             let config = Config::parse(&speculative("small", draft, "")).unwrap();
             assert_eq!(config.models_under("fast").unwrap(), ["small"]);
         }
+    }
+
+    fn fusion(strategy: &str, more: &str) -> String {
+        format!(
+            "{TWO_MODELS}[models.tiny]\nkind = \"local\"\nsource = \"y\"\n\
+             [pipelines.f]\nstrategy = \"{strategy}\"\nlarge = \"small\"\n{more}"
+        )
+    }
+
+    #[test]
+    fn fusion_pipelines_name_local_models_and_check_their_settings() {
+        let config =
+            Config::parse(&fusion("contrastive", "small = \"tiny\"\nalpha = 0.3\n")).unwrap();
+        let PipelineConfig::Contrastive(c) = &config.pipelines["f"] else {
+            panic!("not contrastive");
+        };
+        assert_eq!((c.alpha, c.beta), (0.3, 0.1));
+        assert_eq!(config.models_under("f").unwrap(), ["small", "tiny"]);
+        let config =
+            Config::parse(&fusion("handoff", "small = \"tiny\"\nthreshold = 0.5\n")).unwrap();
+        let PipelineConfig::Handoff(h) = &config.pipelines["f"] else {
+            panic!("not handoff");
+        };
+        assert_eq!(
+            h.uncertainty,
+            tandem_llama::fusion::Uncertainty::TopProbability
+        );
+        assert_eq!(h.takeover, 1);
+        let proxy = fusion("proxy_tune", "tuned = \"tiny\"\nuntuned = \"small\"\n");
+        assert_eq!(
+            Config::parse(&proxy).unwrap().models_under("f").unwrap(),
+            ["small", "tiny"]
+        );
+
+        assert!(
+            error_of(&fusion("contrastive", "small = \"tiny\"\nbeta = 2.0\n"))
+                .contains("pipelines.f.beta")
+        );
+        assert!(
+            error_of(&fusion("contrastive", "small = \"tiny\"\nalpha = -1.0\n"))
+                .contains("pipelines.f.alpha")
+        );
+        assert!(error_of(&fusion(
+            "handoff",
+            "small = \"tiny\"\nthreshold = 0.5\ntakeover = 0\n"
+        ))
+        .contains("pipelines.f.takeover"));
+        assert!(error_of(&fusion("handoff", "small = \"tiny\"\n")).contains("threshold"));
+        assert!(error_of(&fusion(
+            "handoff",
+            "small = \"tiny\"\nthreshold = 0.5\nuncertainty = \"vibes\"\n"
+        ))
+        .contains("vibes"));
+        assert!(error_of(&fusion("contrastive", "small = \"big\"\n"))
+            .contains("pipelines.f.small names `big`, a remote model"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use tandem_store::{SqliteStore, Store};
 use tandem_trust::{GuardOptions, InputScorer, Judge, Policy, TrustModel};
 
 use crate::config::{Config, PipelineConfig, RouterConfig, SpeculativeConfig, PERPLEXITY_ROUTER};
+use tandem_llama::fusion::{Fusion, Mode};
 use tandem_llama::speculative::{DraftSource, Speculative, SpeculativeOptions, SuffixCache};
 
 /// The live models and pipelines, by name.
@@ -196,6 +197,30 @@ fn build(
             registry.embedder(&cache.embedder)?,
             store.get()?,
         )),
+        PipelineConfig::Contrastive(c) => {
+            let mode = Mode::Contrastive {
+                small: registry.engine(&c.small)?,
+                alpha: c.alpha,
+                beta: c.beta,
+            };
+            Arc::new(Fusion::new(name, registry.engine(&c.large)?, mode)?)
+        }
+        PipelineConfig::ProxyTune(p) => {
+            let mode = Mode::ProxyTune {
+                tuned: registry.engine(&p.tuned)?,
+                untuned: registry.engine(&p.untuned)?,
+            };
+            Arc::new(Fusion::new(name, registry.engine(&p.large)?, mode)?)
+        }
+        PipelineConfig::Handoff(h) => {
+            let mode = Mode::Handoff {
+                small: registry.engine(&h.small)?,
+                uncertainty: h.uncertainty,
+                threshold: h.threshold,
+                takeover: h.takeover,
+            };
+            Arc::new(Fusion::new(name, registry.engine(&h.large)?, mode)?)
+        }
     })
 }
 

@@ -10,6 +10,9 @@
 //!   the best for the CPU at start-up).
 //! - [`speculative::Speculative`]: speculative decoding (a draft model, prompt lookup, a suffix
 //!   cache) as a [`tandem_core::ChatModel`] over sequence handles.
+//! - [`fusion::Fusion`]: a large and a small model deciding tokens together (contrastive
+//!   decoding, proxy-tuning, uncertainty hand-off) as a [`tandem_core::ChatModel`] over sequence
+//!   handles; the shared pieces of both strategies sit in one private module (`collab`).
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -21,8 +24,10 @@
 //! ```
 
 mod chat;
+mod collab;
 mod cpu;
 mod engine;
+pub mod fusion;
 mod grammar;
 mod jinja;
 mod model;

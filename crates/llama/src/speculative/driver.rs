@@ -11,17 +11,15 @@ use std::time::Instant;
 
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use tandem_core::openai::{FinishReason, TokenLogprob, Usage};
-use tandem_core::sampling::{argmax, draw, SamplingParams};
-use tandem_core::text::TextAssembler;
-use tandem_core::{ChatEvent, Completion, Location, ModelError, Report, Stage, TokenId};
-use tokio::sync::mpsc::UnboundedSender;
+use tandem_core::openai::{FinishReason, Usage};
+use tandem_core::sampling::{argmax, draw};
+use tandem_core::{Location, ModelError, Report, Stage, TokenId};
 
 use super::lookup::{best_continuation, SuffixCache};
 use super::pace::{next_draft_length, Mode, Pace};
 use super::verify::{self, Proposal};
 use super::SpeculativeOptions;
-use crate::engine::token_logprob;
+use crate::collab::{catch_up, ratio, Answer};
 use crate::{EngineOptions, SequenceHandle};
 
 /// Where one request's drafts come from.
@@ -78,46 +76,22 @@ pub(crate) struct Driver {
     pub drafter: Drafter,
     pub options: Arc<SpeculativeOptions>,
     pub pace: Arc<Pace>,
-    pub params: SamplingParams,
     pub rng: ChaCha8Rng,
-    pub context: Vec<TokenId>,
-    pub prompt_len: usize,
-    pub events: UnboundedSender<Result<ChatEvent, ModelError>>,
-    pub received: Instant,
+    pub answer: Answer,
     pub draft_length: usize,
-    pub text: TextAssembler,
-    pub generated: u32,
-    pub first_text_at: Option<Instant>,
     pub stats: SpeculativeStats,
-}
-
-/// Truncates `handle` to its longest prefix shared with `context` (keeping at least the last
-/// token to feed) and returns the tokens it must read to hold all of `context`.
-fn catch_up<'c>(
-    handle: &mut SequenceHandle,
-    context: &'c [TokenId],
-) -> Result<&'c [TokenId], ModelError> {
-    let common = handle
-        .tokens()
-        .iter()
-        .zip(context)
-        .take_while(|(a, b)| a == b)
-        .count()
-        .min(context.len() - 1);
-    handle.truncate(common)?;
-    Ok(&context[common..])
 }
 
 impl Driver {
     /// Runs until the answer ends, fails, or the client leaves (then the handles are dropped at
     /// once, mid-step if need be, which frees both sequences).
     pub async fn run(mut self) {
-        let events = self.events.clone();
+        let events = self.answer.events.clone();
         tokio::select! {
             _ = events.closed() => {}
             _ = async {
                 if let Err(e) = self.read_prompt().await {
-                    let _ = self.events.send(Err(e));
+                    self.answer.fail(e);
                     return;
                 }
                 loop {
@@ -128,7 +102,7 @@ impl Driver {
                             break;
                         }
                         Err(e) => {
-                            let _ = self.events.send(Err(e));
+                            self.answer.fail(e);
                             break;
                         }
                     }
@@ -140,7 +114,8 @@ impl Driver {
     /// Both models read the prompt but its last token (which the first step feeds), at once: they
     /// run on different engines.
     async fn read_prompt(&mut self) -> Result<(), ModelError> {
-        let head = &self.context[..self.context.len() - 1];
+        let context = &self.answer.context;
+        let head = &context[..context.len() - 1];
         if !head.is_empty() {
             let target = self.target.eval(head, 0);
             match &mut self.drafter {
@@ -154,18 +129,15 @@ impl Driver {
                 }
             }
         }
-        self.stats.prompt_ms = self.received.elapsed().as_secs_f64() * 1000.0;
+        self.stats.prompt_ms = self.answer.millis(Instant::now());
         Ok(())
     }
 
     /// One target evaluation; `Some` when the answer is complete.
     async fn step(&mut self) -> Result<Option<FinishReason>, ModelError> {
         let started = Instant::now();
-        let remaining = self
-            .params
-            .max_tokens
-            .map_or(usize::MAX, |max| (max - self.generated) as usize);
-        let room = self.target.context_size() - self.context.len();
+        let remaining = self.answer.remaining();
+        let room = self.target.context_size() - self.answer.context.len();
         let most = self.draft_length.min(remaining - 1).min(room);
         let mode = if most == 0 {
             Mode::Plain
@@ -177,17 +149,17 @@ impl Driver {
             Mode::Plain => (Vec::new(), Vec::new()),
         };
         let feed = {
-            let missing = catch_up(&mut self.target, &self.context)?;
+            let missing = catch_up(&mut self.target, &self.answer.context)?;
             let mut feed = missing.to_vec();
             feed.extend_from_slice(&drafts);
             feed
         };
         let caught_up = feed.len() == drafts.len() + 1;
         let rows = self.target.eval(&feed, drafts.len() + 1).await?;
-        let verdict = if self.params.is_greedy() {
+        let verdict = if self.answer.params.is_greedy() {
             verify::greedy(&drafts, |i| rows.row(i))
         } else {
-            let params = &self.params;
+            let params = &self.answer.params;
             verify::sampled(
                 &drafts,
                 &proposals,
@@ -217,7 +189,7 @@ impl Driver {
             self.options.max_draft,
         );
         for (i, &token) in emitted.iter().enumerate() {
-            if let Some(finish) = self.emit(token, rows.row(i)) {
+            if let Some(finish) = self.answer.emit(token, rows.row(i)) {
                 return Ok(Some(finish));
             }
         }
@@ -230,15 +202,16 @@ impl Driver {
         let mut proposals = Vec::new();
         match &mut self.drafter {
             Drafter::Model { handle, .. } => {
-                let mut feed = catch_up(handle, &self.context)?.to_vec();
+                let mut feed = catch_up(handle, &self.answer.context)?.to_vec();
                 loop {
                     let rows = handle.eval(&feed, 1).await?;
                     let logits = rows.row(0);
-                    let (token, top, proposal) = if self.params.is_greedy() {
+                    let params = &self.answer.params;
+                    let (token, top, proposal) = if params.is_greedy() {
                         let token = argmax(logits);
                         (token, top_probability(logits, token), Proposal::Certain)
                     } else {
-                        let q = self.params.probabilities(logits);
+                        let q = params.probabilities(logits);
                         let token = draw(&q, &mut self.rng).ok_or_else(|| {
                             ModelError::Internal("the draft's distribution is empty".into())
                         })?;
@@ -257,13 +230,18 @@ impl Driver {
                 }
             }
             Drafter::PromptLookup => {
-                drafts = best_continuation(&self.context, &[], self.options.min_match, most)
+                drafts = best_continuation(&self.answer.context, &[], self.options.min_match, most)
                     .unwrap_or_default();
                 proposals = vec![Proposal::Certain; drafts.len()];
             }
             Drafter::Suffix { sequences, .. } => {
-                drafts = best_continuation(&self.context, sequences, self.options.min_match, most)
-                    .unwrap_or_default();
+                drafts = best_continuation(
+                    &self.answer.context,
+                    sequences,
+                    self.options.min_match,
+                    most,
+                )
+                .unwrap_or_default();
                 proposals = vec![Proposal::Certain; drafts.len()];
             }
         }
@@ -287,71 +265,23 @@ impl Driver {
             .increment(accepted as u64);
     }
 
-    /// Adds one token to the answer, as the plain engine's sequence does; `Some` when it ends
-    /// the answer.
-    fn emit(&mut self, token: TokenId, logits: &[f32]) -> Option<FinishReason> {
-        let model = Arc::clone(self.target.model());
-        if model.is_end_of_generation(token) {
-            return Some(FinishReason::Stop);
-        }
-        self.generated += 1;
-        self.context.push(token);
-        let bytes = model.token_bytes(token);
-        let logprobs: Vec<TokenLogprob> = if self.params.logprobs {
-            vec![token_logprob(
-                &model,
-                logits,
-                token,
-                &bytes,
-                self.params.top_logprobs,
-            )]
-        } else {
-            Vec::new()
-        };
-        let piece = self.text.push(&bytes);
-        self.send(piece.text, logprobs);
-        if piece.stopped {
-            return Some(FinishReason::Stop);
-        }
-        let out_of_tokens = self
-            .params
-            .max_tokens
-            .is_some_and(|max| self.generated >= max);
-        if out_of_tokens || self.context.len() >= self.target.context_size() {
-            return Some(FinishReason::Length);
-        }
-        None
-    }
-
-    fn send(&mut self, text: String, logprobs: Vec<TokenLogprob>) {
-        if text.is_empty() && logprobs.is_empty() {
-            return;
-        }
-        if self.first_text_at.is_none() && !text.is_empty() {
-            self.first_text_at = Some(Instant::now());
-        }
-        let _ = self.events.send(Ok(ChatEvent::Delta { text, logprobs }));
-    }
-
     fn finish(&mut self, finish_reason: FinishReason) {
-        let rest = self.text.finish();
-        self.send(rest, Vec::new());
-        let millis = |at: Instant| at.duration_since(self.received).as_secs_f64() * 1000.0;
-        let latency_ms = millis(Instant::now());
-        let usage = Usage::new(self.prompt_len as u32, self.generated);
+        self.answer.flush();
+        let latency_ms = self.answer.millis(Instant::now());
+        let usage = self.answer.usage();
         let target = Stage {
             model: self.target_options.name.clone(),
             location: Location::Local,
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
             latency_ms,
-            time_to_first_token_ms: self.first_text_at.map(millis),
+            time_to_first_token_ms: self.answer.first_text_at.map(|at| self.answer.millis(at)),
             cost_usd: self.target_options.pricing.cost(usage),
         };
         let mut report = Report::single(target);
         report.pipeline = self.options.name.clone();
         if let Drafter::Model { options, .. } = &self.drafter {
-            let usage = Usage::new(self.prompt_len as u32, self.stats.drafted as u32);
+            let usage = Usage::new(usage.prompt_tokens, self.stats.drafted as u32);
             let cost = options.pricing.cost(usage);
             report.cost_usd += cost;
             report.stages.push(Stage {
@@ -366,8 +296,9 @@ impl Driver {
         }
         let stats = &mut self.stats;
         stats.draft = self.drafter.name();
-        stats.tokens_from_draft = stats.accepted.min(u64::from(self.generated));
-        stats.tokens_from_target = u64::from(self.generated) - stats.tokens_from_draft;
+        let generated = u64::from(self.answer.generated);
+        stats.tokens_from_draft = stats.accepted.min(generated);
+        stats.tokens_from_target = generated - stats.tokens_from_draft;
         stats.acceptance_rate = ratio(stats.accepted, stats.drafted);
         stats.mean_draft_length = ratio(stats.drafted, stats.speculative_steps);
         stats.fallback = self.pace.falling_back();
@@ -375,21 +306,9 @@ impl Driver {
             tracing::error!(error = %e, "cannot report the speculative entry");
         }
         if let Drafter::Suffix { cache, tenant, .. } = &self.drafter {
-            cache.insert(tenant, self.context.clone());
+            cache.insert(tenant, self.answer.context.clone());
         }
-        let _ = self.events.send(Ok(ChatEvent::Done(Completion {
-            finish_reason,
-            usage,
-            report,
-        })));
-    }
-}
-
-fn ratio(a: u64, b: u64) -> f64 {
-    if b == 0 {
-        0.0
-    } else {
-        a as f64 / b as f64
+        self.answer.done(finish_reason, report);
     }
 }
 

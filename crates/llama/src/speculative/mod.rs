@@ -26,9 +26,8 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tandem_core::openai::{ChatCompletionRequest, ResponseFormat};
+use tandem_core::openai::ChatCompletionRequest;
 use tandem_core::sampling::SamplingParams;
-use tandem_core::text::TextAssembler;
 use tandem_core::validate::validate;
 use tandem_core::{ChatModel, ChatStream, ModelError};
 use tokio::sync::mpsc::unbounded_channel;
@@ -39,6 +38,7 @@ use driver::{Drafter, Driver};
 pub use lookup::SuffixCache;
 use pace::Pace;
 
+use crate::collab::{check_vocabulary, refuse, Answer, Field};
 use crate::LlamaEngine;
 
 /// Where drafts come from.
@@ -100,20 +100,7 @@ impl Speculative {
             ));
         }
         if let DraftSource::Model(engine) = &draft {
-            let (t, d) = (target.model(), engine.model());
-            let probe = "fn main() { println!(\"héllo\"); }";
-            if t.vocab_size() != d.vocab_size()
-                || t.tokenize(probe, false) != d.tokenize(probe, false)
-            {
-                return Err(ModelError::Internal(format!(
-                    "the draft model `{}` does not share the vocabulary of the target `{}` \
-                     ({} and {} tokens)",
-                    engine.options().name,
-                    target.options().name,
-                    d.vocab_size(),
-                    t.vocab_size()
-                )));
-            }
+            check_vocabulary(&target, engine, "draft")?;
         }
         Ok(Speculative {
             target,
@@ -137,7 +124,7 @@ impl ChatModel for Speculative {
     async fn stream(&self, request: ChatCompletionRequest) -> Result<ChatStream, ModelError> {
         let received = Instant::now();
         validate(&request)?;
-        refuse_unsupported(&request)?;
+        refuse(&request, "speculative", &REFUSED)?;
         let target_options = self.target.options().clone();
         let prompt = self.target.model().chat_prompt(&request.messages)?;
         if prompt.len() >= target_options.context_size as usize {
@@ -168,22 +155,23 @@ impl ChatModel for Speculative {
         };
         let seed = params.seed.unwrap_or_else(|| rand::rng().random());
         let (events, receiver) = unbounded_channel();
+        let context_size = target.context_size();
         let driver = Driver {
+            answer: Answer::new(
+                Arc::clone(self.target.model()),
+                params,
+                prompt,
+                context_size,
+                received,
+                events,
+            ),
             target,
             target_options,
             drafter,
             pace: Arc::clone(&self.pace),
             rng: ChaCha8Rng::seed_from_u64(seed),
-            text: TextAssembler::new(params.stop.clone()),
-            params,
             draft_length: self.options.max_draft,
             options: Arc::clone(&self.options),
-            prompt_len: prompt.len(),
-            context: prompt,
-            events,
-            received,
-            generated: 0,
-            first_text_at: None,
             stats: SpeculativeStats::default(),
         };
         tokio::spawn(driver.run());
@@ -194,64 +182,11 @@ impl ChatModel for Speculative {
 /// Fields a speculative pipeline cannot honour yet: its verification compares the target's and the
 /// draft's plain distributions, so penalties, biases, `min_p` and grammar constraints (tools,
 /// structured outputs) would be silently dropped. Refused by name instead.
-fn refuse_unsupported(request: &ChatCompletionRequest) -> Result<(), ModelError> {
-    let refused = [
-        (
-            "presence_penalty",
-            request.presence_penalty.is_some_and(|p| p != 0.0),
-        ),
-        (
-            "frequency_penalty",
-            request.frequency_penalty.is_some_and(|p| p != 0.0),
-        ),
-        (
-            "logit_bias",
-            request.logit_bias.as_ref().is_some_and(|b| !b.is_empty()),
-        ),
-        ("min_p", request.min_p.is_some_and(|p| p > 0.0)),
-        (
-            "tools",
-            request.tools.as_ref().is_some_and(|t| !t.is_empty()),
-        ),
-        (
-            "response_format",
-            !matches!(request.response_format, None | Some(ResponseFormat::Text)),
-        ),
-    ];
-    match refused.iter().find(|(_, set)| *set) {
-        Some((param, _)) => Err(ModelError::invalid(
-            param,
-            format!("`{param}` is not supported by speculative pipelines yet; call the target model directly"),
-        )),
-        None => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod refusal_tests {
-    use super::*;
-
-    #[test]
-    fn fields_the_verification_would_drop_are_refused_by_name() {
-        assert!(refuse_unsupported(&ChatCompletionRequest::default()).is_ok());
-        let penalised = ChatCompletionRequest {
-            frequency_penalty: Some(0.5),
-            ..Default::default()
-        };
-        let error = refuse_unsupported(&penalised).unwrap_err();
-        assert!(
-            matches!(&error, ModelError::InvalidRequest { param: Some(p), .. } if p == "frequency_penalty"),
-            "{error:?}"
-        );
-        let json = ChatCompletionRequest {
-            response_format: Some(ResponseFormat::JsonObject),
-            ..Default::default()
-        };
-        assert!(refuse_unsupported(&json).is_err());
-        let text = ChatCompletionRequest {
-            response_format: Some(ResponseFormat::Text),
-            ..Default::default()
-        };
-        assert!(refuse_unsupported(&text).is_ok());
-    }
-}
+const REFUSED: [Field; 6] = [
+    Field::PresencePenalty,
+    Field::FrequencyPenalty,
+    Field::LogitBias,
+    Field::MinP,
+    Field::Tools,
+    Field::ResponseFormat,
+];
