@@ -19,7 +19,7 @@ use tandem_route::{
     RouterOptions,
 };
 use tandem_store::{SqliteStore, Store};
-use tandem_trust::{GuardOptions, InputScorer, Judge, Policy, TrustModel};
+use tandem_trust::{GuardOptions, InputScorer, Judge, Policy, TrustModel, Verify, VerifyOptions};
 
 use crate::config::{Config, PipelineConfig, RouterConfig, SpeculativeConfig, PERPLEXITY_ROUTER};
 use tandem_llama::speculative::{DraftSource, Speculative, SpeculativeOptions, SuffixCache};
@@ -144,6 +144,21 @@ fn build(
                 built = built.with_input_scorer(scorer);
             }
             Arc::new(built)
+        }
+        PipelineConfig::Verify(verify) => {
+            let mut options = VerifyOptions::new(name);
+            options.abstain_below = verify.abstain_below;
+            if let Some(text) = &verify.abstain_text {
+                options.abstain_text = text.clone();
+            }
+            options.samples = verify.samples;
+            options.sample_temperature = verify.sample_temperature;
+            options.max_claims = verify.max_claims;
+            Arc::new(Verify::new(
+                options,
+                registry.chat(&verify.verifier)?,
+                registry.chat(&verify.model)?,
+            ))
         }
         PipelineConfig::Redact(redact) => {
             let guard = guard(
