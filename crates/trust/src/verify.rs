@@ -287,7 +287,11 @@ pub fn claims(answer: &str) -> Vec<String> {
         let mut chars = trimmed.chars().peekable();
         while let Some(c) = chars.next() {
             sentence.push(c);
-            if matches!(c, '.' | '!' | '?') && chars.peek().is_none_or(|n| n.is_whitespace()) {
+            // A list number ("1. ") ends no sentence: a sentence has a letter.
+            if matches!(c, '.' | '!' | '?')
+                && chars.peek().is_none_or(|n| n.is_whitespace())
+                && sentence.chars().any(char::is_alphabetic)
+            {
                 flush(&mut sentence, &mut out);
             }
         }
