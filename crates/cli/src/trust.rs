@@ -59,6 +59,36 @@ pub struct TrustArgs {
     /// Write the Markdown tables here as well as to stdout
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Measure the verifier on HaluEval QA instead of the guard
+    #[arg(long)]
+    verify: bool,
+    /// The verifiers `--verify` measures (chat models of the configuration)
+    #[arg(long, value_delimiter = ',', default_value = "qwen-coder-0.5b,smollm2")]
+    pub verifiers: Vec<String>,
+    /// HaluEval items `--verify` checks (a third sets the threshold, the rest is the test)
+    #[arg(long, default_value_t = 300)]
+    pub verify_items: usize,
+    /// Calibrate answer confidences on stored HumanEval outcomes instead of measuring the guard
+    #[arg(long)]
+    calibrate: bool,
+    /// The model whose stored answers `--calibrate` reads (a local model: its tokens are read)
+    #[arg(long, default_value = "qwen-coder-1.5b")]
+    pub calibration_model: String,
+    /// The verifier whose P(correct) `--calibrate` calibrates
+    #[arg(long, default_value = "qwen-coder-0.5b")]
+    pub verifier: String,
+    /// Stored answers `--calibrate` uses, at most
+    #[arg(long, default_value_t = 164)]
+    pub calibration_items: usize,
+    /// Folds of the cross-fitted calibration maps
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// The outcome store `--calibrate` copies and reads [default: <cache>/eval/outcomes.sqlite]
+    #[arg(long)]
+    pub outcomes: Option<PathBuf>,
+    /// Where `--calibrate` writes its reliability diagrams
+    #[arg(long, default_value = "docs/trust")]
+    pub plots: PathBuf,
 }
 
 /// In-the-wild jailbreaks longer than this are left out: with the guard's instructions they would
@@ -111,6 +141,18 @@ impl Scorer {
 }
 
 pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<()> {
+    if args.verify || args.calibrate {
+        let md = if args.verify {
+            crate::trust_verify::halueval(&args, &config, fetcher).await?
+        } else {
+            crate::trust_verify::calibration(&args, &config, fetcher, &args.plots).await?
+        };
+        print!("{md}");
+        if let Some(out) = &args.out {
+            std::fs::write(out, &md).with_context(|| format!("cannot write {}", out.display()))?;
+        }
+        return Ok(());
+    }
     if !(0.0..1.0).contains(&args.fpr) {
         bail!("--fpr must be in [0, 1)");
     }
@@ -516,7 +558,7 @@ impl Metrics {
 }
 
 /// The probability that a harmful prompt outscores a benign one (ties count half).
-fn auroc(harmful: &[f64], benign: &[f64]) -> f64 {
+pub(crate) fn auroc(harmful: &[f64], benign: &[f64]) -> f64 {
     let mut wins = 0.0;
     for h in harmful {
         for b in benign {
