@@ -412,6 +412,9 @@ pub struct VerifyConfig {
     /// Claims checked per answer, at most.
     #[serde(default = "default_max_claims")]
     pub max_claims: usize,
+    /// A calibration map written by `tandem eval trust --calibrate`, applied to the confidence.
+    #[serde(default)]
+    pub calibration: Option<PathBuf>,
 }
 
 fn default_sample_temperature() -> f32 {

@@ -19,6 +19,7 @@ use tandem_route::{
     RouterOptions,
 };
 use tandem_store::{SqliteStore, Store};
+use tandem_trust::calibration::Calibration;
 use tandem_trust::{GuardOptions, InputScorer, Judge, Policy, TrustModel, Verify, VerifyOptions};
 
 use crate::config::{Config, PipelineConfig, RouterConfig, SpeculativeConfig, PERPLEXITY_ROUTER};
@@ -154,6 +155,12 @@ fn build(
             options.samples = verify.samples;
             options.sample_temperature = verify.sample_temperature;
             options.max_claims = verify.max_claims;
+            if let Some(path) = &verify.calibration {
+                options.calibration = Some(
+                    Calibration::load(path)
+                        .with_context(|| format!("pipelines.{name}.calibration"))?,
+                );
+            }
             Arc::new(Verify::new(
                 options,
                 registry.chat(&verify.verifier)?,

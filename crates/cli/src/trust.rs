@@ -86,6 +86,10 @@ pub struct TrustArgs {
     /// The outcome store `--calibrate` copies and reads [default: <cache>/eval/outcomes.sqlite]
     #[arg(long)]
     pub outcomes: Option<PathBuf>,
+    /// Where `--calibrate` writes the verifier's calibration map, for the verify stage's
+    /// `calibration` key [default: <cache>/trust/verify-calibration.json]
+    #[arg(long)]
+    pub calibration_out: Option<PathBuf>,
     /// Where `--calibrate` writes its reliability diagrams
     #[arg(long, default_value = "docs/trust")]
     pub plots: PathBuf,

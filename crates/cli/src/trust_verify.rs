@@ -27,7 +27,9 @@ use tandem_eval::dataset::SandboxOptions;
 use tandem_eval::store::Filter;
 use tandem_fetch::Fetcher;
 use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
-use tandem_trust::calibration::{cross_fitted, ece, reliability, Bin, Isotonic, Platt};
+use tandem_trust::calibration::{
+    cross_fitted, ece, reliability, Bin, Calibration, Isotonic, Platt,
+};
 use tandem_trust::data::{halueval_qa, spread};
 use tandem_trust::verify::support;
 
@@ -273,6 +275,26 @@ pub async fn calibration(
             ("Platt", reliability(&platt, &correct, 10)),
             ("isotonic", reliability(&isotonic, &correct, 10)),
         ];
+        if file == "verifier" {
+            // The map the verify stage applies: the method of lower cross-fitted ECE, fitted on
+            // every answer.
+            let map = if ece(&platt, &correct, 10) <= ece(&isotonic, &correct, 10) {
+                Calibration::Platt(Platt::fit(&raw, &correct))
+            } else {
+                Calibration::Isotonic(Isotonic::fit(&raw, &correct))
+            };
+            let path = args.calibration_out.clone().unwrap_or_else(|| {
+                fetcher
+                    .cache_dir
+                    .join("trust")
+                    .join("verify-calibration.json")
+            });
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            map.save(&path)?;
+            eprintln!("calibration map written to {}", path.display());
+        }
         let stem = format!("reliability-humaneval-{model}-{file}");
         let title = format!("HumanEval, {model}: {file} confidence");
         draw_reliability(&plots.join(format!("{stem}.png")), &title, &curves, true)?;

@@ -10,9 +10,47 @@
 //! assert!(ece(&scores.map(|s| iso.apply(s)), &correct, 10) <= ece(&scores, &correct, 10));
 //! ```
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
 
 use crate::classifier::{logit, sigmoid};
+use crate::error::TrustError;
+
+/// A fitted calibration map, stored as JSON (`tandem eval trust --calibrate` writes one; the
+/// verify stage's `calibration` key reads it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum Calibration {
+    Platt(Platt),
+    Isotonic(Isotonic),
+}
+
+impl Calibration {
+    pub fn apply(&self, score: f64) -> f64 {
+        match self {
+            Calibration::Platt(platt) => platt.apply(score),
+            Calibration::Isotonic(isotonic) => isotonic.apply(score),
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), TrustError> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| file_error(path, e))?;
+        std::fs::write(path, text).map_err(|e| file_error(path, e))
+    }
+
+    pub fn load(path: &Path) -> Result<Calibration, TrustError> {
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e))?;
+        serde_json::from_str(&text).map_err(|e| file_error(path, e))
+    }
+}
+
+fn file_error(path: &Path, e: impl std::fmt::Display) -> TrustError {
+    TrustError::Classifier {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
 
 /// `sigmoid(a * logit(score) + b)`, fitted by Newton's method on the log loss.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -238,6 +276,21 @@ mod tests {
             10,
         );
         assert!(after < before / 3.0, "{before} -> {after}");
+    }
+
+    #[test]
+    fn a_stored_calibration_reads_back_and_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        let stored = Calibration::Isotonic(Isotonic::fit(&[0.2, 0.8], &[false, true]));
+        stored.save(&path).unwrap();
+        let read = Calibration::load(&path).unwrap();
+        assert_eq!(read, stored);
+        assert_eq!((read.apply(0.1), read.apply(0.9)), (0.0, 1.0));
+        assert!(Calibration::load(&dir.path().join("nope.json"))
+            .unwrap_err()
+            .to_string()
+            .contains("nope.json"));
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! - Agreement (`samples` > 0): the wrapped model answers `samples` more times with sampling;
 //!   agreement is the share of samples whose final answer (a number, a `\boxed{}` or the
 //!   normalised text) equals the answer's.
-//! - Confidence: the grounding, or the mean of grounding and agreement when samples are drawn.
+//! - Confidence: the grounding, or the mean of grounding and agreement when samples are drawn,
+//!   mapped through a [`Calibration`] fitted on held-out outcomes when one is configured.
 //!   Below `abstain_below` the answer is replaced by `abstain_text` (finish reason `stop`, no tool
 //!   calls, empty logprobs: the words are not the model's).
 //!
@@ -31,6 +32,7 @@ use tandem_core::logprobs::yes_share;
 use tandem_core::openai::{ChatCompletionRequest, FinishReason, Message, Role};
 use tandem_core::{ChatEvent, ChatModel, ChatOutput, ChatStream, Completion, ModelError, Report};
 
+use crate::calibration::Calibration;
 use crate::judge::{request_text, UNDECIDED};
 
 /// What the verifier does, and when the stage abstains.
@@ -46,6 +48,9 @@ pub struct VerifyOptions {
     pub sample_temperature: f32,
     /// Claims checked, at most: the first ones, and the answer's grounding is over those.
     pub max_claims: usize,
+    /// A map fitted on held-out outcomes, applied to the confidence before it is reported and
+    /// compared with `abstain_below`.
+    pub calibration: Option<Calibration>,
 }
 
 /// What an abstaining response says.
@@ -61,6 +66,7 @@ impl VerifyOptions {
             samples: 0,
             sample_temperature: 0.7,
             max_claims: 8,
+            calibration: None,
         }
     }
 }
@@ -81,8 +87,12 @@ pub struct Claim {
 /// The stage's entry in the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Entry {
-    /// In [0, 1]: grounding, or the mean of grounding and agreement.
+    /// In [0, 1]: grounding, or the mean of grounding and agreement, calibrated when a map is
+    /// configured.
     pub confidence: f64,
+    /// The confidence before calibration, when a map is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_confidence: Option<f64>,
     /// The weakest claim's P(supported).
     pub grounding: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -163,10 +173,16 @@ impl Verify {
         } else {
             None
         };
-        let confidence = agreement.map_or(grounding, |a| (grounding + a) / 2.0);
+        let raw = agreement.map_or(grounding, |a| (grounding + a) / 2.0);
+        let confidence = self
+            .options
+            .calibration
+            .as_ref()
+            .map_or(raw, |map| map.apply(raw));
         let abstained = self.options.abstain_below.is_some_and(|t| confidence < t);
         let entry = Entry {
             confidence,
+            raw_confidence: self.options.calibration.is_some().then_some(raw),
             grounding,
             agreement,
             context: if context.is_some() { "system" } else { "none" },

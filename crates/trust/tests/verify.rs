@@ -8,6 +8,7 @@ use futures::StreamExt;
 use tandem_core::openai::{ChatCompletionRequest, FinishReason, Message, Role, TokenLogprob};
 use tandem_core::{ChatEvent, ChatModel, Report};
 use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
+use tandem_trust::calibration::{Calibration, Isotonic};
 use tandem_trust::verify::{claim_request, claims, ABSTAIN_TEXT};
 use tandem_trust::{Verify, VerifyOptions};
 
@@ -157,4 +158,24 @@ async fn it_abstains_below_the_threshold_and_not_above() {
     assert_eq!(entry(&done.report)["abstained"], false);
     let reported = entry(&done.report)["confidence"].as_f64().unwrap();
     assert!((reported - confidence).abs() < 1e-9);
+}
+
+#[tokio::test]
+async fn a_calibration_map_turns_the_raw_confidence_into_the_reported_one() {
+    // Every confidence up to 1 maps to 0.25: the reported value is the map's, the raw one is kept.
+    let mut options = VerifyOptions::new("checked");
+    options.calibration = Some(Calibration::Isotonic(Isotonic {
+        steps: vec![(1.0, 0.25)],
+    }));
+    options.abstain_below = Some(0.3);
+    let output = Verify::new(options, engine(), engine())
+        .complete(request())
+        .await
+        .unwrap();
+    let entry = entry(&output.report);
+    assert_eq!(entry["confidence"].as_f64(), Some(0.25));
+    assert_eq!(entry["abstained"], true, "the calibrated value is compared");
+    let raw = entry["raw_confidence"].as_f64().unwrap();
+    let grounding = entry["grounding"].as_f64().unwrap();
+    assert_eq!(raw, grounding);
 }
