@@ -47,6 +47,9 @@ pub struct TrustArgs {
     /// Jailbreak prompts of each kind (filled templates, in the wild)
     #[arg(long, default_value_t = 40)]
     jailbreaks: usize,
+    /// Safe-but-scary prompts scored, spread over the set [default: all]
+    #[arg(long)]
+    scary_items: Option<usize>,
     /// False-positive budget on benign training prompts that sets every threshold
     #[arg(long, default_value_t = 0.05)]
     fpr: f64,
@@ -296,7 +299,11 @@ pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<(
     };
     let harmful_scores = score_all(texts(&test_harmful, args.items), "held-out harmful").await?;
     let benign_scores = score_all(texts(&test_benign, args.items), "held-out benign").await?;
-    let scary_scores = score_all(texts(&sets.scary_safe, usize::MAX), "safe but scary").await?;
+    let scary_scores = score_all(
+        texts(&sets.scary_safe, args.scary_items.unwrap_or(usize::MAX)),
+        "safe but scary",
+    )
+    .await?;
     let behaviours = texts(&test_harmful, usize::MAX);
     let filled: Vec<String> = spread(&test_templates, args.jailbreaks)
         .iter()
