@@ -242,6 +242,7 @@ pub async fn calibration(
         ),
     ];
     std::fs::create_dir_all(plots)?;
+    let mut images = Vec::new();
     for (label, file, get) in signals {
         let raw: Vec<f64> = scored.iter().map(get).collect();
         let platt = cross_fitted(&raw, &correct, args.folds, |s, c, x| {
@@ -299,8 +300,9 @@ pub async fn calibration(
         let title = format!("HumanEval, {model}: {file} confidence");
         draw_reliability(&plots.join(format!("{stem}.png")), &title, &curves, true)?;
         draw_reliability(&plots.join(format!("{stem}.svg")), &title, &curves, false)?;
-        writeln!(md, "\n![{title}]({}/{stem}.png)\n", plots.display())?;
+        images.push(format!("![{title}]({}/{stem}.png)", plots.display()));
     }
+    writeln!(md, "\n{}", images.join(" "))?;
     Ok(md)
 }
 
