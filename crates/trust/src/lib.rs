@@ -12,7 +12,12 @@
 //!   jailbreak templates, trained on public harmful and benign prompt sets ([`data`]).
 //! - [`perplexity`]: prompt perplexity under the small model, whole and in windows, a jailbreak
 //!   signal that needs no extra model.
+//! - [`Verify`] (`verify`): a `ChatModel` wrapping another whose answers a small model checks claim
+//!   by claim against the request's context, reporting a confidence and abstaining below a
+//!   threshold.
+//! - [`calibration`]: Platt scaling, isotonic regression and the expected calibration error.
 
+pub mod calibration;
 pub mod classifier;
 pub mod data;
 mod error;
@@ -22,6 +27,7 @@ pub mod perplexity;
 pub mod policy;
 pub mod scorer;
 pub mod verdict;
+pub mod verify;
 
 pub use classifier::TrustModel;
 pub use error::TrustError;
@@ -29,3 +35,4 @@ pub use guard::{Guard, GuardOptions};
 pub use judge::Judge;
 pub use policy::{Category, Policy, Side};
 pub use scorer::InputScorer;
+pub use verify::{Verify, VerifyOptions};

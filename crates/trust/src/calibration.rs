@@ -1,0 +1,304 @@
+//! Calibrating a confidence: [`Platt`] scaling (a logistic regression on the score's logit) and
+//! [`Isotonic`] regression (pool adjacent violators), both fitted on held-out outcomes, and the
+//! expected calibration error with its reliability bins.
+//!
+//! ```
+//! use tandem_trust::calibration::{ece, Isotonic};
+//! let scores = [0.9, 0.8, 0.7, 0.2];
+//! let correct = [true, false, true, false];
+//! let iso = Isotonic::fit(&scores, &correct);
+//! assert!(ece(&scores.map(|s| iso.apply(s)), &correct, 10) <= ece(&scores, &correct, 10));
+//! ```
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::classifier::{logit, sigmoid};
+use crate::error::TrustError;
+
+/// A fitted calibration map, stored as JSON (`tandem eval trust --calibrate` writes one; the
+/// verify stage's `calibration` key reads it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum Calibration {
+    Platt(Platt),
+    Isotonic(Isotonic),
+}
+
+impl Calibration {
+    pub fn apply(&self, score: f64) -> f64 {
+        match self {
+            Calibration::Platt(platt) => platt.apply(score),
+            Calibration::Isotonic(isotonic) => isotonic.apply(score),
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), TrustError> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| file_error(path, e))?;
+        std::fs::write(path, text).map_err(|e| file_error(path, e))
+    }
+
+    pub fn load(path: &Path) -> Result<Calibration, TrustError> {
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e))?;
+        serde_json::from_str(&text).map_err(|e| file_error(path, e))
+    }
+}
+
+fn file_error(path: &Path, e: impl std::fmt::Display) -> TrustError {
+    TrustError::Classifier {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// `sigmoid(a * logit(score) + b)`, fitted by Newton's method on the log loss.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Platt {
+    pub a: f64,
+    pub b: f64,
+}
+
+impl Platt {
+    pub fn fit(scores: &[f64], correct: &[bool]) -> Platt {
+        let xs: Vec<f64> = scores.iter().map(|&s| logit(s)).collect();
+        // Platt's targets: the labels pulled off 0 and 1 by the class counts, so a separable
+        // sample does not drive the slope to infinity.
+        let positives = correct.iter().filter(|&&c| c).count() as f64;
+        let negatives = correct.len() as f64 - positives;
+        let high = (positives + 1.0) / (positives + 2.0);
+        let low = 1.0 / (negatives + 2.0);
+        let ys: Vec<f64> = correct
+            .iter()
+            .map(|&c| if c { high } else { low })
+            .collect();
+        let (mut a, mut b) = (1.0, 0.0);
+        for _ in 0..100 {
+            let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 1e-9, 0.0, 1e-9);
+            for (x, y) in xs.iter().zip(&ys) {
+                let p = sigmoid(a * x + b);
+                let w = p * (1.0 - p);
+                ga += (p - y) * x;
+                gb += p - y;
+                haa += w * x * x;
+                hab += w * x;
+                hbb += w;
+            }
+            let det = haa * hbb - hab * hab;
+            if det.abs() < 1e-12 {
+                break;
+            }
+            let da = (hbb * ga - hab * gb) / det;
+            let db = (haa * gb - hab * ga) / det;
+            a -= da;
+            b -= db;
+            if da.abs() + db.abs() < 1e-10 {
+                break;
+            }
+        }
+        Platt { a, b }
+    }
+
+    pub fn apply(&self, score: f64) -> f64 {
+        sigmoid(self.a * logit(score) + self.b)
+    }
+}
+
+/// A non-decreasing step function of the score: each step's value is the share correct among the
+/// fitted scores it pools; scores between steps take the nearer step's value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Isotonic {
+    /// (highest score of the step, value), by score.
+    pub steps: Vec<(f64, f64)>,
+}
+
+impl Isotonic {
+    pub fn fit(scores: &[f64], correct: &[bool]) -> Isotonic {
+        let mut pairs: Vec<(f64, f64)> = scores
+            .iter()
+            .zip(correct)
+            .map(|(&s, &c)| (s, f64::from(u8::from(c))))
+            .collect();
+        pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Blocks of (lowest score, highest score, sum, count), merged while a block's mean is
+        // above the next one's.
+        let mut blocks: Vec<(f64, f64, f64, f64)> = Vec::new();
+        for (s, y) in pairs {
+            match blocks.last_mut() {
+                // Equal scores must get one value.
+                Some(last) if last.1 == s => {
+                    last.2 += y;
+                    last.3 += 1.0;
+                }
+                _ => blocks.push((s, s, y, 1.0)),
+            }
+            while blocks.len() >= 2 {
+                let n = blocks.len();
+                let (prev, last) = (blocks[n - 2], blocks[n - 1]);
+                if prev.2 / prev.3 < last.2 / last.3 {
+                    break;
+                }
+                blocks[n - 2] = (prev.0, last.1, prev.2 + last.2, prev.3 + last.3);
+                blocks.pop();
+            }
+        }
+        Isotonic {
+            steps: blocks.iter().map(|b| (b.1, b.2 / b.3)).collect(),
+        }
+    }
+
+    pub fn apply(&self, score: f64) -> f64 {
+        match self.steps.iter().position(|&(high, _)| score <= high) {
+            Some(i) => self.steps[i].1,
+            None => self.steps.last().map_or(score, |s| s.1),
+        }
+    }
+}
+
+/// One bin of a reliability diagram.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Bin {
+    pub low: f64,
+    pub high: f64,
+    pub count: usize,
+    /// Mean confidence of the bin's items; the bin's middle when empty.
+    pub confidence: f64,
+    /// Share correct of the bin's items; 0 when empty.
+    pub accuracy: f64,
+}
+
+/// `bins` equal-width bins over [0, 1]; a confidence of exactly 1 falls in the last.
+pub fn reliability(confidence: &[f64], correct: &[bool], bins: usize) -> Vec<Bin> {
+    let bins = bins.max(1);
+    let mut out: Vec<Bin> = (0..bins)
+        .map(|i| Bin {
+            low: i as f64 / bins as f64,
+            high: (i + 1) as f64 / bins as f64,
+            count: 0,
+            confidence: 0.0,
+            accuracy: 0.0,
+        })
+        .collect();
+    for (&c, &ok) in confidence.iter().zip(correct) {
+        let i = ((c.clamp(0.0, 1.0) * bins as f64) as usize).min(bins - 1);
+        out[i].count += 1;
+        out[i].confidence += c;
+        out[i].accuracy += f64::from(u8::from(ok));
+    }
+    for bin in &mut out {
+        if bin.count > 0 {
+            bin.confidence /= bin.count as f64;
+            bin.accuracy /= bin.count as f64;
+        } else {
+            bin.confidence = (bin.low + bin.high) / 2.0;
+        }
+    }
+    out
+}
+
+/// Expected calibration error: the count-weighted mean of |accuracy - confidence| over
+/// `bins` equal-width bins.
+pub fn ece(confidence: &[f64], correct: &[bool], bins: usize) -> f64 {
+    let n = confidence.len().max(1) as f64;
+    reliability(confidence, correct, bins)
+        .iter()
+        .map(|b| b.count as f64 / n * (b.accuracy - b.confidence).abs())
+        .sum()
+}
+
+/// Out-of-fold calibrated confidences: item `i` is calibrated by a map fitted on every item not
+/// in its fold (`i % folds`), so no item's own outcome shapes its calibrated value.
+pub fn cross_fitted(
+    scores: &[f64],
+    correct: &[bool],
+    folds: usize,
+    fit_apply: impl Fn(&[f64], &[bool], f64) -> f64,
+) -> Vec<f64> {
+    let folds = folds.max(2);
+    (0..scores.len())
+        .map(|i| {
+            let (mut s, mut c) = (Vec::new(), Vec::new());
+            for j in (0..scores.len()).filter(|j| j % folds != i % folds) {
+                s.push(scores[j]);
+                c.push(correct[j]);
+            }
+            fit_apply(&s, &c, scores[i])
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ece_is_zero_when_confidence_matches_accuracy_and_counts_the_gap() {
+        let confidence = [0.25, 0.25, 0.25, 0.25, 0.95, 0.95];
+        let correct = [true, false, false, false, true, true];
+        let e = ece(&confidence, &correct, 10);
+        // Bin 0.2-0.3: 0.25 vs 0.25; bin 0.9-1.0: 0.95 vs 1.0, weight 2/6.
+        assert!((e - 0.05 / 3.0).abs() < 1e-12, "{e}");
+        let bins = reliability(&[1.0, 0.0], &[true, false], 4);
+        assert_eq!((bins[0].count, bins[3].count), (1, 1));
+    }
+
+    #[test]
+    fn isotonic_pools_violators_into_a_non_decreasing_map() {
+        let iso = Isotonic::fit(&[0.1, 0.2, 0.3, 0.4], &[false, true, false, true]);
+        assert_eq!(iso.steps, [(0.1, 0.0), (0.3, 0.5), (0.4, 1.0)]);
+        assert_eq!(iso.apply(0.25), 0.5);
+        assert_eq!(iso.apply(0.05), 0.0);
+        assert_eq!(iso.apply(0.9), 1.0);
+    }
+
+    #[test]
+    fn platt_recovers_an_overconfident_score() {
+        // True probability sigmoid(0.5 * logit(s)): the score is overconfident, the slope 0.5.
+        let mut scores = Vec::new();
+        let mut correct = Vec::new();
+        for i in 1..100 {
+            let s = f64::from(i) / 100.0;
+            let p = sigmoid(0.5 * logit(s));
+            for k in 0..100 {
+                scores.push(s);
+                correct.push(f64::from(k) < p * 100.0);
+            }
+        }
+        let platt = Platt::fit(&scores, &correct);
+        assert!(
+            (platt.a - 0.5).abs() < 0.05 && platt.b.abs() < 0.05,
+            "{platt:?}"
+        );
+        let before = ece(&scores, &correct, 10);
+        let after = ece(
+            &scores.iter().map(|&s| platt.apply(s)).collect::<Vec<_>>(),
+            &correct,
+            10,
+        );
+        assert!(after < before / 3.0, "{before} -> {after}");
+    }
+
+    #[test]
+    fn a_stored_calibration_reads_back_and_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        let stored = Calibration::Isotonic(Isotonic::fit(&[0.2, 0.8], &[false, true]));
+        stored.save(&path).unwrap();
+        let read = Calibration::load(&path).unwrap();
+        assert_eq!(read, stored);
+        assert_eq!((read.apply(0.1), read.apply(0.9)), (0.0, 1.0));
+        assert!(Calibration::load(&dir.path().join("nope.json"))
+            .unwrap_err()
+            .to_string()
+            .contains("nope.json"));
+    }
+
+    #[test]
+    fn cross_fitting_leaves_each_item_out() {
+        let seen = cross_fitted(&[0.0, 1.0, 2.0, 3.0], &[true; 4], 2, |s, _, x| {
+            assert!(!s.contains(&x));
+            s.iter().sum()
+        });
+        assert_eq!(seen, [4.0, 2.0, 4.0, 2.0]);
+    }
+}

@@ -1,0 +1,181 @@
+//! The verifier with a real model: SmolLM2-135M answers and verifies (one engine), so every
+//! confidence can be recomputed from the model's own probabilities, and the abstention threshold
+//! set just above and just below it.
+
+use std::sync::{Arc, OnceLock};
+
+use futures::StreamExt;
+use tandem_core::openai::{ChatCompletionRequest, FinishReason, Message, Role, TokenLogprob};
+use tandem_core::{ChatEvent, ChatModel, Report};
+use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
+use tandem_trust::calibration::{Calibration, Isotonic};
+use tandem_trust::verify::{claim_request, claims, ABSTAIN_TEXT};
+use tandem_trust::{Verify, VerifyOptions};
+
+fn engine() -> Arc<dyn ChatModel> {
+    static ENGINE: OnceLock<Arc<LlamaEngine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let model =
+                LoadedModel::load(&tandem_fetch::test_model(), None, 0).expect("model loads");
+            let mut options = EngineOptions::new("smol");
+            options.context_size = 4096;
+            // One sequence at a time: logits computed in a batch with another test's tokens can
+            // differ in the last bits, and the comparisons below are exact.
+            options.parallel = 1;
+            options.threads = 1;
+            Arc::new(LlamaEngine::start(model, options).expect("engine starts"))
+        })
+        .clone()
+}
+
+fn verify(abstain_below: Option<f64>) -> Verify {
+    let mut options = VerifyOptions::new("checked");
+    options.abstain_below = abstain_below;
+    Verify::new(options, engine(), engine())
+}
+
+const CONTEXT: &str =
+    "The Eiffel Tower is in Paris. It was finished in 1889 and is 330 metres tall.";
+const QUESTION: &str = "Where is the Eiffel Tower, and when was it finished?";
+
+fn request() -> ChatCompletionRequest {
+    ChatCompletionRequest {
+        model: "checked".into(),
+        messages: vec![
+            Message::new(Role::System, CONTEXT),
+            Message::new(Role::User, QUESTION),
+        ],
+        temperature: Some(0.0),
+        max_tokens: Some(40),
+        ..Default::default()
+    }
+}
+
+/// P(yes) / (P(yes) + P(no)) over the first token's alternatives, written out here on its own.
+fn yes_over_yes_and_no(token: &TokenLogprob) -> f64 {
+    let mass = |word: &str| -> f64 {
+        token
+            .top_logprobs
+            .iter()
+            .filter(|alt| alt.token.trim().eq_ignore_ascii_case(word))
+            .map(|alt| f64::from(alt.logprob).exp())
+            .sum()
+    };
+    mass("yes") / (mass("yes") + mass("no"))
+}
+
+fn entry(report: &Report) -> &serde_json::Map<String, serde_json::Value> {
+    let entry = report
+        .strategies
+        .iter()
+        .find(|s| s.strategy == "verify")
+        .expect("a verify entry");
+    assert_eq!(entry.pipeline, "checked");
+    &entry.details
+}
+
+/// The confidence an independent reading of the verifier's logprobs gives the answer: the
+/// weakest claim's P(yes) among yes/no.
+async fn independent_confidence(answer: &str) -> f64 {
+    let mut lowest = f64::INFINITY;
+    for claim in claims(answer) {
+        let mut ask = claim_request(Some(CONTEXT), QUESTION, &claim);
+        ask.model = "smol".into();
+        let reply = engine().complete(ask).await.unwrap();
+        let p = yes_over_yes_and_no(&reply.logprobs.unwrap()[0]);
+        assert!(p.is_finite(), "neither yes nor no for {claim:?}");
+        lowest = lowest.min(p);
+    }
+    lowest
+}
+
+#[tokio::test]
+async fn the_confidence_equals_the_verifiers_own_probabilities() {
+    let plain = engine()
+        .complete(ChatCompletionRequest {
+            model: "smol".into(),
+            ..request()
+        })
+        .await
+        .unwrap();
+    let output = verify(None).complete(request()).await.unwrap();
+    assert_eq!(output.text, plain.text, "the answer passes unchanged");
+    let entry = entry(&output.report);
+    let confidence = entry["confidence"].as_f64().unwrap();
+    let expected = independent_confidence(&output.text).await;
+    assert!(
+        (confidence - expected).abs() < 1e-9,
+        "{confidence} vs {expected}"
+    );
+    assert!((0.0..=1.0).contains(&confidence));
+    assert_eq!(entry["context"], "system");
+    assert_eq!(entry["abstained"], false);
+    assert_eq!(
+        entry["claims"].as_array().unwrap().len(),
+        claims(&output.text).len()
+    );
+    // The answer's stage and one per claim.
+    assert_eq!(output.report.stages.len(), 1 + claims(&output.text).len());
+}
+
+#[tokio::test]
+async fn it_abstains_below_the_threshold_and_not_above() {
+    let answer = engine()
+        .complete(ChatCompletionRequest {
+            model: "smol".into(),
+            ..request()
+        })
+        .await
+        .unwrap()
+        .text;
+    let confidence = independent_confidence(&answer).await;
+
+    let above = verify(Some(confidence + 1e-6))
+        .complete(request())
+        .await
+        .unwrap();
+    assert_eq!(above.text, ABSTAIN_TEXT);
+    assert_eq!(entry(&above.report)["abstained"], true);
+    assert_eq!(above.finish_reason, FinishReason::Stop);
+
+    let below = verify(Some(confidence - 1e-6));
+    let mut stream = below.stream(request()).await.unwrap();
+    let mut text = String::new();
+    let mut done = None;
+    while let Some(event) = stream.next().await {
+        match event.unwrap() {
+            ChatEvent::Delta { text: piece, .. } => text.push_str(&piece),
+            ChatEvent::Done(end) => done = Some(end),
+            ChatEvent::ToolCall(call) => panic!("no tools were offered: {call:?}"),
+        }
+    }
+    let done = done.expect("a Done event");
+    assert_eq!(
+        text, answer,
+        "a streamed answer arrives whole and unchanged"
+    );
+    assert_eq!(entry(&done.report)["abstained"], false);
+    let reported = entry(&done.report)["confidence"].as_f64().unwrap();
+    assert!((reported - confidence).abs() < 1e-9);
+}
+
+#[tokio::test]
+async fn a_calibration_map_turns_the_raw_confidence_into_the_reported_one() {
+    // Every confidence up to 1 maps to 0.25: the reported value is the map's, the raw one is kept.
+    let mut options = VerifyOptions::new("checked");
+    options.calibration = Some(Calibration::Isotonic(Isotonic {
+        steps: vec![(1.0, 0.25)],
+    }));
+    options.abstain_below = Some(0.3);
+    let output = Verify::new(options, engine(), engine())
+        .complete(request())
+        .await
+        .unwrap();
+    let entry = entry(&output.report);
+    assert_eq!(entry["confidence"].as_f64(), Some(0.25));
+    assert_eq!(entry["abstained"], true, "the calibrated value is compared");
+    let raw = entry["raw_confidence"].as_f64().unwrap();
+    let grounding = entry["grounding"].as_f64().unwrap();
+    assert_eq!(raw, grounding);
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Regenerates the README's trust results (the block between the `trust-results` markers): the
+# guard and jailbreak tables, the verifier on HaluEval QA, and calibration on stored HumanEval
+# answers (plots into docs/trust/). Sizes are the flags below; raise them on a quiet machine.
+# CALIBRATION_MODEL picks whose stored answers are calibrated (qwen-coder-1.5b once its
+# HumanEval outcomes are in the store).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --workspace -q
+export OMP_WAIT_POLICY=PASSIVE
+tandem() { nice -n 10 target/debug/tandem --config crates/trust/eval.toml "$@"; }
+out=$(mktemp -d)
+tandem eval trust --items 20 --combiner-items 10 --jailbreaks 6 --scary-items 30 --out "$out/guard.md"
+tandem eval trust --verify --verify-items 60 --out "$out/verify.md"
+tandem eval trust --calibrate --calibration-model "${CALIBRATION_MODEL:-qwen-coder-0.5b}" \
+    --plots docs/trust --out "$out/calibration.md"
+{
+    echo '<!-- trust-results:start (scripts/trust-eval.sh writes this block) -->'
+    echo '#### Guard and jailbreak signals'
+    echo
+    cat "$out/guard.md"
+    echo
+    echo '#### Verification: HaluEval QA'
+    echo
+    cat "$out/verify.md"
+    echo
+    echo '#### Calibration'
+    echo
+    cat "$out/calibration.md"
+    echo '<!-- trust-results:end -->'
+} > "$out/block.md"
+python3 - "$out/block.md" <<'PY'
+import re, sys
+block = open(sys.argv[1]).read().rstrip("\n")
+readme = open("README.md").read()
+pattern = re.compile(r"<!-- trust-results:start.*?<!-- trust-results:end -->", re.S)
+if not pattern.search(readme):
+    sys.exit("README.md has no trust-results block")
+open("README.md", "w").write(pattern.sub(lambda _: block, readme, count=1))
+PY
+echo "README.md updated"
