@@ -113,10 +113,15 @@ for expected in [
 ]:
     assert expected in kinds, (expected, kinds)
 assert [e.sequence_number for e in events] == list(range(len(events))), events
+# The streamed text is compared with the stream's own final object, not with the request above:
+# other tests share this server's engine, and a greedy answer can change with what it is batched
+# with.
 deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
-assert deltas == response.output_text, (deltas, response.output_text)
-assert events[-1].response.output_text == response.output_text
-assert events[-1].response.usage.output_tokens == response.usage.output_tokens
+final = events[-1].response
+assert deltas and deltas == final.output_text, (deltas, final.output_text)
+done = [e.text for e in events if e.type == "response.output_text.done"]
+assert done == [deltas], (done, deltas)
+assert final.usage.output_tokens > 0, final.usage
 
 # A function tool round trip, not streamed: the call, its output, the answer from it.
 first = client.responses.create(

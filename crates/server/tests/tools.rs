@@ -28,10 +28,13 @@ fn engine(name: &str, path: std::path::PathBuf) -> Arc<LlamaEngine> {
     Arc::new(LlamaEngine::start(model, options).unwrap())
 }
 
-/// One server for the test binary.
-async fn server() -> SocketAddr {
+/// The test binary's one server, for one test at a time: the scripts compare answers to equal greedy
+/// requests, and an answer can change with what the engine batches it with.
+async fn server() -> (SocketAddr, tokio::sync::MutexGuard<'static, ()>) {
     static SERVER: OnceCell<SocketAddr> = OnceCell::const_new();
-    *SERVER.get_or_init(start_server).await
+    static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let alone = ALONE.lock().await;
+    (*SERVER.get_or_init(start_server).await, alone)
 }
 
 async fn start_server() -> SocketAddr {
@@ -56,7 +59,7 @@ async fn start_server() -> SocketAddr {
 
 #[tokio::test]
 async fn tools_and_structured_outputs_work_with_the_official_openai_client() {
-    let addr = server().await;
+    let (addr, _alone) = server().await;
     let ids = common::model_ids(&reqwest::Client::new(), &format!("http://{addr}"), KEY).await;
     assert_eq!(ids, ["qwen", "smollm2"]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_tools.py");
@@ -79,7 +82,7 @@ async fn tools_and_structured_outputs_work_with_the_official_openai_client() {
 
 #[tokio::test]
 async fn a_remote_model_passes_tools_through_and_reads_the_calls_back() {
-    let addr = server().await;
+    let (addr, _alone) = server().await;
     let options = RemoteOptions::new("tandem-loopback", format!("http://{addr}/v1"), "qwen");
     let remote = RemoteModel::new(options).unwrap();
     let request = ChatCompletionRequest {
@@ -122,7 +125,7 @@ async fn a_remote_model_passes_tools_through_and_reads_the_calls_back() {
 
 #[tokio::test]
 async fn completions_and_responses_work_with_the_official_openai_client() {
-    let addr = server().await;
+    let (addr, _alone) = server().await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_api.py");
     let python = std::env::var("TANDEM_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let output = tokio::process::Command::new(&python)
