@@ -385,7 +385,9 @@ pub fn log_sum_exp(logits: &[f32]) -> f32 {
 }
 
 /// The `n` most probable tokens with their log probabilities under the model's own distribution
-/// (temperature 1), most probable first. `lse` is [`log_sum_exp`] of the same logits.
+/// (temperature 1), most probable first. `lse` is [`log_sum_exp`] of the same logits. Tokens that
+/// cannot be chosen at all (a logit of -inf, as a fused distribution gives excluded tokens) are
+/// never listed: JSON has no -inf, and they are no alternative.
 pub fn top_logprobs(logits: &[f32], lse: f32, n: usize) -> Vec<(TokenId, f32)> {
     if n == 0 {
         return Vec::new();
@@ -393,8 +395,12 @@ pub fn top_logprobs(logits: &[f32], lse: f32, n: usize) -> Vec<(TokenId, f32)> {
     let mut all: Vec<(TokenId, f32)> = logits
         .iter()
         .enumerate()
+        .filter(|(_, l)| l.is_finite())
         .map(|(i, &l)| (i as TokenId, l))
         .collect();
+    if all.is_empty() {
+        return Vec::new();
+    }
     let n = n.min(all.len());
     if n < all.len() {
         all.select_nth_unstable_by(n - 1, |a, b| b.1.total_cmp(&a.1));
@@ -635,5 +641,13 @@ mod tests {
         assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![2, 1, 0]);
         let total: f32 = top.iter().map(|t| t.1.exp()).sum();
         assert!((total - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn tokens_excluded_with_minus_infinity_are_never_alternatives() {
+        let fused = [1.0f32, f32::NEG_INFINITY, 0.5, f32::NEG_INFINITY];
+        let listed = top_logprobs(&fused, log_sum_exp(&fused), 4);
+        assert_eq!(listed.iter().map(|t| t.0).collect::<Vec<_>>(), vec![0, 2]);
+        assert!(listed.iter().all(|t| t.1.is_finite()));
     }
 }
