@@ -300,7 +300,14 @@ async fn sampled_verification_follows_the_targets_distribution() {
 
 #[tokio::test]
 async fn sampled_speculation_is_seeded() {
-    let spec = pipeline(DraftSource::Model(draft()));
+    // Engines of its own: on the shared ones, the other tests' sequences batch with this one's,
+    // and a sampled answer can change with what it is batched with.
+    let target = engine(target_model(), "qwen-1.5b-seeded", 1);
+    let draft = engine(draft_model(), "qwen-0.5b-seeded", 1);
+    let mut options = SpeculativeOptions::new("spec");
+    options.fallback = false;
+    let spec = Speculative::new(target, DraftSource::Model(draft), options)
+        .expect("the pair shares a vocabulary");
     let mut r = request("Write a haiku about compilers.", 16);
     r.temperature = Some(0.8);
     r.seed = Some(7);
