@@ -1,7 +1,8 @@
 //! `POST /v1/chat/completions`: validation, pipeline lookup, and the translation of a pipeline's
 //! events into OpenAI's JSON response or its stream of `chat.completion.chunk` events.
 //!
-//! Each request runs in a `chat_completion` span that carries its pipeline and the `user` the
+//! Every generating endpoint (chat, text completions, responses) goes through [`accept`]: each
+//! request runs in a `request` span that carries the endpoint, its pipeline and the `user` the
 //! client named, and ends with one `info` log line, so an operator can trace a request to its end
 //! user (what OpenAI's `user` field is for).
 
@@ -30,28 +31,63 @@ pub(crate) async fn completions(
     tenant: Option<Extension<Tenant>>,
     body: Result<Json<ChatCompletionRequest>, JsonRejection>,
 ) -> Response {
+    let tenant = tenant.map(|Extension(Tenant(id))| id);
+    accept("chat.completions", &state, body, |request, started| {
+        let request = ChatCompletionRequest { tenant, ..request };
+        handle(&state, request, started)
+    })
+    .await
+}
+
+/// A generating endpoint's request body: the pipeline it names and the end user the client names.
+pub(crate) trait EndpointRequest {
+    fn model(&self) -> &str;
+    fn user(&self) -> Option<&str>;
+}
+
+impl EndpointRequest for ChatCompletionRequest {
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+}
+
+/// What every generating endpoint does around its handler: a body that does not parse is answered
+/// with its error (counted under the `unknown` pipeline); a parsed one is handled in a `request`
+/// span that carries the endpoint, the pipeline and the client's `user`, and [`respond`] counts
+/// and logs its end.
+pub(crate) async fn accept<T, F, Fut>(
+    endpoint: &'static str,
+    state: &AppState,
+    body: Result<Json<T>, JsonRejection>,
+    handle: F,
+) -> Response
+where
+    T: EndpointRequest,
+    F: FnOnce(T, Instant) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, ApiError>>,
+{
     let started = Instant::now();
     let request = match body {
-        Ok(Json(request)) => ChatCompletionRequest {
-            tenant: tenant.map(|Extension(Tenant(id))| id),
-            ..request
-        },
+        Ok(Json(request)) => request,
         Err(rejection) => {
             let error = ApiError::from(rejection);
             finished("unknown", error.status.as_u16(), started);
             return error.into_response();
         }
     };
-    let pipeline = pipeline_label(&state, &request.model);
-    let span = tracing::info_span!("chat_completion", %pipeline, user = request.user.as_deref());
-    respond(pipeline, started, handle(&state, request, started))
+    let pipeline = pipeline_label(state, request.model());
+    let span = tracing::info_span!("request", endpoint, %pipeline, user = request.user());
+    respond(pipeline, started, handle(request, started))
         .instrument(span)
         .await
 }
 
 /// Runs an endpoint's handler and counts and logs its end; a stream records its own end. Called
 /// inside the request's span.
-pub(crate) async fn respond(
+async fn respond(
     pipeline: String,
     started: Instant,
     handler: impl std::future::Future<Output = Result<Response, ApiError>>,
@@ -70,7 +106,7 @@ pub(crate) async fn respond(
 
 /// The pipeline's name for metrics and logs: `unknown` for a name no pipeline has, so that
 /// clients cannot mint label values.
-pub(crate) fn pipeline_label(state: &AppState, model: &str) -> String {
+fn pipeline_label(state: &AppState, model: &str) -> String {
     match state.pipelines.get(model) {
         Some(_) => model.to_string(),
         None => "unknown".to_string(),
@@ -150,10 +186,7 @@ async fn handle(
         let outputs = complete_choices(model.as_ref(), request, n).await?;
         let (usage, report) = merge_choices(&outputs, outputs.len());
         let report = reply.finish_report(report);
-        metrics::record_report(&report);
-        if let Some(charge) = &charge {
-            charge.charge(&report).await;
-        }
+        spending::settle(charge.as_ref(), &report).await;
         let choices = outputs
             .into_iter()
             .enumerate()

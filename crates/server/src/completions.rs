@@ -14,9 +14,8 @@ use tandem_core::completions::{
     validate_completion, CompletionRequest, LegacyLogprobs, TextChoice, TextCompletion,
 };
 use tandem_core::{collect, ChatEvent, ChatOutput, ModelError};
-use tracing::Instrument;
 
-use crate::chat::{finished, merge_choices, pipeline_label, respond, Reply};
+use crate::chat::{accept, merge_choices, EndpointRequest, Reply};
 use crate::error::ApiError;
 use crate::{metrics, spending, sse, unix_now, AppState, Tenant};
 
@@ -25,21 +24,20 @@ pub(crate) async fn create(
     tenant: Option<Extension<Tenant>>,
     body: Result<Json<CompletionRequest>, JsonRejection>,
 ) -> Response {
-    let started = Instant::now();
-    let request = match body {
-        Ok(Json(request)) => request,
-        Err(rejection) => {
-            let error = ApiError::from(rejection);
-            finished("unknown", error.status.as_u16(), started);
-            return error.into_response();
-        }
-    };
-    let pipeline = pipeline_label(&state, &request.model);
-    let span = tracing::info_span!("text_completion", %pipeline, user = request.user.as_deref());
     let tenant = tenant.map(|Extension(Tenant(id))| id);
-    respond(pipeline, started, handle(&state, request, tenant, started))
-        .instrument(span)
-        .await
+    accept("completions", &state, body, |request, started| {
+        handle(&state, request, tenant, started)
+    })
+    .await
+}
+
+impl EndpointRequest for CompletionRequest {
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
 }
 
 /// A prompt too long is too long in `prompt`, not in `messages` as for chat.
@@ -103,10 +101,7 @@ async fn handle(
     .map_err(prompt_error)?;
     let (usage, report) = merge_choices(&outputs, request.n.unwrap_or(1) as usize);
     let report = reply.finish_report(report);
-    metrics::record_report(&report);
-    if let Some(charge) = &charge {
-        charge.charge(&report).await;
-    }
+    spending::settle(charge.as_ref(), &report).await;
     let choices = outputs
         .into_iter()
         .zip(prompts)

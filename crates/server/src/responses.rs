@@ -23,9 +23,8 @@ use tandem_core::openai::{
 };
 use tandem_core::validate::validate;
 use tandem_core::{ChatEvent, ChatOutput, ModelError, Report};
-use tracing::Instrument;
 
-use crate::chat::{finished, pipeline_label, respond, Reply};
+use crate::chat::{accept, EndpointRequest, Reply};
 use crate::error::ApiError;
 use crate::{metrics, spending, sse, unix_now, AppState, Tenant};
 
@@ -384,21 +383,20 @@ pub(crate) async fn create(
     tenant: Option<Extension<Tenant>>,
     body: Result<Json<ResponsesRequest>, JsonRejection>,
 ) -> Response {
-    let started = Instant::now();
-    let request = match body {
-        Ok(Json(request)) => request,
-        Err(rejection) => {
-            let error = ApiError::from(rejection);
-            finished("unknown", error.status.as_u16(), started);
-            return error.into_response();
-        }
-    };
-    let pipeline = pipeline_label(&state, &request.model);
-    let span = tracing::info_span!("response", %pipeline, user = request.user.as_deref());
     let tenant = tenant.map(|Extension(Tenant(id))| id);
-    respond(pipeline, started, handle(&state, request, tenant, started))
-        .instrument(span)
-        .await
+    accept("responses", &state, body, |request, started| {
+        handle(&state, request, tenant, started)
+    })
+    .await
+}
+
+impl EndpointRequest for ResponsesRequest {
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
 }
 
 async fn handle(
@@ -440,10 +438,7 @@ async fn handle(
     chat.stream = false;
     let output = model.complete(chat).await.map_err(responses_param)?;
     let report = shape.reply.finish_report(output.report.clone());
-    metrics::record_report(&report);
-    if let Some(charge) = &charge {
-        charge.charge(&report).await;
-    }
+    spending::settle(charge.as_ref(), &report).await;
     let items = output_items(&output);
     Ok(Json(shape.response(
         status_of(output.finish_reason),

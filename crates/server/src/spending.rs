@@ -156,6 +156,16 @@ impl Charge {
     }
 }
 
+/// Counts a finished, non-streamed answer's `report` in /metrics and charges it to whoever pays
+/// (nobody on a server that keeps no spending). A stream's render counts its report and
+/// [`crate::sse::forward`] charges it.
+pub(crate) async fn settle(charge: Option<&Charge>, report: &Report) {
+    crate::metrics::record_report(report);
+    if let Some(charge) = charge {
+        charge.charge(report).await;
+    }
+}
+
 /// Refuses the request when its key's budget is spent; otherwise who pays for it when it ends
 /// (`None` on a server that keeps no spending). Every generating endpoint goes through here.
 pub(crate) async fn admit(
