@@ -196,10 +196,10 @@ pub async fn run(args: EvaluateArgs, config: Config, fetcher: &Fetcher) -> Resul
     for (n, item) in held_out.iter().enumerate() {
         let answer = small_outcomes[&item.id].output.clone().unwrap_or_default();
         let prompt = engine.model().chat_prompt(&item.messages)?;
-        perplexity.push(Some(mean_negative_log_likelihood(&engine, &prompt).await?));
+        let (prompt_loss, losses) = teacher_forced(&engine, &prompt, &answer).await?;
+        perplexity.push(Some(prompt_loss));
         // exp(mean logprob) and exp(min logprob) of the answer, as the cascade's signals; an
         // empty answer has probability 0 (nothing to trust).
-        let losses = answer_losses(&engine, &item.messages, &answer).await?;
         let mean_loss = (!losses.is_empty()).then(|| mean(losses.iter().copied()));
         let max_loss = losses.iter().copied().reduce(f64::max);
         mean_probability.push(Some(1.0 - mean_loss.map_or(0.0, |l| (-l).exp())));
@@ -267,22 +267,33 @@ fn curve_costs(scored: &[Scored], costs: &[(f64, f64)], cascade: bool) -> Vec<f6
     curve
 }
 
-/// `-ln p(token)` of each token of `answer`, teacher-forced through `engine`'s model after the
-/// chat prompt of `messages` (the answer as re-tokenized from its text).
-async fn answer_losses(
+/// One teacher-forced pass of the small model over `prompt` followed by `answer`: the prompt's
+/// mean `-ln p(token)` (the perplexity router's score, as [`mean_negative_log_likelihood`] computes
+/// it: a causal model's prompt losses do not depend on what follows) and `-ln p(token)` of each
+/// token of the answer as re-tokenized from its text.
+async fn teacher_forced(
     engine: &LlamaEngine,
-    messages: &[Message],
+    prompt: &[i32],
     answer: &str,
-) -> Result<Vec<f64>> {
-    let prompt = engine.model().chat_prompt(messages)?;
+) -> Result<(f64, Vec<f64>)> {
     let answer_tokens = engine.model().tokenize(answer, false);
     if answer_tokens.is_empty() {
-        return Ok(Vec::new());
+        return Ok((
+            mean_negative_log_likelihood(engine, prompt).await?,
+            Vec::new(),
+        ));
     }
-    let mut tokens = prompt.clone();
+    let mut tokens = prompt.to_vec();
     tokens.extend(&answer_tokens);
-    let losses = engine.open_sequence().await?.token_losses(&tokens).await?;
-    Ok(losses[losses.len() - answer_tokens.len()..].to_vec())
+    let mut losses = engine.open_sequence().await?.token_losses(&tokens).await?;
+    let answer_losses = losses.split_off(losses.len().saturating_sub(answer_tokens.len()));
+    // `losses` now holds the prompt's tokens after its first.
+    let prompt_loss = if prompt.len() < 2 {
+        0.0
+    } else {
+        mean(losses.iter().copied())
+    };
+    Ok((prompt_loss, answer_losses))
 }
 
 /// The small model's P(yes) that its answer is right (the cascade's `self_check`).
