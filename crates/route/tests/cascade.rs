@@ -254,7 +254,7 @@ async fn shown_examples_scores_the_share_passed_and_says_when_there_were_none() 
         let (out, answers) = run(Ok(Some(half)), threshold, 0.0).await;
         assert_eq!(
             answers,
-            [small_alone.text.clone()],
+            std::slice::from_ref(&small_alone.text),
             "the small answer is checked"
         );
         let decision = decision(&out.report);
