@@ -122,12 +122,13 @@ impl StoreConfig {
     }
 }
 
-/// `[eval]`: settings of `tandem eval`.
+/// `[eval]`: settings of `tandem eval` and of the evaluation harness's sandbox.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {
     /// Run model-written code with resource limits only (network and a writable filesystem) where
-    /// namespaces are not available, instead of refusing; as `--allow-unisolated` does.
+    /// namespaces are not available, instead of refusing; as `--allow-unisolated` does. Also
+    /// governs the sandbox of `shown_examples` cascades.
     #[serde(default)]
     pub allow_unisolated: bool,
 }
