@@ -122,12 +122,13 @@ impl StoreConfig {
     }
 }
 
-/// `[eval]`: settings of `tandem eval`.
+/// `[eval]`: settings of `tandem eval` and of the evaluation harness's sandbox.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {
     /// Run model-written code with resource limits only (network and a writable filesystem) where
-    /// namespaces are not available, instead of refusing; as `--allow-unisolated` does.
+    /// namespaces are not available, instead of refusing; as `--allow-unisolated` does. Also
+    /// governs the sandbox of `shown_examples` cascades.
     #[serde(default)]
     pub allow_unisolated: bool,
 }
@@ -427,7 +428,8 @@ pub struct DirectConfig {
 pub struct CascadeConfig {
     pub small: String,
     pub large: String,
-    /// `mean_logprob`, `min_logprob`, `self_check` or `agreement`.
+    /// `mean_logprob`, `min_logprob`, `self_check`, `agreement` or `shown_examples` (the share
+    /// of the request's own examples the answer's code passes, run in the sandbox).
     pub signal: tandem_route::Signal,
     /// Escalate when the signal's score (in [0, 1]) is under this.
     pub threshold: f64,
@@ -436,6 +438,10 @@ pub struct CascadeConfig {
     pub samples: u32,
     #[serde(default = "default_cascade_sample_temperature")]
     pub sample_temperature: f32,
+    /// `shown_examples`: the score of a request that shows no example, in [0, 1]; default 0
+    /// (escalate: nothing to trust the answer on); 1 keeps the small answer.
+    #[serde(default)]
+    pub no_examples_score: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -816,6 +822,14 @@ impl PipelineConfig {
                 }
                 if !(cascade.sample_temperature > 0.0 && cascade.sample_temperature.is_finite()) {
                     bail!("pipelines.{name}.sample_temperature must be above 0");
+                }
+                if let Some(score) = cascade.no_examples_score {
+                    if cascade.signal != tandem_route::Signal::ShownExamples {
+                        bail!("pipelines.{name}.no_examples_score is only used with signal = \"shown_examples\"; remove it");
+                    }
+                    if !(0.0..=1.0).contains(&score) {
+                        bail!("pipelines.{name}.no_examples_score must be a score in [0, 1]");
+                    }
                 }
             }
             PipelineConfig::Guard(guard) => check_guard(name, guard)?,
@@ -1395,6 +1409,23 @@ mod tests {
             "signal = \"agreement\"\nthreshold = 0.5\nsamples = 0\n"
         ))
         .contains("pipelines.c.samples"));
+        let examples = Config::parse(&cascade(
+            "signal = \"shown_examples\"\nthreshold = 1\nno_examples_score = 1\n",
+        ))
+        .unwrap();
+        let PipelineConfig::Cascade(parsed) = &examples.pipelines["c"] else {
+            panic!("not a cascade")
+        };
+        assert_eq!(parsed.signal, tandem_route::Signal::ShownExamples);
+        assert_eq!(parsed.no_examples_score, Some(1.0));
+        assert!(error_of(&cascade(
+            "signal = \"shown_examples\"\nthreshold = 1\nno_examples_score = 2\n"
+        ))
+        .contains("pipelines.c.no_examples_score must be a score in [0, 1]"));
+        assert!(error_of(&cascade(
+            "signal = \"mean_logprob\"\nthreshold = 1\nno_examples_score = 1\n"
+        ))
+        .contains("only used with signal = \"shown_examples\""));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod eval_privacy;
 mod pipeline;
 mod router;
 mod runtime;
+mod shown_examples;
 mod trust;
 mod trust_verify;
 

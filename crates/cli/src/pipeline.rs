@@ -15,14 +15,15 @@ use tandem_llama::LlamaEngine;
 use tandem_privacy::stage::{Guard, KeepLocal, Redact, Rewrite};
 use tandem_privacy::{Detector, DetectorConfig};
 use tandem_route::{
-    CacheOptions, Cascade, CascadeOptions, LearnedRouter, LearnedScorer, PerplexityScorer,
-    PromptScorer, Router, RouterOptions, SemanticCache,
+    CacheOptions, Cascade, CascadeOptions, ExampleCheck, LearnedRouter, LearnedScorer,
+    PerplexityScorer, PromptScorer, Router, RouterOptions, SemanticCache, Signal,
 };
 use tandem_store::{SqliteStore, Store};
 use tandem_trust::calibration::Calibration;
 use tandem_trust::{GuardOptions, InputScorer, Judge, Policy, TrustModel, Verify, VerifyOptions};
 
 use crate::config::{Config, PipelineConfig, RouterConfig, SpeculativeConfig, PERPLEXITY_ROUTER};
+use crate::shown_examples::SandboxedExamples;
 use tandem_llama::fusion::{Fusion, Mode};
 use tandem_llama::speculative::{DraftSource, Speculative, SpeculativeOptions, SuffixCache};
 
@@ -34,6 +35,9 @@ pub struct Registry {
     /// Local models, for strategies that read tokens and logits.
     engines: BTreeMap<String, Arc<LlamaEngine>>,
     embedders: BTreeMap<String, Arc<Embedder>>,
+    /// The sandbox that runs answers on their requests' examples (the `shown_examples` signal),
+    /// set up when the first pipeline that needs it is built.
+    examples: Option<Arc<dyn ExampleCheck>>,
 }
 
 impl Registry {
@@ -91,7 +95,7 @@ impl Registry {
 }
 
 /// Builds every pipeline whose models are all in `registry`, in dependency order, and adds it.
-pub fn build_all(config: &Config, registry: &mut Registry) -> Result<()> {
+pub async fn build_all(config: &Config, registry: &mut Registry) -> Result<()> {
     let mut store = LazyStore::new(config.store.path());
     for name in config.pipeline_order()? {
         let loaded = config.models_under(name)?.iter().all(|model| {
@@ -99,6 +103,17 @@ pub fn build_all(config: &Config, registry: &mut Registry) -> Result<()> {
         });
         if !loaded {
             continue;
+        }
+        let runs_examples = matches!(&config.pipelines[name], PipelineConfig::Cascade(c) if c.signal == Signal::ShownExamples);
+        if runs_examples && registry.examples.is_none() {
+            let check = SandboxedExamples::detect(config.eval.allow_unisolated)
+                .await
+                .with_context(|| {
+                    format!(
+                        "pipelines.{name}: signal = \"shown_examples\" runs the small model's code in a sandbox, which cannot be set up here"
+                    )
+                })?;
+            registry.examples = Some(Arc::new(check));
         }
         let model = build(name, config, registry, &mut store)
             .with_context(|| format!("cannot build pipeline `{name}`"))?;
@@ -122,11 +137,16 @@ fn build(
             options.large_pricing = config
                 .single_model(&cascade.large)
                 .map(|model| config.models[model].pricing());
-            Arc::new(Cascade::new(
+            options.no_examples_score = cascade.no_examples_score.unwrap_or(0.0);
+            let mut built = Cascade::new(
                 options,
                 registry.chat(&cascade.small)?,
                 registry.chat(&cascade.large)?,
-            ))
+            );
+            if let Some(check) = &registry.examples {
+                built = built.with_example_check(check.clone());
+            }
+            Arc::new(built)
         }
         PipelineConfig::Guard(guard) => {
             let policy = match &guard.categories {

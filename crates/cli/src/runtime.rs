@@ -61,7 +61,7 @@ impl Runtime {
                 }
             }
         }
-        pipeline::build_all(&config, &mut registry)?;
+        pipeline::build_all(&config, &mut registry).await?;
         Ok(Runtime { config, registry })
     }
 

@@ -109,6 +109,82 @@ fn a_cascade_pipeline_from_the_config_escalates_under_its_threshold() {
     }
 }
 
+/// The `cascade` entry that `tandem run` prints for pipeline `cheap`, as JSON.
+fn cascade_entry(stderr: &str) -> serde_json::Value {
+    let line = stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("[cheap (cascade): "))
+        .unwrap_or_else(|| panic!("no cascade entry: {stderr}"));
+    serde_json::from_str(line.strip_suffix(']').unwrap()).unwrap()
+}
+
+#[test]
+fn a_shown_examples_cascade_runs_the_small_answer_on_the_request_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cascade.toml");
+    let model = tandem_fetch::test_model();
+    let local = |name: &str| {
+        format!(
+            "[models.{name}]\nkind = \"local\"\nfile = \"{}\"\ncontext_size = 1024\nparallel = 1\nthreads = 1\n",
+            model.display()
+        )
+    };
+    let config = |threshold: f64, extra: &str| {
+        format!(
+            "{}{}[pipelines.cheap]\nstrategy = \"cascade\"\nsmall = \"small\"\nlarge = \"large\"\n\
+             signal = \"shown_examples\"\nthreshold = {threshold:?}\n{extra}",
+            local("small"),
+            local("large")
+        )
+    };
+    let ask = |prompt: &str| {
+        let output = tandem(&path)
+            .args([
+                "run",
+                "-m",
+                "cheap",
+                prompt,
+                "--max-tokens",
+                "48",
+                "--temperature",
+                "0",
+            ])
+            .output()
+            .unwrap();
+        let (_, stderr) = text(&output);
+        assert!(output.status.success(), "{stderr}");
+        stderr
+    };
+    let code_task = "Write the Python function `add(a, b)` that returns the sum of a and b.\n\
+                     >>> add(2, 3)\n5\nadd(-1, 1) => 0";
+    let mut scores = Vec::new();
+    for (threshold, escalated, answered_by) in [(0.0, false, "small"), (1.01, true, "large")] {
+        std::fs::write(&path, config(threshold, "")).unwrap();
+        let stderr = ask(code_task);
+        let entry = cascade_entry(&stderr);
+        assert_eq!(entry["signal"], "shown_examples", "{stderr}");
+        assert_eq!(entry["examples"]["total"], 2, "{stderr}");
+        let passed = entry["examples"]["passed"].as_f64().unwrap();
+        let score = entry["score"].as_f64().unwrap();
+        assert_eq!(score, passed / 2.0, "{stderr}");
+        assert_eq!(entry["escalated"], escalated, "{stderr}");
+        assert!(stderr.contains(&format!("[{answered_by}: ")), "{stderr}");
+        scores.push(score);
+    }
+    // Greedy answers to the same request score the same, whatever the threshold made of them.
+    assert_eq!(scores[0], scores[1]);
+
+    // A question without examples: the signal has nothing to say, and `no_examples_score`
+    // decides (0 by default: escalate).
+    for (extra, escalated) in [("", true), ("no_examples_score = 1.0\n", false)] {
+        std::fs::write(&path, config(0.5, extra)).unwrap();
+        let entry = cascade_entry(&ask("Say hi."));
+        assert_eq!(entry["no_examples"], true, "{entry}");
+        assert!(entry.get("examples").is_none(), "{entry}");
+        assert_eq!(entry["escalated"], escalated, "{entry}");
+    }
+}
+
 #[test]
 fn a_speculative_pipeline_is_built_from_the_config_and_answers() {
     let dir = tempfile::tempdir().unwrap();

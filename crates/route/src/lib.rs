@@ -23,4 +23,4 @@ pub use cache::{CacheOptions, SemanticCache};
 pub use cascade::{Cascade, CascadeOptions};
 pub use learn::{Example, LearnedRouter, Learner};
 pub use router::{LearnedScorer, PerplexityScorer, PromptScorer, Router, RouterOptions};
-pub use signal::Signal;
+pub use signal::{ExampleCheck, ExamplesPassed, Signal};

@@ -9,10 +9,16 @@
 //! - `agreement`: the small model answers again `samples` times with sampling; the score is the
 //!   share of those answers that agree with the first one (same final answer: the last `\boxed{}`,
 //!   else the last number, else the whole text with spacing and case normalised).
+//! - `shown_examples`: for code, the share of the examples the request itself shows (doctest lines,
+//!   `f(x) ➞ y` lines, in any message's text) that the answer's code passes, run in a sandbox by
+//!   an [`ExampleCheck`] (the `tandem` binary's runs them in the evaluation harness's sandbox).
+//!   A request that shows no example gets the cascade's `no_examples_score`.
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tandem_core::logprobs::yes_share;
 use tandem_core::openai::{ChatCompletionRequest, Message, Role, TokenLogprob};
+use tandem_core::ModelError;
 
 /// Which signal a cascade uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +28,7 @@ pub enum Signal {
     MinLogprob,
     SelfCheck,
     Agreement,
+    ShownExamples,
 }
 
 impl Signal {
@@ -31,8 +38,53 @@ impl Signal {
             Signal::MinLogprob => "min_logprob",
             Signal::SelfCheck => "self_check",
             Signal::Agreement => "agreement",
+            Signal::ShownExamples => "shown_examples",
         }
     }
+}
+
+/// How an answer fared on the examples its request shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ExamplesPassed {
+    pub passed: usize,
+    /// At least 1.
+    pub total: usize,
+}
+
+impl ExamplesPassed {
+    /// The share passed, in [0, 1].
+    pub fn share(self) -> f64 {
+        self.passed as f64 / self.total.max(1) as f64
+    }
+}
+
+/// Runs an answer's code on the examples its request shows, for the `shown_examples` signal.
+/// Model-written code must never run in Tandem's process: an implementation runs it in a sandbox
+/// (the `tandem` binary's uses the evaluation harness's), where the answer cannot forge the
+/// results.
+#[async_trait]
+pub trait ExampleCheck: Send + Sync {
+    /// `Ok(None)` when the request shows no example an answer could be run on (not a code task).
+    /// An `Err` is a failure of the sandbox, never a wrong answer.
+    async fn check(
+        &self,
+        request: &ChatCompletionRequest,
+        answer: &str,
+    ) -> Result<Option<ExamplesPassed>, ModelError>;
+}
+
+/// The texts a request's examples are looked for in: the system (and developer) messages, then
+/// the last user message; a message that is not all text is left out.
+pub fn example_texts(request: &ChatCompletionRequest) -> Vec<String> {
+    let system = request
+        .messages
+        .iter()
+        .filter(|m| matches!(m.role, Role::System | Role::Developer));
+    let last_user = request.messages.iter().rev().find(|m| m.role == Role::User);
+    system
+        .chain(last_user)
+        .filter_map(|m| m.content.text())
+        .collect()
 }
 
 /// `exp(mean logprob)` of the answer's tokens; 0 for an empty answer (nothing to trust).
@@ -220,5 +272,28 @@ mod tests {
         ];
         assert!((agreement("We get 12.", &samples) - 0.75).abs() < 1e-12);
         assert_eq!(agreement("12", &[]), 0.0);
+    }
+
+    #[test]
+    fn examples_are_looked_for_in_the_system_messages_and_the_last_question() {
+        let request = ChatCompletionRequest {
+            messages: vec![
+                Message::new(Role::System, "rules"),
+                Message::new(Role::User, "an earlier question"),
+                Message::new(Role::Assistant, "an earlier answer"),
+                Message::new(Role::Developer, "more rules"),
+                Message::new(Role::User, "the question"),
+            ],
+            ..ChatCompletionRequest::default()
+        };
+        assert_eq!(
+            example_texts(&request),
+            ["rules", "more rules", "the question"]
+        );
+        let share = ExamplesPassed {
+            passed: 2,
+            total: 3,
+        };
+        assert!((share.share() - 2.0 / 3.0).abs() < 1e-12);
     }
 }

@@ -2,14 +2,15 @@
 //! (`small` with a short context, `large`), so every decision and report can be checked against
 //! what each model says on its own.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use async_trait::async_trait;
 use futures::StreamExt;
 use tandem_core::openai::{ChatCompletionRequest, Message, Role};
-use tandem_core::{ChatEvent, ChatModel, Pricing, Report};
+use tandem_core::{ChatEvent, ChatModel, ModelError, Pricing, Report};
 use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
 use tandem_route::signal::{self, Signal};
-use tandem_route::{Cascade, CascadeOptions};
+use tandem_route::{Cascade, CascadeOptions, ExampleCheck, ExamplesPassed};
 
 const SMALL_CONTEXT: u32 = 256;
 
@@ -200,4 +201,96 @@ async fn a_failed_small_attempt_escalates_and_says_why() {
         .unwrap()
         .contains("context"));
     assert_eq!(stage_models(&out.report), ["large"]);
+}
+
+/// What a sandboxed example check would say, fixed in advance; it keeps the answers it was given.
+/// (The sandbox itself is tested where it lives, in tandem-eval, and end to end in the binary's
+/// tests: here only the cascade's use of its verdicts is.)
+struct Verdict {
+    says: Result<Option<ExamplesPassed>, String>,
+    answers: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl ExampleCheck for Verdict {
+    async fn check(
+        &self,
+        _request: &ChatCompletionRequest,
+        answer: &str,
+    ) -> Result<Option<ExamplesPassed>, ModelError> {
+        self.answers.lock().unwrap().push(answer.to_string());
+        self.says.clone().map_err(ModelError::Internal)
+    }
+}
+
+#[tokio::test]
+async fn shown_examples_scores_the_share_passed_and_says_when_there_were_none() {
+    let (small, _) = engines();
+    let prompt = request("Write f(x) that doubles x.\n>>> f(2)\n4");
+    let small_alone = small.complete(prompt.clone()).await.unwrap();
+    let half = ExamplesPassed {
+        passed: 1,
+        total: 2,
+    };
+    let run = |says: Result<Option<ExamplesPassed>, String>, threshold: f64, no_examples: f64| {
+        let prompt = prompt.clone();
+        async move {
+            let verdict = Arc::new(Verdict {
+                says,
+                answers: Mutex::new(Vec::new()),
+            });
+            let (small, large) = engines();
+            let mut options = CascadeOptions::new("cheap", Signal::ShownExamples, threshold);
+            options.no_examples_score = no_examples;
+            let cascade = Cascade::new(options, small, large).with_example_check(verdict.clone());
+            let out = cascade.complete(prompt).await.unwrap();
+            let answers = verdict.answers.lock().unwrap().clone();
+            (out, answers)
+        }
+    };
+
+    // Half the examples passed: kept at 0.5, escalated above.
+    for (threshold, escalated) in [(0.5, false), (0.51, true)] {
+        let (out, answers) = run(Ok(Some(half)), threshold, 0.0).await;
+        assert_eq!(
+            answers,
+            std::slice::from_ref(&small_alone.text),
+            "the small answer is checked"
+        );
+        let decision = decision(&out.report);
+        assert_eq!(decision["signal"], "shown_examples");
+        assert_eq!(decision["score"], 0.5);
+        assert_eq!(
+            decision["examples"],
+            serde_json::json!({"passed": 1, "total": 2})
+        );
+        assert!(decision.get("no_examples").is_none());
+        assert_eq!(decision["escalated"], escalated, "threshold {threshold}");
+        let models = if escalated {
+            vec!["small", "large"]
+        } else {
+            vec!["small"]
+        };
+        assert_eq!(stage_models(&out.report), models);
+    }
+
+    // No example: the configured score decides, and the entry says so.
+    for (no_examples, escalated) in [(0.0, true), (1.0, false)] {
+        let (out, _) = run(Ok(None), 0.5, no_examples).await;
+        let decision = decision(&out.report);
+        assert_eq!(decision["no_examples"], true);
+        assert_eq!(decision["score"], no_examples);
+        assert!(decision.get("examples").is_none());
+        assert_eq!(decision["escalated"], escalated);
+    }
+
+    // A sandbox that fails: nothing to trust, so the large model answers, and the entry says why.
+    let (out, _) = run(Err("no namespaces".into()), 0.5, 1.0).await;
+    let decision = decision(&out.report);
+    assert_eq!(decision["escalated"], true);
+    assert_eq!(decision["score"], 0.0);
+    assert!(decision["signal_error"]
+        .as_str()
+        .unwrap()
+        .contains("no namespaces"));
 }

@@ -38,6 +38,7 @@ use serde::Deserialize;
 use tandem_core::openai::{Message, Role};
 
 use super::{check_sha256, Dataset, Item, Score, ShownExamples, Split};
+use crate::code::{self, assemble, example_results, examples_in, Assembly, Form, Program, Run};
 use crate::error::EvalError;
 use crate::sandbox::Sandbox;
 
@@ -53,10 +54,6 @@ pub const PROMPT: &str = "instruct";
 pub const PROMPT_VERSION: &str = "humaneval-instruct-v1";
 const TASKS: usize = 164;
 
-/// Runs the task's prompt and tests, calling the candidate in another process (module docs).
-const RUNNER: &str = include_str!("humaneval_runner.py");
-/// Runs the sanitised answer and serves the runner's calls to its entry point.
-const CANDIDATE: &str = include_str!("humaneval_candidate.py");
 /// The scorer's name, recorded with every run: v3 requires the tests to run to the end.
 pub const SCORER: &str = "humaneval-sandbox-v3";
 /// How much of the program's stderr a score keeps.
@@ -136,88 +133,17 @@ pub fn instruction(prompt: &str) -> String {
     )
 }
 
-/// How the program was assembled from the answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Assembly {
-    /// The answer defines the entry point: prompt, then the answer's code.
-    FullFunction,
-    /// The answer is the body: prompt immediately followed by it (the official harness's way).
-    Body,
-}
-
-/// The code in a model's answer: the first fenced block that defines `entry_point`, else the first
-/// fenced Python (or unlabelled) block, else the whole answer. A block left open by a truncated
-/// answer runs to the end.
+/// The code in a model's answer (see [`code::extract_code`]): the first fenced block that defines
+/// the entry point, else the first fenced Python (or unlabelled) block, else the whole answer.
 pub fn extract_code(answer: &str, entry_point: &str) -> String {
-    let definition = format!("def {entry_point}(");
-    let blocks = fenced_blocks(answer);
-    blocks
-        .iter()
-        .find(|(_, code)| code.contains(&definition))
-        .or_else(|| {
-            blocks
-                .iter()
-                .find(|(lang, _)| matches!(lang.as_str(), "" | "python" | "py" | "python3"))
-        })
-        .map(|(_, code)| code.clone())
-        .unwrap_or_else(|| answer.to_string())
+    code::extract_code(answer, &[entry_point])
 }
 
-/// `(language, code)` of every fenced block, in order.
-fn fenced_blocks(text: &str) -> Vec<(String, String)> {
-    let mut blocks = Vec::new();
-    let mut open: Option<(String, String)> = None;
-    for line in text.split_inclusive('\n') {
-        let trimmed = line.trim();
-        match open.as_mut() {
-            None => {
-                if let Some(lang) = trimmed.strip_prefix("```") {
-                    open = Some((lang.trim().to_ascii_lowercase(), String::new()));
-                }
-            }
-            Some((_, code)) => {
-                if trimmed == "```" {
-                    blocks.extend(open.take());
-                } else {
-                    code.push_str(line);
-                }
-            }
-        }
-    }
-    blocks.extend(open);
-    blocks
-}
-
-/// The parts of the programs that test `code` against `task`. The candidate process runs `head`
-/// and then the definitions of `answer`; the runner runs the task's own `prompt` and then `tests`.
-#[derive(Debug)]
-struct Program {
-    prompt: String,
-    head: String,
-    answer: String,
-    tests: String,
-    assembly: Assembly,
-}
-
+/// The program that runs the task's tests against `code`: the prompt (its imports and helper
+/// functions) then the answer's code, or the answer as the body of the prompt's stub.
 fn build_program(task: &Task, code: &str) -> Program {
     let tests = format!("\n\n{}\n\ncheck({})\n", task.test, task.entry_point);
-    if code.contains(&format!("def {}(", task.entry_point)) {
-        Program {
-            prompt: task.prompt.clone(),
-            head: format!("{}\n", task.prompt),
-            answer: code.to_string(),
-            tests,
-            assembly: Assembly::FullFunction,
-        }
-    } else {
-        Program {
-            prompt: task.prompt.clone(),
-            head: format!("{}{}", task.prompt, code),
-            answer: String::new(),
-            tests,
-            assembly: Assembly::Body,
-        }
-    }
+    assemble(&task.prompt, &[&task.entry_point], code, tests)
 }
 
 #[async_trait]
@@ -305,15 +231,6 @@ impl Dataset for HumanEval {
     }
 }
 
-/// One sandboxed run of a program and whether its tests ran to the end.
-struct Run {
-    execution: crate::sandbox::Execution,
-    tests_completed: bool,
-}
-
-/// The line the shown-examples tests print before the runner's marker.
-const EXAMPLES_LINE: &str = "tandem-shown-examples ";
-
 impl HumanEval {
     fn task(&self, item: &Item) -> Result<&Task, EvalError> {
         self.tasks
@@ -321,104 +238,44 @@ impl HumanEval {
             .ok_or_else(|| EvalError::dataset(NAME, format!("no task `{}`", item.id)))
     }
 
-    /// Runs `program` in the sandbox: the runner and the candidate in two processes, the pass
-    /// marker printed only after the tests returned (module docs).
+    /// Runs `program` in the sandbox (see [`code`]).
     async fn run(&self, task: &Task, program: &Program) -> Result<Run, EvalError> {
-        let marker = format!("tandem-tests-completed-{:032x}", rand::random::<u128>());
-        let files = [
-            ("main.py", RUNNER),
-            ("candidate.py", CANDIDATE),
-            ("prompt.py", program.prompt.as_str()),
-            ("head.py", program.head.as_str()),
-            ("answer.py", program.answer.as_str()),
-            ("tests.py", program.tests.as_str()),
-            ("entry_point", task.entry_point.as_str()),
-            ("secret", marker.as_str()),
-        ];
-        let execution = self.sandbox.run_python(&files, "main.py").await?;
-        let tests_completed = execution.stdout.lines().last() == Some(marker.as_str());
-        Ok(Run {
-            execution,
-            tests_completed,
-        })
+        code::run(&self.sandbox, &[&task.entry_point], program).await
     }
 
     /// Whether `code` passes each of `examples`, in order; all false when the run did not
-    /// finish. The examples are evaluated by the runner, calling the candidate process like the
-    /// real tests, so the answer's code can neither see nor forge the results.
+    /// finish or an example is not an expression.
     async fn example_results(
         &self,
         task: &Task,
         code: &str,
         examples: &[(String, String)],
     ) -> Result<Vec<bool>, EvalError> {
-        let mut program = build_program(task, code);
-        program.tests = examples_tests(examples);
-        let run = self.run(task, &program).await?;
-        let results = run
-            .execution
-            .stdout
-            .lines()
-            .rev()
-            .nth(1)
-            .and_then(|line| line.strip_prefix(EXAMPLES_LINE))
-            .filter(|_| run.tests_completed)
-            .and_then(|json| serde_json::from_str::<Vec<bool>>(json).ok());
-        Ok(results.unwrap_or_else(|| vec![false; examples.len()]))
+        let results = example_results(
+            &self.sandbox,
+            &task.prompt,
+            &[&task.entry_point],
+            code,
+            examples,
+        )
+        .await?;
+        Ok(match results {
+            Some(results) => results.into_iter().map(|r| r == Some(true)).collect(),
+            None => vec![false; examples.len()],
+        })
     }
 }
 
-/// The tests that evaluate each `(call, expected)` pair in the runner's namespace (where the entry
-/// point is the call into the candidate process) and print the results as one JSON line.
-fn examples_tests(examples: &[(String, String)]) -> String {
-    // A JSON array of strings is also a Python literal.
-    let literal = serde_json::to_string(examples).expect("strings serialise");
-    format!(
-        "import json as _json\n\n\
-         def _shown_examples():\n    \
-             results = []\n    \
-             for call, expected in {literal}:\n        \
-                 try:\n            \
-                     results.append(bool(eval(call) == eval(expected)))\n        \
-                 except Exception:\n            \
-                     results.append(False)\n    \
-             return results\n\n\
-         print({EXAMPLES_LINE:?} + _json.dumps(_shown_examples()), flush=True)\n"
-    )
-}
-
-/// The examples a task's docstring shows, as `(call, expected)` source text: `>>> call` followed
-/// by the expected value on the next line, or one line `entry_point(args) ➞ value` (also `=>`,
-/// `==>`, `->`, `==`, `=`, `should return`). Whether they are valid Python is decided when they
-/// run.
+/// The examples a task's docstring shows, as `(call, expected)` source text: every doctest
+/// (`>>> call`, then the expected value) and the one-line examples (`entry_point(args) ➞ value`,
+/// see [`examples_in`]) that call the entry point. Whether they are valid Python is decided when
+/// they run.
 pub fn docstring_examples(prompt: &str, entry_point: &str) -> Vec<(String, String)> {
-    let lines: Vec<&str> = prompt.lines().map(str::trim).collect();
-    let call_start = format!("{entry_point}(");
-    let mut examples = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        if let Some(call) = line.strip_prefix(">>>") {
-            let expected = lines.get(i + 1).copied().unwrap_or("");
-            if !expected.is_empty()
-                && !expected.starts_with(">>>")
-                && !expected.starts_with("\"\"\"")
-            {
-                examples.push((call.trim().to_string(), expected.to_string()));
-                i += 1;
-            }
-        } else if line.starts_with(&call_start) {
-            let separators = ["➞", "==>", "=>", "->", "==", "should return", "="];
-            if let Some((call, expected)) = separators.iter().find_map(|sep| line.split_once(sep)) {
-                let expected = expected.trim().trim_end_matches(['.', ',']);
-                if !expected.is_empty() {
-                    examples.push((call.trim().to_string(), expected.to_string()));
-                }
-            }
-        }
-        i += 1;
-    }
-    examples
+    examples_in(prompt)
+        .into_iter()
+        .filter(|e| e.form == Form::Doctest || e.callee() == Some(entry_point))
+        .map(|e| (e.call, e.expected))
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-"""Defines the model's answer and serves calls to its entry point over stdin and stdout (one
-repr'd `(args, kwargs)` per line in, one repr'd `('ok', value)` or `('raise', name, message)` out).
+"""Defines the model's answer and serves calls to the functions named on its command line over
+stdin and stdout (one repr'd `(name, args, kwargs)` per line in, one repr'd `('ok', value)` or `('raise', name, message)` out).
 The answer is sanitised first, as EvalPlus does: only its top-level imports, definitions and
 assignments are kept."""
 import ast
@@ -35,15 +35,17 @@ requests = os.fdopen(os.dup(0), 'rb')
 replies = os.fdopen(os.dup(1), 'wb')
 os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
 os.dup2(2, 1)
-entry_point = sys.argv[1]
 source = read('head.py') + definitions(read('answer.py'))
 namespace = {'__name__': '__candidate__'}
 exec(compile(source, 'program.py', 'exec'), namespace)
-function = namespace[entry_point]
+# A function the answer does not define fails each call to it, not the calls to the others.
+functions = {name: namespace[name] for name in sys.argv[1:] if name in namespace}
 for line in requests:
-    args, kwargs = ast.literal_eval(line.decode('utf-8'))
+    name, args, kwargs = ast.literal_eval(line.decode('utf-8'))
     try:
-        reply = ('ok', function(*args, **kwargs))
+        if name not in functions:
+            raise NameError(f'the answer does not define {name}')
+        reply = ('ok', functions[name](*args, **kwargs))
     except Exception as e:
         reply = ('raise', type(e).__name__, str(e))
     replies.write(repr(reply).encode('utf-8') + b'\n')
