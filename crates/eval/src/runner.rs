@@ -127,6 +127,8 @@ pub struct RunSummary {
     pub passed: usize,
     pub errors: usize,
     pub wall_ms: f64,
+    /// Time spent generating; 0 when generations overlapped (`concurrency` > 1), where wall clock
+    /// minus generation time says nothing about the harness.
     pub gen_ms: f64,
 }
 
@@ -216,7 +218,7 @@ pub async fn run_model(
         passed: tally.passed,
         errors: tally.errors,
         wall_ms,
-        gen_ms: gen_total,
+        gen_ms: session_gen_ms,
     })
 }
 
