@@ -373,7 +373,7 @@ fn write_report(report: &Report, out: &Path) -> Result<()> {
             m.kind,
             m.scored,
             opt(q.apgr),
-            share_opt(q.cpt80.and(q.cpt50)),
+            share_opt(q.cpt50),
             share_opt(q.cpt80)
         ));
         for share in SHARES {
