@@ -109,6 +109,73 @@ fn a_cascade_pipeline_from_the_config_escalates_under_its_threshold() {
     }
 }
 
+#[test]
+fn a_cascade_escalates_over_http_to_a_remote_model_priced_like_a_cloud_one() {
+    // The large model runs behind the OpenAI-compatible HTTP hop (a `tandem serve` on loopback),
+    // priced in the cascade's configuration like a cloud model; the small one is local and free.
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::Server::start(&config(dir.path()));
+    let path = dir.path().join("cascade.toml");
+    let cascade = |threshold: f64| {
+        format!(
+            "[models.small]\nkind = \"local\"\nfile = \"{}\"\ncontext_size = 512\nparallel = 1\nthreads = 1\n\n\
+             [models.cloud]\nkind = \"remote\"\nbase_url = \"http://{}/v1\"\nmodel = \"small\"\n\
+             price = {{ input_per_million = 150000.0, output_per_million = 600000.0 }}\n\n\
+             [pipelines.cheap]\nstrategy = \"cascade\"\nsmall = \"small\"\nlarge = \"cloud\"\n\
+             signal = \"mean_logprob\"\nthreshold = {threshold:?}\n",
+            tandem_fetch::test_model().display(),
+            server.address
+        )
+    };
+    // `[MODEL: P prompt + C completion tokens, S s, R tokens/s, $COST, finish: ..]`
+    let summary = |stderr: &str| -> (String, f64) {
+        let line = stderr
+            .lines()
+            .find(|line| line.contains(" completion tokens, "))
+            .unwrap_or_else(|| panic!("no summary: {stderr}"));
+        let model = line[1..line.find(": ").unwrap()].to_string();
+        let dollars = line.split(", $").nth(1).unwrap();
+        (model, dollars.split(',').next().unwrap().parse().unwrap())
+    };
+    for (threshold, escalated) in [(1.01, true), (0.0, false)] {
+        std::fs::write(&path, cascade(threshold)).unwrap();
+        let output = tandem(&path)
+            .args([
+                "run",
+                "-m",
+                "cheap",
+                "Say hi.",
+                "--max-tokens",
+                "4",
+                "--temperature",
+                "0",
+            ])
+            .output()
+            .unwrap();
+        let (_, stderr) = text(&output);
+        assert!(output.status.success(), "{stderr}");
+        let entry = cascade_entry(&stderr);
+        assert_eq!(entry["escalated"], escalated, "{stderr}");
+        let (model, cost) = summary(&stderr);
+        if escalated {
+            // The remote answer is billed at the configured price (the small attempt is free).
+            assert_eq!(model, "cloud", "{stderr}");
+            assert!(cost > 0.0, "{stderr}");
+            assert!(
+                entry
+                    .get("saved_usd")
+                    .is_none_or(|s| s.as_f64().unwrap() <= 0.0),
+                "{stderr}"
+            );
+        } else {
+            // A kept small answer costs nothing and saved the cloud price of its tokens.
+            assert_eq!(model, "small", "{stderr}");
+            assert_eq!(cost, 0.0, "{stderr}");
+            assert!(entry["saved_usd"].as_f64().unwrap() > 0.0, "{stderr}");
+        }
+    }
+}
+
 /// The `cascade` entry that `tandem run` prints for pipeline `cheap`, as JSON.
 fn cascade_entry(stderr: &str) -> serde_json::Value {
     let line = stderr
