@@ -212,6 +212,14 @@ pub struct LocalModelConfig {
     pub gpu_layers: u32,
     #[serde(default)]
     pub price: Pricing,
+    /// Reuse the KV cache of an earlier request's longest common token prefix (multi-turn chats,
+    /// shared system prompts), never across API keys; on by default.
+    #[serde(default = "default_prompt_cache")]
+    pub prompt_cache: bool,
+}
+
+fn default_prompt_cache() -> bool {
+    true
 }
 
 fn default_context_size() -> u32 {

@@ -83,6 +83,11 @@ pub struct CompletionRequest {
     /// Every other field, by name, so that validation can refuse it.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// Who is asking, as [`crate::openai::ChatCompletionRequest::tenant`]; never on the wire.
+    /// [`CompletionRequest::settings`] carries it, so a local engine's prompt cache is never
+    /// shared between tenants on this path either.
+    #[serde(skip)]
+    pub tenant: Option<String>,
 }
 
 /// `prompt`: one text, several texts (one completion each), or token ids.
@@ -166,6 +171,7 @@ impl CompletionRequest {
             user: self.user.clone(),
             stream: self.stream,
             stream_options: self.stream_options,
+            tenant: self.tenant.clone(),
             ..Default::default()
         }
     }
