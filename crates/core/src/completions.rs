@@ -364,8 +364,14 @@ mod tests {
 
     #[test]
     fn settings_carry_the_legacy_defaults() {
-        let request = parse(r#"{"model":"m","prompt":"a","logprobs":3,"stop":"x"}"#);
+        let mut request = parse(r#"{"model":"m","prompt":"a","logprobs":3,"stop":"x"}"#);
+        request.tenant = Some("t".into());
         let settings = request.settings();
+        assert_eq!(
+            settings.tenant.as_deref(),
+            Some("t"),
+            "the prompt cache keys on it"
+        );
         assert_eq!(settings.max_tokens, Some(DEFAULT_MAX_TOKENS));
         assert_eq!(settings.logprobs, Some(true));
         assert_eq!(settings.top_logprobs, Some(3));
