@@ -1221,6 +1221,23 @@ mod tests {
     }
 
     #[test]
+    fn the_prompt_cache_is_on_unless_a_model_turns_it_off() {
+        let local = |config: &Config, name: &str| match &config.models[name] {
+            ModelConfig::Local(local) => local.prompt_cache,
+            _ => panic!("{name} is local"),
+        };
+        let config = Config::parse(EMBEDDED_DEFAULT).unwrap();
+        assert!(local(&config, "smollm2"));
+        let off = EMBEDDED_DEFAULT.replace(
+            "source = \"smollm2-135m\"\n",
+            "source = \"smollm2-135m\"\nprompt_cache = false\n",
+        );
+        let config = Config::parse(&off).unwrap();
+        assert!(!local(&config, "smollm2"));
+        assert!(local(&config, "qwen-coder-0.5b"));
+    }
+
+    #[test]
     fn running_code_unisolated_is_off_unless_the_eval_section_allows_it() {
         assert!(
             !Config::parse(EMBEDDED_DEFAULT)
