@@ -113,6 +113,8 @@ pub async fn run(settings: Settings<'_>) -> Result<String> {
     let mut on = vec![Vec::new(); TURNS.len()];
     let mut prompt_tokens = vec![0u32; TURNS.len()];
     let mut cached = vec![Vec::new(); TURNS.len()];
+    // Rounds in which the cached engine's answer equals the uncached one's.
+    let mut same = vec![0usize; TURNS.len()];
     for round in 0..settings.rounds {
         let mut messages = vec![Message::new(Role::System, SYSTEM)];
         for (turn, question) in TURNS.iter().enumerate() {
@@ -140,6 +142,7 @@ pub async fn run(settings: Settings<'_>) -> Result<String> {
             on[turn].push(reused.ttft_ms);
             prompt_tokens[turn] = plain.prompt_tokens;
             cached[turn].push(f64::from(reused.cached));
+            same[turn] += usize::from(plain.text == reused.text);
             messages.push(Message::new(Role::Assistant, plain.text));
         }
     }
@@ -162,14 +165,14 @@ pub async fn run(settings: Settings<'_>) -> Result<String> {
     );
     let _ = writeln!(
         report,
-        "| turn | prompt tokens | reused (cache on) | TTFT off (ms) | TTFT on (ms) | speedup |\n\
-         |---|---|---|---|---|---|"
+        "| turn | prompt tokens | reused (cache on) | TTFT off (ms) | TTFT on (ms) | speedup | same answer |\n\
+         |---|---|---|---|---|---|---|"
     );
     for turn in 0..TURNS.len() {
         let (a, b) = (Rate::of(&off[turn]), Rate::of(&on[turn]));
         let _ = writeln!(
             report,
-            "| {} | {} | {:.0} | {:.0} ± {:.0} | {:.0} ± {:.0} | {:.1}x |",
+            "| {} | {} | {:.0} | {:.0} ± {:.0} | {:.0} ± {:.0} | {:.1}x | {}/{} |",
             turn + 1,
             prompt_tokens[turn],
             Rate::of(&cached[turn]).mean,
@@ -177,7 +180,9 @@ pub async fn run(settings: Settings<'_>) -> Result<String> {
             a.std,
             b.mean,
             b.std,
-            a.mean / b.mean
+            a.mean / b.mean,
+            same[turn],
+            settings.rounds
         );
     }
     Ok(report)
