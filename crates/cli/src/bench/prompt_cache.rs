@@ -3,7 +3,11 @@
 //! turns, alternating turn by turn so both see the same machine; each turn's prompt is the system
 //! prompt, the earlier questions and the uncached engine's earlier answers (greedy), so both get the
 //! same prompt. Each round is one tenant, so a round never reuses an earlier round's cache: turn 1
-//! is cold on both sides.
+//! is cold on both sides. The report also says, per turn, in how many rounds the cached answer
+//! equals the uncached one, and where they first differ (the gap between the uncached answer's top
+//! two log probabilities there: a near-tie under rounding noise is below 0.5). A cached answer that
+//! differs leaves a cache that the next turn's prompt (built from the uncached answer) shares only
+//! up to the difference.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -12,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use futures::StreamExt;
-use tandem_core::openai::{ChatCompletionRequest, Message, Role};
+use tandem_core::openai::{ChatCompletionRequest, Message, Role, TokenLogprob};
 use tandem_core::{ChatEvent, ChatModel};
 use tandem_llama::{cpu_kernels, EngineOptions, LlamaEngine, LoadedModel};
 
@@ -50,6 +54,7 @@ pub struct Settings<'a> {
 /// cache.
 struct Answer {
     text: String,
+    logprobs: Vec<TokenLogprob>,
     ttft_ms: f64,
     prompt_tokens: u32,
     cached: u32,
@@ -60,9 +65,14 @@ async fn answer(engine: &LlamaEngine, request: ChatCompletionRequest) -> Result<
     let mut stream = engine.stream(request).await?;
     let mut first = None;
     let mut text = String::new();
+    let mut logprobs = Vec::new();
     while let Some(event) = stream.next().await {
         match event? {
-            ChatEvent::Delta { text: piece, .. } => {
+            ChatEvent::Delta {
+                text: piece,
+                logprobs: more,
+            } => {
+                logprobs.extend(more);
                 if !piece.is_empty() {
                     first.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1000.0);
                 }
@@ -75,6 +85,7 @@ async fn answer(engine: &LlamaEngine, request: ChatCompletionRequest) -> Result<
                 };
                 return Ok(Answer {
                     text,
+                    logprobs,
                     ttft_ms,
                     prompt_tokens: done.usage.prompt_tokens,
                     cached: done.usage.cached_tokens().unwrap_or(0),
@@ -83,6 +94,20 @@ async fn answer(engine: &LlamaEngine, request: ChatCompletionRequest) -> Result<
         }
     }
     bail!("the stream ended without a final event")
+}
+
+/// Where two greedy answers first differ: the token's index and the gap between the uncached
+/// answer's top two log probabilities there, and whether the cached answer took its second choice
+/// (a near-tie under rounding noise, as the tests accept).
+fn first_difference(plain: &Answer, cached: &Answer) -> Option<(usize, f32, bool)> {
+    let i = plain
+        .logprobs
+        .iter()
+        .zip(&cached.logprobs)
+        .position(|(a, b)| a.token != b.token)?;
+    let top = &plain.logprobs[i].top_logprobs;
+    let gap = top[0].logprob - top[1].logprob;
+    Some((i, gap, cached.logprobs[i].token == top[1].token))
 }
 
 /// The machine's load averages, as `uptime` reports them (Linux).
@@ -113,8 +138,10 @@ pub async fn run(settings: Settings<'_>) -> Result<String> {
     let mut on = vec![Vec::new(); TURNS.len()];
     let mut prompt_tokens = vec![0u32; TURNS.len()];
     let mut cached = vec![Vec::new(); TURNS.len()];
-    // Rounds in which the cached engine's answer equals the uncached one's.
+    // Rounds in which the cached engine's answer equals the uncached one's, and the first
+    // difference of each other round.
     let mut same = vec![0usize; TURNS.len()];
+    let mut differences = vec![Vec::new(); TURNS.len()];
     for round in 0..settings.rounds {
         let mut messages = vec![Message::new(Role::System, SYSTEM)];
         for (turn, question) in TURNS.iter().enumerate() {
@@ -124,6 +151,8 @@ pub async fn run(settings: Settings<'_>) -> Result<String> {
                 messages: messages.clone(),
                 temperature: Some(0.0),
                 max_tokens: Some(settings.max_tokens),
+                logprobs: Some(true),
+                top_logprobs: Some(2),
                 tenant: Some(format!("round-{round}")),
                 ..Default::default()
             };
@@ -142,7 +171,17 @@ pub async fn run(settings: Settings<'_>) -> Result<String> {
             on[turn].push(reused.ttft_ms);
             prompt_tokens[turn] = plain.prompt_tokens;
             cached[turn].push(f64::from(reused.cached));
-            same[turn] += usize::from(plain.text == reused.text);
+            match first_difference(&plain, &reused) {
+                None => same[turn] += 1,
+                Some((i, gap, second)) => {
+                    let took = if second {
+                        "second choice"
+                    } else {
+                        "other token"
+                    };
+                    differences[turn].push(format!("token {i}, gap {gap:.3}, {took}"));
+                }
+            }
             messages.push(Message::new(Role::Assistant, plain.text));
         }
     }
@@ -165,14 +204,14 @@ pub async fn run(settings: Settings<'_>) -> Result<String> {
     );
     let _ = writeln!(
         report,
-        "| turn | prompt tokens | reused (cache on) | TTFT off (ms) | TTFT on (ms) | speedup | same answer |\n\
-         |---|---|---|---|---|---|---|"
+        "| turn | prompt tokens | reused (cache on) | TTFT off (ms) | TTFT on (ms) | speedup | same answer | first differences |\n\
+         |---|---|---|---|---|---|---|---|"
     );
     for turn in 0..TURNS.len() {
         let (a, b) = (Rate::of(&off[turn]), Rate::of(&on[turn]));
         let _ = writeln!(
             report,
-            "| {} | {} | {:.0} | {:.0} ± {:.0} | {:.0} ± {:.0} | {:.1}x | {}/{} |",
+            "| {} | {} | {:.0} | {:.0} ± {:.0} | {:.0} ± {:.0} | {:.1}x | {}/{} | {} |",
             turn + 1,
             prompt_tokens[turn],
             Rate::of(&cached[turn]).mean,
@@ -182,7 +221,8 @@ pub async fn run(settings: Settings<'_>) -> Result<String> {
             b.std,
             a.mean / b.mean,
             same[turn],
-            settings.rounds
+            settings.rounds,
+            differences[turn].join("; ")
         );
     }
     Ok(report)
