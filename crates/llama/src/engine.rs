@@ -14,9 +14,9 @@
 //! A prompt cache across requests, as llama-server's `cache_prompt`: a chat request's sequence
 //! keeps its KV cache when the request ends, and the scheduler remembers the tokens it holds and
 //! the tenant whose they are. A new request is seated in the free sequence whose tokens share the
-//! longest prefix with its prompt (none, or a tie: the least recently used), the sequence's cache
-//! past that prefix is dropped and only the rest of the prompt is evaluated (at least its last
-//! token, whose logits give the first sampled one). A sequence is never reused across tenants
+//! longest prefix with its prompt (none, or a tie: an empty one, else the least recently freed),
+//! the sequence's cache past that prefix is dropped and only the rest of the prompt is evaluated
+//! (at least its last token, whose logits give the first sampled one). A sequence is never reused across tenants
 //! ([`ChatCompletionRequest::tenant`]): a request of another tenant starts from a cleared one, as
 //! the time to its first token would otherwise tell whether someone else sent the same prefix. The
 //! cache costs no memory beyond the KV cells the context already allocates for its `parallel`
@@ -755,8 +755,9 @@ impl Running<'_> {
         self.occupancy.release();
     }
 
-    /// The free sequence for `job`: the one whose cache shares the longest prefix with its prompt
-    /// (same tenant only), else the least recently used; with the tokens it can reuse.
+    /// The free sequence for `job` (`None`: a handle): the one whose cache shares the longest
+    /// prefix with its prompt (same tenant only), else an empty one, else the least recently
+    /// freed; with the tokens it can reuse.
     fn choose(&self, job: Option<&Job>) -> Option<(usize, usize)> {
         (0..self.slots.len())
             .filter(|&seq| self.slots[seq].is_none())
@@ -773,7 +774,16 @@ impl Running<'_> {
                 };
                 (seq, common)
             })
-            .max_by_key(|&(seq, common)| (common, std::cmp::Reverse(self.memory[seq].freed_at)))
+            .max_by_key(|&(seq, common)| {
+                let memory = &self.memory[seq];
+                // Among equals, a sequence holding nothing goes first, so that no cache is evicted
+                // while one is empty; then the least recently freed.
+                (
+                    common,
+                    memory.tokens.is_empty(),
+                    std::cmp::Reverse(memory.freed_at),
+                )
+            })
     }
 
     /// Keeps the first `keep` tokens of a free sequence's cache and forgets the rest; returns how
