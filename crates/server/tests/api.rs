@@ -340,6 +340,12 @@ async fn metrics_count_requests_and_tokens() {
     let s = server(false).await;
     let (status, v) = post(s, &body("Say hello.")).await;
     assert_eq!(status, 200);
+    // The same request again reuses at least the chat template's opening from the prompt cache.
+    let (status, again) = post(s, &body("Say hello.")).await;
+    assert_eq!(status, 200);
+    let reused = again["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_f64()
+        .unwrap();
     let mut unknown = body("hi");
     unknown["model"] = json!("nope");
     post(s, &unknown).await;
@@ -365,6 +371,9 @@ async fn metrics_count_requests_and_tokens() {
         count(r#"tandem_tokens_total{pipeline="smollm2",model="smollm2",kind="completion"}"#);
     assert!(completion >= v["usage"]["completion_tokens"].as_f64().unwrap());
     assert!(text.contains("tandem_request_duration_seconds_bucket{pipeline=\"smollm2\""));
+    if reused > 0.0 {
+        assert!(count(r#"tandem_prompt_cache_tokens_total{model="smollm2"}"#) >= reused);
+    }
 }
 
 fn remote(s: &Server) -> RemoteModel {
