@@ -23,7 +23,8 @@
 //! sequences, plus one token list per sequence; [`SequenceHandle`]s get a cleared sequence and
 //! leave nothing to reuse. `tandem_prompt_cache_tokens_total{model}` counts the prompt tokens
 //! reused, each response reports its own (`cached_prompt_tokens` in its stage,
-//! `usage.prompt_tokens_details.cached_tokens`). [`EngineOptions::prompt_cache`] turns it off.
+//! `usage.prompt_tokens_details.cached_tokens`). [`EngineOptions::prompt_cache`] turns it on (the
+//! configuration does by default).
 //!
 //! Requests beyond the `parallel` sequences wait in a queue of at most `max_queue`; past that,
 //! [`ChatModel::stream`] and [`LlamaEngine::open_sequence`] fail at once with [`ModelError::Overloaded`]. [`LlamaEngine::load`] and
@@ -78,7 +79,8 @@ pub struct EngineOptions {
     pub threads: i32,
     pub pricing: Pricing,
     /// Reuse the KV cache of an earlier request's longest common token prefix (see the module
-    /// doc).
+    /// doc). Off in [`EngineOptions::new`], so that a library caller (and a test) gets the same
+    /// logits for the same prompt every time; `[models.X] prompt_cache` turns it on by default.
     pub prompt_cache: bool,
 }
 
@@ -92,7 +94,7 @@ impl EngineOptions {
             batch_size: 512,
             threads: thread::available_parallelism().map_or(2, |n| n.get() as i32),
             pricing: Pricing::default(),
-            prompt_cache: true,
+            prompt_cache: false,
         }
     }
 }

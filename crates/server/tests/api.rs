@@ -33,6 +33,8 @@ async fn server(keyed: bool) -> &'static Server {
             let model = LoadedModel::load(&tandem_fetch::test_model(), None, 0).unwrap();
             let mut options = EngineOptions::new("smollm2");
             options.context_size = 512;
+            // As `tandem serve` runs a local model by default.
+            options.prompt_cache = true;
             Arc::new(LlamaEngine::start(model, options).unwrap())
         })
         .await
