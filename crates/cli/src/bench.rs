@@ -12,9 +12,12 @@
 //! - `grammar`: decode rate of `json_schema`-constrained answers against free ones ([`grammar`]).
 //! - `fusion`: contrastive decoding, proxy-tuning and the uncertainty hand-off against each model
 //!   alone ([`fusion`]).
+//! - `prompt-cache`: time to first token of each turn of a five-turn chat with the engine's prompt
+//!   cache and without it ([`prompt_cache`]).
 
 mod fusion;
 mod grammar;
+mod prompt_cache;
 mod speculative;
 
 use std::fmt::Write as _;
@@ -117,6 +120,20 @@ pub enum BenchCommand {
         /// Hand-off thresholds on the small model's top probability.
         #[arg(long, value_delimiter = ',', default_value = "0.6,0.8,0.95")]
         thresholds: Vec<f64>,
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Time to first token of each turn of a five-turn chat, with the engine's prompt cache and
+    /// without it, side by side in one run.
+    PromptCache {
+        #[command(flatten)]
+        target: Target,
+        /// Most tokens of each answer.
+        #[arg(long, default_value_t = 64)]
+        max_tokens: u32,
+        /// Rounds over the chat; each is a tenant of its own, so it starts cold.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         #[arg(long)]
         output: Option<PathBuf>,
     },
@@ -261,6 +278,21 @@ pub async fn run(command: BenchCommand, config: Config, fetcher: &Fetcher) -> Re
                 thresholds,
             };
             (fusion::run(settings).await?, output)
+        }
+        BenchCommand::PromptCache {
+            target,
+            max_tokens,
+            rounds,
+            output,
+        } => {
+            let path = target.path(&config, fetcher).await?;
+            let settings = prompt_cache::Settings {
+                path: &path,
+                threads: target.threads(),
+                max_tokens,
+                rounds,
+            };
+            (prompt_cache::run(settings).await?, output)
         }
         BenchCommand::Concurrent {
             target,

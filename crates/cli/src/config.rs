@@ -212,6 +212,14 @@ pub struct LocalModelConfig {
     pub gpu_layers: u32,
     #[serde(default)]
     pub price: Pricing,
+    /// Reuse the KV cache of an earlier request's longest common token prefix (multi-turn chats,
+    /// shared system prompts), never across API keys; on by default.
+    #[serde(default = "default_prompt_cache")]
+    pub prompt_cache: bool,
+}
+
+fn default_prompt_cache() -> bool {
+    true
 }
 
 fn default_context_size() -> u32 {
@@ -1210,6 +1218,23 @@ mod tests {
         let config = Config::parse(EMBEDDED_DEFAULT).unwrap();
         assert_eq!(config.single_model("default"), Some("smollm2"));
         assert!(matches!(config.models["smollm2"], ModelConfig::Local(_)));
+    }
+
+    #[test]
+    fn the_prompt_cache_is_on_unless_a_model_turns_it_off() {
+        let local = |config: &Config, name: &str| match &config.models[name] {
+            ModelConfig::Local(local) => local.prompt_cache,
+            _ => panic!("{name} is local"),
+        };
+        let config = Config::parse(EMBEDDED_DEFAULT).unwrap();
+        assert!(local(&config, "smollm2"));
+        let off = EMBEDDED_DEFAULT.replace(
+            "source = \"smollm2-135m\"\n",
+            "source = \"smollm2-135m\"\nprompt_cache = false\n",
+        );
+        let config = Config::parse(&off).unwrap();
+        assert!(!local(&config, "smollm2"));
+        assert!(local(&config, "qwen-coder-0.5b"));
     }
 
     #[test]

@@ -134,6 +134,7 @@ async fn load_local(
         options.threads = threads;
     }
     options.pricing = local.price;
+    options.prompt_cache = local.prompt_cache;
     let template = local.chat_template.clone();
     let gpu_layers = local.gpu_layers;
     tokio::task::spawn_blocking(move || {

@@ -83,6 +83,11 @@ pub struct CompletionRequest {
     /// Every other field, by name, so that validation can refuse it.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// Who is asking, as [`crate::openai::ChatCompletionRequest::tenant`]; never on the wire.
+    /// [`CompletionRequest::settings`] carries it, so a local engine's prompt cache is never
+    /// shared between tenants on this path either.
+    #[serde(skip)]
+    pub tenant: Option<String>,
 }
 
 /// `prompt`: one text, several texts (one completion each), or token ids.
@@ -166,6 +171,7 @@ impl CompletionRequest {
             user: self.user.clone(),
             stream: self.stream,
             stream_options: self.stream_options,
+            tenant: self.tenant.clone(),
             ..Default::default()
         }
     }
@@ -358,8 +364,14 @@ mod tests {
 
     #[test]
     fn settings_carry_the_legacy_defaults() {
-        let request = parse(r#"{"model":"m","prompt":"a","logprobs":3,"stop":"x"}"#);
+        let mut request = parse(r#"{"model":"m","prompt":"a","logprobs":3,"stop":"x"}"#);
+        request.tenant = Some("t".into());
         let settings = request.settings();
+        assert_eq!(
+            settings.tenant.as_deref(),
+            Some("t"),
+            "the prompt cache keys on it"
+        );
         assert_eq!(settings.max_tokens, Some(DEFAULT_MAX_TOKENS));
         assert_eq!(settings.logprobs, Some(true));
         assert_eq!(settings.top_logprobs, Some(3));

@@ -319,6 +319,18 @@ pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub total_tokens: u32,
+    /// OpenAI's breakdown of the prompt tokens; only where a model knows it (a local engine with
+    /// its prompt cache on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+/// OpenAI's `usage.prompt_tokens_details`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens whose KV cache an earlier request left (not evaluated again).
+    #[serde(default)]
+    pub cached_tokens: u32,
 }
 
 impl Usage {
@@ -327,7 +339,21 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
+            prompt_tokens_details: None,
         }
+    }
+
+    /// The same usage, saying that `cached_tokens` of the prompt came from a cache.
+    pub fn with_cached_tokens(self, cached_tokens: u32) -> Self {
+        Usage {
+            prompt_tokens_details: Some(PromptTokensDetails { cached_tokens }),
+            ..self
+        }
+    }
+
+    /// Prompt tokens from a cache, when the model said.
+    pub fn cached_tokens(&self) -> Option<u32> {
+        self.prompt_tokens_details.map(|d| d.cached_tokens)
     }
 }
 

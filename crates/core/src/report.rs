@@ -46,6 +46,10 @@ pub struct Stage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_to_first_token_ms: Option<f64>,
     pub cost_usd: f64,
+    /// Prompt tokens whose KV cache an earlier request left, when the model keeps a prompt cache
+    /// (a local engine with `prompt_cache` on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_prompt_tokens: Option<u32>,
 }
 
 /// What happened for one response.
@@ -157,6 +161,7 @@ mod tests {
             latency_ms: 1.0,
             time_to_first_token_ms: None,
             cost_usd: 0.0,
+            cached_prompt_tokens: None,
         };
         let mut report = Report::single(stage);
         report

@@ -164,6 +164,7 @@ impl ChatModel for ScriptedModel {
             latency_ms: 1.0,
             time_to_first_token_ms: None,
             cost_usd: 0.0,
+            cached_prompt_tokens: None,
         });
         let events = vec![
             Ok(ChatEvent::Delta {

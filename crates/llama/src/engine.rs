@@ -11,6 +11,21 @@
 //! [`SequenceHandle`] for token-level strategies: the scheduler puts each handle's pending tokens
 //! into the same batch as the chat jobs' and answers with the logits rows it asked for.
 //!
+//! A prompt cache across requests, as llama-server's `cache_prompt`: a chat request's sequence
+//! keeps its KV cache when the request ends, and the scheduler remembers the tokens it holds and
+//! the tenant whose they are. A new request is seated in the free sequence whose tokens share the
+//! longest prefix with its prompt (none, or a tie: an empty one, else the least recently freed),
+//! the sequence's cache past that prefix is dropped and only the rest of the prompt is evaluated
+//! (at least its last token, whose logits give the first sampled one). A sequence is never reused across tenants
+//! ([`ChatCompletionRequest::tenant`]): a request of another tenant starts from a cleared one, as
+//! the time to its first token would otherwise tell whether someone else sent the same prefix. The
+//! cache costs no memory beyond the KV cells the context already allocates for its `parallel`
+//! sequences, plus one token list per sequence; [`SequenceHandle`]s get a cleared sequence and
+//! leave nothing to reuse. `tandem_prompt_cache_tokens_total{model}` counts the prompt tokens
+//! reused, each response reports its own (`cached_prompt_tokens` in its stage,
+//! `usage.prompt_tokens_details.cached_tokens`). [`EngineOptions::prompt_cache`] turns it on (the
+//! configuration does by default).
+//!
 //! Requests beyond the `parallel` sequences wait in a queue of at most `max_queue`; past that,
 //! [`ChatModel::stream`] and [`LlamaEngine::open_sequence`] fail at once with [`ModelError::Overloaded`]. [`LlamaEngine::load`] and
 //! the gauges `tandem_engine_active_sequences{model}` and `tandem_engine_waiting_requests{model}`
@@ -63,6 +78,10 @@ pub struct EngineOptions {
     pub batch_size: u32,
     pub threads: i32,
     pub pricing: Pricing,
+    /// Reuse the KV cache of an earlier request's longest common token prefix (see the module
+    /// doc). Off in [`EngineOptions::new`], so that a library caller (and a test) gets the same
+    /// logits for the same prompt every time; `[models.X] prompt_cache` turns it on by default.
+    pub prompt_cache: bool,
 }
 
 impl EngineOptions {
@@ -75,6 +94,7 @@ impl EngineOptions {
             batch_size: 512,
             threads: thread::available_parallelism().map_or(2, |n| n.get() as i32),
             pricing: Pricing::default(),
+            prompt_cache: false,
         }
     }
 }
@@ -154,6 +174,8 @@ pub(crate) struct Job {
     constraint: Option<Box<dyn Constraint>>,
     events: UnboundedSender<Result<ChatEvent, ModelError>>,
     received: Instant,
+    /// Whose request it is: the prompt cache is never shared between tenants.
+    tenant: Option<String>,
 }
 
 impl LlamaEngine {
@@ -330,6 +352,7 @@ impl LlamaEngine {
             constraint,
             events,
             received,
+            tenant: settings.tenant.clone(),
         };
         if self.commands.send(Command::Chat(job)).is_err() {
             self.occupancy.release();
@@ -349,6 +372,10 @@ struct Sequence {
     /// The last sampled token, fed at the next step.
     next_token: TokenId,
     generated: u32,
+    /// Sampled tokens put into the cache after the prompt, in order.
+    fed: Vec<TokenId>,
+    /// Prompt tokens found in the cache when the request was seated.
+    cached: usize,
     sampler: Sampler,
     text: TextAssembler,
     first_text_at: Option<Instant>,
@@ -364,8 +391,17 @@ impl Sequence {
             position: 0,
             next_token: 0,
             generated: 0,
+            fed: Vec::new(),
+            cached: 0,
             first_text_at: None,
         }
+    }
+
+    /// The tokens in this sequence's cache, in order.
+    fn cached_tokens(&self) -> Vec<TokenId> {
+        let mut tokens = self.job.prompt[..self.prompt_fed].to_vec();
+        tokens.extend_from_slice(&self.fed);
+        tokens
     }
 
     fn prompt_done(&self) -> bool {
@@ -436,7 +472,10 @@ impl Sequence {
     fn finish(&mut self, finish_reason: FinishReason, options: &EngineOptions) {
         let rest = self.text.finish();
         self.send(rest, Vec::new());
-        let usage = Usage::new(self.job.prompt.len() as u32, self.generated);
+        let mut usage = Usage::new(self.job.prompt.len() as u32, self.generated);
+        if options.prompt_cache {
+            usage = usage.with_cached_tokens(self.cached as u32);
+        }
         let millis = |at: Instant| at.duration_since(self.job.received).as_secs_f64() * 1000.0;
         let stage = Stage {
             model: options.name.clone(),
@@ -446,6 +485,7 @@ impl Sequence {
             latency_ms: millis(Instant::now()),
             time_to_first_token_ms: self.first_text_at.map(millis),
             cost_usd: options.pricing.cost(usage),
+            cached_prompt_tokens: usage.cached_tokens(),
         };
         let _ = self.job.events.send(Ok(ChatEvent::Done(Completion {
             finish_reason,
@@ -555,6 +595,10 @@ impl Scheduler {
             context,
             batch: LlamaBatch::new(self.options.batch_size as usize, 1),
             slots: (0..self.options.parallel).map(|_| None).collect(),
+            memory: (0..self.options.parallel)
+                .map(|_| Remembered::default())
+                .collect(),
+            clock: 0,
             waiting: VecDeque::new(),
             answered: Vec::new(),
         };
@@ -586,6 +630,10 @@ struct Running<'m> {
     context: LlamaContext<'m>,
     batch: LlamaBatch<'static>,
     slots: Vec<Option<Occupant>>,
+    /// What each free sequence's cache holds, for the prompt cache.
+    memory: Vec<Remembered>,
+    /// Counts frees, to tell the least recently used sequence.
+    clock: u64,
     waiting: VecDeque<Waiting>,
     /// Handles answered by the last step: their next evaluation is usually on its way.
     answered: Vec<usize>,
@@ -597,6 +645,20 @@ struct Running<'m> {
 /// alternating one-sequence steps instead of sharing each. A handle whose driver moved on to
 /// another engine costs one wait, a small fraction of a step.
 const GATHER: Duration = Duration::from_millis(2);
+
+/// The tokens a free sequence's cache holds, left by a chat request, and whose they are.
+#[derive(Default)]
+struct Remembered {
+    tenant: Option<String>,
+    tokens: Vec<TokenId>,
+    /// [`Running::clock`] when the sequence was freed.
+    freed_at: u64,
+}
+
+/// Length of the longest common prefix of two token lists.
+fn common_prefix(a: &[TokenId], b: &[TokenId]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
 
 /// What a row of the batch's logits is for.
 #[derive(Clone, Copy)]
@@ -657,12 +719,94 @@ impl Running<'_> {
         let _ = request.reply.send(Err(ModelError::Internal(problem)));
     }
 
+    /// Frees a sequence. With the prompt cache on, a chat request's cache stays for the next
+    /// request with the same prefix and the same tenant; anything else is cleared.
     fn free(&mut self, seq: usize) {
+        let kept = match self.slots[seq].take() {
+            Some(Occupant::Chat(s)) if self.options.prompt_cache => {
+                Some((s.job.tenant.clone(), s.cached_tokens()))
+            }
+            _ => None,
+        };
+        self.release(seq, kept);
+    }
+
+    /// Frees a sequence whose cache may not hold what its occupant believes (a failed decode).
+    fn free_cleared(&mut self, seq: usize) {
         self.slots[seq] = None;
-        let _ = self
-            .context
-            .clear_kv_cache_seq(Some(seq as u32), None, None);
+        self.release(seq, None);
+    }
+
+    fn release(&mut self, seq: usize, kept: Option<(Option<String>, Vec<TokenId>)>) {
+        self.clock += 1;
+        let memory = &mut self.memory[seq];
+        memory.freed_at = self.clock;
+        match kept {
+            Some((tenant, tokens)) => {
+                memory.tenant = tenant;
+                memory.tokens = tokens;
+            }
+            None => {
+                memory.tenant = None;
+                memory.tokens.clear();
+                let _ = self
+                    .context
+                    .clear_kv_cache_seq(Some(seq as u32), None, None);
+            }
+        }
         self.occupancy.release();
+    }
+
+    /// The free sequence for `job` (`None`: a handle): the one whose cache shares the longest
+    /// prefix with its prompt (same tenant only), else an empty one, else the least recently
+    /// freed; with the tokens it can reuse.
+    fn choose(&self, job: Option<&Job>) -> Option<(usize, usize)> {
+        (0..self.slots.len())
+            .filter(|&seq| self.slots[seq].is_none())
+            .map(|seq| {
+                let memory = &self.memory[seq];
+                let common = match job {
+                    Some(job) if self.options.prompt_cache && memory.tenant == job.tenant => {
+                        // The last prompt token is always evaluated: its logits give the first
+                        // sampled token.
+                        common_prefix(&memory.tokens, &job.prompt)
+                            .min(job.prompt.len().saturating_sub(1))
+                    }
+                    _ => 0,
+                };
+                (seq, common)
+            })
+            .max_by_key(|&(seq, common)| {
+                let memory = &self.memory[seq];
+                // Among equals, a sequence holding nothing goes first, so that no cache is evicted
+                // while one is empty; then the least recently freed.
+                (
+                    common,
+                    memory.tokens.is_empty(),
+                    std::cmp::Reverse(memory.freed_at),
+                )
+            })
+    }
+
+    /// Keeps the first `keep` tokens of a free sequence's cache and forgets the rest; returns how
+    /// many are kept (none if llama.cpp cannot drop part of a sequence, as for recurrent models).
+    fn keep_prefix(&mut self, seq: usize, keep: usize) -> usize {
+        let memory = &mut self.memory[seq];
+        let mut keep = keep;
+        if keep < memory.tokens.len() {
+            let cut = self
+                .context
+                .clear_kv_cache_seq(Some(seq as u32), Some(keep as u32), None);
+            if keep == 0 || !matches!(cut, Ok(true)) {
+                let _ = self
+                    .context
+                    .clear_kv_cache_seq(Some(seq as u32), None, None);
+                keep = 0;
+            }
+        }
+        memory.tenant = None;
+        memory.tokens.clear();
+        keep
     }
 
     /// Drops callers that left and gives free sequences to the longest waiting.
@@ -682,14 +826,34 @@ impl Running<'_> {
                     self.free(seq);
                 }
             }
-            if self.slots[seq].is_some() {
-                continue;
-            }
+        }
+        loop {
+            let job = match self.waiting.front() {
+                Some(Waiting::Chat(job)) => Some(job),
+                Some(Waiting::Open(_)) => None,
+                None => break,
+            };
+            let Some((seq, common)) = self.choose(job) else {
+                break;
+            };
             match self.waiting.pop_front() {
                 Some(Waiting::Chat(job)) => {
-                    self.slots[seq] = Some(Occupant::Chat(Box::new(Sequence::new(job))));
+                    let cached = self.keep_prefix(seq, common);
+                    let mut sequence = Sequence::new(job);
+                    sequence.prompt_fed = cached;
+                    sequence.position = cached;
+                    sequence.cached = cached;
+                    if cached > 0 {
+                        metrics::counter!(
+                            "tandem_prompt_cache_tokens_total",
+                            "model" => self.options.name.clone()
+                        )
+                        .increment(cached as u64);
+                    }
+                    self.slots[seq] = Some(Occupant::Chat(Box::new(sequence)));
                 }
                 Some(Waiting::Open(open)) => {
+                    self.keep_prefix(seq, 0);
                     self.slots[seq] = Some(Occupant::Handle(HandleSlot {
                         position: 0,
                         pending: None,
@@ -756,6 +920,7 @@ impl Running<'_> {
                 continue;
             }
             add(s.next_token, s.position, seq, true);
+            s.fed.push(s.next_token);
             rows.push(Row {
                 seq,
                 index: used as i32,
@@ -867,7 +1032,7 @@ impl Running<'_> {
             match self.slots[seq].as_mut() {
                 Some(Occupant::Chat(s)) => {
                     let _ = s.job.events.send(Err(e.clone()));
-                    self.free(seq);
+                    self.free_cleared(seq);
                 }
                 Some(Occupant::Handle(handle)) => {
                     if let Some(pending) = handle.pending.take() {

@@ -661,6 +661,7 @@ fn report(
         latency_ms: latency.as_secs_f64() * 1e3,
         time_to_first_token_ms: time_to_first_token.map(|t| t.as_secs_f64() * 1e3),
         cost_usd: pricing.cost(usage),
+        cached_prompt_tokens: None,
     })
 }
 

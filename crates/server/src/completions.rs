@@ -57,6 +57,10 @@ async fn handle(
     started: Instant,
 ) -> Result<Response, ApiError> {
     validate_completion(&request)?;
+    let request = CompletionRequest {
+        tenant: tenant.clone(),
+        ..request
+    };
     let model = state
         .pipelines
         .get(&request.model)

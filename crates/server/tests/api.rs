@@ -33,6 +33,8 @@ async fn server(keyed: bool) -> &'static Server {
             let model = LoadedModel::load(&tandem_fetch::test_model(), None, 0).unwrap();
             let mut options = EngineOptions::new("smollm2");
             options.context_size = 512;
+            // As `tandem serve` runs a local model by default.
+            options.prompt_cache = true;
             Arc::new(LlamaEngine::start(model, options).unwrap())
         })
         .await
@@ -120,6 +122,28 @@ async fn non_streaming_response_has_the_openai_shape_and_a_report() {
     assert_eq!(report["completion_tokens"], usage["completion_tokens"]);
     assert_eq!(report["stages"][0]["location"], "local");
     assert!(report["latency_ms"].as_f64().unwrap() > 0.0);
+    let cached = usage["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .expect("a local engine with the prompt cache says how many prompt tokens it reused");
+    assert!(cached < usage["prompt_tokens"].as_u64().unwrap());
+    assert_eq!(report["stages"][0]["cached_prompt_tokens"], cached);
+}
+
+/// A usage object without its cache breakdown, which differs between otherwise equal requests.
+fn counts(usage: &Value) -> Value {
+    let mut usage = usage.clone();
+    usage
+        .as_object_mut()
+        .expect("usage is an object")
+        .remove("prompt_tokens_details");
+    usage
+}
+
+fn counts_of(usage: tandem_core::openai::Usage) -> tandem_core::openai::Usage {
+    tandem_core::openai::Usage {
+        prompt_tokens_details: None,
+        ..usage
+    }
 }
 
 #[tokio::test]
@@ -154,7 +178,8 @@ async fn streaming_matches_the_non_streaming_text() {
     );
     let last = chunks.last().unwrap();
     assert_eq!(last["choices"].as_array().unwrap().len(), 0);
-    assert_eq!(last["usage"], whole["usage"]);
+    // The second request may reuse the first one's prompt cache: only the counts must agree.
+    assert_eq!(counts(&last["usage"]), counts(&whole["usage"]));
     assert_eq!(
         last["tandem"]["completion_tokens"],
         whole["usage"]["completion_tokens"]
@@ -317,6 +342,12 @@ async fn metrics_count_requests_and_tokens() {
     let s = server(false).await;
     let (status, v) = post(s, &body("Say hello.")).await;
     assert_eq!(status, 200);
+    // The same request again reuses at least the chat template's opening from the prompt cache.
+    let (status, again) = post(s, &body("Say hello.")).await;
+    assert_eq!(status, 200);
+    let reused = again["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_f64()
+        .unwrap();
     let mut unknown = body("hi");
     unknown["model"] = json!("nope");
     post(s, &unknown).await;
@@ -342,6 +373,9 @@ async fn metrics_count_requests_and_tokens() {
         count(r#"tandem_tokens_total{pipeline="smollm2",model="smollm2",kind="completion"}"#);
     assert!(completion >= v["usage"]["completion_tokens"].as_f64().unwrap());
     assert!(text.contains("tandem_request_duration_seconds_bucket{pipeline=\"smollm2\""));
+    if reused > 0.0 {
+        assert!(count(r#"tandem_prompt_cache_tokens_total{model="smollm2"}"#) >= reused);
+    }
 }
 
 fn remote(s: &Server) -> RemoteModel {
@@ -367,7 +401,7 @@ async fn remote_client_reaches_a_real_model_through_our_server() {
     let model = remote(s);
     let over_http = model.complete(request("Name a planet.")).await.unwrap();
     assert_eq!(over_http.text, direct.text);
-    assert_eq!(over_http.usage, direct.usage);
+    assert_eq!(counts_of(over_http.usage), counts_of(direct.usage));
     assert_eq!(
         over_http.report.stages[0].location,
         tandem_core::Location::Remote
@@ -387,7 +421,7 @@ async fn remote_client_reaches_a_real_model_through_our_server() {
     }
     let done = done.expect("a final event");
     assert_eq!(text, direct.text);
-    assert_eq!(done.usage, direct.usage);
+    assert_eq!(counts_of(done.usage), counts_of(direct.usage));
     assert_eq!(done.finish_reason, direct.finish_reason);
 }
 

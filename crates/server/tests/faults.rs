@@ -72,6 +72,7 @@ fn done() -> Completion {
         latency_ms: 1.0,
         time_to_first_token_ms: None,
         cost_usd: 0.0,
+        cached_prompt_tokens: None,
     };
     Completion {
         finish_reason: FinishReason::Stop,

@@ -132,6 +132,7 @@ pub async fn run(args: EvaluateArgs, config: Config, fetcher: &Fetcher) -> Resul
             prompt_tokens: outcome.prompt_tokens,
             completion_tokens: outcome.completion_tokens,
             total_tokens: outcome.prompt_tokens + outcome.completion_tokens,
+            prompt_tokens_details: None,
         })
     };
     let (small_price, large_price) = (pricing(&args.small)?, pricing(&args.large)?);

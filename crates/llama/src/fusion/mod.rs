@@ -387,6 +387,7 @@ impl Run {
                 latency_ms,
                 time_to_first_token_ms: None,
                 cost_usd: member.pricing.cost(usage),
+                cached_prompt_tokens: None,
             }
         };
         let mut large = stage(&self.large, stats.tokens_from_large);

@@ -277,6 +277,7 @@ impl Driver {
             latency_ms,
             time_to_first_token_ms: self.answer.first_text_at.map(|at| self.answer.millis(at)),
             cost_usd: self.target_options.pricing.cost(usage),
+            cached_prompt_tokens: None,
         };
         let mut report = Report::single(target);
         report.pipeline = self.options.name.clone();
@@ -292,6 +293,7 @@ impl Driver {
                 latency_ms,
                 time_to_first_token_ms: None,
                 cost_usd: cost,
+                cached_prompt_tokens: None,
             });
         }
         let stats = &mut self.stats;
