@@ -72,9 +72,23 @@ impl Platt {
             .iter()
             .map(|&c| if c { high } else { low })
             .collect();
-        let (mut a, mut b) = (1.0, 0.0);
+        // Newton's method with a backtracking line search, from the flat fit at the base rate
+        // (Lin, Lin and Weng, "A note on Platt's probabilistic outputs"): full Newton steps from
+        // an arbitrary start diverge when the scores' logits are large and weakly informative.
+        let loss = |a: f64, b: f64| -> f64 {
+            xs.iter()
+                .zip(&ys)
+                .map(|(x, y)| {
+                    let z = a * x + b;
+                    // -(y ln p + (1-y) ln(1-p)) with p = sigmoid(z), without overflow.
+                    z.max(0.0) - y * z + (-z.abs()).exp().ln_1p()
+                })
+                .sum()
+        };
+        let (mut a, mut b) = (0.0, ((positives + 1.0) / (negatives + 1.0)).ln());
+        let mut current = loss(a, b);
         for _ in 0..100 {
-            let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 1e-9, 0.0, 1e-9);
+            let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 1e-12, 0.0, 1e-12);
             for (x, y) in xs.iter().zip(&ys) {
                 let p = sigmoid(a * x + b);
                 let w = p * (1.0 - p);
@@ -84,15 +98,28 @@ impl Platt {
                 hab += w * x;
                 hbb += w;
             }
-            let det = haa * hbb - hab * hab;
-            if det.abs() < 1e-12 {
+            if ga.abs() < 1e-9 && gb.abs() < 1e-9 {
                 break;
             }
-            let da = (hbb * ga - hab * gb) / det;
-            let db = (haa * gb - hab * ga) / det;
-            a -= da;
-            b -= db;
-            if da.abs() + db.abs() < 1e-10 {
+            let det = haa * hbb - hab * hab;
+            if det.abs() < 1e-18 {
+                break;
+            }
+            let da = -(hbb * ga - hab * gb) / det;
+            let db = -(haa * gb - hab * ga) / det;
+            let slope = ga * da + gb * db;
+            let mut step = 1.0;
+            while step >= 1e-10 {
+                let next = loss(a + step * da, b + step * db);
+                if next <= current + 1e-4 * step * slope {
+                    a += step * da;
+                    b += step * db;
+                    current = next;
+                    break;
+                }
+                step /= 2.0;
+            }
+            if step < 1e-10 {
                 break;
             }
         }
@@ -276,6 +303,35 @@ mod tests {
             10,
         );
         assert!(after < before / 3.0, "{before} -> {after}");
+    }
+
+    #[test]
+    fn platt_converges_on_large_weakly_informative_logits() {
+        // Scores crowded near 1 (logits 3 to 9) that barely tell right from wrong, as a model's
+        // own token probabilities on code: undamped Newton steps from slope 1 diverged here and
+        // calibrated every held-out answer to 0 or 1.
+        let mut scores = Vec::new();
+        let mut correct = Vec::new();
+        for i in 0..60 {
+            let s = 1.0 - 0.05 * 0.9f64.powi(i % 30);
+            scores.push(s);
+            correct.push(i % 4 != 0 || i % 7 == 0);
+        }
+        let platt = Platt::fit(&scores, &correct);
+        assert!(platt.a.is_finite() && platt.b.is_finite(), "{platt:?}");
+        // At the maximum-likelihood fit the mean prediction equals the mean target.
+        let positives = correct.iter().filter(|&&c| c).count() as f64;
+        let n = correct.len() as f64;
+        let (high, low) = (
+            (positives + 1.0) / (positives + 2.0),
+            1.0 / (n - positives + 2.0),
+        );
+        let target = (positives * high + (n - positives) * low) / n;
+        let mean = scores.iter().map(|&s| platt.apply(s)).sum::<f64>() / n;
+        assert!(
+            (mean - target).abs() < 1e-6,
+            "{platt:?}: {mean} vs {target}"
+        );
     }
 
     #[test]
