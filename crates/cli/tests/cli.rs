@@ -69,13 +69,7 @@ fn run_streams_an_answer_and_a_summary() {
 fn a_cascade_pipeline_from_the_config_escalates_under_its_threshold() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cascade.toml");
-    let model = tandem_fetch::test_model();
-    let local = |name: &str| {
-        format!(
-            "[models.{name}]\nkind = \"local\"\nfile = \"{}\"\ncontext_size = 512\nparallel = 1\nthreads = 1\n",
-            model.display()
-        )
-    };
+    let local = |name: &str| local_model(name, 512);
     let cascade = |threshold: f64| {
         format!(
             "{}{}[pipelines.cheap]\nstrategy = \"cascade\"\nsmall = \"small\"\nlarge = \"large\"\nsignal = \"mean_logprob\"\nthreshold = {threshold:?}\n",
@@ -85,21 +79,7 @@ fn a_cascade_pipeline_from_the_config_escalates_under_its_threshold() {
     };
     for (threshold, answered_by, escalated) in [(1.01, "large", true), (0.0, "small", false)] {
         std::fs::write(&path, cascade(threshold)).unwrap();
-        let output = tandem(&path)
-            .args([
-                "run",
-                "-m",
-                "cheap",
-                "Say hi.",
-                "--max-tokens",
-                "4",
-                "--temperature",
-                "0",
-            ])
-            .output()
-            .unwrap();
-        let (_, stderr) = text(&output);
-        assert!(output.status.success(), "{stderr}");
+        let stderr = ask_cheap(&path, "Say hi.", 4);
         assert!(stderr.contains(&format!("[{answered_by}: ")), "{stderr}");
         assert!(stderr.contains("[cheap (cascade): {"), "{stderr}");
         assert!(
@@ -118,12 +98,11 @@ fn a_cascade_escalates_over_http_to_a_remote_model_priced_like_a_cloud_one() {
     let path = dir.path().join("cascade.toml");
     let cascade = |threshold: f64| {
         format!(
-            "[models.small]\nkind = \"local\"\nfile = \"{}\"\ncontext_size = 512\nparallel = 1\nthreads = 1\n\n\
-             [models.cloud]\nkind = \"remote\"\nbase_url = \"http://{}/v1\"\nmodel = \"small\"\n\
+            "{}\n[models.cloud]\nkind = \"remote\"\nbase_url = \"http://{}/v1\"\nmodel = \"small\"\n\
              price = {{ input_per_million = 150000.0, output_per_million = 600000.0 }}\n\n\
              [pipelines.cheap]\nstrategy = \"cascade\"\nsmall = \"small\"\nlarge = \"cloud\"\n\
              signal = \"mean_logprob\"\nthreshold = {threshold:?}\n",
-            tandem_fetch::test_model().display(),
+            local_model("small", 512),
             server.address
         )
     };
@@ -139,21 +118,7 @@ fn a_cascade_escalates_over_http_to_a_remote_model_priced_like_a_cloud_one() {
     };
     for (threshold, escalated) in [(1.01, true), (0.0, false)] {
         std::fs::write(&path, cascade(threshold)).unwrap();
-        let output = tandem(&path)
-            .args([
-                "run",
-                "-m",
-                "cheap",
-                "Say hi.",
-                "--max-tokens",
-                "4",
-                "--temperature",
-                "0",
-            ])
-            .output()
-            .unwrap();
-        let (_, stderr) = text(&output);
-        assert!(output.status.success(), "{stderr}");
+        let stderr = ask_cheap(&path, "Say hi.", 4);
         let entry = cascade_entry(&stderr);
         assert_eq!(entry["escalated"], escalated, "{stderr}");
         let (model, cost) = summary(&stderr);
@@ -176,6 +141,28 @@ fn a_cascade_escalates_over_http_to_a_remote_model_priced_like_a_cloud_one() {
     }
 }
 
+/// `[models.NAME]`: SmolLM2 on one sequence and one thread.
+fn local_model(name: &str, context_size: u32) -> String {
+    format!(
+        "[models.{name}]\nkind = \"local\"\nfile = \"{}\"\ncontext_size = {context_size}\nparallel = 1\nthreads = 1\n",
+        tandem_fetch::test_model().display()
+    )
+}
+
+/// `tandem run -m cheap PROMPT` greedily with `config`; its stderr (summary and strategy entries),
+/// after checking that it succeeded.
+fn ask_cheap(config: &Path, prompt: &str, max_tokens: u32) -> String {
+    let output = tandem(config)
+        .args(["run", "-m", "cheap", prompt, "--max-tokens"])
+        .arg(max_tokens.to_string())
+        .args(["--temperature", "0"])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    stderr
+}
+
 /// The `cascade` entry that `tandem run` prints for pipeline `cheap`, as JSON.
 fn cascade_entry(stderr: &str) -> serde_json::Value {
     let line = stderr
@@ -189,13 +176,7 @@ fn cascade_entry(stderr: &str) -> serde_json::Value {
 fn a_shown_examples_cascade_runs_the_small_answer_on_the_request_examples() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cascade.toml");
-    let model = tandem_fetch::test_model();
-    let local = |name: &str| {
-        format!(
-            "[models.{name}]\nkind = \"local\"\nfile = \"{}\"\ncontext_size = 1024\nparallel = 1\nthreads = 1\n",
-            model.display()
-        )
-    };
+    let local = |name: &str| local_model(name, 1024);
     let config = |threshold: f64, extra: &str| {
         format!(
             "{}{}[pipelines.cheap]\nstrategy = \"cascade\"\nsmall = \"small\"\nlarge = \"large\"\n\
@@ -204,24 +185,7 @@ fn a_shown_examples_cascade_runs_the_small_answer_on_the_request_examples() {
             local("large")
         )
     };
-    let ask = |prompt: &str| {
-        let output = tandem(&path)
-            .args([
-                "run",
-                "-m",
-                "cheap",
-                prompt,
-                "--max-tokens",
-                "48",
-                "--temperature",
-                "0",
-            ])
-            .output()
-            .unwrap();
-        let (_, stderr) = text(&output);
-        assert!(output.status.success(), "{stderr}");
-        stderr
-    };
+    let ask = |prompt: &str| ask_cheap(&path, prompt, 48);
     let code_task = "Write the Python function `add(a, b)` that returns the sum of a and b.\n\
                      >>> add(2, 3)\n5\nadd(-1, 1) => 0";
     let mut scores = Vec::new();
