@@ -22,9 +22,8 @@ pub(crate) fn check_vocabulary(
     other: &LlamaEngine,
     role: &str,
 ) -> Result<(), ModelError> {
-    let (b, o) = (base.model(), other.model());
-    let probe = "fn main() { println!(\"héllo\"); }";
-    if b.vocab_size() != o.vocab_size() || b.tokenize(probe, false) != o.tokenize(probe, false) {
+    if !same_vocabulary(base, other) {
+        let (b, o) = (base.model(), other.model());
         return Err(ModelError::Internal(format!(
             "the {role} model `{}` does not share the vocabulary of `{}` ({} and {} tokens)",
             other.options().name,
@@ -34,6 +33,14 @@ pub(crate) fn check_vocabulary(
         )));
     }
     Ok(())
+}
+
+/// Whether two engines' models give the same token ids for the same text (compared on size and
+/// on a probe text).
+pub(crate) fn same_vocabulary(a: &LlamaEngine, b: &LlamaEngine) -> bool {
+    let (a, b) = (a.model(), b.model());
+    let probe = "fn main() { println!(\"héllo\"); }";
+    a.vocab_size() == b.vocab_size() && a.tokenize(probe, false) == b.tokenize(probe, false)
 }
 
 /// A request field that some token-level strategy cannot honour.

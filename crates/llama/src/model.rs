@@ -383,7 +383,9 @@ impl LoadedModel {
         self.tokenize_bytes(text.as_bytes(), add_special)
     }
 
-    fn tokenize_bytes(&self, text: &[u8], add_special: bool) -> Vec<TokenId> {
+    /// As [`LoadedModel::tokenize`], for text given as bytes (UTF-8, possibly cut inside a
+    /// character).
+    pub(crate) fn tokenize_bytes(&self, text: &[u8], add_special: bool) -> Vec<TokenId> {
         self.model
             .vocab()
             .tokenize(text, add_special, false)

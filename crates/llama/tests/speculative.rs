@@ -430,15 +430,26 @@ async fn the_suffix_cache_drafts_from_earlier_requests_of_the_same_tenant_only()
     );
 }
 
+/// SmolLM2-135M, whose vocabulary is not Qwen's, drafts for the target through text: the output
+/// stays the target's greedy output, and its drafts stand on an editing prompt, whose answer
+/// repeats the prompt's code.
 #[tokio::test]
-async fn a_draft_with_another_vocabulary_is_refused() {
+async fn a_draft_with_another_vocabulary_drafts_through_text() {
     let smol = LoadedModel::load(&tandem_fetch::test_model(), None, 0).unwrap();
-    let smol = engine(smol, "smollm2", 1);
-    let refused = Speculative::new(
-        target(),
-        DraftSource::Model(smol),
-        SpeculativeOptions::new("x"),
-    );
-    let message = refused.err().expect("refused").to_string();
-    assert!(message.contains("vocabulary"), "{message}");
+    let mut options = SpeculativeOptions::new("cross");
+    options.fallback = false;
+    let spec = Speculative::new(target(), DraftSource::Model(engine(smol, "smollm2", 1)), options)
+        .expect("another vocabulary drafts through text");
+    assert!(spec.translates());
+    let plain = target()
+        .complete(request(EDITING_PROMPT, 48))
+        .await
+        .unwrap();
+    let out = spec.complete(request(EDITING_PROMPT, 48)).await.unwrap();
+    assert_same_or_near_tie(&plain, &out, "cross-vocabulary drafts");
+    let entry = &out.report.strategies[0];
+    assert_eq!(entry.details["cross_vocabulary"], true, "{entry:?}");
+    assert_eq!(entry.details["draft"], "smollm2");
+    let (drafted, accepted) = (detail(&out, "drafted"), detail(&out, "accepted"));
+    assert!(accepted >= 8.0 && accepted <= drafted, "{entry:?}");
 }

@@ -6,6 +6,7 @@
 //! every drafted position and the one after. Whatever a cache holds beyond the committed tokens
 //! (rejected drafts) is truncated before the next evaluation.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ use tandem_core::{Location, ModelError, Report, Stage, TokenId};
 
 use super::lookup::{best_continuation, SuffixCache};
 use super::pace::{next_draft_length, Mode, Pace};
+use super::translate::Translation;
 use super::verify::{self, Proposal};
 use super::SpeculativeOptions;
 use crate::collab::{catch_up, ratio, Answer};
@@ -27,6 +29,8 @@ pub(crate) enum Drafter {
     Model {
         handle: SequenceHandle,
         options: EngineOptions,
+        /// Present when the draft's vocabulary is not the target's.
+        translation: Option<Translation>,
     },
     PromptLookup,
     Suffix {
@@ -51,6 +55,8 @@ impl Drafter {
 pub struct SpeculativeStats {
     /// The draft source: a model's name, `prompt_lookup` or `suffix`.
     pub draft: String,
+    /// The draft model has another vocabulary: its drafts were translated through text.
+    pub cross_vocabulary: bool,
     /// Tokens proposed by the draft source, and those the target kept.
     pub drafted: u64,
     pub accepted: u64,
@@ -116,18 +122,32 @@ impl Driver {
     async fn read_prompt(&mut self) -> Result<(), ModelError> {
         let context = &self.answer.context;
         let head = &context[..context.len() - 1];
-        if !head.is_empty() {
-            let target = self.target.eval(head, 0);
-            match &mut self.drafter {
-                Drafter::Model { handle, .. } => {
-                    let (t, d) = tokio::join!(target, handle.eval(head, 0));
-                    t?;
-                    d?;
-                }
-                _ => {
-                    target.await?;
-                }
+        let target_handle = &mut self.target;
+        let target = async {
+            match head.is_empty() {
+                true => Ok(()),
+                false => target_handle.eval(head, 0).await.map(drop),
             }
+        };
+        match &mut self.drafter {
+            Drafter::Model {
+                handle,
+                translation,
+                ..
+            } => {
+                let own = translation.as_ref().map(|t| t.prompt());
+                let draft_head = own.map_or(head, |prompt| &prompt[..prompt.len() - 1]);
+                let draft = async {
+                    match draft_head.is_empty() {
+                        true => Ok(()),
+                        false => handle.eval(draft_head, 0).await.map(drop),
+                    }
+                };
+                let (t, d) = tokio::join!(target, draft);
+                t?;
+                d?;
+            }
+            _ => target.await?,
         }
         self.stats.prompt_ms = self.answer.millis(Instant::now());
         Ok(())
@@ -201,13 +221,29 @@ impl Driver {
         let mut drafts = Vec::new();
         let mut proposals = Vec::new();
         match &mut self.drafter {
-            Drafter::Model { handle, .. } => {
-                let mut feed = catch_up(handle, &self.answer.context)?.to_vec();
+            Drafter::Model {
+                handle,
+                translation,
+                ..
+            } => {
+                let context = match translation {
+                    None => Cow::Borrowed(&self.answer.context),
+                    Some(t) => {
+                        match t.draft_context(&self.answer.context[self.answer.prompt_len..]) {
+                            Some(context) => Cow::Owned(context),
+                            None => return Ok((drafts, proposals)),
+                        }
+                    }
+                };
+                let mut feed = catch_up(handle, &context)?.to_vec();
+                // Translated drafts lose their last token, and are proposals without a
+                // distribution: the draft model drafts greedily then.
+                let limit = most + usize::from(translation.is_some());
                 loop {
                     let rows = handle.eval(&feed, 1).await?;
                     let logits = rows.row(0);
                     let params = &self.answer.params;
-                    let (token, top, proposal) = if params.is_greedy() {
+                    let (token, top, proposal) = if params.is_greedy() || translation.is_some() {
                         let token = argmax(logits);
                         (token, top_probability(logits, token), Proposal::Certain)
                     } else {
@@ -218,15 +254,21 @@ impl Driver {
                         let top = q.iter().copied().fold(0.0, f32::max);
                         (token, top, Proposal::Sampled(q))
                     };
-                    if top < self.options.p_min {
+                    if top < self.options.p_min
+                        || translation.as_ref().is_some_and(|t| !t.is_text(token))
+                    {
                         break;
                     }
                     drafts.push(token);
                     proposals.push(proposal);
-                    if drafts.len() == most {
+                    if drafts.len() == limit {
                         break;
                     }
                     feed = vec![token];
+                }
+                if let Some(t) = translation {
+                    drafts = t.to_target(&drafts, most);
+                    proposals = vec![Proposal::Certain; drafts.len()];
                 }
             }
             Drafter::PromptLookup => {
@@ -281,8 +323,16 @@ impl Driver {
         };
         let mut report = Report::single(target);
         report.pipeline = self.options.name.clone();
-        if let Drafter::Model { options, .. } = &self.drafter {
-            let usage = Usage::new(usage.prompt_tokens, self.stats.drafted as u32);
+        if let Drafter::Model {
+            options,
+            translation,
+            ..
+        } = &self.drafter
+        {
+            let prompt_tokens = translation
+                .as_ref()
+                .map_or(usage.prompt_tokens, |t| t.prompt().len() as u32);
+            let usage = Usage::new(prompt_tokens, self.stats.drafted as u32);
             let cost = options.pricing.cost(usage);
             report.cost_usd += cost;
             report.stages.push(Stage {
@@ -298,6 +348,13 @@ impl Driver {
         }
         let stats = &mut self.stats;
         stats.draft = self.drafter.name();
+        stats.cross_vocabulary = matches!(
+            &self.drafter,
+            Drafter::Model {
+                translation: Some(_),
+                ..
+            }
+        );
         let generated = u64::from(self.answer.generated);
         stats.tokens_from_draft = stats.accepted.min(generated);
         stats.tokens_from_target = generated - stats.tokens_from_draft;

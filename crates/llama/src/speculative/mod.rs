@@ -2,7 +2,8 @@
 //! engine (and of a draft model's engine), so concurrent speculative requests share each engine's
 //! decode steps.
 //!
-//! Each request holds one target sequence and, with a draft model, one draft sequence. A step
+//! Each request holds one target sequence and, with a draft model, one draft sequence. A draft
+//! model with another vocabulary drafts through text ([`translate`]). A step
 //! drafts up to `k` tokens (a draft model stops early when its top probability falls under
 //! `p_min`; prompt lookup and the suffix cache propose what followed the context's tail
 //! elsewhere), verifies them and one more token in a single target evaluation
@@ -17,6 +18,7 @@
 mod driver;
 pub mod lookup;
 pub mod pace;
+mod translate;
 pub mod verify;
 
 use std::sync::Arc;
@@ -37,14 +39,16 @@ pub use driver::SpeculativeStats;
 use driver::{Drafter, Driver};
 pub use lookup::SuffixCache;
 use pace::Pace;
+use translate::Translation;
 
-use crate::collab::{check_vocabulary, refuse, Answer, Field};
+use crate::collab::{refuse, same_vocabulary, Answer, Field};
 use crate::LlamaEngine;
 
 /// Where drafts come from.
 #[derive(Clone)]
 pub enum DraftSource {
-    /// A smaller model with the target's vocabulary.
+    /// A smaller model; with another vocabulary than the target's, its drafts are translated
+    /// through text.
     Model(Arc<LlamaEngine>),
     /// Continuations of the context's tail found earlier in the prompt and answer.
     PromptLookup,
@@ -84,11 +88,12 @@ pub struct Speculative {
     draft: DraftSource,
     options: Arc<SpeculativeOptions>,
     pace: Arc<Pace>,
+    /// The draft model's vocabulary is not the target's.
+    translate: bool,
 }
 
 impl Speculative {
-    /// Fails when a draft model's vocabulary is not the target's: its token ids would mean other
-    /// text.
+    /// A draft model of another vocabulary than the target's drafts through text.
     pub fn new(
         target: Arc<LlamaEngine>,
         draft: DraftSource,
@@ -99,12 +104,14 @@ impl Speculative {
                 "k (max_draft) must be at least 1".into(),
             ));
         }
-        if let DraftSource::Model(engine) = &draft {
-            check_vocabulary(&target, engine, "draft")?;
-        }
+        let translate = match &draft {
+            DraftSource::Model(engine) => !same_vocabulary(&target, engine),
+            _ => false,
+        };
         Ok(Speculative {
             target,
             draft,
+            translate,
             pace: Arc::new(Pace::new(options.fallback)),
             options: Arc::new(options),
         })
@@ -112,6 +119,11 @@ impl Speculative {
 
     pub fn options(&self) -> &SpeculativeOptions {
         &self.options
+    }
+
+    /// Whether drafts are translated from another vocabulary.
+    pub fn translates(&self) -> bool {
+        self.translate
     }
 }
 
@@ -140,6 +152,14 @@ impl ChatModel for Speculative {
         let target = self.target.open_sequence().await?;
         let drafter = match &self.draft {
             DraftSource::Model(engine) => Drafter::Model {
+                translation: match self.translate {
+                    true => Some(Translation::new(
+                        Arc::clone(engine.model()),
+                        Arc::clone(self.target.model()),
+                        engine.model().chat_prompt(&request.messages)?,
+                    )),
+                    false => None,
+                },
                 handle: engine.open_sequence().await?,
                 options: engine.options().clone(),
             },
