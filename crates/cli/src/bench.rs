@@ -70,6 +70,9 @@ pub enum BenchCommand {
         /// The draft model, with the target's vocabulary.
         #[arg(long, default_value = "qwen2.5-coder-0.5b")]
         draft: String,
+        /// A draft model of another vocabulary, drafting through text ("none": skip it).
+        #[arg(long, default_value = "smollm2")]
+        other_draft: String,
         /// Threads of each engine.
         #[arg(long, short)]
         threads: Option<i32>,
@@ -84,6 +87,9 @@ pub enum BenchCommand {
         /// (scripts/build-llama-tools.sh), run on the same prompts as the yardstick.
         #[arg(long)]
         llama_tools: Option<PathBuf>,
+        /// Numbers of concurrent clients to measure against plain decoding ("0": none).
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        clients: Vec<usize>,
         #[arg(long)]
         output: Option<PathBuf>,
     },
@@ -215,11 +221,13 @@ pub async fn run(command: BenchCommand, config: Config, fetcher: &Fetcher) -> Re
         BenchCommand::Speculative {
             target,
             draft,
+            other_draft,
             threads,
             max_tokens,
             k,
             p_min,
             llama_tools,
+            clients,
             output,
         } => {
             let path = |model: String| Target {
@@ -231,11 +239,16 @@ pub async fn run(command: BenchCommand, config: Config, fetcher: &Fetcher) -> Re
             let settings = speculative::Settings {
                 target: target.path(&config, fetcher).await?,
                 draft: path(draft).path(&config, fetcher).await?,
+                other_draft: match other_draft.as_str() {
+                    "none" => None,
+                    _ => Some(path(other_draft).path(&config, fetcher).await?),
+                },
                 threads: target.threads(),
                 max_tokens,
                 k,
                 p_min,
                 llama_tools,
+                clients: clients.into_iter().filter(|&n| n > 0).collect(),
             };
             (speculative::run(settings).await?, output)
         }

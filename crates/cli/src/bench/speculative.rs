@@ -2,19 +2,29 @@
 //! fixed prompt set `speculative-prompts.toml` (code writing and code editing), greedy.
 //!
 //! Every mode runs on each prompt right after plain decoding of the same prompt, so all see the
-//! same machine conditions: a draft model with and without the fallback, prompt lookup, and the
-//! suffix cache on a repeated workload (the whole prompt set asked once to fill the cache, then
+//! same machine conditions: a draft model with and without the fallback, a draft model of another
+//! vocabulary (drafting through text), prompt lookup, and the suffix cache on a repeated workload (the whole prompt set asked once to fill the cache, then
 //! again, as an agent that re-sends the same files and instructions; the second pass is
 //! reported). Rates are decode rates, after the prompt is read (see [`Run::of`]), as llama.cpp's
 //! tools report theirs, so that prompt reading does not dilute the ratios. Given the
 //! directory of llama.cpp's tools (`scripts/build-llama-tools.sh`), `llama-speculative` and
 //! `llama-lookup` run on the same prompts (rendered by the same chat template) and pair, with
 //! `llama-bench`'s tg rate of the target as their plain yardstick.
+//!
+//! Where the milliseconds go: one target evaluation of n tokens with the logits of all n (a
+//! verification of n - 1 drafts) against n single-token steps, for n up to k + 1, and a draft
+//! model's single-token step; from these, the best ratio each length could reach if every draft
+//! stood.
+//!
+//! Then concurrency: 1, 2 and 4 clients at once (the prompts in turn), each through plain
+//! decoding of the target and through the draft model's pipeline, as aggregate tokens/s over the
+//! wall time of the whole batch of requests.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -41,12 +51,16 @@ struct BenchPrompt {
 pub struct Settings {
     pub target: PathBuf,
     pub draft: PathBuf,
+    /// A draft model of another vocabulary than the target's.
+    pub other_draft: Option<PathBuf>,
     pub threads: i32,
     pub max_tokens: u32,
     pub k: usize,
     pub p_min: f32,
     /// The directory holding `llama-speculative`, `llama-lookup` and `llama-bench`.
     pub llama_tools: Option<PathBuf>,
+    /// Numbers of concurrent clients.
+    pub clients: Vec<usize>,
 }
 
 /// One mode's run on one prompt.
@@ -59,23 +73,16 @@ struct Run {
     plain_steps: Option<f64>,
 }
 
-const MODES: [&str; 5] = [
-    "draft model",
-    "draft model, no fallback",
-    "prompt lookup",
-    "suffix cache (cold)",
-    "suffix cache (repeat)",
-];
-
 pub async fn run(settings: Settings) -> Result<String> {
     let set: PromptSet = toml::from_str(PROMPTS).context("the built-in prompt set")?;
     let threads = settings.threads;
+    let parallel = settings.clients.iter().copied().max().unwrap_or(1).max(1) as u32;
     let load = |path: PathBuf, name: &'static str| async move {
         tokio::task::spawn_blocking(move || -> Result<Arc<LlamaEngine>> {
             let model = LoadedModel::load(&path, None, 0)?;
             let mut options = EngineOptions::new(name);
             options.threads = threads;
-            options.parallel = 1;
+            options.parallel = parallel;
             options.context_size = 4096;
             Ok(Arc::new(LlamaEngine::start(model, options)?))
         })
@@ -94,13 +101,30 @@ pub async fn run(settings: Settings) -> Result<String> {
             options,
         )?))
     };
-    let suffix = Arc::new(SuffixCache::new(1_000_000));
-    let modes: Vec<Arc<dyn ChatModel>> = vec![
-        pipeline(DraftSource::Model(Arc::clone(&draft)), true)?,
-        pipeline(DraftSource::Model(Arc::clone(&draft)), false)?,
-        pipeline(DraftSource::PromptLookup, true)?,
-        pipeline(DraftSource::Suffix(Arc::clone(&suffix)), true)?,
+    let suffix = pipeline(
+        DraftSource::Suffix(Arc::new(SuffixCache::new(1_000_000))),
+        true,
+    )?;
+    let mut modes: Vec<(String, Arc<dyn ChatModel>)> = vec![
+        (
+            "draft model".into(),
+            pipeline(DraftSource::Model(Arc::clone(&draft)), true)?,
+        ),
+        (
+            "draft model, no fallback".into(),
+            pipeline(DraftSource::Model(Arc::clone(&draft)), false)?,
+        ),
     ];
+    if let Some(path) = &settings.other_draft {
+        let other = load(path.clone(), "other-draft").await?;
+        let name = format!("{}, no fallback", file_name(path));
+        modes.push((name, pipeline(DraftSource::Model(other), false)?));
+    }
+    modes.push((
+        "prompt lookup".into(),
+        pipeline(DraftSource::PromptLookup, true)?,
+    ));
+    modes.push(("suffix cache (cold)".into(), Arc::clone(&suffix)));
     let request = |text: &str| ChatCompletionRequest {
         model: "bench".into(),
         messages: vec![Message::new(Role::User, text)],
@@ -119,7 +143,7 @@ pub async fn run(settings: Settings) -> Result<String> {
         eprintln!("bench speculative: {} ...", prompt.name);
         let reference = target.complete(request(&prompt.text)).await?;
         let mut row = Vec::new();
-        for mode in &modes {
+        for (_, mode) in &modes {
             row.push(measure(mode.as_ref(), request(&prompt.text), &reference).await?);
         }
         plain.push(Run::of(&reference, &reference));
@@ -128,7 +152,7 @@ pub async fn run(settings: Settings) -> Result<String> {
     // The repeated workload: the same requests again, now that the cache holds the first pass.
     for (i, prompt) in set.prompt.iter().enumerate() {
         let reference = target.complete(request(&prompt.text)).await?;
-        runs[i].push(measure(modes[3].as_ref(), request(&prompt.text), &reference).await?);
+        runs[i].push(measure(suffix.as_ref(), request(&prompt.text), &reference).await?);
         plain[i] = Run::of(&reference, &reference).averaged_with(&plain[i]);
     }
 
@@ -136,8 +160,36 @@ pub async fn run(settings: Settings) -> Result<String> {
         Some(dir) => Some(llama_cpp(dir, &settings, &set, &target).await?),
         None => None,
     };
+    let mut concurrency = Vec::new();
+    for &clients in &settings.clients {
+        eprintln!("bench speculative: {clients} clients ...");
+        let requests: Vec<_> = (0..clients)
+            .map(|i| request(&set.prompt[i % set.prompt.len()].text))
+            .collect();
+        let plain_rate = aggregate_rate(target.as_ref(), &requests).await?;
+        let spec_rate = aggregate_rate(modes[0].1.as_ref(), &requests).await?;
+        concurrency.push((clients, plain_rate, spec_rate));
+    }
+    let costs = step_costs(&target, &draft, settings.k + 1).await?;
     let copy_us = row_copy_micros(target.model().vocab_size());
-    let mut text = report(&settings, &set, &plain, &runs, llama.as_ref());
+    let mut names: Vec<String> = modes.into_iter().map(|(name, _)| name).collect();
+    names.push("suffix cache (repeat)".into());
+    let mut text = report(&settings, &set, &names, &plain, &runs, llama.as_ref());
+    text.push_str(&costs_report(&costs));
+    if !concurrency.is_empty() {
+        text.push_str(
+            "\nConcurrent clients (the prompts in turn), aggregate tokens/s over the wall time \
+             of all requests, prompts included:\n\n\
+             | clients | plain target | draft model | ratio |\n|---:|---:|---:|---:|\n",
+        );
+        for (clients, plain_rate, spec_rate) in concurrency {
+            let _ = writeln!(
+                text,
+                "| {clients} | {plain_rate:.2} | {spec_rate:.2} | {:.2} |",
+                spec_rate / plain_rate
+            );
+        }
+    }
     let _ = writeln!(
         text,
         "\nA sequence handle copies each logits row it returns out of the context: {copy_us:.0} µs \
@@ -162,6 +214,75 @@ fn row_copy_micros(vocab: usize) -> f64 {
         .collect();
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
+}
+
+/// Median milliseconds of one evaluation of `n` tokens with the logits of all of them, on the
+/// target (`n` = 1 to `most`) and, last, of one token on the draft, each after a 300-token
+/// context.
+struct StepCosts {
+    target: Vec<f64>,
+    draft: f64,
+}
+
+async fn step_costs(target: &LlamaEngine, draft: &LlamaEngine, most: usize) -> Result<StepCosts> {
+    async fn median_ms(engine: &LlamaEngine, n: usize) -> Result<f64> {
+        let vocab = engine.model().vocab_size() as i32;
+        let context: Vec<i32> = (0..300).map(|i| (i * 7919 + 13) % vocab).collect();
+        let mut handle = engine.open_sequence().await?;
+        handle.eval(&context, 1).await?;
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let start = Instant::now();
+            handle.eval(&context[..n], n).await?;
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+            handle.truncate(context.len())?;
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    }
+    let mut costs = Vec::new();
+    for n in 1..=most {
+        costs.push(median_ms(target, n).await?);
+    }
+    Ok(StepCosts {
+        target: costs,
+        draft: median_ms(draft, 1).await?,
+    })
+}
+
+fn costs_report(costs: &StepCosts) -> String {
+    let one = costs.target[0];
+    let mut out = format!(
+        "\nWhere the milliseconds go: one target evaluation of n tokens with the logits of all n \
+         (a verification of n - 1 drafts), median of 5 after a 300-token context; a plain step is \
+         n = 1 ({one:.1} ms), a draft model's step {:.1} ms. The best ratios assume every draft \
+         stands: n tokens per evaluation, and n - 1 draft steps for a draft model.\n\n\
+         | n | ms | n plain steps, ms | cost vs plain | best ratio, draftless | best ratio, draft model |\n\
+         |---:|---:|---:|---:|---:|---:|\n",
+        costs.draft
+    );
+    for (i, &ms) in costs.target.iter().enumerate() {
+        let n = (i + 1) as f64;
+        let _ = writeln!(
+            out,
+            "| {} | {ms:.1} | {:.1} | {:.2} | {:.2} | {:.2} |",
+            i + 1,
+            n * one,
+            ms / (n * one),
+            n * one / ms,
+            n * one / (ms + (n - 1.0) * costs.draft)
+        );
+    }
+    out
+}
+
+/// Completion tokens per second of wall time of `requests` sent at once.
+async fn aggregate_rate(model: &dyn ChatModel, requests: &[ChatCompletionRequest]) -> Result<f64> {
+    let started = Instant::now();
+    let outputs =
+        futures::future::try_join_all(requests.iter().map(|r| model.complete(r.clone()))).await?;
+    let tokens: u32 = outputs.iter().map(|o| o.usage.completion_tokens).sum();
+    Ok(f64::from(tokens) / started.elapsed().as_secs_f64())
 }
 
 async fn measure(
@@ -316,16 +437,20 @@ fn llama_bench_tg(json: &str) -> Result<f64> {
 }
 
 /// (decode tokens/s, acceptance) from the summary that llama-speculative and llama-lookup print:
-/// `decoded N tokens in S seconds, speed: R t/s`, `n_drafted = D`, `n_accept = A`.
+/// `decoded N tokens in S seconds, speed: R t/s`, `n_drafted = D`, `n_accept = A`. The line
+/// before it, `encoded N tokens in S seconds, speed: R t/s`, is the prompt's rate.
 fn parse_tool(output: &str) -> Result<(f64, f64)> {
-    let after = |key: &str| -> Option<&str> {
-        let line = output.lines().find(|l| l.contains(key))?;
+    let after_in = |line_has: &str, key: &str| -> Option<&str> {
+        let line = output
+            .lines()
+            .find(|l| l.contains(line_has) && l.contains(key))?;
         Some(line[line.find(key)? + key.len()..].trim())
     };
-    let rate = after("speed:")
+    let after = |key: &str| after_in(key, key);
+    let rate = after_in(" decoded ", "speed:")
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse::<f64>().ok())
-        .context("no `speed:` in the tool's output")?;
+        .context("no `decoded ... speed:` in the tool's output")?;
     let number = |key: &str| {
         after(key)
             .and_then(|s| s.trim_start_matches('=').split_whitespace().next())
@@ -338,19 +463,23 @@ fn parse_tool(output: &str) -> Result<(f64, f64)> {
     Ok((rate, acceptance))
 }
 
+/// A path's file name, for reports.
+fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
 fn report(
     settings: &Settings,
     set: &PromptSet,
+    modes: &[String],
     plain: &[Run],
     runs: &[Vec<Run>],
     llama: Option<&LlamaCpp>,
 ) -> String {
-    let name = |p: &Path| {
-        p.file_name().map_or_else(
-            || p.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        )
-    };
+    let name = file_name;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -374,7 +503,7 @@ fn report(
             "| {} | {} | plain target | {} | {:.2} | 1.00 | | | | |",
             prompt.name, prompt.kind, base.tokens, base.rate
         );
-        for (mode, run) in MODES.iter().zip(row) {
+        for (mode, run) in modes.iter().zip(row) {
             let ratio = run.rate / base.rate;
             ratios.push((prompt.kind.clone(), mode.to_string(), ratio));
             let opt = |v: Option<f64>, pct: bool| match v {
@@ -466,7 +595,8 @@ mod tests {
     #[test]
     fn the_tools_summary_is_parsed() {
         let output =
-            "0.47.868.062 I decoded   25 tokens in   33.873 seconds, speed:    0.738 t/s\n\
+            "0.47.868.041 I encoded  170 tokens in    3.267 seconds, speed:   52.031 t/s\n\
+                      0.47.868.062 I decoded   25 tokens in   33.873 seconds, speed:    0.738 t/s\n\
                       0.47.868.093 I n_draft      = 8\n0.47.868.123 I n_drafted    = 40\n\
                       0.47.868.171 I n_accept     = 30\n";
         assert_eq!(parse_tool(output).unwrap(), (0.738, 0.75));
