@@ -158,7 +158,11 @@ impl Driver {
         let started = Instant::now();
         let remaining = self.answer.remaining();
         let room = self.target.context_size() - self.answer.context.len();
-        let most = self.draft_length.min(remaining - 1).min(room);
+        let most = self
+            .pace
+            .draft_length(self.draft_length)
+            .min(remaining - 1)
+            .min(room);
         let mode = if most == 0 {
             Mode::Plain
         } else {
@@ -168,6 +172,10 @@ impl Driver {
             Mode::Speculate => self.draft(most).await?,
             Mode::Plain => (Vec::new(), Vec::new()),
         };
+        let draft_ms = match (&self.drafter, drafts.len()) {
+            (Drafter::Model { .. }, n @ 1..) => Some(millis_since(started) / n as f64),
+            _ => None,
+        };
         let feed = {
             let missing = catch_up(&mut self.target, &self.answer.context)?;
             let mut feed = missing.to_vec();
@@ -175,7 +183,9 @@ impl Driver {
             feed
         };
         let caught_up = feed.len() == drafts.len() + 1;
+        let verify_started = Instant::now();
         let rows = self.target.eval(&feed, drafts.len() + 1).await?;
+        let verify_ms = millis_since(verify_started);
         let verdict = if self.answer.params.is_greedy() {
             verify::greedy(&drafts, |i| rows.row(i))
         } else {
@@ -195,10 +205,13 @@ impl Driver {
         // Steps that read a prompt or caught up after plain decoding are not typical of either
         // mode's cost.
         if caught_up {
-            self.pace.record(
-                mode,
-                started.elapsed().as_secs_f64() * 1000.0,
-                emitted.len(),
+            self.pace.record(mode, millis_since(started), emitted.len());
+            self.pace.record_costs(
+                feed.len(),
+                verify_ms,
+                draft_ms,
+                drafts.len(),
+                verdict.accepted,
             );
         }
         self.count(mode, drafts.len(), verdict.accepted);
@@ -369,6 +382,10 @@ impl Driver {
         }
         self.answer.done(finish_reason, report);
     }
+}
+
+fn millis_since(at: Instant) -> f64 {
+    at.elapsed().as_secs_f64() * 1000.0
 }
 
 /// The probability of `token` under the softmax of `logits` (temperature 1).

@@ -1,18 +1,29 @@
-//! When speculation pays: draft lengths that follow the acceptance history, and a fallback to
-//! plain decoding of the target when speculative steps yield fewer tokens per second than plain
-//! ones, probing again later.
+//! When speculation pays: draft lengths that follow the acceptance history and what each length
+//! costs on this machine, and a fallback to plain decoding of the target when speculative steps
+//! yield fewer tokens per second than plain ones, probing again later.
 //!
 //! [`Pace`] is shared by a pipeline's requests, since whether drafting pays depends on the
 //! hardware, the pair and the load more than on one request. It keeps the cost of a plain step
 //! (a moving average, refreshed by an occasional plain step) and a window of recent speculative
 //! steps; when the window's milliseconds per token exceed a plain step's, it falls back for a
 //! number of steps that doubles each time a probe fails.
+//!
+//! The draft length: a request's own schedule ([`next_draft_length`]) proposes a length, and
+//! [`Pace::draft_length`] may shorten it to the length with the most expected tokens per
+//! millisecond, from the measured cost of a target evaluation of each size and of a draft step,
+//! and the measured acceptance. A target evaluation's cost is not proportional to its size on a
+//! CPU: with Qwen2.5-Coder-1.5B on two cores, 7 tokens cost 194 ms and 8 cost 285 ms, where one
+//! costs 53 (`tandem bench speculative` reports the table).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-/// Speculative steps compared against plain decoding at once.
+/// Most recent speculative steps compared against plain decoding.
 const WINDOW: usize = 8;
+/// Fewest speculative steps in the window before it decides: a probe costs this many steps.
+const DECIDE_AFTER: usize = 3;
+/// Weight of a new measurement in the moving averages of costs and acceptance.
+const NEW_WEIGHT: f64 = 0.2;
 /// Steps of plain decoding after the first failed comparison; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: u64 = 16;
 const MAX_BACKOFF: u64 = 512;
@@ -38,6 +49,12 @@ struct State {
     plain_until: Option<u64>,
     backoff: u64,
     last_plain: u64,
+    /// Milliseconds of a target evaluation of `n` tokens, at index `n - 1`.
+    verify_ms: Vec<Option<f64>>,
+    /// Milliseconds of drafting one token (a draft model's step, with its catching up).
+    draft_ms: Option<f64>,
+    /// The probability that a drafted token stands, given the ones before it stood.
+    acceptance: Option<f64>,
 }
 
 impl Pace {
@@ -52,6 +69,9 @@ impl Pace {
                 plain_until: None,
                 backoff: FIRST_BACKOFF,
                 last_plain: 0,
+                verify_ms: Vec::new(),
+                draft_ms: None,
+                acceptance: None,
             }),
         }
     }
@@ -87,10 +107,7 @@ impl Pace {
         match mode {
             Mode::Plain => {
                 let per_token = ms / tokens as f64;
-                s.plain_ms_per_token = Some(match s.plain_ms_per_token {
-                    Some(old) => 0.8 * old + 0.2 * per_token,
-                    None => per_token,
-                });
+                s.plain_ms_per_token = Some(moving(s.plain_ms_per_token, per_token));
             }
             Mode::Speculate => {
                 s.window.push_back((ms, tokens));
@@ -100,7 +117,7 @@ impl Pace {
                 let Some(plain) = s.plain_ms_per_token else {
                     return;
                 };
-                if s.window.len() < WINDOW {
+                if s.window.len() < DECIDE_AFTER {
                     return;
                 }
                 let (ms, tokens) = s
@@ -122,11 +139,75 @@ impl Pace {
         }
     }
 
+    /// A target evaluation of `n` tokens took `ms`; drafting took `draft_ms` per drafted token
+    /// (`None` for a draft source without a model); `accepted` of `drafted` tokens stood.
+    pub fn record_costs(
+        &self,
+        n: usize,
+        ms: f64,
+        draft_ms: Option<f64>,
+        drafted: usize,
+        accepted: usize,
+    ) {
+        let mut s = self.state.lock().expect("pace lock");
+        if s.verify_ms.len() < n {
+            s.verify_ms.resize(n, None);
+        }
+        s.verify_ms[n - 1] = Some(moving(s.verify_ms[n - 1], ms));
+        if let Some(draft_ms) = draft_ms {
+            s.draft_ms = Some(moving(s.draft_ms, draft_ms));
+        }
+        if drafted > 0 {
+            // Each step's tokens stood in a row until the first rejection, if any.
+            let rejected = usize::from(accepted < drafted);
+            let rate = accepted as f64 / (accepted + rejected) as f64;
+            s.acceptance = Some(moving(s.acceptance, rate));
+        }
+    }
+
+    /// The draft length to use when a request's schedule proposes `proposed`: the length up to
+    /// it with the most expected tokens per millisecond, among lengths whose cost is known; the
+    /// proposal itself while its cost is unknown (so it gets measured) or nothing is known.
+    pub fn draft_length(&self, proposed: usize) -> usize {
+        let s = self.state.lock().expect("pace lock");
+        let Some(alpha) = s.acceptance else {
+            return proposed;
+        };
+        let known = |d: usize| s.verify_ms.get(d).copied().flatten();
+        if known(proposed).is_none() {
+            return proposed;
+        }
+        let draft_ms = s.draft_ms.unwrap_or(0.0);
+        (1..=proposed)
+            .filter_map(|d| {
+                let cost = known(d)? + d as f64 * draft_ms;
+                Some((d, expected_tokens(alpha, d) / cost))
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(proposed, |(d, _)| d)
+    }
+
     /// Whether the pipeline is decoding plainly now because drafting did not pay.
     pub fn falling_back(&self) -> bool {
         let s = self.state.lock().expect("pace lock");
         s.plain_until.is_some_and(|until| s.step < until)
     }
+}
+
+/// A moving average with [`NEW_WEIGHT`] on `new`.
+fn moving(old: Option<f64>, new: f64) -> f64 {
+    match old {
+        Some(old) => (1.0 - NEW_WEIGHT) * old + NEW_WEIGHT * new,
+        None => new,
+    }
+}
+
+/// Tokens a step emits on average when it drafts `d` tokens that each stand with probability
+/// `alpha` (given the ones before stood): the accepted run plus the target's own token,
+/// `(1 - alpha^(d+1)) / (1 - alpha)`.
+fn expected_tokens(alpha: f64, d: usize) -> f64 {
+    let alpha = alpha.clamp(0.0, 0.999);
+    (1.0 - alpha.powi(d as i32 + 1)) / (1.0 - alpha)
 }
 
 /// The next draft length from the last step's: longer after a fully accepted draft, shorter
@@ -156,11 +237,12 @@ mod tests {
         }
         assert_eq!(pace.next_mode(), Mode::Plain);
         pace.record(Mode::Plain, 50.0, 1);
-        // Speculative steps at 100 ms per token against 50 for plain ones.
-        for _ in 0..6 {
-            assert_eq!(pace.next_mode(), Mode::Speculate);
-            pace.record(Mode::Speculate, 100.0, 1);
-        }
+        // A third speculative step fills the window to DECIDE_AFTER steps, at 100 ms per token
+        // against 50 for plain ones.
+        assert_eq!(DECIDE_AFTER, 3);
+        assert!(!pace.falling_back());
+        assert_eq!(pace.next_mode(), Mode::Speculate);
+        pace.record(Mode::Speculate, 100.0, 1);
         assert!(pace.falling_back());
         let plain = (0..FIRST_BACKOFF)
             .take_while(|_| pace.next_mode() == Mode::Plain)
@@ -173,6 +255,35 @@ mod tests {
         }
         assert!(!pace.falling_back());
         assert_eq!(pace.next_mode(), Mode::Speculate);
+    }
+
+    /// Costs shaped as measured on two cores: one token 53 ms, seven 194, eight 285, nine 305.
+    fn measured_pace(draft_ms: Option<f64>, accepted_of_8: usize) -> Pace {
+        let pace = Pace::new(true);
+        let costs = [53.0, 81.0, 109.0, 126.0, 148.0, 171.0, 194.0, 285.0, 305.0];
+        for (i, &ms) in costs.iter().enumerate() {
+            pace.record_costs(i + 1, ms, draft_ms, 8, accepted_of_8);
+        }
+        pace
+    }
+
+    #[test]
+    fn the_draft_length_avoids_costly_evaluation_sizes() {
+        // Drafts that nearly always stand: eight drafts (nine tokens) cost more per token than
+        // six (seven tokens).
+        let lookup = measured_pace(None, 8);
+        assert_eq!(lookup.draft_length(8), 6);
+        assert_eq!(lookup.draft_length(4), 4);
+        // Drafts that often fail early: shorter ones pay better.
+        let poor = measured_pace(None, 1);
+        assert!(poor.draft_length(8) <= 2, "{}", poor.draft_length(8));
+        // An expensive draft model shortens drafts further than free lookups.
+        let model = measured_pace(Some(60.0), 4);
+        assert!(model.draft_length(8) < lookup.draft_length(8));
+        // Nothing measured at the proposed length: it is tried as proposed.
+        let fresh = Pace::new(true);
+        fresh.record_costs(1, 53.0, None, 4, 4);
+        assert_eq!(fresh.draft_length(5), 5);
     }
 
     #[test]
