@@ -59,6 +59,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
+use crate::compute::{self, Exclusive};
 use crate::model::{backend, LoadedModel};
 use crate::output::Prepared;
 use crate::sequence::{Command, EvalRequest, Lease, Logits, OpenRequest, SequenceHandle};
@@ -983,10 +984,7 @@ impl Running<'_> {
         self.occupancy.steps.fetch_add(1, Ordering::SeqCst);
         let result = match failure {
             Some(e) => Err(e),
-            None => self
-                .context
-                .decode(&mut self.batch)
-                .map_err(|e| ModelError::Internal(format!("llama.cpp decode failed: {e}"))),
+            None => self.decode(),
         };
         if let Err(e) = result {
             self.fail_step(e);
@@ -1022,6 +1020,24 @@ impl Running<'_> {
                 self.answered.push(seq);
             }
         }
+    }
+
+    /// Evaluates the batch; an engine with several threads does it on the process's compute
+    /// thread ([`compute`]).
+    fn decode(&mut self) -> Result<(), ModelError> {
+        let failed = |e: llama_cpp_2::DecodeError| {
+            ModelError::Internal(format!("llama.cpp decode failed: {e}"))
+        };
+        if self.options.threads <= 1 {
+            return self.context.decode(&mut self.batch).map_err(failed);
+        }
+        let work = Exclusive((&mut self.context, &mut self.batch));
+        compute::run(move || {
+            let Exclusive((context, batch)) = work;
+            context.decode(batch)
+        })
+        .ok_or_else(|| ModelError::Internal("llama.cpp decode panicked".into()))?
+        .map_err(failed)
     }
 
     /// A failed decode fails every chat request and rolls each handle with a pending evaluation

@@ -25,6 +25,7 @@
 
 mod chat;
 mod collab;
+mod compute;
 mod cpu;
 mod engine;
 pub mod fusion;
