@@ -557,8 +557,9 @@ fn default_hold_chars() -> usize {
 pub struct SpeculativeConfig {
     /// A local model: the one whose output the pipeline gives.
     pub target: String,
-    /// A local model with the target's vocabulary, or `prompt_lookup` (drafts copied from the
-    /// prompt and answer so far), or `suffix` (also from earlier requests under the same API key).
+    /// A local model (with another vocabulary than the target's, it drafts through text), or
+    /// `prompt_lookup` (drafts copied from the prompt and answer so far), or `suffix` (also from
+    /// earlier requests under the same API key).
     pub draft: String,
     /// Most tokens drafted per step.
     #[serde(default = "default_k")]

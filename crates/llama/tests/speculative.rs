@@ -438,8 +438,12 @@ async fn a_draft_with_another_vocabulary_drafts_through_text() {
     let smol = LoadedModel::load(&tandem_fetch::test_model(), None, 0).unwrap();
     let mut options = SpeculativeOptions::new("cross");
     options.fallback = false;
-    let spec = Speculative::new(target(), DraftSource::Model(engine(smol, "smollm2", 1)), options)
-        .expect("another vocabulary drafts through text");
+    let spec = Speculative::new(
+        target(),
+        DraftSource::Model(engine(smol, "smollm2", 1)),
+        options,
+    )
+    .expect("another vocabulary drafts through text");
     assert!(spec.translates());
     let plain = target()
         .complete(request(EDITING_PROMPT, 48))
