@@ -12,8 +12,8 @@
 //! [`Pace::draft_length`] may shorten it to the length with the most expected tokens per
 //! millisecond, from the measured cost of a target evaluation of each size and of a draft step,
 //! and the measured acceptance. A target evaluation's cost is not proportional to its size on a
-//! CPU: with Qwen2.5-Coder-1.5B on two cores, 7 tokens cost 194 ms and 8 cost 285 ms, where one
-//! costs 53 (`tandem bench speculative` reports the table).
+//! CPU: with Qwen2.5-Coder-1.5B on two cores, 7 tokens cost 184 ms and 8 cost 273 ms, where one
+//! costs 34 (`tandem bench speculative` reports the table).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
