@@ -56,10 +56,9 @@ impl Translation {
                 .extend_from_slice(&self.target.token_bytes(token));
         }
         self.answer_tokens = answer.len();
+        // Invalid bytes stay as they are; only a character still being completed waits.
         if let Err(e) = std::str::from_utf8(&self.answer_text) {
-            if e.error_len().is_none() {
-                return None;
-            }
+            e.error_len()?;
         }
         let mut context = self.prompt.clone();
         context.extend(self.draft.tokenize_bytes(&self.answer_text, false));
