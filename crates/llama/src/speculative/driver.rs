@@ -17,7 +17,7 @@ use tandem_core::sampling::{argmax, draw};
 use tandem_core::{Location, ModelError, Report, Stage, TokenId};
 
 use super::lookup::{best_continuation, SuffixCache};
-use super::pace::{next_draft_length, Mode, Pace};
+use super::pace::{next_draft_length, Costs, Mode, Pace};
 use super::translate::Translation;
 use super::verify::{self, Proposal};
 use super::SpeculativeOptions;
@@ -82,6 +82,7 @@ pub(crate) struct Driver {
     pub drafter: Drafter,
     pub options: Arc<SpeculativeOptions>,
     pub pace: Arc<Pace>,
+    pub costs: Arc<Costs>,
     pub rng: ChaCha8Rng,
     pub answer: Answer,
     pub draft_length: usize,
@@ -159,8 +160,8 @@ impl Driver {
         let remaining = self.answer.remaining();
         let room = self.target.context_size() - self.answer.context.len();
         let most = self
-            .pace
-            .draft_length(self.draft_length)
+            .costs
+            .draft_length(self.draft_length, self.pace.acceptance())
             .min(remaining - 1)
             .min(room);
         let mode = if most == 0 {
@@ -206,13 +207,8 @@ impl Driver {
         // mode's cost.
         if caught_up {
             self.pace.record(mode, millis_since(started), emitted.len());
-            self.pace.record_costs(
-                feed.len(),
-                verify_ms,
-                draft_ms,
-                drafts.len(),
-                verdict.accepted,
-            );
+            self.costs.record(feed.len(), verify_ms, draft_ms);
+            self.pace.record_acceptance(drafts.len(), verdict.accepted);
         }
         self.count(mode, drafts.len(), verdict.accepted);
         self.draft_length = next_draft_length(

@@ -38,7 +38,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 pub use driver::SpeculativeStats;
 use driver::{Drafter, Driver};
 pub use lookup::SuffixCache;
-use pace::Pace;
+use pace::{Costs, Pace};
 use translate::Translation;
 
 use crate::collab::{refuse, same_vocabulary, Answer, Field};
@@ -87,7 +87,9 @@ pub struct Speculative {
     target: Arc<LlamaEngine>,
     draft: DraftSource,
     options: Arc<SpeculativeOptions>,
+    /// With a draft model, shared by the requests; lookups get one per request ([`pace`]).
     pace: Arc<Pace>,
+    costs: Arc<Costs>,
     /// The draft model's vocabulary is not the target's.
     translate: bool,
 }
@@ -113,6 +115,7 @@ impl Speculative {
             draft,
             translate,
             pace: Arc::new(Pace::new(options.fallback)),
+            costs: Arc::new(Costs::default()),
             options: Arc::new(options),
         })
     }
@@ -188,7 +191,13 @@ impl ChatModel for Speculative {
             target,
             target_options,
             drafter,
-            pace: Arc::clone(&self.pace),
+            pace: match &self.draft {
+                DraftSource::Model(_) => Arc::clone(&self.pace),
+                DraftSource::PromptLookup | DraftSource::Suffix(_) => {
+                    Arc::new(Pace::new(self.options.fallback))
+                }
+            },
+            costs: Arc::clone(&self.costs),
             rng: ChaCha8Rng::seed_from_u64(seed),
             draft_length: self.options.max_draft,
             options: Arc::clone(&self.options),

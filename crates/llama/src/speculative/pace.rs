@@ -2,16 +2,19 @@
 //! costs on this machine, and a fallback to plain decoding of the target when speculative steps
 //! yield fewer tokens per second than plain ones, probing again later.
 //!
-//! [`Pace`] is shared by a pipeline's requests, since whether drafting pays depends on the
-//! hardware, the pair and the load more than on one request. It keeps the cost of a plain step
-//! (a moving average, refreshed by an occasional plain step) and a window of recent speculative
-//! steps; when the window's milliseconds per token exceed a plain step's, it falls back for a
-//! number of steps that doubles each time a probe fails.
+//! [`Pace`] keeps the cost of a plain step (a moving average, refreshed by an occasional plain
+//! step), a window of recent speculative steps and the acceptance; when the window's milliseconds
+//! per token exceed a plain step's, it falls back for a number of steps that doubles each time a
+//! probe fails. With a draft model it is shared by a pipeline's requests, since whether drafting
+//! pays then depends on the hardware, the pair and the load more than on one request; with
+//! lookups (prompt lookup, the suffix cache) each request has its own, since whether its text
+//! repeats is its own matter: a request that finds nothing to copy must not stop the next one, a
+//! repeat of an earlier request, from drafting.
 //!
 //! The draft length: a request's own schedule ([`next_draft_length`]) proposes a length, and
-//! [`Pace::draft_length`] may shorten it to the length with the most expected tokens per
-//! millisecond, from the measured cost of a target evaluation of each size and of a draft step,
-//! and the measured acceptance. A target evaluation's cost is not proportional to its size on a
+//! [`Costs::draft_length`] may shorten it to the length with the most expected tokens per
+//! millisecond, from the measured cost of a target evaluation of each size and of a draft step
+//! (shared by the pipeline's requests: they are the machine's) and the acceptance. A target evaluation's cost is not proportional to its size on a
 //! CPU: with Qwen2.5-Coder-1.5B on two cores, 7 tokens cost 184 ms and 8 cost 273 ms, where one
 //! costs 34 (`tandem bench speculative` reports the table).
 
@@ -49,12 +52,22 @@ struct State {
     plain_until: Option<u64>,
     backoff: u64,
     last_plain: u64,
+    /// The probability that a drafted token stands, given the ones before it stood.
+    acceptance: Option<f64>,
+}
+
+/// What evaluations cost on this machine, shared by a pipeline's requests.
+#[derive(Default)]
+pub struct Costs {
+    state: Mutex<CostState>,
+}
+
+#[derive(Default)]
+struct CostState {
     /// Milliseconds of a target evaluation of `n` tokens, at index `n - 1`.
     verify_ms: Vec<Option<f64>>,
     /// Milliseconds of drafting one token (a draft model's step, with its catching up).
     draft_ms: Option<f64>,
-    /// The probability that a drafted token stands, given the ones before it stood.
-    acceptance: Option<f64>,
 }
 
 impl Pace {
@@ -69,8 +82,6 @@ impl Pace {
                 plain_until: None,
                 backoff: FIRST_BACKOFF,
                 last_plain: 0,
-                verify_ms: Vec::new(),
-                draft_ms: None,
                 acceptance: None,
             }),
         }
@@ -139,17 +150,35 @@ impl Pace {
         }
     }
 
-    /// A target evaluation of `n` tokens took `ms`; drafting took `draft_ms` per drafted token
-    /// (`None` for a draft source without a model); `accepted` of `drafted` tokens stood.
-    pub fn record_costs(
-        &self,
-        n: usize,
-        ms: f64,
-        draft_ms: Option<f64>,
-        drafted: usize,
-        accepted: usize,
-    ) {
+    /// `accepted` of `drafted` tokens stood.
+    pub fn record_acceptance(&self, drafted: usize, accepted: usize) {
+        if drafted == 0 {
+            return;
+        }
+        // Each step's tokens stood in a row until the first rejection, if any.
+        let rejected = usize::from(accepted < drafted);
+        let rate = accepted as f64 / (accepted + rejected) as f64;
         let mut s = self.state.lock().expect("pace lock");
+        s.acceptance = Some(moving(s.acceptance, rate));
+    }
+
+    /// The moving average of the acceptance, once anything was drafted.
+    pub fn acceptance(&self) -> Option<f64> {
+        self.state.lock().expect("pace lock").acceptance
+    }
+
+    /// Whether the pipeline is decoding plainly now because drafting did not pay.
+    pub fn falling_back(&self) -> bool {
+        let s = self.state.lock().expect("pace lock");
+        s.plain_until.is_some_and(|until| s.step < until)
+    }
+}
+
+impl Costs {
+    /// A target evaluation of `n` tokens took `ms`; drafting took `draft_ms` per drafted token
+    /// (`None` for a draft source without a model, or a step that drafted nothing).
+    pub fn record(&self, n: usize, ms: f64, draft_ms: Option<f64>) {
+        let mut s = self.state.lock().expect("costs lock");
         if s.verify_ms.len() < n {
             s.verify_ms.resize(n, None);
         }
@@ -157,20 +186,15 @@ impl Pace {
         if let Some(draft_ms) = draft_ms {
             s.draft_ms = Some(moving(s.draft_ms, draft_ms));
         }
-        if drafted > 0 {
-            // Each step's tokens stood in a row until the first rejection, if any.
-            let rejected = usize::from(accepted < drafted);
-            let rate = accepted as f64 / (accepted + rejected) as f64;
-            s.acceptance = Some(moving(s.acceptance, rate));
-        }
     }
 
-    /// The draft length to use when a request's schedule proposes `proposed`: the length up to
-    /// it with the most expected tokens per millisecond, among lengths whose cost is known; the
-    /// proposal itself while its cost is unknown (so it gets measured) or nothing is known.
-    pub fn draft_length(&self, proposed: usize) -> usize {
-        let s = self.state.lock().expect("pace lock");
-        let Some(alpha) = s.acceptance else {
+    /// The draft length to use when a request's schedule proposes `proposed` and drafted tokens
+    /// stand with probability `acceptance`: the length up to it with the most expected tokens per
+    /// millisecond, among lengths whose cost is known; the proposal itself while its cost is
+    /// unknown (so it gets measured) or nothing was drafted yet.
+    pub fn draft_length(&self, proposed: usize, acceptance: Option<f64>) -> usize {
+        let s = self.state.lock().expect("costs lock");
+        let Some(alpha) = acceptance else {
             return proposed;
         };
         let known = |d: usize| s.verify_ms.get(d).copied().flatten();
@@ -185,12 +209,6 @@ impl Pace {
             })
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map_or(proposed, |(d, _)| d)
-    }
-
-    /// Whether the pipeline is decoding plainly now because drafting did not pay.
-    pub fn falling_back(&self) -> bool {
-        let s = self.state.lock().expect("pace lock");
-        s.plain_until.is_some_and(|until| s.step < until)
     }
 }
 
@@ -258,32 +276,42 @@ mod tests {
     }
 
     /// Costs shaped as measured on two cores: one token 53 ms, seven 194, eight 285, nine 305.
-    fn measured_pace(draft_ms: Option<f64>, accepted_of_8: usize) -> Pace {
-        let pace = Pace::new(true);
-        let costs = [53.0, 81.0, 109.0, 126.0, 148.0, 171.0, 194.0, 285.0, 305.0];
-        for (i, &ms) in costs.iter().enumerate() {
-            pace.record_costs(i + 1, ms, draft_ms, 8, accepted_of_8);
+    fn measured_costs(draft_ms: Option<f64>) -> Costs {
+        let costs = Costs::default();
+        let ms = [53.0, 81.0, 109.0, 126.0, 148.0, 171.0, 194.0, 285.0, 305.0];
+        for (i, &ms) in ms.iter().enumerate() {
+            costs.record(i + 1, ms, draft_ms);
         }
-        pace
+        costs
+    }
+
+    /// The acceptance after steps that each had `accepted` of 8 drafts stand.
+    fn acceptance(accepted: usize) -> Option<f64> {
+        let pace = Pace::new(true);
+        for _ in 0..10 {
+            pace.record_acceptance(8, accepted);
+        }
+        pace.acceptance()
     }
 
     #[test]
     fn the_draft_length_avoids_costly_evaluation_sizes() {
+        let lookups = measured_costs(None);
         // Drafts that nearly always stand: eight drafts (nine tokens) cost more per token than
         // six (seven tokens).
-        let lookup = measured_pace(None, 8);
-        assert_eq!(lookup.draft_length(8), 6);
-        assert_eq!(lookup.draft_length(4), 4);
+        assert_eq!(lookups.draft_length(8, acceptance(8)), 6);
+        assert_eq!(lookups.draft_length(4, acceptance(8)), 4);
         // Drafts that often fail early: shorter ones pay better.
-        let poor = measured_pace(None, 1);
-        assert!(poor.draft_length(8) <= 2, "{}", poor.draft_length(8));
+        let poor = lookups.draft_length(8, acceptance(1));
+        assert!(poor <= 2, "{poor}");
         // An expensive draft model shortens drafts further than free lookups.
-        let model = measured_pace(Some(60.0), 4);
-        assert!(model.draft_length(8) < lookup.draft_length(8));
-        // Nothing measured at the proposed length: it is tried as proposed.
-        let fresh = Pace::new(true);
-        fresh.record_costs(1, 53.0, None, 4, 4);
-        assert_eq!(fresh.draft_length(5), 5);
+        let model = measured_costs(Some(60.0)).draft_length(8, acceptance(4));
+        assert!(model < lookups.draft_length(8, acceptance(4)), "{model}");
+        // Nothing drafted yet, or nothing measured at the proposed length: tried as proposed.
+        assert_eq!(lookups.draft_length(5, None), 5);
+        let fresh = Costs::default();
+        fresh.record(1, 53.0, None);
+        assert_eq!(fresh.draft_length(5, acceptance(8)), 5);
     }
 
     #[test]
