@@ -391,7 +391,7 @@ fn a_cascade_threshold_is_calibrated_on_a_sample_and_used_where_none_is_configur
     let shown = succeed(&mut tandem_with(&config, &["router", "show"]));
     assert!(
         shown.contains(&format!(
-            "cascade cheap: threshold {threshold:.6}; small `small`"
+            "cascade cheap: threshold {threshold}; small `small`"
         )),
         "{shown}"
     );

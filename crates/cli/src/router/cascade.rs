@@ -8,6 +8,9 @@
 //! pipeline with what it was calibrated on; the pipeline uses it while its configuration sets no
 //! `threshold` and still names the same small model and scoring.
 
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
@@ -77,6 +80,7 @@ pub async fn calibrate(
     let mut runtime = Runtime::load(config, fetcher, std::slice::from_ref(&cascade.small)).await?;
     let scorer = runtime.answer_scorer(pipeline).await?;
     let (scorer, dataset_name, max_tokens) = (&scorer, dataset.name(), sample.max_tokens);
+    let (done, progress) = (&AtomicUsize::new(0), std::io::stderr().is_terminal());
     let scores: Vec<Option<f64>> = futures::stream::iter(items)
         .map(|item| async move {
             let request = ChatCompletionRequest {
@@ -95,6 +99,13 @@ pub async fn calibrate(
                     "item {}: the small model gave no answer, which escalates: {e}",
                     item.id
                 );
+            }
+            let done = done.fetch_add(1, Ordering::Relaxed) + 1;
+            if progress {
+                eprint!("\rscored {done} of {} answers", items.len());
+                if done == items.len() {
+                    eprintln!();
+                }
             }
             anyhow::Ok(attempt.score)
         })
@@ -139,7 +150,7 @@ pub async fn calibrate(
         );
     }
     println!(
-        "cascade `{pipeline}`: threshold {threshold:.6} escalates {escalated} of {} prompts of {} ({:.1}%; asked {:.1}%)",
+        "cascade `{pipeline}`: threshold {threshold} escalates {escalated} of {} prompts of {} ({:.1}%; asked {:.1}%)",
         scores.len(),
         dataset.name(),
         100.0 * reached,

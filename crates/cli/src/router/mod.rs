@@ -301,7 +301,7 @@ pub async fn run(command: RouterCommand, config: Config, fetcher: &Fetcher) -> R
             }
             for stored in store.cascades()? {
                 println!(
-                    "cascade {}: threshold {:.6}; small `{}`, scoring {}; {}",
+                    "cascade {}: threshold {}; small `{}`, scoring {}; {}",
                     stored.pipeline,
                     stored.threshold,
                     stored.small,
