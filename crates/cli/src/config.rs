@@ -439,8 +439,10 @@ pub struct CascadeConfig {
     /// `mean_logprob`, `min_logprob`, `self_check`, `agreement` or `shown_examples` (the share
     /// of the request's own examples the answer's code passes, run in the sandbox).
     pub signal: tandem_route::Signal,
-    /// Escalate when the signal's score (in [0, 1]) is under this.
-    pub threshold: f64,
+    /// Escalate when the signal's score (in [0, 1]) is under this; default: the threshold
+    /// `tandem router calibrate --cascade NAME` stored for this pipeline.
+    #[serde(default)]
+    pub threshold: Option<f64>,
     /// Extra sampled answers of the `agreement` signal.
     #[serde(default = "default_cascade_samples")]
     pub samples: u32,
@@ -823,7 +825,10 @@ impl PipelineConfig {
                 }
             }
             PipelineConfig::Cascade(cascade) => {
-                if !(cascade.threshold >= 0.0 && cascade.threshold.is_finite()) {
+                if cascade
+                    .threshold
+                    .is_some_and(|t| !(t >= 0.0 && t.is_finite()))
+                {
                     bail!("pipelines.{name}.threshold must be a number of at least 0 (scores are in [0, 1])");
                 }
                 if cascade.samples == 0 {
@@ -1423,7 +1428,14 @@ mod tests {
             panic!("not a cascade")
         };
         assert_eq!(parsed.signal, tandem_route::Signal::SelfCheck);
+        assert_eq!(parsed.threshold, Some(0.7));
         assert_eq!(parsed.samples, 4);
+        // Without a threshold, the calibrated one is used (looked up when the pipeline is built).
+        let calibrated = Config::parse(&cascade("signal = \"mean_logprob\"\n")).unwrap();
+        let PipelineConfig::Cascade(parsed) = &calibrated.pipelines["c"] else {
+            panic!("not a cascade")
+        };
+        assert_eq!(parsed.threshold, None);
         assert_eq!(config.models_under("c").unwrap(), ["big", "small"]);
         assert_eq!(config.single_model("c"), None);
         assert!(error_of(&cascade("signal = \"vibes\"\nthreshold = 0.7\n")).contains("vibes"));

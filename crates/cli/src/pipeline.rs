@@ -2,7 +2,9 @@
 //! a `[pipelines.NAME]` entry into a `ChatModel` over the models and pipelines it names.
 //!
 //! Pipelines are built in [`Config::pipeline_order`], so every name a strategy uses is in the
-//! registry when it is built.
+//! registry when it is built. A router or cascade configured without a `threshold` takes the one
+//! calibrated into the state store; [`answer_scorer`] is a cascade's small side alone, built the
+//! same way for `tandem router calibrate --cascade`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,14 +17,17 @@ use tandem_llama::LlamaEngine;
 use tandem_privacy::stage::{Guard, KeepLocal, Redact, Rewrite};
 use tandem_privacy::{Detector, DetectorConfig};
 use tandem_route::{
-    CacheOptions, Cascade, CascadeOptions, ExampleCheck, LearnedRouter, LearnedScorer,
-    PerplexityScorer, PromptScorer, Router, RouterOptions, SemanticCache, Signal,
+    AnswerScorer, CacheOptions, Cascade, CascadeOptions, ExampleCheck, LearnedRouter,
+    LearnedScorer, PerplexityScorer, PromptScorer, Router, RouterOptions, ScoreOptions,
+    SemanticCache, Signal,
 };
 use tandem_store::{SqliteStore, Store};
 use tandem_trust::calibration::Calibration;
 use tandem_trust::{GuardOptions, InputScorer, Judge, Policy, TrustModel, Verify, VerifyOptions};
 
-use crate::config::{Config, PipelineConfig, RouterConfig, SpeculativeConfig, PERPLEXITY_ROUTER};
+use crate::config::{
+    CascadeConfig, Config, PipelineConfig, RouterConfig, SpeculativeConfig, PERPLEXITY_ROUTER,
+};
 use crate::shown_examples::SandboxedExamples;
 use tandem_llama::fusion::{Fusion, Mode};
 use tandem_llama::speculative::{DraftSource, Speculative, SpeculativeOptions, SuffixCache};
@@ -104,20 +109,27 @@ pub async fn build_all(config: &Config, registry: &mut Registry) -> Result<()> {
         if !loaded {
             continue;
         }
-        let runs_examples = matches!(&config.pipelines[name], PipelineConfig::Cascade(c) if c.signal == Signal::ShownExamples);
-        if runs_examples && registry.examples.is_none() {
-            let check = SandboxedExamples::detect(config.eval.allow_unisolated)
-                .await
-                .with_context(|| {
-                    format!(
-                        "pipelines.{name}: signal = \"shown_examples\" runs the small model's code in a sandbox, which cannot be set up here"
-                    )
-                })?;
-            registry.examples = Some(Arc::new(check));
-        }
+        prepare_examples(name, config, registry).await?;
         let model = build(name, config, registry, &mut store)
             .with_context(|| format!("cannot build pipeline `{name}`"))?;
         registry.insert_chat(name.to_string(), model);
+    }
+    Ok(())
+}
+
+/// Sets up the sandbox of the `shown_examples` signal when pipeline `name` is the first cascade
+/// that needs it.
+pub async fn prepare_examples(name: &str, config: &Config, registry: &mut Registry) -> Result<()> {
+    let runs_examples = matches!(&config.pipelines[name], PipelineConfig::Cascade(c) if c.signal == Signal::ShownExamples);
+    if runs_examples && registry.examples.is_none() {
+        let check = SandboxedExamples::detect(config.eval.allow_unisolated)
+            .await
+            .with_context(|| {
+                format!(
+                    "pipelines.{name}: signal = \"shown_examples\" runs the small model's code in a sandbox, which cannot be set up here"
+                )
+            })?;
+        registry.examples = Some(Arc::new(check));
     }
     Ok(())
 }
@@ -131,22 +143,20 @@ fn build(
     Ok(match &config.pipelines[name] {
         PipelineConfig::Direct(direct) => registry.chat(&direct.model)?,
         PipelineConfig::Cascade(cascade) => {
-            let mut options = CascadeOptions::new(name, cascade.signal, cascade.threshold);
-            options.samples = cascade.samples;
-            options.sample_temperature = cascade.sample_temperature;
+            let scorer = answer_scorer(name, cascade, registry)?;
+            let threshold = match cascade.threshold {
+                Some(threshold) => threshold,
+                None => calibrated_threshold(name, cascade, store)?,
+            };
+            let mut options = CascadeOptions::new(name, threshold);
             options.large_pricing = config
                 .single_model(&cascade.large)
                 .map(|model| config.models[model].pricing());
-            options.no_examples_score = cascade.no_examples_score.unwrap_or(0.0);
-            let mut built = Cascade::new(
+            Arc::new(Cascade::new(
                 options,
-                registry.chat(&cascade.small)?,
+                scorer,
                 registry.chat(&cascade.large)?,
-            );
-            if let Some(check) = &registry.examples {
-                built = built.with_example_check(check.clone());
-            }
-            Arc::new(built)
+            ))
         }
         PipelineConfig::Guard(guard) => {
             let policy = match &guard.categories {
@@ -266,6 +276,70 @@ fn build(
     })
 }
 
+/// The small side of cascade `name` as its pipeline is built: its small model or pipeline from
+/// `registry`, scoring with its signal, and the sandbox for `shown_examples` (set up by
+/// [`build_all`], or [`crate::runtime::Runtime::answer_scorer`]).
+pub fn answer_scorer(
+    name: &str,
+    cascade: &CascadeConfig,
+    registry: &Registry,
+) -> Result<AnswerScorer> {
+    let mut scorer =
+        AnswerScorer::new(name, score_options(cascade), registry.chat(&cascade.small)?);
+    if let Some(check) = &registry.examples {
+        scorer = scorer.with_example_check(check.clone());
+    }
+    Ok(scorer)
+}
+
+fn score_options(cascade: &CascadeConfig) -> ScoreOptions {
+    let mut options = ScoreOptions::new(cascade.signal);
+    options.samples = cascade.samples;
+    options.sample_temperature = cascade.sample_temperature;
+    options.no_examples_score = cascade.no_examples_score.unwrap_or(0.0);
+    options
+}
+
+/// What decides a cascade's scores besides its small model: the signal and the settings it reads.
+/// A calibrated threshold is stored with it and used only while the configuration still says the
+/// same.
+pub fn scoring(cascade: &CascadeConfig) -> serde_json::Value {
+    let options = score_options(cascade);
+    let mut scoring = serde_json::json!({ "signal": options.signal });
+    match options.signal {
+        Signal::Agreement => {
+            scoring["samples"] = options.samples.into();
+            scoring["sample_temperature"] = options.sample_temperature.into();
+        }
+        Signal::ShownExamples => scoring["no_examples_score"] = options.no_examples_score.into(),
+        Signal::MeanLogprob | Signal::MinLogprob | Signal::SelfCheck => {}
+    }
+    scoring
+}
+
+/// The threshold `tandem router calibrate --cascade` stored for cascade `name`, if it was
+/// calibrated with the small model and scoring the configuration has now.
+fn calibrated_threshold(name: &str, cascade: &CascadeConfig, store: &mut LazyStore) -> Result<f64> {
+    let calibrate =
+        format!("tandem router calibrate --cascade {name} --llm-share 0.3 --dataset DATASET");
+    let stored = store.get()?.cascade(name)?.with_context(|| {
+        format!(
+            "cascade `{name}` sets no `threshold` and none was calibrated: run `{calibrate}` or set `threshold` under [pipelines.{name}]"
+        )
+    })?;
+    let stored_scoring: serde_json::Value = serde_json::from_str(&stored.scoring)
+        .with_context(|| format!("the calibration stored for cascade `{name}` does not parse"))?;
+    let configured = scoring(cascade);
+    if stored.small != cascade.small || stored_scoring != configured {
+        bail!(
+            "the threshold stored for cascade `{name}` was calibrated on the answers of `{}` scored by {stored_scoring}, but the configuration now has `{}` scored by {configured}: run `{calibrate}` again or set `threshold` under [pipelines.{name}]",
+            stored.small,
+            cascade.small
+        );
+    }
+    Ok(stored.threshold)
+}
+
 fn router(
     name: &str,
     config: &RouterConfig,
@@ -325,7 +399,7 @@ fn guard(
     Ok(guard)
 }
 
-/// The state store, opened when the first pipeline that audits is built, then shared.
+/// The state store, opened when the first pipeline that needs it is built, then shared.
 struct LazyStore {
     path: PathBuf,
     store: Option<Arc<dyn Store>>,

@@ -12,9 +12,10 @@ use tandem_embed::Embedder;
 use tandem_fetch::Fetcher;
 use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
 use tandem_remote::{RemoteModel, RemoteOptions};
+use tandem_route::AnswerScorer;
 use tandem_server::Pipelines;
 
-use crate::config::{Config, EmbeddingModelConfig, LocalModelConfig, ModelConfig};
+use crate::config::{Config, EmbeddingModelConfig, LocalModelConfig, ModelConfig, PipelineConfig};
 use crate::pipeline::{self, Registry};
 
 pub struct Runtime {
@@ -87,6 +88,16 @@ impl Runtime {
     /// The local model called `name` at the token level (its batching engine), if it was loaded.
     pub fn engine(&self, name: &str) -> Result<Arc<LlamaEngine>> {
         self.registry.engine(name)
+    }
+
+    /// The small side of cascade `name`, built as its pipeline builds it
+    /// ([`pipeline::answer_scorer`]): load the cascade's `small` first.
+    pub async fn answer_scorer(&mut self, name: &str) -> Result<AnswerScorer> {
+        let Some(PipelineConfig::Cascade(cascade)) = self.config.pipelines.get(name) else {
+            bail!("no cascade pipeline is called `{name}`");
+        };
+        pipeline::prepare_examples(name, &self.config, &mut self.registry).await?;
+        pipeline::answer_scorer(name, cascade, &self.registry)
     }
 
     /// The embedding model called `name`, if it was loaded.

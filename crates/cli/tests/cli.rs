@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use common::{ask_cheap, cascade_entry, local_model};
+
 /// A config with SmolLM2 as `small` and the `default` pipeline on it.
 fn config(dir: &Path) -> PathBuf {
     let path = dir.join("tandem.toml");
@@ -139,37 +141,6 @@ fn a_cascade_escalates_over_http_to_a_remote_model_priced_like_a_cloud_one() {
             assert!(entry["saved_usd"].as_f64().unwrap() > 0.0, "{stderr}");
         }
     }
-}
-
-/// `[models.NAME]`: SmolLM2 on one sequence and one thread.
-fn local_model(name: &str, context_size: u32) -> String {
-    format!(
-        "[models.{name}]\nkind = \"local\"\nfile = \"{}\"\ncontext_size = {context_size}\nparallel = 1\nthreads = 1\n",
-        tandem_fetch::test_model().display()
-    )
-}
-
-/// `tandem run -m cheap PROMPT` greedily with `config`; its stderr (summary and strategy entries),
-/// after checking that it succeeded.
-fn ask_cheap(config: &Path, prompt: &str, max_tokens: u32) -> String {
-    let output = tandem(config)
-        .args(["run", "-m", "cheap", prompt, "--max-tokens"])
-        .arg(max_tokens.to_string())
-        .args(["--temperature", "0"])
-        .output()
-        .unwrap();
-    let (_, stderr) = text(&output);
-    assert!(output.status.success(), "{stderr}");
-    stderr
-}
-
-/// The `cascade` entry that `tandem run` prints for pipeline `cheap`, as JSON.
-fn cascade_entry(stderr: &str) -> serde_json::Value {
-    let line = stderr
-        .lines()
-        .find_map(|line| line.strip_prefix("[cheap (cascade): "))
-        .unwrap_or_else(|| panic!("no cascade entry: {stderr}"));
-    serde_json::from_str(line.strip_suffix(']').unwrap()).unwrap()
 }
 
 #[test]

@@ -1,37 +1,44 @@
 //! `tandem router` end to end on outcomes a real model (SmolLM2-135M) generated through
 //! `tandem eval run`: train a learned router by cross-validation, calibrate its threshold to a
 //! share of large-model calls, list it, and measure every routing score side by side with
-//! `router evaluate` (its table, scores and plots).
+//! `router evaluate` (its table, scores and plots). Then a cascade's threshold, calibrated on the
+//! small model's answers to a sample of prompts and used by the pipeline.
 //!
 //! The "small" and "large" models are the same file; the small one's answers are cut to a few
 //! tokens, so the two differ in what they pass as a real pair would.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
+
+use common::{ask_cheap, cascade_entry, local_model};
 
 const ITEMS: usize = 6;
 
-fn config(dir: &Path) -> PathBuf {
-    let model = tandem_fetch::test_model();
-    let path = dir.join("tandem.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[store]\npath = \"{state}\"\n\n\
-             [models.small]\nkind = \"local\"\nfile = \"{model}\"\ncontext_size = 1024\nthreads = 1\n\n\
-             [models.large]\nkind = \"local\"\nfile = \"{model}\"\ncontext_size = 1024\nthreads = 1\n\
-             price = {{ input_per_million = 0.15, output_per_million = 0.60 }}\n",
-            state = dir.join("state.sqlite").display(),
-            model = model.display(),
-        ),
+/// Both models, with the state store in `dir`; the large one priced like a cloud model.
+fn models(dir: &Path) -> String {
+    format!(
+        "[store]\npath = \"{}\"\n\n{}\n{}price = {{ input_per_million = 0.15, output_per_million = 0.60 }}\n\n",
+        dir.join("state.sqlite").display(),
+        local_model("small", 1024),
+        local_model("large", 1024),
     )
-    .unwrap();
+}
+
+fn config(dir: &Path) -> PathBuf {
+    let path = dir.join("tandem.toml");
+    std::fs::write(&path, models(dir)).unwrap();
     path
 }
 
 fn tandem(dir: &Path, args: &[&str]) -> Command {
+    tandem_with(&config(dir), args)
+}
+
+fn tandem_with(config: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tandem"));
-    command.arg("--config").arg(config(dir)).args(args);
+    command.arg("--config").arg(config).args(args);
     command
 }
 
@@ -245,4 +252,213 @@ fn routers_are_trained_calibrated_and_evaluated_from_stored_outcomes() {
             assert!(path.exists(), "{} missing", path.display());
         }
     }
+}
+
+/// The models of [`models`], a direct pipeline `plain`, and the cascade `cheap` with `rest` (its
+/// signal, maybe a threshold).
+fn cascade_config(dir: &Path, rest: &str) -> PathBuf {
+    let path = dir.join("cascade.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{}[pipelines.plain]\nstrategy = \"direct\"\nmodel = \"small\"\n\n\
+             [pipelines.cheap]\nstrategy = \"cascade\"\nsmall = \"small\"\nlarge = \"large\"\n{rest}",
+            models(dir)
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The stderr of a command that must fail.
+fn fail(command: &mut Command) -> String {
+    let Output { status, stderr, .. } = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&stderr).into_owned();
+    assert!(!status.success(), "{stderr}");
+    stderr
+}
+
+#[test]
+fn a_cascade_threshold_is_calibrated_on_a_sample_and_used_where_none_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let mean_logprob = "signal = \"mean_logprob\"\n";
+    let config = cascade_config(dir.path(), mean_logprob);
+    let limit = ITEMS.to_string();
+    let calibrate = |pipeline: &str, share: &str| {
+        tandem_with(
+            &config,
+            &[
+                "router",
+                "calibrate",
+                "--cascade",
+                pipeline,
+                "--llm-share",
+                share,
+                "--dataset",
+                "humaneval",
+                "--limit",
+                &limit,
+                "--max-tokens",
+                "16",
+            ],
+        )
+    };
+    let ask = |prompt: &str| {
+        tandem_with(
+            &config,
+            &[
+                "run",
+                "-m",
+                "cheap",
+                prompt,
+                "--max-tokens",
+                "4",
+                "--temperature",
+                "0",
+            ],
+        )
+    };
+
+    // Neither configured nor calibrated: the pipeline cannot be built, and says how to fix it.
+    let refused = fail(&mut ask("Say hi."));
+    assert!(
+        refused.contains("cascade `cheap` sets no `threshold` and none was calibrated"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("tandem router calibrate --cascade cheap --llm-share"),
+        "{refused}"
+    );
+
+    // Calibration refuses what it cannot do, before loading anything.
+    let refusals = [
+        (calibrate("cheap", "1.5"), "--llm-share must be in [0, 1]"),
+        (calibrate("nope", "0.5"), "no pipeline is called `nope`"),
+        (
+            calibrate("plain", "0.5"),
+            "pipeline `plain` is not a cascade (strategy = \"direct\")",
+        ),
+        (
+            tandem_with(
+                &config,
+                &[
+                    "router",
+                    "calibrate",
+                    "--cascade",
+                    "cheap",
+                    "--llm-share",
+                    "0.5",
+                ],
+            ),
+            "--dataset is needed with --cascade",
+        ),
+    ];
+    for (mut command, message) in refusals {
+        let stderr = fail(&mut command);
+        assert!(stderr.contains(message), "{message}: {stderr}");
+    }
+
+    // Half of the first six HumanEval prompts: six different answers score six different
+    // probabilities, so the closest share is three of them.
+    let out = succeed(&mut calibrate("cheap", "0.5"));
+    let escalated: usize = out
+        .split(" escalates ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        out.contains(&format!(" of {ITEMS} prompts of humaneval")),
+        "{out}"
+    );
+    assert_eq!(escalated, ITEMS / 2, "{out}");
+
+    let state = rusqlite::Connection::open(dir.path().join("state.sqlite")).unwrap();
+    let (threshold, small, scoring, provenance): (f64, String, String, String) = state
+        .query_row(
+            "SELECT threshold, small, scoring, provenance FROM cascades WHERE pipeline = 'cheap'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!(small, "small");
+    assert_eq!(scoring, r#"{"signal":"mean_logprob"}"#);
+    let provenance: serde_json::Value = serde_json::from_str(&provenance).unwrap();
+    assert_eq!(provenance["dataset"], "humaneval");
+    assert_eq!(provenance["items"], ITEMS);
+    assert_eq!(provenance["llm_share"], 0.5);
+    assert_eq!(provenance["escalated"], escalated);
+    let shown = succeed(&mut tandem_with(&config, &["router", "show"]));
+    assert!(
+        shown.contains(&format!(
+            "cascade cheap: threshold {threshold}; small `small`"
+        )),
+        "{shown}"
+    );
+
+    // Served on the same prompts, asked the same way, the pipeline without a threshold uses the
+    // stored one and escalates the same answers.
+    let db = dir.path().join("outcomes.sqlite");
+    succeed(&mut tandem_with(
+        &config,
+        &[
+            "eval",
+            "run",
+            "--dataset",
+            "humaneval",
+            "--model",
+            "cheap",
+            "--limit",
+            &limit,
+            "--max-tokens",
+            "16",
+            "--quiet",
+            "--db",
+            db.to_str().unwrap(),
+        ],
+    ));
+    let outcomes = rusqlite::Connection::open(&db).unwrap();
+    let mut statement = outcomes
+        .prepare("SELECT report FROM outcomes WHERE model = 'cheap'")
+        .unwrap();
+    let entries: Vec<serde_json::Value> = statement
+        .query_map([], |row| row.get::<_, String>(0))
+        .unwrap()
+        .map(|report| {
+            let report: serde_json::Value = serde_json::from_str(&report.unwrap()).unwrap();
+            report["strategies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|entry| entry["strategy"] == "cascade")
+                .unwrap_or_else(|| panic!("no cascade entry: {report}"))
+                .clone()
+        })
+        .collect();
+    assert_eq!(entries.len(), ITEMS);
+    for entry in &entries {
+        assert_eq!(entry["threshold"].as_f64(), Some(threshold), "{entry}");
+    }
+    let served_escalated = entries.iter().filter(|e| e["escalated"] == true).count();
+    assert_eq!(served_escalated, escalated, "{entries:?}");
+
+    // A configured threshold wins over the stored one.
+    cascade_config(dir.path(), &format!("{mean_logprob}threshold = 0.0\n"));
+    let entry = cascade_entry(&ask_cheap(&config, "Say hi.", 4));
+    assert_eq!(entry["threshold"], 0.0, "{entry}");
+    assert_eq!(entry["escalated"], false, "{entry}");
+
+    // Scored otherwise, the pipeline must not use a threshold calibrated on other scores.
+    cascade_config(dir.path(), "signal = \"min_logprob\"\n");
+    let stale = fail(&mut ask("Say hi."));
+    assert!(
+        stale.contains(
+            "was calibrated on the answers of `small` scored by {\"signal\":\"mean_logprob\"}"
+        ),
+        "{stale}"
+    );
+    assert!(
+        stale.contains("tandem router calibrate --cascade cheap"),
+        "{stale}"
+    );
 }

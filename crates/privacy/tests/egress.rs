@@ -578,6 +578,24 @@ impl Store for BrokenStore {
         Ok(Vec::new())
     }
 
+    fn save_cascade(
+        &self,
+        _: &tandem_store::StoredCascade,
+    ) -> Result<(), tandem_store::StoreError> {
+        Ok(())
+    }
+
+    fn cascade(
+        &self,
+        _: &str,
+    ) -> Result<Option<tandem_store::StoredCascade>, tandem_store::StoreError> {
+        Ok(None)
+    }
+
+    fn cascades(&self) -> Result<Vec<tandem_store::StoredCascade>, tandem_store::StoreError> {
+        Ok(Vec::new())
+    }
+
     fn add_spend(
         &self,
         tenant: &str,

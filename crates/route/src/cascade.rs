@@ -1,6 +1,12 @@
 //! [`Cascade`]: the small model answers first; when the answer's confidence score is under the
 //! threshold, the large model is asked and its answer is the response.
 //!
+//! [`AnswerScorer`] is the small side alone: the attempt and its score under the cascade's signal.
+//! The cascade decides on what it returns, and `tandem router calibrate --cascade` runs the same
+//! scorer on a sample of traffic to choose the threshold
+//! ([`escalation_threshold`](crate::quality::escalation_threshold)), so the scores a threshold is
+//! calibrated on are the scores it is served on. [`escalates`] is the one rule both apply.
+//!
 //! The small attempt always runs to its end before anything is sent, since the score needs the
 //! whole answer; an escalated answer then streams from the large model as it is generated. The
 //! report carries every model call (the small attempt, the signal's extra calls, the escalation),
@@ -9,7 +15,7 @@
 //! model.
 //!
 //! With the `shown_examples` signal, a request that shows no example (not a code task) gets
-//! [`CascadeOptions::no_examples_score`], 0 unless configured: no evidence, so the answer is not
+//! [`ScoreOptions::no_examples_score`], 0 unless configured: no evidence, so the answer is not
 //! trusted and the cascade escalates, as every signal does on an answer it cannot score. The entry
 //! then says `"no_examples": true`; otherwise it carries `"examples": {"passed", "total"}`. A
 //! sandbox that fails scores 0 too (escalating), with the failure in `signal_error`.
@@ -27,84 +33,105 @@ use tandem_core::{
 
 use crate::signal::{self, ExampleCheck, ExamplesPassed, Signal};
 
-/// How a cascade decides.
+/// Whether a cascade at `threshold` escalates an answer that scored `score` (`None`: there was no
+/// answer to score): unless the score is at least the threshold. So 0 escalates only requests
+/// without a score, and a threshold above 1 escalates every request (scores are in [0, 1]).
+pub fn escalates(score: Option<f64>, threshold: f64) -> bool {
+    !score.is_some_and(|score| score >= threshold)
+}
+
+/// How a cascade scores the small model's answer.
 #[derive(Debug, Clone)]
-pub struct CascadeOptions {
-    /// The pipeline's name, reported in responses.
-    pub name: String,
+pub struct ScoreOptions {
     pub signal: Signal,
-    /// Escalate when the score is under this, in [0, 1]: 0 never escalates, above 1 always does.
-    pub threshold: f64,
     /// Extra answers the `agreement` signal samples.
     pub samples: u32,
     /// Sampling temperature of those extra answers.
     pub sample_temperature: f32,
-    /// The large model's prices, to report what a kept small answer saved; `None` when unknown.
-    pub large_pricing: Option<Pricing>,
     /// The `shown_examples` score of a request that shows no example, in [0, 1]: 0 escalates
     /// such requests at any positive threshold, 1 keeps the small answer.
     pub no_examples_score: f64,
 }
 
-impl CascadeOptions {
-    pub fn new(name: impl Into<String>, signal: Signal, threshold: f64) -> Self {
-        CascadeOptions {
-            name: name.into(),
+impl ScoreOptions {
+    pub fn new(signal: Signal) -> Self {
+        ScoreOptions {
             signal,
-            threshold,
             samples: 4,
             sample_temperature: 0.8,
-            large_pricing: None,
             no_examples_score: 0.0,
         }
     }
 }
 
-pub struct Cascade {
-    options: CascadeOptions,
+/// How a cascade decides.
+#[derive(Debug, Clone)]
+pub struct CascadeOptions {
+    /// The pipeline's name, reported in responses.
+    pub name: String,
+    /// Escalate when the score is under this (see [`escalates`]).
+    pub threshold: f64,
+    /// The large model's prices, to report what a kept small answer saved; `None` when unknown.
+    pub large_pricing: Option<Pricing>,
+}
+
+impl CascadeOptions {
+    pub fn new(name: impl Into<String>, threshold: f64) -> Self {
+        CascadeOptions {
+            name: name.into(),
+            threshold,
+            large_pricing: None,
+        }
+    }
+}
+
+/// The small side of a cascade: the small model's attempt at a request, scored by the cascade's
+/// signal.
+pub struct AnswerScorer {
+    /// The cascade's name, for messages.
+    name: String,
+    options: ScoreOptions,
     small: Arc<dyn ChatModel>,
-    large: Arc<dyn ChatModel>,
     examples: Option<Arc<dyn ExampleCheck>>,
 }
 
-/// The cascade's entry in the report.
-#[derive(Debug, Clone, Serialize)]
-struct Decision {
-    signal: &'static str,
-    /// `None` when the small model failed and there was nothing to score.
-    score: Option<f64>,
-    threshold: f64,
-    escalated: bool,
+/// What the signal found besides the score, for the cascade's report entry.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Findings {
     /// Why the small attempt produced no answer, when it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    small_error: Option<String>,
+    pub small_error: Option<String>,
     /// `shown_examples`: how the answer fared on the request's examples.
     #[serde(skip_serializing_if = "Option::is_none")]
-    examples: Option<ExamplesPassed>,
+    pub examples: Option<ExamplesPassed>,
     /// `shown_examples`: the request showed none, and the score is `no_examples_score`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    no_examples: bool,
+    pub no_examples: bool,
     /// Why the signal could not score the answer (the sandbox failed); the score is then 0.
     #[serde(skip_serializing_if = "Option::is_none")]
-    signal_error: Option<String>,
-    /// What calling the large model alone would have cost, minus what the cascade spent: for a
-    /// kept answer, the large model's price of its tokens; for an escalation, the large call's own
-    /// cost, so the figure is minus the small attempt's. Only when the large model's prices are
-    /// known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    saved_usd: Option<f64>,
+    pub signal_error: Option<String>,
 }
 
-impl Cascade {
-    pub fn new(
-        options: CascadeOptions,
-        small: Arc<dyn ChatModel>,
-        large: Arc<dyn ChatModel>,
-    ) -> Self {
-        Cascade {
+/// The small model's attempt at one request, scored.
+pub struct Attempt {
+    /// The small model's answer; an `Err` when it gave none (its context is too short, it is
+    /// overloaded), which escalates.
+    pub answer: Result<ChatOutput, ModelError>,
+    /// `None` when there was no answer to score.
+    pub score: Option<f64>,
+    pub findings: Findings,
+    /// The reports of every call made: the attempt first, then the signal's extra calls; empty
+    /// when the attempt failed.
+    pub spent: Vec<Report>,
+}
+
+impl AnswerScorer {
+    /// `name` is the cascade's, for messages.
+    pub fn new(name: impl Into<String>, options: ScoreOptions, small: Arc<dyn ChatModel>) -> Self {
+        AnswerScorer {
+            name: name.into(),
             options,
             small,
-            large,
             examples: None,
         }
     }
@@ -115,13 +142,48 @@ impl Cascade {
         self
     }
 
+    pub fn signal(&self) -> Signal {
+        self.options.signal
+    }
+
+    /// Asks the small model for an answer to `request` (with its token log probabilities, which
+    /// the probability signals read) and scores it. An invalid request is an error, since the
+    /// large model would refuse it too, and so is a failed extra call of the signal; any other
+    /// failure of the attempt is an [`Attempt`] without an answer.
+    pub async fn attempt(&self, request: &ChatCompletionRequest) -> Result<Attempt, ModelError> {
+        let mut attempt_request = request.clone();
+        attempt_request.logprobs = Some(true);
+        let answer = self.small.complete(attempt_request).await;
+        if let Err(e @ ModelError::InvalidRequest { .. }) = answer {
+            return Err(e);
+        }
+        let mut findings = Findings::default();
+        let (score, spent) = match &answer {
+            Ok(answer) => {
+                let (score, mut extra) = self.score(request, answer, &mut findings).await?;
+                extra.insert(0, answer.report.clone());
+                (Some(score), extra)
+            }
+            Err(e) => {
+                findings.small_error = Some(e.to_string());
+                (None, Vec::new())
+            }
+        };
+        Ok(Attempt {
+            answer,
+            score,
+            findings,
+            spent,
+        })
+    }
+
     /// The signal's score of `answer`, with the reports of any extra model calls it made; what
-    /// the signal found besides goes into `decision`.
+    /// the signal found besides goes into `findings`.
     async fn score(
         &self,
         request: &ChatCompletionRequest,
         answer: &ChatOutput,
-        decision: &mut Decision,
+        findings: &mut Findings,
     ) -> Result<(f64, Vec<Report>), ModelError> {
         let tokens = answer.logprobs.as_deref().unwrap_or_default();
         match self.options.signal {
@@ -154,26 +216,60 @@ impl Cascade {
                 let check = self.examples.as_ref().ok_or_else(|| {
                     ModelError::Internal(format!(
                         "cascade `{}` uses shown_examples but has no sandbox to run examples in",
-                        self.options.name
+                        self.name
                     ))
                 })?;
                 let score = match check.check(request, &answer.text).await {
                     Ok(Some(passed)) => {
-                        decision.examples = Some(passed);
+                        findings.examples = Some(passed);
                         passed.share()
                     }
                     Ok(None) => {
-                        decision.no_examples = true;
+                        findings.no_examples = true;
                         self.options.no_examples_score
                     }
                     Err(e) => {
-                        tracing::warn!(pipeline = %self.options.name, error = %e, "cannot run the shown examples");
-                        decision.signal_error = Some(e.to_string());
+                        tracing::warn!(pipeline = %self.name, error = %e, "cannot run the shown examples");
+                        findings.signal_error = Some(e.to_string());
                         0.0
                     }
                 };
                 Ok((score, Vec::new()))
             }
+        }
+    }
+}
+
+pub struct Cascade {
+    options: CascadeOptions,
+    scorer: AnswerScorer,
+    large: Arc<dyn ChatModel>,
+}
+
+/// The cascade's entry in the report.
+#[derive(Debug, Clone, Serialize)]
+struct Decision {
+    signal: &'static str,
+    /// `None` when the small model failed and there was nothing to score.
+    score: Option<f64>,
+    threshold: f64,
+    escalated: bool,
+    #[serde(flatten)]
+    findings: Findings,
+    /// What calling the large model alone would have cost, minus what the cascade spent: for a
+    /// kept answer, the large model's price of its tokens; for an escalation, the large call's own
+    /// cost, so the figure is minus the small attempt's. Only when the large model's prices are
+    /// known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    saved_usd: Option<f64>,
+}
+
+impl Cascade {
+    pub fn new(options: CascadeOptions, scorer: AnswerScorer, large: Arc<dyn ChatModel>) -> Self {
+        Cascade {
+            options,
+            scorer,
+            large,
         }
     }
 }
@@ -223,41 +319,23 @@ impl ChatModel for Cascade {
     async fn stream(&self, request: ChatCompletionRequest) -> Result<ChatStream, ModelError> {
         let started = Instant::now();
         let wants_logprobs = request.logprobs.unwrap_or(false);
-        let mut attempt_request = request.clone();
-        attempt_request.logprobs = Some(true);
-        let attempt = self.small.complete(attempt_request).await;
-        // The request itself is wrong: the large model would refuse it too. Any other failure of
-        // the small attempt (its context is too short, it is overloaded) is a reason to escalate.
-        if let Err(e @ ModelError::InvalidRequest { .. }) = attempt {
-            return Err(e);
-        }
+        let Attempt {
+            answer,
+            score,
+            findings,
+            spent,
+        } = self.scorer.attempt(&request).await?;
+        let keep = !escalates(score, self.options.threshold);
         let mut decision = Decision {
-            signal: self.options.signal.as_str(),
-            score: None,
+            signal: self.scorer.signal().as_str(),
+            score,
             threshold: self.options.threshold,
-            escalated: true,
-            small_error: None,
-            examples: None,
-            no_examples: false,
-            signal_error: None,
+            escalated: !keep,
+            findings,
             saved_usd: None,
         };
-        let spent = match &attempt {
-            Ok(answer) => {
-                let (score, mut extra) = self.score(&request, answer, &mut decision).await?;
-                extra.insert(0, answer.report.clone());
-                decision.score = Some(score);
-                extra
-            }
-            Err(e) => {
-                decision.small_error = Some(e.to_string());
-                Vec::new()
-            }
-        };
-        let keep = decision.score.is_some_and(|s| s >= self.options.threshold);
-        decision.escalated = !keep;
 
-        if let (true, Ok(answer)) = (keep, attempt) {
+        if let (true, Ok(answer)) = (keep, answer) {
             let (first, rest) = spent.split_first().expect("the attempt's report is first");
             let mut report = combine(rest, first.clone());
             report.model = answer.report.model.clone();

@@ -7,8 +7,8 @@
 //! - [`learn`]: the routers learned from stored outcomes (nearest neighbours, logistic regression).
 //! - [`cache`]: a semantic cache in the state store: exact and similarity hits, per pipeline and
 //!   API key, guarded by the question's salient [`literals`]; [`cache_eval`]: its wrong-hit rate.
-//! - [`quality`]: how well a score routes, on held-out items (APGR, CPT), and thresholds for a
-//!   target share of large-model calls.
+//! - [`quality`]: how well a score routes, on held-out items (APGR, CPT), and the router's and
+//!   the cascade's thresholds for a target share of large-model calls.
 
 pub mod cache;
 pub mod cache_eval;
@@ -20,7 +20,7 @@ pub mod router;
 pub mod signal;
 
 pub use cache::{CacheOptions, SemanticCache};
-pub use cascade::{Cascade, CascadeOptions};
+pub use cascade::{AnswerScorer, Cascade, CascadeOptions, ScoreOptions};
 pub use learn::{Example, LearnedRouter, Learner};
 pub use router::{LearnedScorer, PerplexityScorer, PromptScorer, Router, RouterOptions};
 pub use signal::{ExampleCheck, ExamplesPassed, Signal};

@@ -6,8 +6,14 @@
 //! gap recovered at a share is `(quality - small) / (large - small)`; **APGR** is its mean over
 //! all shares (the area under that curve: 0.5 for random routing in expectation), and
 //! **CPT(p)** is the smallest share of large-model calls that recovers a fraction `p` of the gap.
+//!
+//! Calibration turns a target share of large-model calls into a threshold on a sample of traffic:
+//! [`threshold_for_share`] for a router (which sends scores at or above it to the large model),
+//! [`escalation_threshold`] for a cascade (which escalates answers scoring under it).
 
 use serde::Serialize;
+
+use crate::cascade::escalates;
 
 /// One held-out item: the router's score and whether each model passed it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -118,6 +124,35 @@ pub fn threshold_for_share(scores: &[f64], large_share: f64) -> Option<f64> {
     })
 }
 
+/// The cascade threshold that escalates the share of a sample closest to `escalate_share`, with
+/// how many of the sample it escalates; `None` for an empty sample. `scores` are the small model's
+/// answers scored by the cascade's signal, in [0, 1]; `None` (and NaN) is a request it could not
+/// score, which escalates at any threshold (see [`escalates`]).
+///
+/// The candidates are 0 (escalate only those), each score (escalate every answer scoring under
+/// it), and a value above every score and above 1 (escalate everything). Equal scores fall on the
+/// same side, so with ties the share reached can differ from the one asked; between two equally
+/// close shares the larger is taken, as [`threshold_for_share`] errs toward the large model.
+pub fn escalation_threshold(scores: &[Option<f64>], escalate_share: f64) -> Option<(f64, usize)> {
+    if scores.is_empty() {
+        return None;
+    }
+    let target = escalate_share.clamp(0.0, 1.0) * scores.len() as f64;
+    let scored = scores.iter().flatten().copied().filter(|s| !s.is_nan());
+    let above_all = scored.clone().fold(1.0, f64::max).next_up();
+    let escalated = |threshold: f64| scores.iter().filter(|s| escalates(**s, threshold)).count();
+    std::iter::once(0.0)
+        .chain(scored)
+        .chain([above_all])
+        .map(|threshold| (threshold, escalated(threshold)))
+        // The first of the closest, then of the most escalating: with no score between them, 0
+        // comes before the lowest score (the same escalations) and is kept.
+        .min_by(|a, b| {
+            let miss = |n: usize| (n as f64 - target).abs();
+            miss(a.1).total_cmp(&miss(b.1)).then(b.1.cmp(&a.1))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +204,65 @@ mod tests {
         assert_eq!(threshold_for_share(&scores, 0.0), Some(f64::INFINITY));
         assert_eq!(threshold_for_share(&scores, 1.0), Some(0.1));
         assert_eq!(threshold_for_share(&[], 0.3), None);
+    }
+
+    /// How many of `scores` a cascade at `threshold` escalates.
+    fn escalated(scores: &[Option<f64>], threshold: f64) -> usize {
+        scores.iter().filter(|s| escalates(**s, threshold)).count()
+    }
+
+    #[test]
+    fn the_escalation_threshold_escalates_the_lowest_scores() {
+        let scores = [Some(0.9), Some(0.1), Some(0.5), Some(0.3), Some(0.7)];
+        let (t, n) = escalation_threshold(&scores, 0.4).unwrap();
+        assert_eq!((t, n), (0.5, 2));
+        assert_eq!(escalated(&scores, t), 2);
+        // The two lowest go to the large model, the highest stay with the small one.
+        assert!(escalates(Some(0.1), t) && escalates(Some(0.3), t));
+        assert!(!escalates(Some(0.5), t) && !escalates(Some(0.9), t));
+        assert_eq!(escalation_threshold(&scores, 0.6), Some((0.7, 3)));
+    }
+
+    #[test]
+    fn shares_zero_and_one_escalate_nothing_scored_and_everything() {
+        let scores = [Some(0.0), Some(0.4), Some(1.0), None];
+        // Nothing with a score escalates at 0, not even a score of 0; the unscored always does.
+        assert_eq!(escalation_threshold(&scores, 0.0), Some((0.0, 1)));
+        let (t, n) = escalation_threshold(&scores, 1.0).unwrap();
+        assert_eq!(n, 4);
+        assert!(t > 1.0 && escalates(Some(1.0), t), "{t}");
+        let (t, n) = escalation_threshold(&[Some(0.2), Some(0.3)], 1.0).unwrap();
+        assert_eq!(n, 2);
+        assert!(
+            t > 1.0,
+            "above every score a signal gives, not only the sample's: {t}"
+        );
+        assert_eq!(escalation_threshold(&[], 0.3), None);
+    }
+
+    #[test]
+    fn tied_scores_stay_together_and_the_closest_share_wins() {
+        let scores = [Some(0.2), Some(0.5), Some(0.5), Some(0.5), Some(0.9)];
+        // Asked 2 of 5: escalating 1 (under 0.5) is closer than 4 (under 0.9).
+        assert_eq!(escalation_threshold(&scores, 0.4), Some((0.5, 1)));
+        // Asked 3 of 5: 4 is closer than 1.
+        assert_eq!(escalation_threshold(&scores, 0.6), Some((0.9, 4)));
+        // Asked 2 of 4 with 1 and 3 equally close: the larger share.
+        let even = [Some(0.2), Some(0.5), Some(0.5), Some(0.9)];
+        assert_eq!(escalation_threshold(&even, 0.5), Some((0.9, 3)));
+        // All equal: all or nothing, and the larger on a tie.
+        let same = [Some(0.7); 4];
+        assert_eq!(escalation_threshold(&same, 0.25), Some((0.0, 0)));
+        let (t, n) = escalation_threshold(&same, 0.5).unwrap();
+        assert_eq!(n, 4);
+        assert!(t > 1.0);
+    }
+
+    #[test]
+    fn unscored_requests_escalate_at_every_threshold() {
+        let scores = [None, Some(0.4), Some(0.8), Some(f64::NAN)];
+        assert_eq!(escalation_threshold(&scores, 0.5), Some((0.0, 2)));
+        assert_eq!(escalation_threshold(&scores, 0.75), Some((0.8, 3)));
+        assert_eq!(escalated(&scores, 0.8), 3);
     }
 }

@@ -10,7 +10,9 @@ use tandem_core::openai::{ChatCompletionRequest, Message, Role};
 use tandem_core::{ChatEvent, ChatModel, ModelError, Pricing, Report};
 use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
 use tandem_route::signal::{self, Signal};
-use tandem_route::{Cascade, CascadeOptions, ExampleCheck, ExamplesPassed};
+use tandem_route::{
+    AnswerScorer, Cascade, CascadeOptions, ExampleCheck, ExamplesPassed, ScoreOptions,
+};
 
 const SMALL_CONTEXT: u32 = 256;
 
@@ -36,13 +38,14 @@ fn engines() -> (Arc<dyn ChatModel>, Arc<dyn ChatModel>) {
 
 fn cascade(signal: Signal, threshold: f64) -> Cascade {
     let (small, large) = engines();
-    let mut options = CascadeOptions::new("cheap", signal, threshold);
-    options.samples = 2;
+    let mut scoring = ScoreOptions::new(signal);
+    scoring.samples = 2;
+    let mut options = CascadeOptions::new("cheap", threshold);
     options.large_pricing = Some(Pricing {
         input_per_million: 3.0,
         output_per_million: 9.0,
     });
-    Cascade::new(options, small, large)
+    Cascade::new(options, AnswerScorer::new("cheap", scoring, small), large)
 }
 
 fn request(prompt: &str) -> ChatCompletionRequest {
@@ -98,6 +101,16 @@ async fn a_confident_enough_answer_is_kept_and_scored_from_its_own_logprobs() {
     .cost(kept.usage);
     assert!((saved - (large_price - kept.report.cost_usd)).abs() < 1e-12);
     assert!(saved > 0.0);
+
+    // The small side alone, as `tandem router calibrate --cascade` runs it, scores the same.
+    let scorer = AnswerScorer::new("cheap", ScoreOptions::new(Signal::MeanLogprob), small);
+    let attempt = scorer
+        .attempt(&request("Name the capital of France."))
+        .await
+        .unwrap();
+    assert_eq!(attempt.answer.unwrap().text, alone.text);
+    assert!((attempt.score.unwrap() - score).abs() < 1e-6);
+    assert_eq!(attempt.spent.len(), 1);
 }
 
 #[tokio::test]
@@ -240,9 +253,11 @@ async fn shown_examples_scores_the_share_passed_and_says_when_there_were_none() 
                 answers: Mutex::new(Vec::new()),
             });
             let (small, large) = engines();
-            let mut options = CascadeOptions::new("cheap", Signal::ShownExamples, threshold);
-            options.no_examples_score = no_examples;
-            let cascade = Cascade::new(options, small, large).with_example_check(verdict.clone());
+            let mut scoring = ScoreOptions::new(Signal::ShownExamples);
+            scoring.no_examples_score = no_examples;
+            let scorer =
+                AnswerScorer::new("cheap", scoring, small).with_example_check(verdict.clone());
+            let cascade = Cascade::new(CascadeOptions::new("cheap", threshold), scorer, large);
             let out = cascade.complete(prompt).await.unwrap();
             let answers = verdict.answers.lock().unwrap().clone();
             (out, answers)

@@ -2,8 +2,8 @@
 //!
 //! State that several replicas of a Tandem server would share lives behind [`Store`]: the egress
 //! audit (one record per call that left the machine through a privacy stage), learned routers
-//! with their calibrated thresholds, what each API key spent on each pipeline (for budgets), and
-//! the semantic cache's answers;
+//! with their calibrated thresholds, the calibrated thresholds of cascades, what each API key spent
+//! on each pipeline (for budgets), and the semantic cache's answers;
 //! each is a group of methods on the same trait, so one backend (SQLite here, a networked database
 //! later) holds all of it and a deployment configures one place.
 //!
@@ -27,6 +27,7 @@
 //! ```
 
 mod cache;
+mod cascades;
 mod egress;
 mod routers;
 mod spend;
@@ -36,6 +37,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 pub use cache::CacheEntry;
+pub use cascades::StoredCascade;
 pub use egress::{EgressQuery, EgressRecord};
 pub use routers::StoredRouter;
 pub use spend::{Spend, SpendTotals};
@@ -74,6 +76,11 @@ pub trait Store: Send + Sync {
     fn router(&self, name: &str) -> Result<Option<StoredRouter>, StoreError>;
     /// The names of the stored routers.
     fn routers(&self) -> Result<Vec<String>, StoreError>;
+    /// Adds or replaces the calibrated threshold of the cascade `cascade.pipeline`.
+    fn save_cascade(&self, cascade: &StoredCascade) -> Result<(), StoreError>;
+    fn cascade(&self, pipeline: &str) -> Result<Option<StoredCascade>, StoreError>;
+    /// Every calibrated cascade, by pipeline name.
+    fn cascades(&self) -> Result<Vec<StoredCascade>, StoreError>;
     /// Adds one response's `spend` to the totals of `tenant` (an API key's id) on `pipeline`, in one
     /// statement (replicas adding at once lose nothing); returns the new totals.
     fn add_spend(

@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection};
 
 use crate::{
-    CacheEntry, EgressQuery, EgressRecord, Spend, SpendTotals, Store, StoreError, StoredRouter,
+    CacheEntry, EgressQuery, EgressRecord, Spend, SpendTotals, Store, StoreError, StoredCascade,
+    StoredRouter,
 };
 
 /// Schema migrations, in order; the file's `user_version` counts those applied. A part of the store
@@ -62,6 +63,16 @@ CREATE TABLE cache (
 );
 CREATE INDEX cache_by_context ON cache(pipeline, tenant, context, created_ms);
 CREATE INDEX cache_by_age ON cache(pipeline, created_ms);
+",
+    "
+CREATE TABLE cascades (
+    pipeline    TEXT PRIMARY KEY,
+    threshold   REAL NOT NULL,
+    small       TEXT NOT NULL,
+    scoring     TEXT NOT NULL,
+    provenance  TEXT NOT NULL,
+    updated_ms  INTEGER NOT NULL
+);
 ",
 ];
 
@@ -229,6 +240,46 @@ impl Store for SqliteStore {
         })
     }
 
+    fn save_cascade(&self, cascade: &StoredCascade) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO cascades (pipeline, threshold, small, scoring, provenance, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(pipeline) DO UPDATE SET threshold = ?2, small = ?3, scoring = ?4,
+                     provenance = ?5, updated_ms = ?6",
+                params![
+                    cascade.pipeline,
+                    cascade.threshold,
+                    cascade.small,
+                    cascade.scoring,
+                    cascade.provenance,
+                    cascade.updated_ms
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn cascade(&self, pipeline: &str) -> Result<Option<StoredCascade>, StoreError> {
+        self.with(|c| {
+            let mut statement = c.prepare(&format!(
+                "SELECT {CASCADE_COLUMNS} FROM cascades WHERE pipeline = ?1"
+            ))?;
+            let mut rows = statement.query_map(params![pipeline], stored_cascade)?;
+            rows.next().transpose()
+        })
+    }
+
+    fn cascades(&self) -> Result<Vec<StoredCascade>, StoreError> {
+        self.with(|c| {
+            let mut statement = c.prepare(&format!(
+                "SELECT {CASCADE_COLUMNS} FROM cascades ORDER BY pipeline"
+            ))?;
+            let rows = statement.query_map([], stored_cascade)?;
+            rows.collect()
+        })
+    }
+
     fn add_spend(
         &self,
         tenant: &str,
@@ -354,6 +405,19 @@ impl Store for SqliteStore {
     }
 }
 
+const CASCADE_COLUMNS: &str = "pipeline, threshold, small, scoring, provenance, updated_ms";
+
+fn stored_cascade(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCascade> {
+    Ok(StoredCascade {
+        pipeline: row.get(0)?,
+        threshold: row.get(1)?,
+        small: row.get(2)?,
+        scoring: row.get(3)?,
+        provenance: row.get(4)?,
+        updated_ms: row.get(5)?,
+    })
+}
+
 const CACHE_COLUMNS: &str =
     "pipeline, tenant, key, context, literals, embedding, answer, created_ms";
 
@@ -460,6 +524,61 @@ mod tests {
         assert_eq!(store.router("code").unwrap(), Some(router));
         assert_eq!(store.router("other").unwrap(), None);
         assert_eq!(store.routers().unwrap(), ["code"]);
+    }
+
+    #[test]
+    fn a_cascade_threshold_is_saved_replaced_and_read_back_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let cascade = |pipeline: &str, threshold: f64, updated_ms: i64| StoredCascade {
+            pipeline: pipeline.into(),
+            threshold,
+            small: "small".into(),
+            scoring: "{\"signal\":\"mean_logprob\"}".into(),
+            provenance: "{\"items\":6}".into(),
+            updated_ms,
+        };
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store.save_cascade(&cascade("cheap", 0.5, 1)).unwrap();
+            store.save_cascade(&cascade("cheap", 0.625, 2)).unwrap();
+            store.save_cascade(&cascade("another", 0.25, 3)).unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            store.cascade("cheap").unwrap(),
+            Some(cascade("cheap", 0.625, 2))
+        );
+        assert_eq!(store.cascade("other").unwrap(), None);
+        assert_eq!(
+            store.cascades().unwrap(),
+            [cascade("another", 0.25, 3), cascade("cheap", 0.625, 2)]
+        );
+    }
+
+    #[test]
+    fn a_file_written_before_cascades_gains_their_table_and_keeps_its_routers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        {
+            // The schema as it was before calibrated cascades.
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for migration in &MIGRATIONS[..4] {
+                tx.execute_batch(migration).unwrap();
+            }
+            tx.execute(
+                "INSERT INTO routers (name, router, provenance, threshold, updated_ms)
+                 VALUES ('code', '{}', '{}', 0.5, 1)",
+                [],
+            )
+            .unwrap();
+            tx.pragma_update(None, "user_version", 4).unwrap();
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.router("code").unwrap().unwrap().threshold, Some(0.5));
+        assert!(store.cascades().unwrap().is_empty());
     }
 
     #[test]

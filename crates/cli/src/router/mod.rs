@@ -6,8 +6,10 @@
 //! train split (GSM-symbolic: items 0-199) are fitted on it and measured on the test split; data sets
 //! without one (HumanEval) are measured by k-fold cross-validation, and the stored router is then
 //! fitted on every item. `tandem router evaluate` measures every router and cascade score side by
-//! side on the same held-out items ([`evaluate`]).
+//! side on the same held-out items ([`evaluate`]). `tandem router calibrate --cascade` sets a
+//! cascade pipeline's threshold from a sample of traffic ([`cascade`]).
 
+mod cascade;
 mod evaluate;
 
 use std::collections::BTreeMap;
@@ -58,18 +60,34 @@ pub enum RouterCommand {
         data: DataArgs,
     },
     /// Set a stored router's threshold so that a share of the prompts of a data set (a sample
-    /// of traffic) goes to the large model
+    /// of traffic) goes to the large model; with --cascade, a cascade pipeline's threshold so
+    /// that a share of its small model's answers to them escalates
     Calibrate {
+        /// The stored router
+        #[arg(long, required_unless_present = "cascade", conflicts_with = "cascade")]
+        name: Option<String>,
+        /// A cascade pipeline of the configuration: its small model answers the prompts, its
+        /// signal scores the answers, and the threshold is stored for the pipeline
         #[arg(long)]
-        name: String,
+        cascade: Option<String>,
         /// Share of requests the large model should answer, in [0, 1]
         #[arg(long)]
         llm_share: f64,
-        /// The prompts to calibrate on [default: the data set the router was trained on]
+        /// The prompts to calibrate on [default for a router: the data set it was trained on]
         #[arg(long)]
         dataset: Option<String>,
         #[arg(long)]
         prompt: Option<String>,
+        /// Only the first N prompts of the data set
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Cascades: the longest answer of the small model, in tokens (greedy, as `eval run`)
+        /// [default: 512]
+        #[arg(long, requires = "cascade")]
+        max_tokens: Option<u32>,
+        /// Cascades: prompts answered at once (set the small model's `parallel` at least as high)
+        #[arg(long, requires = "cascade", value_parser = clap::value_parser!(u16).range(1..))]
+        concurrency: Option<u16>,
         #[arg(long, default_value = "all-minilm-l6-v2")]
         embedder: String,
         #[command(flatten)]
@@ -79,7 +97,8 @@ pub enum RouterCommand {
     /// learned routers, the small model's prompt perplexity, and the cascade scores of the small
     /// model's stored answers; writes a table and plots
     Evaluate(evaluate::EvaluateArgs),
-    /// List the stored routers, how they were trained and their thresholds
+    /// List the stored routers, how they were trained and their thresholds, and the calibrated
+    /// thresholds of cascades
     Show,
 }
 
@@ -203,15 +222,34 @@ pub async fn run(command: RouterCommand, config: Config, fetcher: &Fetcher) -> R
         }
         RouterCommand::Calibrate {
             name,
+            cascade,
             llm_share,
             dataset,
             prompt,
+            limit,
+            max_tokens,
+            concurrency,
             embedder,
             data,
         } => {
             if !(0.0..=1.0).contains(&llm_share) {
                 bail!("--llm-share must be in [0, 1]");
             }
+            if let Some(pipeline) = cascade {
+                let sample = cascade::Sample {
+                    dataset: dataset.context(
+                        "--dataset is needed with --cascade: the prompts the small model answers",
+                    )?,
+                    prompt,
+                    limit,
+                    max_tokens: max_tokens.unwrap_or(512),
+                    concurrency: concurrency.unwrap_or(1).into(),
+                    data,
+                };
+                return cascade::calibrate(&pipeline, llm_share, sample, config, fetcher, &store)
+                    .await;
+            }
+            let name = name.expect("clap asks for --name without --cascade");
             let mut stored = store
                 .router(&name)?
                 .with_context(|| format!("no stored router is called `{name}`"))?;
@@ -230,6 +268,7 @@ pub async fn run(command: RouterCommand, config: Config, fetcher: &Fetcher) -> R
             let texts = dataset
                 .items()
                 .iter()
+                .take(limit.unwrap_or(usize::MAX))
                 .map(|item| query_text(&request_of(&item.messages)))
                 .collect::<Result<Vec<_>, _>>()?;
             let embedder = load_from_catalog(fetcher, &embedder).await?;
@@ -259,6 +298,16 @@ pub async fn run(command: RouterCommand, config: Config, fetcher: &Fetcher) -> R
                     .threshold
                     .map_or("not calibrated".to_string(), |t| format!("{t:.6}"));
                 println!("{name}: threshold {threshold}; {}", stored.provenance);
+            }
+            for stored in store.cascades()? {
+                println!(
+                    "cascade {}: threshold {}; small `{}`, scoring {}; {}",
+                    stored.pipeline,
+                    stored.threshold,
+                    stored.small,
+                    stored.scoring,
+                    stored.provenance
+                );
             }
             Ok(())
         }

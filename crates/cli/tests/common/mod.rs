@@ -1,4 +1,8 @@
-//! Shared by the binary's end-to-end tests: a `tandem serve` child process on a free port.
+//! Shared by the binary's end-to-end tests: a `tandem serve` child process on a free port, and
+//! SmolLM2 model stanzas and `tandem run` calls for the cascade tests.
+
+// Each test file is its own crate and uses a part of this module.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -13,14 +17,11 @@ pub struct Server {
 
 impl Server {
     /// Starts `tandem --config CONFIG serve` on a free loopback port and waits until it listens.
-    // Each test file is its own crate and uses one of the two starts.
-    #[allow(dead_code)]
     pub fn start(config: &Path) -> Server {
         Server::start_with_env(config, &[])
     }
 
     /// As [`Server::start`], with extra environment variables (API keys).
-    #[allow(dead_code)]
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
             .arg("--config")
@@ -53,4 +54,37 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `[models.NAME]`: SmolLM2 on one sequence and one thread.
+pub fn local_model(name: &str, context_size: u32) -> String {
+    format!(
+        "[models.{name}]\nkind = \"local\"\nfile = \"{}\"\ncontext_size = {context_size}\nparallel = 1\nthreads = 1\n",
+        tandem_fetch::test_model().display()
+    )
+}
+
+/// `tandem run -m cheap PROMPT` greedily with `config`; its stderr (summary and strategy entries),
+/// after checking that it succeeded.
+pub fn ask_cheap(config: &Path, prompt: &str, max_tokens: u32) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .arg("--config")
+        .arg(config)
+        .args(["run", "-m", "cheap", prompt, "--max-tokens"])
+        .arg(max_tokens.to_string())
+        .args(["--temperature", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    stderr
+}
+
+/// The `cascade` entry that `tandem run` prints for pipeline `cheap`, as JSON.
+pub fn cascade_entry(stderr: &str) -> serde_json::Value {
+    let line = stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("[cheap (cascade): "))
+        .unwrap_or_else(|| panic!("no cascade entry: {stderr}"));
+    serde_json::from_str(line.strip_suffix(']').unwrap()).unwrap()
 }
