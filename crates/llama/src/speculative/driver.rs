@@ -169,13 +169,9 @@ impl Driver {
         } else {
             self.pace.next_mode()
         };
-        let (drafts, proposals) = match mode {
+        let (drafts, proposals, draft_ms) = match mode {
             Mode::Speculate => self.draft(most).await?,
-            Mode::Plain => (Vec::new(), Vec::new()),
-        };
-        let draft_ms = match (&self.drafter, drafts.len()) {
-            (Drafter::Model { .. }, n @ 1..) => Some(millis_since(started) / n as f64),
-            _ => None,
+            Mode::Plain => (Vec::new(), Vec::new(), None),
         };
         let feed = {
             let missing = catch_up(&mut self.target, &self.answer.context)?;
@@ -209,6 +205,9 @@ impl Driver {
             self.pace.record(mode, millis_since(started), emitted.len());
             self.costs.record(feed.len(), verify_ms, draft_ms);
             self.pace.record_acceptance(drafts.len(), verdict.accepted);
+            if !drafts.is_empty() && self.costs.ceiling().is_some_and(|c| c < 1.0) {
+                self.pace.cannot_pay();
+            }
         }
         self.count(mode, drafts.len(), verdict.accepted);
         self.draft_length = next_draft_length(
@@ -225,10 +224,16 @@ impl Driver {
         Ok(None)
     }
 
-    /// Up to `most` drafted tokens, each with how it was proposed.
-    async fn draft(&mut self, most: usize) -> Result<(Vec<TokenId>, Vec<Proposal>), ModelError> {
+    /// Up to `most` drafted tokens, each with how it was proposed, and a draft model's mean
+    /// milliseconds per one-token step (its catching up on the answer left out: that depends on
+    /// how long the pipeline decoded plainly, not on what a draft step costs).
+    async fn draft(
+        &mut self,
+        most: usize,
+    ) -> Result<(Vec<TokenId>, Vec<Proposal>, Option<f64>), ModelError> {
         let mut drafts = Vec::new();
         let mut proposals = Vec::new();
+        let mut step_ms = Vec::new();
         match &mut self.drafter {
             Drafter::Model {
                 handle,
@@ -240,7 +245,7 @@ impl Driver {
                     Some(t) => {
                         match t.draft_context(&self.answer.context[self.answer.prompt_len..]) {
                             Some(context) => Cow::Owned(context),
-                            None => return Ok((drafts, proposals)),
+                            None => return Ok((drafts, proposals, None)),
                         }
                     }
                 };
@@ -249,7 +254,11 @@ impl Driver {
                 // distribution: the draft model drafts greedily then.
                 let limit = most + usize::from(translation.is_some());
                 loop {
+                    let started = Instant::now();
                     let rows = handle.eval(&feed, 1).await?;
+                    if feed.len() == 1 {
+                        step_ms.push(millis_since(started));
+                    }
                     let logits = rows.row(0);
                     let params = &self.answer.params;
                     let (token, top, proposal) = if params.is_greedy() || translation.is_some() {
@@ -296,7 +305,9 @@ impl Driver {
                 proposals = vec![Proposal::Certain; drafts.len()];
             }
         }
-        Ok((drafts, proposals))
+        let draft_ms =
+            (!step_ms.is_empty()).then(|| step_ms.iter().sum::<f64>() / step_ms.len() as f64);
+        Ok((drafts, proposals, draft_ms))
     }
 
     fn count(&mut self, mode: Mode, drafted: usize, accepted: usize) {

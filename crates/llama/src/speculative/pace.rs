@@ -136,18 +136,33 @@ impl Pace {
                     .iter()
                     .fold((0.0, 0usize), |(m, t), &(ms, n)| (m + ms, t + n));
                 if ms / tokens as f64 > plain {
-                    s.plain_until = Some(s.step + s.backoff);
-                    s.backoff = (s.backoff * 2).min(MAX_BACKOFF);
                     tracing::debug!(
                         plain,
                         speculative = ms / tokens as f64,
                         "drafting does not pay; plain decoding for a while"
                     );
+                    back_off(&mut s);
                 } else {
                     s.backoff = FIRST_BACKOFF;
                 }
             }
         }
+    }
+
+    /// Falls back to plain decoding now (unless already falling back, or the fallback is off):
+    /// drafting cannot pay at any acceptance ([`Costs::ceiling`]).
+    pub fn cannot_pay(&self) {
+        if !self.enabled {
+            return;
+        }
+        let mut s = self.state.lock().expect("pace lock");
+        if s.plain_until.is_some_and(|until| s.step < until) {
+            return;
+        }
+        tracing::debug!(
+            "drafting cannot pay even if every draft stands; plain decoding for a while"
+        );
+        back_off(&mut s);
     }
 
     /// `accepted` of `drafted` tokens stood.
@@ -188,6 +203,25 @@ impl Costs {
         }
     }
 
+    /// The best ratio to plain decoding that any measured draft length could reach if every draft
+    /// stood: `d + 1` tokens per evaluation of `d + 1` tokens and `d` draft steps, against `d + 1`
+    /// plain steps. `None` until a plain step and a speculative one were measured. Under 1, drafting
+    /// cannot pay on this machine, whatever the acceptance.
+    pub fn ceiling(&self) -> Option<f64> {
+        let s = self.state.lock().expect("costs lock");
+        let plain = s.verify_ms.first().copied().flatten()?;
+        let draft_ms = s.draft_ms.unwrap_or(0.0);
+        s.verify_ms
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter_map(|(d, ms)| {
+                let tokens = (d + 1) as f64;
+                Some(tokens * plain / (ms.as_ref()? + d as f64 * draft_ms))
+            })
+            .max_by(f64::total_cmp)
+    }
+
     /// The draft length to use when a request's schedule proposes `proposed` and drafted tokens
     /// stand with probability `acceptance`: the length up to it with the most expected tokens per
     /// millisecond, among lengths whose cost is known; the proposal itself while its cost is
@@ -210,6 +244,12 @@ impl Costs {
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map_or(proposed, |(d, _)| d)
     }
+}
+
+/// Plain decoding for the current backoff, which doubles for the next time.
+fn back_off(s: &mut State) {
+    s.plain_until = Some(s.step + s.backoff);
+    s.backoff = (s.backoff * 2).min(MAX_BACKOFF);
 }
 
 /// A moving average with [`NEW_WEIGHT`] on `new`.
@@ -275,6 +315,25 @@ mod tests {
         assert_eq!(pace.next_mode(), Mode::Speculate);
     }
 
+    #[test]
+    fn drafting_that_cannot_pay_falls_back_at_once() {
+        let pace = Pace::new(true);
+        assert_eq!(pace.next_mode(), Mode::Speculate);
+        pace.cannot_pay();
+        assert!(pace.falling_back());
+        assert_eq!(pace.next_mode(), Mode::Plain);
+        // Already falling back: the backoff is not doubled again.
+        pace.cannot_pay();
+        let plain = (0..4 * FIRST_BACKOFF)
+            .take_while(|_| pace.next_mode() == Mode::Plain)
+            .count() as u64;
+        assert_eq!(plain, FIRST_BACKOFF - 2);
+        // Without the fallback, nothing changes.
+        let always = Pace::new(false);
+        always.cannot_pay();
+        assert!(!always.falling_back());
+    }
+
     /// Costs shaped as measured on two cores: one token 53 ms, seven 194, eight 285, nine 305.
     fn measured_costs(draft_ms: Option<f64>) -> Costs {
         let costs = Costs::default();
@@ -307,6 +366,11 @@ mod tests {
         // An expensive draft model shortens drafts further than free lookups.
         let model = measured_costs(Some(60.0)).draft_length(8, acceptance(4));
         assert!(model < lookups.draft_length(8, acceptance(4)), "{model}");
+        // Free drafts can pay (seven tokens for 194 ms against 7 x 53); a draft model whose step
+        // costs 60 ms cannot, even if every draft stood.
+        assert!(lookups.ceiling().unwrap() > 1.0);
+        assert!(measured_costs(Some(60.0)).ceiling().unwrap() < 1.0);
+        assert_eq!(Costs::default().ceiling(), None);
         // Nothing drafted yet, or nothing measured at the proposed length: tried as proposed.
         assert_eq!(lookups.draft_length(5, None), 5);
         let fresh = Costs::default();
