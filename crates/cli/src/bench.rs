@@ -388,11 +388,8 @@ fn decode(path: &Path, sizes: &Sizes, llama_bench: Option<&Path>) -> Result<Stri
     let bare = LlamaEngine::start(Arc::clone(&model), options)?;
     let mut handle = futures::executor::block_on(bare.open_sequence())?;
     let engine = EngineRun::start(model, threads, gen_tokens)?;
-    let vocab = handle.model().vocab_size() as i32;
-    // Like llama-bench: arbitrary tokens; content does not change the cost of a decode.
-    let tokens: Vec<i32> = (0..prompt_tokens as i32)
-        .map(|i| (i * 7919 + 13) % vocab)
-        .collect();
+    let vocab = handle.model().vocab_size();
+    let tokens = arbitrary_tokens(vocab, prompt_tokens);
     let eval = |handle: &mut SequenceHandle, tokens: &[i32]| {
         futures::executor::block_on(handle.eval(tokens, 1)).map(drop)
     };
@@ -732,6 +729,14 @@ async fn concurrent(
         );
     }
     Ok(out)
+}
+
+/// `n` arbitrary tokens of a vocabulary of `vocab`, as llama-bench uses: content does not change
+/// the cost of an evaluation.
+fn arbitrary_tokens(vocab: usize, n: usize) -> Vec<i32> {
+    (0..n as i32)
+        .map(|i| (i * 7919 + 13) % vocab as i32)
+        .collect()
 }
 
 #[cfg(test)]

@@ -390,15 +390,26 @@ const EDITING_PROMPT: &str = "Rename the variable `total` to `sum` in this funct
 nothing else. Reply with the code only.\n\n```python\ndef add_all(values):\n    total = 0\n    \
 for value in values:\n        total = total + value\n    return total\n```";
 
+/// The target's plain greedy answer to [`EDITING_PROMPT`] (48 tokens), computed once for the
+/// tests that compare with it.
+async fn plain_editing_answer() -> &'static ChatOutput {
+    static ANSWER: tokio::sync::OnceCell<ChatOutput> = tokio::sync::OnceCell::const_new();
+    ANSWER
+        .get_or_init(|| async {
+            target()
+                .complete(request(EDITING_PROMPT, 48))
+                .await
+                .unwrap()
+        })
+        .await
+}
+
 #[tokio::test]
 async fn prompt_lookup_accepts_drafts_on_an_editing_prompt() {
     let spec = pipeline(DraftSource::PromptLookup);
-    let plain = target()
-        .complete(request(EDITING_PROMPT, 48))
-        .await
-        .unwrap();
+    let plain = plain_editing_answer().await;
     let out = spec.complete(request(EDITING_PROMPT, 48)).await.unwrap();
-    assert_same_or_near_tie(&plain, &out, "editing");
+    assert_same_or_near_tie(plain, &out, "editing");
     let accepted = detail(&out, "accepted");
     assert!(accepted >= 10.0, "{:?}", out.report.strategies);
     assert_eq!(out.report.strategies[0].details["draft"], "prompt_lookup");
@@ -445,12 +456,9 @@ async fn a_draft_with_another_vocabulary_drafts_through_text() {
     )
     .expect("another vocabulary drafts through text");
     assert!(spec.translates());
-    let plain = target()
-        .complete(request(EDITING_PROMPT, 48))
-        .await
-        .unwrap();
+    let plain = plain_editing_answer().await;
     let out = spec.complete(request(EDITING_PROMPT, 48)).await.unwrap();
-    assert_same_or_near_tie(&plain, &out, "cross-vocabulary drafts");
+    assert_same_or_near_tie(plain, &out, "cross-vocabulary drafts");
     let entry = &out.report.strategies[0];
     assert_eq!(entry.details["cross_vocabulary"], true, "{entry:?}");
     assert_eq!(entry.details["draft"], "smollm2");

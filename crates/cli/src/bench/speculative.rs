@@ -203,7 +203,7 @@ pub async fn run(settings: Settings) -> Result<String> {
 /// `SequenceHandle::eval` does (median of 50).
 fn row_copy_micros(vocab: usize) -> f64 {
     let row: Vec<f32> = (0..vocab).map(|i| i as f32).collect();
-    let mut times: Vec<f64> = (0..50)
+    let times: Vec<f64> = (0..50)
         .map(|_| {
             let start = std::time::Instant::now();
             let mut copy = Vec::with_capacity(vocab);
@@ -212,8 +212,12 @@ fn row_copy_micros(vocab: usize) -> f64 {
             start.elapsed().as_secs_f64() * 1e6
         })
         .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    median(times)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 /// Median milliseconds of one evaluation of `n` tokens with the logits of all of them, on the
@@ -225,28 +229,27 @@ struct StepCosts {
 }
 
 async fn step_costs(target: &LlamaEngine, draft: &LlamaEngine, most: usize) -> Result<StepCosts> {
-    async fn median_ms(engine: &LlamaEngine, n: usize) -> Result<f64> {
-        let vocab = engine.model().vocab_size() as i32;
-        let context: Vec<i32> = (0..300).map(|i| (i * 7919 + 13) % vocab).collect();
+    /// Median milliseconds of evaluating 1 to `most` tokens after one reading of the context.
+    async fn median_ms(engine: &LlamaEngine, most: usize) -> Result<Vec<f64>> {
+        let context = super::arbitrary_tokens(engine.model().vocab_size(), 300.max(most));
         let mut handle = engine.open_sequence().await?;
         handle.eval(&context, 1).await?;
-        let mut times = Vec::new();
-        for _ in 0..5 {
-            let start = Instant::now();
-            handle.eval(&context[..n], n).await?;
-            times.push(start.elapsed().as_secs_f64() * 1000.0);
-            handle.truncate(context.len())?;
+        let mut medians = Vec::new();
+        for n in 1..=most {
+            let mut times = Vec::new();
+            for _ in 0..5 {
+                let start = Instant::now();
+                handle.eval(&context[..n], n).await?;
+                times.push(start.elapsed().as_secs_f64() * 1000.0);
+                handle.truncate(context.len())?;
+            }
+            medians.push(median(times));
         }
-        times.sort_by(f64::total_cmp);
-        Ok(times[times.len() / 2])
-    }
-    let mut costs = Vec::new();
-    for n in 1..=most {
-        costs.push(median_ms(target, n).await?);
+        Ok(medians)
     }
     Ok(StepCosts {
-        target: costs,
-        draft: median_ms(draft, 1).await?,
+        target: median_ms(target, most).await?,
+        draft: median_ms(draft, 1).await?[0],
     })
 }
 

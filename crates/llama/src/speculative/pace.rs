@@ -14,9 +14,10 @@
 //! The draft length: a request's own schedule ([`next_draft_length`]) proposes a length, and
 //! [`Costs::draft_length`] may shorten it to the length with the most expected tokens per
 //! millisecond, from the measured cost of a target evaluation of each size and of a draft step
-//! (shared by the pipeline's requests: they are the machine's) and the acceptance. A target evaluation's cost is not proportional to its size on a
-//! CPU: with Qwen2.5-Coder-1.5B on two cores, 7 tokens cost 184 ms and 8 cost 273 ms, where one
-//! costs 34 (`tandem bench speculative` reports the table).
+//! (shared by the pipeline's requests: they are the machine's) and the acceptance. A target
+//! evaluation's cost is not proportional to its size on a CPU: with Qwen2.5-Coder-1.5B on two
+//! cores, 7 tokens cost 184 ms and 8 cost 273 ms, where one costs 34 (`tandem bench speculative`
+//! reports the table).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -66,8 +67,17 @@ pub struct Costs {
 struct CostState {
     /// Milliseconds of a target evaluation of `n` tokens, at index `n - 1`.
     verify_ms: Vec<Option<f64>>,
-    /// Milliseconds of drafting one token (a draft model's step, with its catching up).
+    /// Milliseconds of a draft model's one-token step (its catching up left out).
     draft_ms: Option<f64>,
+}
+
+impl CostState {
+    /// Milliseconds of a step that drafts `d` tokens and verifies them with one more (`d = 0`: a
+    /// plain step); `None` until an evaluation of `d + 1` tokens was measured.
+    fn step_ms(&self, d: usize) -> Option<f64> {
+        let verify = self.verify_ms.get(d).copied().flatten()?;
+        Some(verify + d as f64 * self.draft_ms.unwrap_or(0.0))
+    }
 }
 
 impl Pace {
@@ -190,8 +200,8 @@ impl Pace {
 }
 
 impl Costs {
-    /// A target evaluation of `n` tokens took `ms`; drafting took `draft_ms` per drafted token
-    /// (`None` for a draft source without a model, or a step that drafted nothing).
+    /// A target evaluation of `n` tokens took `ms`; a draft model's one-token step took
+    /// `draft_ms` (`None` for a draft source without a model, or a step that ran none).
     pub fn record(&self, n: usize, ms: f64, draft_ms: Option<f64>) {
         let mut s = self.state.lock().expect("costs lock");
         if s.verify_ms.len() < n {
@@ -209,16 +219,9 @@ impl Costs {
     /// cannot pay on this machine, whatever the acceptance.
     pub fn ceiling(&self) -> Option<f64> {
         let s = self.state.lock().expect("costs lock");
-        let plain = s.verify_ms.first().copied().flatten()?;
-        let draft_ms = s.draft_ms.unwrap_or(0.0);
-        s.verify_ms
-            .iter()
-            .enumerate()
-            .skip(1)
-            .filter_map(|(d, ms)| {
-                let tokens = (d + 1) as f64;
-                Some(tokens * plain / (ms.as_ref()? + d as f64 * draft_ms))
-            })
+        let plain = s.step_ms(0)?;
+        (1..s.verify_ms.len())
+            .filter_map(|d| Some((d + 1) as f64 * plain / s.step_ms(d)?))
             .max_by(f64::total_cmp)
     }
 
@@ -231,16 +234,11 @@ impl Costs {
         let Some(alpha) = acceptance else {
             return proposed;
         };
-        let known = |d: usize| s.verify_ms.get(d).copied().flatten();
-        if known(proposed).is_none() {
+        if s.step_ms(proposed).is_none() {
             return proposed;
         }
-        let draft_ms = s.draft_ms.unwrap_or(0.0);
         (1..=proposed)
-            .filter_map(|d| {
-                let cost = known(d)? + d as f64 * draft_ms;
-                Some((d, expected_tokens(alpha, d) / cost))
-            })
+            .filter_map(|d| Some((d, expected_tokens(alpha, d) / s.step_ms(d)?)))
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map_or(proposed, |(d, _)| d)
     }
