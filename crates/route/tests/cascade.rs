@@ -23,7 +23,10 @@ fn engines() -> (Arc<dyn ChatModel>, Arc<dyn ChatModel>) {
         let start = |name: &str, context_size: u32| {
             let mut options = EngineOptions::new(name);
             options.context_size = context_size;
-            options.parallel = 2;
+            // One sequence: the tests compare scores of separate runs to 1e-6, and a request
+            // decoded beside another test's request in the same batch gets slightly different
+            // logits (seen: a self-check score 0.3947 against 0.4005).
+            options.parallel = 1;
             options.threads = 1;
             options.pricing = Pricing {
                 input_per_million: if name == "large" { 3.0 } else { 0.1 },
