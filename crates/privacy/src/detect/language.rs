@@ -1,8 +1,11 @@
 //! Rule-based recognisers for what needs language: names of people and organisations, and street
-//! addresses. Names come from honorifics ("Dr. Alvarez"), cue phrases ("my name is", "Dear",
-//! "Regards,"), a list of common given names followed by a capitalised word, and legal-form
-//! suffixes for organisations ("Acme Corp", "Müller GmbH"); addresses from a house number, street
-//! words and a street-type word, with the unit, city, state and postcode that follow.
+//! addresses. Names come from honorifics ("Dr. Alvarez", "ms. Fortun"), cue phrases ("my name is",
+//! "What's your last name?", "Dear", "Regards,"), and given- and family-name lists of the US
+//! census and Faker's 86 locales (a given name and a capitalised word; a family name alone
+//! mid-sentence when it is no English word). Organisations come from legal forms ("Acme Corp",
+//! "ODELIC CO.LTD.", "Müller GmbH"), public bodies ("Ministry of Agriculture") and what a sentence
+//! says ("joined Cloudspyre", "Smartprocure is a company"). Addresses come from a house number,
+//! street words and a street-type word, with the unit, city, state and postcode that follow.
 
 use std::collections::HashSet;
 use std::sync::LazyLock;
@@ -76,20 +79,30 @@ july august september october november december street avenue road lane drive co
 new north south east west united kingdom america english french german spanish chinese
 ";
 
-/// Given names of the 1990 US census (the `names` package on PyPI), with the list above for
-/// other languages; see `data/README.md`.
+/// Given names of the 1990 US census (the `names` package on PyPI) and of Faker's 86 locales,
+/// with the list above; see `data/README.md`.
 static GIVEN: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
     GIVEN_NAMES
         .split_whitespace()
         .chain(include_str!("../../data/given_names.txt").split_whitespace())
+        .chain(include_str!("../../data/faker_given_names.txt").split_whitespace())
         .filter(|n| !COMMON_WORDS.split_whitespace().any(|w| w == *n))
         .collect()
 });
-/// The 20,000 most frequent family names of the 1990 US census, with the list above.
+/// The 20,000 most frequent family names of the 1990 US census and those of Faker's locales, with
+/// the list above.
 static FAMILY: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
     FAMILY_NAMES
         .split_whitespace()
         .chain(include_str!("../../data/family_names.txt").split_whitespace())
+        .chain(include_str!("../../data/faker_family_names.txt").split_whitespace())
+        .collect()
+});
+/// Ordinary English words (see `data/README.md`): a capitalised one alone is not taken for a
+/// family name ("the Settings Page", "Border Force").
+static ENGLISH: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("../../data/english_words.txt")
+        .split_whitespace()
         .collect()
 });
 /// Words that are given names too but mostly something else when capitalised at the start of a
@@ -108,28 +121,85 @@ corporation corp inc group groupinc company co bank club university weekly syste
 mfg pump holdings financial capital energy partners services solutions technologies republic
 city town county island islands mount saint lake country kingdom states united park place
 hotel airport station hospital school college institute museum church news times journal
+orchestra weekly magazine day
 ";
-static NOT_PERSON: LazyLock<HashSet<&'static str>> =
-    LazyLock::new(|| NOT_PERSON_WORDS.split_whitespace().collect());
+/// Words that make any capitalised run, even one after a cue such as "for" or "to", an
+/// organisation or a place: legal forms and countries (less those that are given names too).
+const ORGANIZATION_OR_COUNTRY_WORDS: &str = "
+corporation corp inc incorporated company ltd limited plc llc gmbh
+afghanistan albania algeria andorra angola argentina armenia australia austria azerbaijan bahamas
+bahrain bangladesh barbados belarus belgium belize benin bhutan bolivia bosnia botswana brazil
+brunei bulgaria burundi cambodia cameroon canada  chile china colombia comoros congo croatia
+cuba cyprus czechia denmark djibouti dominica ecuador egypt eritrea estonia eswatini ethiopia fiji
+finland france gabon gambia  germany ghana greece grenada guatemala guinea guyana haiti
+honduras hungary iceland india indonesia iran iraq ireland  italy jamaica japan 
+kazakhstan kenya kiribati korea kosovo kuwait kyrgyzstan laos latvia lebanon lesotho liberia libya
+liechtenstein lithuania luxembourg madagascar malawi malaysia maldives mali malta mauritania
+mauritius mexico micronesia moldova monaco mongolia montenegro morocco mozambique myanmar namibia
+nauru nepal netherlands nicaragua niger nigeria norway oman pakistan palau palestine panama
+paraguay peru philippines poland portugal qatar romania russia rwanda samoa senegal serbia
+seychelles singapore slovakia slovenia somalia spain sudan suriname sweden switzerland syria
+taiwan tajikistan tanzania thailand togo tonga tunisia turkey turkmenistan tuvalu uganda ukraine
+uruguay uzbekistan vanuatu vatican venezuela vietnam yemen zambia zimbabwe africa europe asia
+";
+static NOT_PERSON: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    NOT_PERSON_WORDS
+        .split_whitespace()
+        .chain(ORGANIZATION_OR_COUNTRY_WORDS.split_whitespace())
+        .collect()
+});
+static ORGANIZATION_OR_COUNTRY: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| ORGANIZATION_OR_COUNTRY_WORDS.split_whitespace().collect());
 static NOT: LazyLock<HashSet<&'static str>> =
     LazyLock::new(|| NOT_NAMES.split_whitespace().collect());
 
 static HONORIFIC: LazyLock<Regex> = LazyLock::new(|| {
     re(&format!(
-        r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Professor|Sir|Dame|Madam|Herr|Frau|Mme|Mlle|Sr|Sra|Señor|Señora)\.?[ \t]+((?:{CAP})(?:[ \t]+(?:{CAP}))?(?:[ \t]+(?:{CAP}))?)"
+        r"\b(?:(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Professor|Sir|Dame|Madam|Herr|Frau|Mme|Mlle|Sr|Sra|Señor|Señora)\.?|(?:mr|mrs|ms|MR|MRS|MS)\.)[ \t]+((?:{CAP})(?:[ \t]+(?:{CAP}))?(?:[ \t]+(?:{CAP}))?)"
     ))
 });
+/// A phrase that introduces a person's name. The strong ones ask for or give a name ("my name is",
+/// "What's your last name?", "Dear"), so whatever capitalised words follow are taken for one; after
+/// a weak one ("with", "told") the words must also look like a name.
 static CUE: LazyLock<Regex> = LazyLock::new(|| {
     re(&format!(
-        r"(?:(?i:\x22(?:full_?)?name\x22\s*:\s*\x22)|\b(?i:name\s*[:=]|my name is|my name's|i am|i'm|this is|name:|named|called|dear|hi|hello|hey|thanks|thank you|regards|cheers|sincerely|best|signed|contact|ask|cc|from|to|patient|employee|customer|client|user|applicant|tenant|mr\.? and mrs\.?|wife|husband|son|daughter|mother|father|brother|sister|friend|colleague|manager|boss|doctor|lawyer|with|by|for|and|under|add|beneficiary|meet|met|told|asked|called)[,:]?[ \t]+)((?:{CAP})(?:[ \t]+(?:{CAP}))?(?:[ \t]+(?:{CAP}))?)"
+        r"(?:(?P<strong>(?i:\x22(?:full_?)?name\x22\s*:\s*\x22)|\b(?i:(?:(?:my|your|his|her|their|the)[ \t]+)?(?:(?:last|first|full|maiden|family|given|middle|nick|sur)[ \t]?)?name(?:[ \t]+is|'s|’s)?[ \t]*[:=?]?|call me|dear)[,:]?[ \t]+)|\b(?i:i am|i'm|this is|named|called|hi|hello|hey|thanks|thank you|regards|cheers|sincerely|best|signed|contact|ask|cc|from|to|patient|employee|customer|client|user|applicant|tenant|mr\.? and mrs\.?|wife|husband|son|daughter|kid|mother|father|brother|sister|friend|colleague|manager|boss|doctor|lawyer|with|by|for|and|under|add|beneficiary|meet|met|told|asked|says|said|replied|wrote)[,:]?[ \t]+)(?P<name>(?:{CAP})(?:[ \t]+(?:{CAP}))?(?:[ \t]+(?:{CAP}))?)"
     ))
 });
 static CAPITALISED_RUN: LazyLock<Regex> =
     LazyLock::new(|| re(&format!(r"(?:{CAP})(?:[ \t]+(?:{CAP})){{0,2}}")));
+/// Legal forms and the words that end organisations' names, in their usual casings and in
+/// capitals ("ACME CO.LTD."); longer forms come before their prefixes, and each ends at a word
+/// boundary, so "Corp" is never read out of "Corporation".
+const LEGAL_FORMS: &str = r"(?:(?i:Incorporated|Corporation|Limited|Company|Holdings|Aktiebolaget)|Inc|INC|LLC|L\.L\.C|LLP|L\.P|LP|Ltda|Ltd|LTD|GmbH|GMBH|KGaA|AG|KG|SE|S\.A\.B\.[ \t]de[ \t]C\.V|S\.A\.S|SAS|S\.A|SA|S\.p\.A|SpA|SARL|S\.r\.l|Srl|S\.L|BV|B\.V|NV|N\.V|PLC|[Pp]lc|Pty[ \t]Ltd|Pty|Pte[ \t]Ltd|Sdn[ \t]Bhd|Bhd|Tbk|Corp|CORP|(?:Co|CO)\.?,?[ \t]?(?:Ltd|LTD)|Co|CO|Group|GROUP|Bank|BANK|Bancorp|Bancshares|Oyj|Oy|ASA|A/S|ApS|AB|KK|K\.K|University|Foundation|Partners|Associates|Technologies|Systems|Labs|Solutions|Consulting|Industries|Enterprises|Hospital|Clinic|Institute|Therapeutics|Pharmaceuticals?|Trust|Fund|Agency|REIT|ETF)\b\.?";
 static ORGANIZATION: LazyLock<Regex> = LazyLock::new(|| {
+    // Capitalised words, numbers ("Blink-182") and a bracketed word ("NBCC (India) Ltd"), joined
+    // by connectors ("Transport Corporation of India Limited"), then one or two legal forms.
+    let word = r"(?:\p{Lu}[\p{L}\d&'’./\-]*|\d[\p{L}\d\-]*|\(\p{Lu}\p{L}*\))";
+    let connector = r"(?:of|and|for|de|del|du|des|la|le|für|und|&)";
+    re(&format!(
+        r"\b{word}(?:[ \t]+(?:{connector}[ \t]+)?{word}){{0,4}}(?:,?[ \t]+|\b){LEGAL_FORMS}(?:[ \t]+{LEGAL_FORMS})?(?:[ \t]\(publ\))?"
+    ))
+});
+/// A legal form glued to the name, as company registers sometimes print it ("SRA HoldingsInc.").
+static GLUED_ORGANIZATION: LazyLock<Regex> = LazyLock::new(|| {
     re(
-        r"\b(?:\p{Lu}[\p{L}&'’./\-]*[ \t]+){0,4}\p{Lu}[\p{L}&'’./\-]*,?[ \t]+(?:Inc\.?|Incorporated|LLC|L\.L\.C\.|LLP|Ltd\.?|Limited|GmbH|AG|KG|SE|S\.A\.|SA|S\.p\.A\.|SpA|SARL|S\.r\.l\.|BV|B\.V\.|NV|N\.V\.|PLC|plc|Pty|Corp\.?|Corporation|Co\.?,?[ \t]?Ltd\.?|Co\.|Company|Group|Holdings|Bank|Bancorp|Aktiebolaget|AB|Oy|ASA|University|Foundation|Partners|Associates|Technologies|Systems|Labs|Solutions|Consulting|Industries|Enterprises|Hospital|Clinic|Institute)",
+        r"\b(?:\p{Lu}[\p{L}\d&'’.\-]*[ \t]+){0,4}\p{Lu}[\p{L}\d&'’.\-]*\p{Ll}(?:Inc|Ltd|LTD|Corp|GmbH|AG|LLC|PLC)\b\.?",
     )
+});
+/// Public bodies named by what they are first ("Ministry of Agriculture", "Bank of Ireland").
+static ORGANIZATION_BY_PREFIX: LazyLock<Regex> = LazyLock::new(|| {
+    re(&format!(
+        r"\b(?:Ministry|Department|Bank|University|Council|Embassy|Bureau|Office|Commission|Agency)[ \t]+(?i:of|for)[ \t]+(?:the[ \t]+)?(?:{CAP})(?:[ \t]+(?:and[ \t]+|&[ \t]+)?(?:{CAP})){{0,3}}"
+    ))
+});
+/// An organisation without a legal form, named where a sentence says what it is: after "works
+/// at", "joined" or "CEO of", or before "is a company".
+static ORGANIZATION_CUE: LazyLock<Regex> = LazyLock::new(|| {
+    let name = r"\p{Lu}[\p{L}\d&'’.\-]*(?:[ \t]+(?:&[ \t]+|and[ \t]+|of[ \t]+)?\p{Lu}[\p{L}\d&'’.\-]*){0,4}";
+    re(&format!(
+        r"\b(?i:work(?:s|ed|ing)?[ \t]+(?:at|for)|employed[ \t]+(?:at|by)|joined|(?:ceo|cto|cfo|coo|founder|co-founder|president|chairman|director|head|employees?|staff)[ \t]+(?:of|at))[ \t]+(?:the[ \t]+)?(?P<after>{name})|(?P<before>{name})[ \t]+(?:is|was)[ \t]+an?[ \t]+(?:[\p{{L}}\-]+[ \t]+){{0,4}}(?:company|agency|bank|firm|start-?up|organi[sz]ation|non-?profit|charity|corporation|manufacturer|retailer|provider|supplier|brand|business|501\(c\)\(?3\)?)\b"
+    ))
 });
 /// Street types (USPS suffixes and their common abbreviations) and their European cousins.
 const STREET_TYPES: &str = "Street|St|Avenue|Ave|Av|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Ter|Parkway|Pkwy|Highway|Hwy|Square|Sq|Circle|Cir|Trail|Trl|Close|Crescent|Cres|Row|Alley|Aly|Plaza|Plz|Path|Pike|Loop|Run|Walk|Ridge|Rdg|Heights|Hts|Hill|Hills|Park|Gardens|Gdns|Grove|Grv|Green|Mews|Wharf|Quay|Estate|Estates|Crossing|Xing|Point|Pt|Port|Ports|Station|Sta|Mission|Mount|Mountain|Mtn|Valley|Vly|View|Vista|Village|Vlg|Glen|Harbor|Hbr|Haven|Meadow|Meadows|Mill|Mills|Springs|Spring|Shore|Shores|Summit|Turnpike|Tpke|Expressway|Expy|Freeway|Fwy|Center|Ctr|Junction|Jct|Landing|Lndg|Manor|Mnr|Oval|Pass|Pines|Prairie|Ranch|Rapids|Rest|Route|Rte|Shoal|Skyway|Squares|Stream|Track|Trace|Union|Unions|Via|Well|Wells|Woods|Fork|Forks|Ford|Fords|Forest|Falls|Field|Fields|Flat|Flats|Extension|Ext|Divide|Dale|Dam|Creek|Crk|Cove|Corner|Corners|Common|Commons|Cliff|Cliffs|Canyon|Burg|Brook|Brooks|Branch|Bluff|Bend|Beach|Bay|Island|Isle|Key|Knoll|Lake|Lakes|Light|Lock|Lodge|Motorway";
@@ -168,10 +238,15 @@ pub fn find(text: &str, out: &mut Vec<Finding>) {
         out.push(Finding::new(Kind::Person, name.range(), 0.9));
     }
     for c in CUE.captures_iter(text) {
-        let name = c.get(1).expect("the pattern has one group");
+        let name = c.name("name").expect("the pattern has a name group");
         let words: Vec<&str> = name.as_str().split_whitespace().collect();
         let first = words[0].to_lowercase();
-        if NOT.contains(first.as_str()) {
+        // "I work for Chemed Corporation", "she moved to France".
+        if NOT.contains(first.as_str())
+            || words
+                .iter()
+                .any(|w| ORGANIZATION_OR_COUNTRY.contains(bare_lowercase(w).as_str()))
+        {
             continue;
         }
         let known = GIVEN.contains(first.as_str())
@@ -179,7 +254,7 @@ pub fn find(text: &str, out: &mut Vec<Finding>) {
                 .iter()
                 .skip(1)
                 .any(|w| FAMILY.contains(w.to_lowercase().as_str()));
-        let confidence = match (known, words.len() > 1) {
+        let confidence = match (known || c.name("strong").is_some(), words.len() > 1) {
             (true, _) => 0.85,
             (false, true) => 0.6,
             (false, false) => 0.45,
@@ -199,12 +274,44 @@ pub fn find(text: &str, out: &mut Vec<Finding>) {
         {
             continue;
         }
-        let start = skip_leading_articles(m.as_str());
+        let mut start = skip_leading_articles(m.as_str());
+        if let Some((person, org)) = person_before_connector(&m.as_str()[start..]) {
+            out.push(Finding::new(
+                Kind::Person,
+                m.start() + start..m.start() + start + person,
+                0.6,
+            ));
+            start += org;
+        }
         out.push(Finding::new(
             Kind::Organization,
             m.start() + start..m.end(),
             0.85,
         ));
+    }
+    for m in GLUED_ORGANIZATION
+        .find_iter(text)
+        .chain(ORGANIZATION_BY_PREFIX.find_iter(text))
+    {
+        let start = skip_leading_articles(m.as_str());
+        out.push(Finding::new(
+            Kind::Organization,
+            m.start() + start..m.end(),
+            0.8,
+        ));
+    }
+    for c in ORGANIZATION_CUE.captures_iter(text) {
+        let name = c
+            .name("after")
+            .or_else(|| c.name("before"))
+            .expect("one of the two names matched");
+        let words: Vec<&str> = name.as_str().split_whitespace().collect();
+        let first = words[0].to_lowercase();
+        // "joined Priya Raman", "This is a company": a person, or no name at all.
+        if NOT.contains(first.as_str()) || GIVEN.contains(first.as_str()) && words.len() <= 3 {
+            continue;
+        }
+        out.push(Finding::new(Kind::Organization, name.range(), 0.6));
     }
     for m in US_ADDRESS
         .find_iter(text)
@@ -270,10 +377,7 @@ fn capitalised_run(text: &str, offset: usize, run: &str, out: &mut Vec<Finding>)
         .map(|m| (m.start(), m.as_str()))
         .collect();
     let lower: Vec<String> = words.iter().map(|(_, w)| w.to_lowercase()).collect();
-    if lower
-        .iter()
-        .any(|w| NOT_PERSON.contains(w.trim_end_matches('.')))
-    {
+    if words.iter().any(|(_, w)| names_no_person(w)) {
         return;
     }
     let line_start = text[..offset].trim_end_matches([' ', '\t', '>']).is_empty()
@@ -292,6 +396,12 @@ fn capitalised_run(text: &str, offset: usize, run: &str, out: &mut Vec<Finding>)
         let rest = words.len() - i;
         let given = GIVEN.contains(lower[i].as_str());
         let family = lower[i + 1..].iter().any(|w| FAMILY.contains(w.as_str()));
+        // "Knutsen" alone: a known family name that is no English word, and not after a
+        // preposition of place ("from Madrid").
+        let family_alone = rest == 1
+            && FAMILY.contains(lower[i].as_str())
+            && !ENGLISH.contains(lower[i].as_str())
+            && !after_place_preposition(&text[..offset + words[i].0]);
         // An unknown word before a family name ("Hideo Yamanaka"), unless it reads like an
         // English word ("Settings Page").
         let unknown_then_family = i == 0
@@ -313,10 +423,10 @@ fn capitalised_run(text: &str, offset: usize, run: &str, out: &mut Vec<Finding>)
             // A name alone on a line: signatures, address blocks.
             0.6
         } else if rest <= 2 && STRONG_VERB.is_match(after)
-            || (given || rest == 2) && WEAK_VERB.is_match(after)
+            || (given || family_alone || rest == 2) && WEAK_VERB.is_match(after)
         {
             0.6
-        } else if given && !sentence_start {
+        } else if (given || family_alone) && !sentence_start {
             0.5
         } else if rest == 1 && sentence_start && VOCATIVE.is_match(after) {
             0.6
@@ -334,6 +444,26 @@ fn capitalised_run(text: &str, offset: usize, run: &str, out: &mut Vec<Finding>)
     }
 }
 
+/// Whether `before` ends with a preposition that places usually follow.
+fn after_place_preposition(before: &str) -> bool {
+    let last = before
+        .trim_end()
+        .rsplit([' ', '\t', '\n'])
+        .next()
+        .unwrap_or("");
+    ["in", "from", "at", "near", "to", "de", "del", "da", "do"]
+        .contains(&last.to_lowercase().as_str())
+}
+
+/// Whether a word makes the capitalised run it is in a place or an organisation, not a person.
+fn names_no_person(word: &str) -> bool {
+    NOT_PERSON.contains(bare_lowercase(word).as_str())
+}
+
+fn bare_lowercase(word: &str) -> String {
+    word.trim_end_matches(['.', ',']).to_lowercase()
+}
+
 /// Whether two lines of `text` start with `name:`.
 fn speaks_twice(text: &str, name: &str) -> bool {
     text.lines()
@@ -344,6 +474,29 @@ fn speaks_twice(text: &str, name: &str) -> bool {
         })
         .count()
         >= 2
+}
+
+/// "Nikifor Zielinski of Staples Inc": a person's name (one to three capitalised words, none an
+/// organisation's or a place's) before "of" or "for" and the organisation. The length of the
+/// name and where the organisation starts.
+fn person_before_connector(name: &str) -> Option<(usize, usize)> {
+    for connector in [" of ", " for "] {
+        let Some(at) = name.find(connector) else {
+            continue;
+        };
+        let before: Vec<&str> = name[..at].split_whitespace().collect();
+        if before.len() <= 3
+            && before.iter().all(|w| {
+                w.chars().next().is_some_and(char::is_uppercase)
+                    && w.chars().any(char::is_lowercase)
+                    && !names_no_person(w)
+                    && !NOT.contains(w.to_lowercase().as_str())
+            })
+        {
+            return Some((at, at + connector.len()));
+        }
+    }
+    None
 }
 
 /// "The Acme Corp": the article belongs to the sentence, not the name.
@@ -426,7 +579,68 @@ mod tests {
     }
 
     #[test]
+    fn people_from_name_questions_and_multinational_name_lists() {
+        assert_eq!(
+            found("What's your last name? Vedzizhev"),
+            vec![(Kind::Person, "Vedzizhev".into())]
+        );
+        assert_eq!(
+            found("My name is Gerth"),
+            vec![(Kind::Person, "Gerth".into())]
+        );
+        assert_eq!(
+            found("I'd like to join accounts with ms. Fortun"),
+            vec![(Kind::Person, "Fortun".into())]
+        );
+        // Faker's Finnish and Hungarian lists: a known family name alone, mid-sentence.
+        assert_eq!(
+            found("Is it true that Manninen and Kovács were engineers?"),
+            vec![
+                (Kind::Person, "Manninen".into()),
+                (Kind::Person, "Kovács".into())
+            ]
+        );
+        // English words and places are not family names, though some are in the lists.
+        assert_eq!(found("The guide explains the Settings Page."), vec![]);
+        assert_eq!(found("We moved here from Madrid."), vec![]);
+        assert_eq!(found("The Border Force detained him."), vec![]);
+        // After "for" a country or an organisation is no person.
+        assert_eq!(found("She moved to France."), vec![]);
+    }
+
+    #[test]
     fn organisations_from_legal_forms() {
+        assert_eq!(
+            found("I work for Chemed Corporation"),
+            vec![(Kind::Organization, "Chemed Corporation".into())]
+        );
+        assert_eq!(
+            found("a year at ODELIC CO.LTD. in Savonlinna"),
+            vec![(Kind::Organization, "ODELIC CO.LTD.".into())]
+        );
+        assert_eq!(
+            found("Nikifor Zielinski of Staples Inc is the CEO"),
+            vec![
+                (Kind::Person, "Nikifor Zielinski".into()),
+                (Kind::Organization, "Staples Inc".into())
+            ]
+        );
+        assert_eq!(
+            found("Transport Corporation of India Limited, NBCC (India) Ltd and SRA HoldingsInc."),
+            vec![
+                (
+                    Kind::Organization,
+                    "Transport Corporation of India Limited".into()
+                ),
+                (Kind::Organization, "NBCC (India) Ltd".into()),
+                (Kind::Organization, "SRA HoldingsInc.".into())
+            ]
+        );
+        // A given name is no company: "Marco" does not end in "Co".
+        assert_eq!(
+            found("Ask Marco Polo."),
+            vec![(Kind::Person, "Marco Polo".into())]
+        );
         assert_eq!(
             found("She works at Globex Widgets Ltd. now"),
             vec![(Kind::Organization, "Globex Widgets Ltd.".into())]
@@ -434,6 +648,26 @@ mod tests {
         assert_eq!(
             found("the Müller Bau GmbH invoice"),
             vec![(Kind::Organization, "Müller Bau GmbH".into())]
+        );
+    }
+
+    #[test]
+    fn organisations_from_what_a_sentence_says_they_are() {
+        assert_eq!(
+            found("Last year I joined Cloudspyre as an intern."),
+            vec![(Kind::Organization, "Cloudspyre".into())]
+        );
+        assert_eq!(
+            found("Smartprocure is a 501(c)3 that invites songwriters"),
+            vec![(Kind::Organization, "Smartprocure".into())]
+        );
+        assert_eq!(
+            found("A letter from the Ministry of Agriculture arrived."),
+            vec![(Kind::Organization, "Ministry of Agriculture".into())]
+        );
+        assert_eq!(
+            found("Then she joined Priya Raman for lunch."),
+            vec![(Kind::Person, "Priya Raman".into())]
         );
     }
 
