@@ -8,6 +8,7 @@
 //! street words and a street-type word, with the unit, city, state and postcode that follow.
 
 use std::collections::HashSet;
+use std::ops::Range;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -206,36 +207,71 @@ const STREET_TYPES: &str = "Street|St|Avenue|Ave|Av|Road|Rd|Boulevard|Blvd|Lane|
 
 static US_ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
     re(&format!(
-        r"\b\d{{1,6}}[A-Za-z]?\s+(?:[NSEW]\.?\s+|North\s+|South\s+|East\s+|West\s+)?(?:(?:\p{{Lu}}[\p{{L}}'\-]*|\d{{1,3}}(?:st|nd|rd|th))\s+){{1,4}}(?:{STREET_TYPES})\b\.?(?:\s+(?:NE|NW|SE|SW|N|S|E|W)\b)?(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|Fl|Floor|Room|Rm|#)\.?\s*#?[A-Za-z0-9\-]+)?(?:,\s*(?:\p{{Lu}}[\p{{L}}'\-]*\s*){{1,3}}(?:,\s*[A-Z]{{2}})?(?:,?\s+\d{{5}}(?:-\d{{4}})?)?)?"
+        r"\b\d{{1,6}}[A-Za-z]?\s+(?:[NSEW]\.?\s+|North\s+|South\s+|East\s+|West\s+)?(?:(?:\p{{Lu}}[\p{{L}}'\-]*|\d{{1,3}}(?:st|nd|rd|th))\s+){{1,4}}(?:{STREET_TYPES})\b\.?(?:\s+(?:NE|NW|SE|SW|N|S|E|W)\b)?(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|Fl|Floor|Room|Rm|#)\.?\s*#?[A-Za-z0-9\-]+)?(?:,\s*{CITY}(?:,\s*[A-Z]{{2}}\b)?(?:,?\s+(?:\d{{5}}(?:-\d{{4}})?|[A-Z]{{1,2}}\d[A-Z\d]?\s\d[A-Z]{{2}}|[A-Z]\d[A-Z]\s?\d[A-Z]\d)\b)?)?"
     ))
 });
 static EUROPEAN_ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
     re(
-        r"(?i)\b[\p{L}\-]*(?:straße|strasse|str\.|weg|gasse|platz|allee|damm|ufer|chaussee|laan|straat|gracht|plein|vej|gatan|gata|vägen)\s+\d{1,4}[a-z]?(?:,?\s*\d{4,5}\s+\p{Lu}[\p{L}\-]*)?|\b\d{1,4}(?:\s?(?:bis|ter))?,?\s+(?:rue|avenue|av\.|boulevard|bd|place|chemin|allée|impasse|quai|calle|avenida|via|viale|piazza|corso|rua|largo)\s+(?:(?:de|du|des|la|le|del|della|di|da|do|dos|l')\s*)*[\p{L}'\-]+(?:\s+[\p{L}'\-]+){0,3}?(?:,?\s*\d{4,5}\s+\p{Lu}[\p{L}\-]*)?",
+        r"(?i)\b[\p{L}\-]*(?:straße|strasse|str\.|weg|gasse|platz|allee|damm|ufer|chaussee|laan|straat|gracht|plein|vej|gatan|gata|vägen)\s+\d{1,4}[a-z]?(?:,?\s*\d{4,5}\s+\p{Lu}[\p{L}\-]*(?:[ \t]+\p{Lu}[\p{L}\-]*){0,3})?|\b\d{1,4}(?:\s?(?:bis|ter))?,?\s+(?:rue|avenue|av\.|boulevard|bd|place|chemin|allée|impasse|quai|calle|avenida|via|viale|piazza|corso|rua|largo)\s+(?:(?:de|du|des|la|le|del|della|di|da|do|dos|l')\s*)*[\p{L}'\-]+(?:\s+[\p{L}'\-]+){0,3}?(?:,?\s*\d{4,5}\s+\p{Lu}[\p{L}\-]*(?:[ \t]+(?:\p{Lu}[\p{L}\-]*|de|del|la|le|du|des|sur)){0,4})?",
     )
 });
-/// "Otakaari 17, HARJAVALTA, SA 29200", "Rua Camargo Penteado 1481, Campinas, SP 13073-360":
-/// street words and a house number, a city, an optional region code and a postcode.
+/// A word of a city's name: capitalised, or a connector ("Kostelec nad Orlicí", "Caxias do Sul").
+const CITY: &str = r"\p{Lu}[\p{L}'’\-]*(?:[ \t]+(?:\p{Lu}[\p{L}'’\-]*|nad|pod|u|v|w|de|del|la|le|les|do|da|di|dos|das|y|am|an|im|sur|en)){0,4}";
+/// "Otakaari 17, HARJAVALTA, SA 29200", "Rua Camargo Penteado 1481, Campinas, SP 13073-360",
+/// "ul. Północna 73, Suwałki,  16-430": street words and a house number, a city, an optional
+/// region code and a postcode.
 static STREET_CITY_POSTCODE: LazyLock<Regex> = LazyLock::new(|| {
-    re(
-        r"\b(?:\d{1,5}[A-Za-z]?[ \t]+(?:[\p{L}.'’/\-]+[ \t]+){0,4}[\p{L}.'’\-]+|\p{Lu}[\p{L}.'’/\-]*(?:[ \t]+(?:\p{Lu}[\p{L}.'’/\-]*|de|da|di|do|dos|das|del|della|delle|dei|la|le|les|van|von|der|den|het|y|e|i)){0,4}[ \t]+\d{1,5}[A-Za-z]?\.?),[ \t]*(?:\p{Lu}[\p{L}.'’\-]*[ \t]*){1,4},?[ \t]*(?:[A-Z]{2,3}[ \t]+)?\d{3,5}(?:[ \-]\d{2,3})?(?:[ \t][A-Z]{2}\b)?",
-    )
+    re(&format!(
+        r"\b(?:\d{{1,5}}[A-Za-z]?[ \t]+(?:[\p{{L}}.'’/\-]+[ \t]+){{0,4}}[\p{{L}}.'’\-]+|(?:(?:ul|al|pl|os)\.[ \t]+|C/[ \t]*|R[ \t]+)?\p{{Lu}}[\p{{L}}.'’/\-]*(?:[ \t]+(?:\p{{Lu}}[\p{{L}}.'’/\-]*|de|da|di|do|dos|das|del|della|delle|dei|la|le|les|van|von|der|den|het|y|e|i|utca|út|u\.|fasor|körút|köz|sor|põik|tee|vei|vej|gata|ulica|ulice|cesta|tie|katu|kuja|polku|plass|torg)){{0,4}}[ \t]+\d{{1,5}}[A-Za-z]?\.?),[ \t]*{CITY},?[ \t]*(?:[A-Z]{{1,3}}[ \t]+)?\d{{2,5}}(?:[ \-]\d{{2,3}})?(?:[ \t][A-Z]{{2}}\b)?"
+    ))
+});
+/// A house number and a street whose name ends in a street word of a European language
+/// ("8305 Frørup Byvej", "5710 Marsveien, OSLO", "989 Gosposka ulica"), with the city after it.
+static NUMBER_STREET_WORD: LazyLock<Regex> = LazyLock::new(|| {
+    re(&format!(
+        r"\b\d{{1,5}}[ \t]+(?:(?:ul|al)\.[ \t]+\p{{Lu}}[\p{{L}}'’\-]*|(?:[\p{{L}}.'’/\-]+[ \t]+){{0,3}}[\p{{L}}'’\-]*(?i:strasse|straße|str|gasse|weg|vej|veien|vei|vegen|gata|gatan|vägen|polku|tie|katu|kuja|laan|straat|gracht|plein|kade|ulica|utca|plass|torg|aleja|ulice|trg|cesta)\b\.?)(?:,[ \t]*{CITY})?"
+    ))
+});
+/// Where a sentence says an address follows ("lives at", "his address:", "is at"): a house
+/// number, capitalised street words and the city after a comma.
+static ADDRESS_AFTER_CUE: LazyLock<Regex> = LazyLock::new(|| {
+    re(&format!(
+        r"(?i:address(?:[ \t]+is)?:|lives?[ \t]+at|located[ \t]+at|is[ \t]+at|sent[ \t]+to|ship(?:ped)?[ \t]+(?:it[ \t]+)?to|deliver(?:ed)?[ \t]+(?:it[ \t]+)?to|moved[ \t]+to|off[ \t]+at)[ \t]+(?P<address>\d{{1,5}}[ \t]+\p{{Lu}}[\p{{L}}'’\-]*(?:\.\p{{L}}+)*(?:[ \t]+[\p{{L}}'’\-]+(?:\.\p{{L}}+)*){{0,4}}?(?:,[ \t]*{CITY})?)(?:[.,!?;:]|[ \t]+(?:St\b|on|in|and|for|at|by|to|from|last|next|after|before)|[ \t]*$|\n)"
+    ))
 });
 /// An address block over lines: house number and street, then a unit line, then up to two lines
 /// of city, country and postcode.
 static ADDRESS_BLOCK: LazyLock<Regex> = LazyLock::new(|| {
     re(
-        r"(?m)\b\d{1,5}[ \t]+[^\n\d]{2,40}\n[ \t>]*(?:Apt\.?|Apartment|Suite|Unit|Fl\.?|Floor)[ \t]*\d+(?:\n[ \t>]*\n?[ \t>]*\p{L}[^\n\d]{0,40}?(?:[ \t]\d[\dA-Z \-]{1,8}?)?[ \t]*$){0,2}",
+        r"(?m)\b\d{1,5}[ \t]+[^\n\d]{2,40}\n[ \t>]*(?:Apt\.?|Apartment|Suite|Unit|Fl\.?|Floor)[ \t]*\d+(?:\n[ \t>]*\n?[ \t>]*\p{L}[^\n\d]{0,40}?(?:[ \t][\dA-Z][\dA-Z \-]{1,8}?)?[ \t]*$){0,2}",
     )
 });
-static PO_BOX: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)\bP\.?\s?O\.?\s+Box\s+\d{1,6}"));
+/// The same with the unit on the street's line, or before the house number ("Suite 199 5606 Via
+/// Bernardino Rota"), and short lines of city, region and postcode after it.
+static ADDRESS_UNIT_BLOCK: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"\b(?:\d{1,5}[ \t]+[^\n\d]{2,40}?[ \t]+(?:Apt\.?|Apartment|Suite|Unit)[ \t]*\d+|(?:Apt\.?|Apartment|Suite|Unit)[ \t]+\d+[ \t]+\d{1,5}[ \t]+[^\n\d]{2,40})(?:\n[ \t>]*[\p{L}\d][\p{L}\d .'’\-]{0,30})*(?:\n[ \t]*\n[ \t>]*[\p{L}\d][\p{L}\d .'’\-]{0,30})*",
+    )
+});
+/// "is at 5 PM": a time, not a house number.
+static TIME_OF_DAY: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^\d{1,2}[ \t]+(?i:am|pm|a\.m\.|p\.m\.|o'clock)\b"));
+static PO_BOX: LazyLock<Regex> = LazyLock::new(|| {
+    re(&format!(
+        r"\b(?i:P\.?\s?O\.?\s+Box)\s+\d{{1,6}}(?:,[ \t]*{CITY})?"
+    ))
+});
 static UK_POSTCODE: LazyLock<Regex> =
     LazyLock::new(|| re(r"\b[A-Z]{1,2}\d[A-Z\d]?\s+\d[A-Z]{2}\b"));
 
 pub fn find(text: &str, out: &mut Vec<Finding>) {
     for c in HONORIFIC.captures_iter(text) {
         let name = c.get(1).expect("the pattern has one group");
-        out.push(Finding::new(Kind::Person, name.range(), 0.9));
+        out.push(Finding::new(
+            Kind::Person,
+            before_unit(text, name.range()),
+            0.9,
+        ));
     }
     for c in CUE.captures_iter(text) {
         let name = c.name("name").expect("the pattern has a name group");
@@ -259,7 +295,11 @@ pub fn find(text: &str, out: &mut Vec<Finding>) {
             (false, true) => 0.6,
             (false, false) => 0.45,
         };
-        out.push(Finding::new(Kind::Person, name.range(), confidence));
+        out.push(Finding::new(
+            Kind::Person,
+            before_unit(text, name.range()),
+            confidence,
+        ));
     }
     for m in CAPITALISED_RUN.find_iter(text) {
         capitalised_run(text, m.start(), m.as_str(), out);
@@ -318,7 +358,15 @@ pub fn find(text: &str, out: &mut Vec<Finding>) {
         .chain(EUROPEAN_ADDRESS.find_iter(text))
         .chain(PO_BOX.find_iter(text))
         .chain(STREET_CITY_POSTCODE.find_iter(text))
+        .chain(NUMBER_STREET_WORD.find_iter(text))
         .chain(ADDRESS_BLOCK.find_iter(text))
+        .chain(ADDRESS_UNIT_BLOCK.find_iter(text))
+        .chain(
+            ADDRESS_AFTER_CUE
+                .captures_iter(text)
+                .filter_map(|c| c.name("address"))
+                .filter(|m| !TIME_OF_DAY.is_match(m.as_str())),
+        )
     {
         let mut trimmed = m.as_str().trim_end_matches([',', ' ']);
         // "Terrace." ends a sentence; "St." is an abbreviation.
@@ -439,9 +487,26 @@ fn capitalised_run(text: &str, offset: usize, run: &str, out: &mut Vec<Finding>)
             continue;
         };
         let start = offset + words[i].0;
-        out.push(Finding::new(Kind::Person, start..end, confidence));
+        let span = before_unit(text, start..end);
+        if !span.is_empty() {
+            out.push(Finding::new(Kind::Person, span, confidence));
+        }
         return;
     }
+}
+
+/// A name's words up to an apartment or suite that follows it on the line ("Mr. Alexander
+/// Tokaryev Apt. 527 2169 Salontie"): the unit belongs to the address.
+fn before_unit(text: &str, name: Range<usize>) -> Range<usize> {
+    let words = &text[name.clone()];
+    let mut end = name.start;
+    for word in words.split_inclusive([' ', '\t']) {
+        if ["Apt", "Suite", "Unit", "Apartment", "Floor"].contains(&word.trim()) {
+            break;
+        }
+        end += word.len();
+    }
+    name.start..name.start + text[name.start..end].trim_end().len()
 }
 
 /// Whether `before` ends with a preposition that places usually follow.
@@ -682,6 +747,14 @@ mod tests {
             "PO Box 4411",
             "Otakaari 17, HARJAVALTA, SA 29200",
             "Rua Camargo Penteado 1481, Campinas, SP 13073-360",
+            "ul. Północna 73, Suwałki,  16-430",
+            "Síp utca 17., Gomba, PE 2217",
+            "Erbenova 1334, Kostelec nad Orlicí, KR 517 41",
+            "5710 Marsveien, OSLO",
+            "8305 Frørup Byvej",
+            "76 Gosposka Road, London SW19 8AB",
+            "1788 Heritage Drive, Calgary, AB T2V 2W2",
+            "P.O. Box 108, Vila do Conde",
         ] {
             assert_eq!(
                 found(&format!("Ship it to {address}. Thanks")),
@@ -689,5 +762,39 @@ mod tests {
                 "{address}"
             );
         }
+    }
+
+    #[test]
+    fn street_addresses_after_cues_and_in_blocks() {
+        assert_eq!(
+            found("Guiomar lives at 2076 Treinta y Tres, Valle Edén"),
+            vec![
+                (Kind::Person, "Guiomar".into()),
+                (
+                    Kind::StreetAddress,
+                    "2076 Treinta y Tres, Valle Edén".into()
+                )
+            ]
+        );
+        assert_eq!(found("The meeting is at 5 PM, Tuesday."), vec![]);
+        // The postcode is no phone number; the unit is no part of the name.
+        assert_eq!(
+            found("3498 R Direita-Igreja\n Unit 938\n Vila Franca do Campo\n Portugal 9680-151"),
+            vec![(
+                Kind::StreetAddress,
+                "3498 R Direita-Igreja\n Unit 938\n Vila Franca do Campo\n Portugal 9680-151"
+                    .into()
+            )]
+        );
+        assert_eq!(
+            found("Mr. Alexander Tokaryev Apt. 527 2169 Salontie\nHUMPPILA TP 31640"),
+            vec![
+                (Kind::Person, "Alexander Tokaryev".into()),
+                (
+                    Kind::StreetAddress,
+                    "Apt. 527 2169 Salontie\nHUMPPILA TP 31640".into()
+                )
+            ]
+        );
     }
 }

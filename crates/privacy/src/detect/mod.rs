@@ -168,7 +168,22 @@ impl Detector {
 }
 
 /// Keeps the strongest of overlapping candidates: higher kind rank, then surer, then longer.
-fn resolve_overlaps(mut candidates: Vec<Finding>) -> Vec<Finding> {
+/// Overlapping candidates of one kind are first joined ("1 Road, London SW1" and "SW1 8AB" are
+/// one address), and a phone number inside a surer street address is its postcode or house
+/// number ("Portugal 9680-151"): the address is kept whole.
+fn resolve_overlaps(candidates: Vec<Finding>) -> Vec<Finding> {
+    let mut candidates = join_overlapping_of_one_kind(candidates);
+    let addresses: Vec<(Range<usize>, f32)> = candidates
+        .iter()
+        .filter(|f| f.kind == Kind::StreetAddress)
+        .map(|f| (f.span.clone(), f.confidence))
+        .collect();
+    candidates.retain(|f| {
+        f.kind != Kind::Phone
+            || !addresses.iter().any(|(span, confidence)| {
+                span.start <= f.span.start && f.span.end <= span.end && *confidence > f.confidence
+            })
+    });
     candidates.sort_by(|a, b| {
         b.kind
             .rank()
@@ -192,6 +207,26 @@ fn resolve_overlaps(mut candidates: Vec<Finding>) -> Vec<Finding> {
     kept
 }
 
+/// Unions of the overlapping candidates of each kind, each as sure as the surest of its parts.
+fn join_overlapping_of_one_kind(mut candidates: Vec<Finding>) -> Vec<Finding> {
+    candidates.sort_by(|a, b| {
+        (a.kind.rank(), a.span.start)
+            .cmp(&(b.kind.rank(), b.span.start))
+            .then(b.span.end.cmp(&a.span.end))
+    });
+    let mut joined: Vec<Finding> = Vec::with_capacity(candidates.len());
+    for candidate in candidates {
+        match joined.last_mut() {
+            Some(last) if last.kind == candidate.kind && candidate.span.start < last.span.end => {
+                last.span.end = last.span.end.max(candidate.span.end);
+                last.confidence = last.confidence.max(candidate.confidence);
+            }
+            _ => joined.push(candidate),
+        }
+    }
+    joined
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +248,28 @@ mod tests {
                 Kind::CredentialUrl,
                 "postgres://admin:s3cr3tPw@db.internal:5432/app".to_string()
             )]
+        );
+    }
+
+    #[test]
+    fn overlapping_findings_of_one_kind_are_joined_and_a_postcode_is_no_phone() {
+        let address =
+            |span: Range<usize>, confidence| Finding::new(Kind::StreetAddress, span, confidence);
+        let kept = resolve_overlaps(vec![
+            address(0..20, 0.9),
+            address(15..30, 0.7),
+            Finding::new(Kind::Phone, 22..30, 0.5),
+            Finding::new(Kind::Person, 40..45, 0.6),
+            Finding::new(Kind::Phone, 50..60, 0.9),
+            address(55..70, 0.8),
+        ]);
+        assert_eq!(
+            kept,
+            vec![
+                address(0..30, 0.9),
+                Finding::new(Kind::Person, 40..45, 0.6),
+                Finding::new(Kind::Phone, 50..60, 0.9),
+            ]
         );
     }
 
