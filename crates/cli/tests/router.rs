@@ -387,6 +387,9 @@ fn a_cascade_threshold_is_calibrated_on_a_sample_and_used_where_none_is_configur
     let provenance: serde_json::Value = serde_json::from_str(&provenance).unwrap();
     assert_eq!(provenance["dataset"], "humaneval");
     assert_eq!(provenance["items"], ITEMS);
+    assert_eq!(provenance["scored"], ITEMS);
+    assert_eq!(provenance["failed"], 0);
+    assert_eq!(provenance["unanswered"], 0);
     assert_eq!(provenance["llm_share"], 0.5);
     assert_eq!(provenance["escalated"], escalated);
     let shown = succeed(&mut tandem_with(&config, &["router", "show"]));
