@@ -478,3 +478,107 @@ fn speculative(
         options,
     )?))
 }
+
+#[cfg(test)]
+mod tests {
+    use tandem_eval::testing::{ScriptedModel, ToyDataset};
+    use tandem_route::{Example, Learner};
+    use tandem_store::{StoredCascade, StoredRouter};
+
+    use super::*;
+
+    /// A cascade and a router pipeline over two scripted models, with the state store in `dir`;
+    /// `threshold` set in both when given.
+    fn config(dir: &std::path::Path, threshold: Option<f64>) -> Config {
+        let set = threshold.map_or(String::new(), |t| format!("threshold = {t}\n"));
+        Config::parse(&format!(
+            "[store]\npath = \"{}\"\n\n\
+             [models.small]\nkind = \"local\"\nfile = \"small.gguf\"\n\n\
+             [models.large]\nkind = \"local\"\nfile = \"large.gguf\"\n\n\
+             [models.minilm]\nkind = \"embedding\"\nsource = \"all-minilm-l6-v2\"\n\n\
+             [pipelines.cheap]\nstrategy = \"cascade\"\nsmall = \"small\"\nlarge = \"large\"\n\
+             signal = \"mean_logprob\"\n{set}\n\
+             [pipelines.routed]\nstrategy = \"router\"\nsmall = \"small\"\nlarge = \"large\"\n\
+             router = \"knn\"\nembedder = \"minilm\"\n{set}",
+            dir.join("state.sqlite").display()
+        ))
+        .unwrap()
+    }
+
+    /// What `cheap` and `routed` read from the store, built as `tandem serve` builds them.
+    async fn read(config: &Config, embedder: &Arc<Embedder>) -> [Option<serde_json::Value>; 2] {
+        let toy = ToyDataset::new(1);
+        let mut registry = Registry::default();
+        for name in ["small", "large"] {
+            registry.insert_chat(name.into(), ScriptedModel::reference(name, &toy));
+        }
+        registry.insert_embedder("minilm".into(), embedder.clone());
+        build_all(config, &mut registry).await.unwrap();
+        ["cheap", "routed"].map(|name| registry.read_from_store(name).cloned())
+    }
+
+    fn router(label: f32, threshold: f64) -> StoredRouter {
+        let examples = [0.0, label].map(|label| Example {
+            embedding: vec![1.0; 384],
+            label,
+        });
+        let router = LearnedRouter::fit(Learner::Knn, &examples).unwrap();
+        StoredRouter {
+            name: "knn".into(),
+            router: serde_json::to_string(&router).unwrap(),
+            provenance: "{}".into(),
+            threshold: Some(threshold),
+            updated_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn what_a_pipeline_reads_from_the_store_is_kept_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let embedder = tandem_fetch::Fetcher::new(tandem_fetch::default_cache_dir())
+            .resolve_local("all-minilm-l6-v2")
+            .expect("run `tandem models pull all-minilm-l6-v2` first");
+        let embedder = Arc::new(Embedder::load(&embedder).unwrap());
+        let calibrated = config(dir.path(), None);
+        let store = SqliteStore::open(&calibrated.store.path()).unwrap();
+        let PipelineConfig::Cascade(cascade) = &calibrated.pipelines["cheap"] else {
+            panic!("cheap is a cascade");
+        };
+        store
+            .save_cascade(&StoredCascade {
+                pipeline: "cheap".into(),
+                threshold: 0.5,
+                small: "small".into(),
+                scoring: scoring(cascade).to_string(),
+                provenance: "{}".into(),
+                updated_ms: 0,
+            })
+            .unwrap();
+        store.save_router(&router(1.0, 0.3)).unwrap();
+
+        let [cheap, routed] = read(&calibrated, &embedder).await;
+        assert_eq!(cheap, Some(serde_json::json!({ "threshold": 0.5 })));
+        let routed = routed.unwrap();
+        assert_eq!(routed["router"], "knn");
+        assert_eq!(routed["threshold"], 0.3);
+        let digest = routed["sha256"].as_str().unwrap().to_string();
+        assert_eq!(digest.len(), 64, "{routed}");
+
+        // Recalibrated, then retrained: what was read changes with each.
+        store.save_router(&router(1.0, 0.4)).unwrap();
+        let [_, recalibrated] = read(&calibrated, &embedder).await;
+        let recalibrated = recalibrated.unwrap();
+        assert_eq!(recalibrated["threshold"], 0.4);
+        assert_eq!(recalibrated["sha256"], digest.as_str());
+        store.save_router(&router(0.5, 0.4)).unwrap();
+        let [_, retrained] = read(&calibrated, &embedder).await;
+        assert_ne!(retrained.unwrap()["sha256"], digest.as_str());
+
+        // Configured thresholds are in the configuration: only the stored router is read.
+        let [cheap, routed] = read(&config(dir.path(), Some(0.2)), &embedder).await;
+        assert_eq!(cheap, None);
+        let routed = routed.unwrap();
+        assert!(routed.get("threshold").is_none(), "{routed}");
+        assert!(routed["sha256"].is_string(), "{routed}");
+    }
+}
