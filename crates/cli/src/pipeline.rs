@@ -4,13 +4,17 @@
 //! Pipelines are built in [`Config::pipeline_order`], so every name a strategy uses is in the
 //! registry when it is built. A router or cascade configured without a `threshold` takes the one
 //! calibrated into the state store; [`answer_scorer`] is a cascade's small side alone, built the
-//! same way for `tandem router calibrate --cascade`.
+//! same way for `tandem router calibrate --cascade`. What a pipeline read from the store that
+//! decides its answers (a calibrated threshold, a stored router's digest) is kept beside it
+//! ([`Registry::read_from_store`]), so that `tandem eval run` can tell a recalibrated pipeline
+//! from the one it ran before.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
+use sha2::Digest;
 use tandem_core::{ChatModel, Pricing};
 use tandem_embed::Embedder;
 use tandem_llama::LlamaEngine;
@@ -43,6 +47,8 @@ pub struct Registry {
     /// The sandbox that runs answers on their requests' examples (the `shown_examples` signal),
     /// set up when the first pipeline that needs it is built.
     examples: Option<Arc<dyn ExampleCheck>>,
+    /// What each built pipeline read from the state store that decides its answers.
+    read: BTreeMap<String, serde_json::Value>,
 }
 
 impl Registry {
@@ -97,6 +103,14 @@ impl Registry {
     pub fn embedders(&self) -> impl Iterator<Item = (&String, &Arc<Embedder>)> {
         self.embedders.iter()
     }
+
+    /// What pipeline `name` read from the state store when it was built and answers by: a
+    /// cascade's calibrated threshold, a router's stored router (its name and sha256) and its
+    /// calibrated threshold. `None` when it read nothing (its configuration says everything) or
+    /// was not built.
+    pub fn read_from_store(&self, name: &str) -> Option<&serde_json::Value> {
+        self.read.get(name)
+    }
 }
 
 /// Builds every pipeline whose models are all in `registry`, in dependency order, and adds it.
@@ -110,9 +124,13 @@ pub async fn build_all(config: &Config, registry: &mut Registry) -> Result<()> {
             continue;
         }
         prepare_examples(name, config, registry).await?;
-        let model = build(name, config, registry, &mut store)
+        let mut read = None;
+        let model = build(name, config, registry, &mut store, &mut read)
             .with_context(|| format!("cannot build pipeline `{name}`"))?;
         registry.insert_chat(name.to_string(), model);
+        if let Some(read) = read {
+            registry.read.insert(name.to_string(), read);
+        }
     }
     Ok(())
 }
@@ -134,11 +152,14 @@ pub async fn prepare_examples(name: &str, config: &Config, registry: &mut Regist
     Ok(())
 }
 
+/// Builds pipeline `name`; what it reads from the state store that decides its answers goes into
+/// `read`.
 fn build(
     name: &str,
     config: &Config,
     registry: &Registry,
     store: &mut LazyStore,
+    read: &mut Option<serde_json::Value>,
 ) -> Result<Arc<dyn ChatModel>> {
     Ok(match &config.pipelines[name] {
         PipelineConfig::Direct(direct) => registry.chat(&direct.model)?,
@@ -146,7 +167,11 @@ fn build(
             let scorer = answer_scorer(name, cascade, registry)?;
             let threshold = match cascade.threshold {
                 Some(threshold) => threshold,
-                None => calibrated_threshold(name, cascade, store)?,
+                None => {
+                    let threshold = calibrated_threshold(name, cascade, store)?;
+                    *read = Some(serde_json::json!({ "threshold": threshold }));
+                    threshold
+                }
             };
             let mut options = CascadeOptions::new(name, threshold);
             options.large_pricing = config
@@ -235,7 +260,7 @@ fn build(
             let large_pricing = config
                 .single_model(&router.large)
                 .map(|model| config.models[model].pricing());
-            self::router(name, router, large_pricing, registry, store)?
+            self::router(name, router, large_pricing, registry, store, read)?
         }
         PipelineConfig::Speculative(spec) => speculative(name, spec, registry)?,
         PipelineConfig::Cache(cache) => Arc::new(SemanticCache::new(
@@ -340,14 +365,17 @@ fn calibrated_threshold(name: &str, cascade: &CascadeConfig, store: &mut LazySto
     Ok(stored.threshold)
 }
 
+/// Builds a router pipeline; a stored router's digest, and its threshold when the configuration
+/// sets none, go into `read`.
 fn router(
     name: &str,
     config: &RouterConfig,
     large_pricing: Option<Pricing>,
     registry: &Registry,
     store: &mut LazyStore,
+    read: &mut Option<serde_json::Value>,
 ) -> Result<Arc<dyn ChatModel>> {
-    let (scorer, threshold): (Arc<dyn PromptScorer>, Option<f64>) =
+    let (scorer, stored_threshold): (Arc<dyn PromptScorer>, Option<f64>) =
         if config.router == PERPLEXITY_ROUTER {
             let engine = registry.engine(&config.small)?;
             (Arc::new(PerplexityScorer::new(engine)), None)
@@ -361,12 +389,21 @@ fn router(
             let learned: LearnedRouter = serde_json::from_str(&stored.router)
                 .with_context(|| format!("stored router `{}` does not parse", config.router))?;
             let embedder = registry.embedder(config.embedder.as_deref().unwrap_or_default())?;
+            let digest = sha2::Sha256::digest(stored.router.as_bytes());
+            let mut what = serde_json::json!({
+                "router": config.router,
+                "sha256": format!("{digest:x}"),
+            });
+            if config.threshold.is_none() {
+                what["threshold"] = stored.threshold.into();
+            }
+            *read = Some(what);
             (
                 Arc::new(LearnedScorer::new(embedder, learned)),
                 stored.threshold,
             )
         };
-    let threshold = config.threshold.or(threshold).with_context(|| {
+    let threshold = config.threshold.or(stored_threshold).with_context(|| {
         format!(
             "router `{}` has no calibrated threshold: run `tandem router calibrate --name {} --llm-share 0.3` or set `threshold`",
             config.router, config.router
@@ -440,4 +477,108 @@ fn speculative(
         draft,
         options,
     )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use tandem_eval::testing::{ScriptedModel, ToyDataset};
+    use tandem_route::{Example, Learner};
+    use tandem_store::{StoredCascade, StoredRouter};
+
+    use super::*;
+
+    /// A cascade and a router pipeline over two scripted models, with the state store in `dir`;
+    /// `threshold` set in both when given.
+    fn config(dir: &std::path::Path, threshold: Option<f64>) -> Config {
+        let set = threshold.map_or(String::new(), |t| format!("threshold = {t}\n"));
+        Config::parse(&format!(
+            "[store]\npath = \"{}\"\n\n\
+             [models.small]\nkind = \"local\"\nfile = \"small.gguf\"\n\n\
+             [models.large]\nkind = \"local\"\nfile = \"large.gguf\"\n\n\
+             [models.minilm]\nkind = \"embedding\"\nsource = \"all-minilm-l6-v2\"\n\n\
+             [pipelines.cheap]\nstrategy = \"cascade\"\nsmall = \"small\"\nlarge = \"large\"\n\
+             signal = \"mean_logprob\"\n{set}\n\
+             [pipelines.routed]\nstrategy = \"router\"\nsmall = \"small\"\nlarge = \"large\"\n\
+             router = \"knn\"\nembedder = \"minilm\"\n{set}",
+            dir.join("state.sqlite").display()
+        ))
+        .unwrap()
+    }
+
+    /// What `cheap` and `routed` read from the store, built as `tandem serve` builds them.
+    async fn read(config: &Config, embedder: &Arc<Embedder>) -> [Option<serde_json::Value>; 2] {
+        let toy = ToyDataset::new(1);
+        let mut registry = Registry::default();
+        for name in ["small", "large"] {
+            registry.insert_chat(name.into(), ScriptedModel::reference(name, &toy));
+        }
+        registry.insert_embedder("minilm".into(), embedder.clone());
+        build_all(config, &mut registry).await.unwrap();
+        ["cheap", "routed"].map(|name| registry.read_from_store(name).cloned())
+    }
+
+    fn router(label: f32, threshold: f64) -> StoredRouter {
+        let examples = [0.0, label].map(|label| Example {
+            embedding: vec![1.0; 384],
+            label,
+        });
+        let router = LearnedRouter::fit(Learner::Knn, &examples).unwrap();
+        StoredRouter {
+            name: "knn".into(),
+            router: serde_json::to_string(&router).unwrap(),
+            provenance: "{}".into(),
+            threshold: Some(threshold),
+            updated_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn what_a_pipeline_reads_from_the_store_is_kept_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let embedder = tandem_fetch::Fetcher::new(tandem_fetch::default_cache_dir())
+            .resolve_local("all-minilm-l6-v2")
+            .expect("run `tandem models pull all-minilm-l6-v2` first");
+        let embedder = Arc::new(Embedder::load(&embedder).unwrap());
+        let calibrated = config(dir.path(), None);
+        let store = SqliteStore::open(&calibrated.store.path()).unwrap();
+        let PipelineConfig::Cascade(cascade) = &calibrated.pipelines["cheap"] else {
+            panic!("cheap is a cascade");
+        };
+        store
+            .save_cascade(&StoredCascade {
+                pipeline: "cheap".into(),
+                threshold: 0.5,
+                small: "small".into(),
+                scoring: scoring(cascade).to_string(),
+                provenance: "{}".into(),
+                updated_ms: 0,
+            })
+            .unwrap();
+        store.save_router(&router(1.0, 0.3)).unwrap();
+
+        let [cheap, routed] = read(&calibrated, &embedder).await;
+        assert_eq!(cheap, Some(serde_json::json!({ "threshold": 0.5 })));
+        let routed = routed.unwrap();
+        assert_eq!(routed["router"], "knn");
+        assert_eq!(routed["threshold"], 0.3);
+        let digest = routed["sha256"].as_str().unwrap().to_string();
+        assert_eq!(digest.len(), 64, "{routed}");
+
+        // Recalibrated, then retrained: what was read changes with each.
+        store.save_router(&router(1.0, 0.4)).unwrap();
+        let [_, recalibrated] = read(&calibrated, &embedder).await;
+        let recalibrated = recalibrated.unwrap();
+        assert_eq!(recalibrated["threshold"], 0.4);
+        assert_eq!(recalibrated["sha256"], digest.as_str());
+        store.save_router(&router(0.5, 0.4)).unwrap();
+        let [_, retrained] = read(&calibrated, &embedder).await;
+        assert_ne!(retrained.unwrap()["sha256"], digest.as_str());
+
+        // Configured thresholds are in the configuration: only the stored router is read.
+        let [cheap, routed] = read(&config(dir.path(), Some(0.2)), &embedder).await;
+        assert_eq!(cheap, None);
+        let routed = routed.unwrap();
+        assert!(routed.get("threshold").is_none(), "{routed}");
+        assert!(routed["sha256"].is_string(), "{routed}");
+    }
 }

@@ -100,6 +100,12 @@ impl Runtime {
         pipeline::answer_scorer(name, cascade, &self.registry)
     }
 
+    /// What pipeline `name` read from the state store when it was built and answers by
+    /// ([`Registry::read_from_store`]).
+    pub fn read_from_store(&self, name: &str) -> Option<&serde_json::Value> {
+        self.registry.read_from_store(name)
+    }
+
     /// The embedding model called `name`, if it was loaded.
     pub fn embedder(&self, name: &str) -> Result<Arc<Embedder>> {
         self.registry.embedder(name)

@@ -2,7 +2,8 @@
 //! `tandem eval run`: train a learned router by cross-validation, calibrate its threshold to a
 //! share of large-model calls, list it, and measure every routing score side by side with
 //! `router evaluate` (its table, scores and plots). Then a cascade's threshold, calibrated on the
-//! small model's answers to a sample of prompts and used by the pipeline.
+//! small model's answers to a sample of prompts and used by the pipeline, and a new `eval run`
+//! (not the old outcomes resumed) once the stored threshold changes.
 //!
 //! The "small" and "large" models are the same file; the small one's answers are cut to a few
 //! tokens, so the two differ in what they pass as a real pair would.
@@ -386,6 +387,9 @@ fn a_cascade_threshold_is_calibrated_on_a_sample_and_used_where_none_is_configur
     let provenance: serde_json::Value = serde_json::from_str(&provenance).unwrap();
     assert_eq!(provenance["dataset"], "humaneval");
     assert_eq!(provenance["items"], ITEMS);
+    assert_eq!(provenance["scored"], ITEMS);
+    assert_eq!(provenance["failed"], 0);
+    assert_eq!(provenance["unanswered"], 0);
     assert_eq!(provenance["llm_share"], 0.5);
     assert_eq!(provenance["escalated"], escalated);
     let shown = succeed(&mut tandem_with(&config, &["router", "show"]));
@@ -399,48 +403,88 @@ fn a_cascade_threshold_is_calibrated_on_a_sample_and_used_where_none_is_configur
     // Served on the same prompts, asked the same way, the pipeline without a threshold uses the
     // stored one and escalates the same answers.
     let db = dir.path().join("outcomes.sqlite");
-    succeed(&mut tandem_with(
-        &config,
-        &[
-            "eval",
-            "run",
-            "--dataset",
-            "humaneval",
-            "--model",
-            "cheap",
-            "--limit",
-            &limit,
-            "--max-tokens",
-            "16",
-            "--quiet",
-            "--db",
-            db.to_str().unwrap(),
-        ],
-    ));
-    let outcomes = rusqlite::Connection::open(&db).unwrap();
-    let mut statement = outcomes
-        .prepare("SELECT report FROM outcomes WHERE model = 'cheap'")
-        .unwrap();
-    let entries: Vec<serde_json::Value> = statement
-        .query_map([], |row| row.get::<_, String>(0))
-        .unwrap()
-        .map(|report| {
-            let report: serde_json::Value = serde_json::from_str(&report.unwrap()).unwrap();
-            report["strategies"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|entry| entry["strategy"] == "cascade")
-                .unwrap_or_else(|| panic!("no cascade entry: {report}"))
-                .clone()
-        })
-        .collect();
-    assert_eq!(entries.len(), ITEMS);
-    for entry in &entries {
+    let eval_run = |items: &str| {
+        let mut command = tandem_with(
+            &config,
+            &[
+                "eval",
+                "run",
+                "--dataset",
+                "humaneval",
+                "--model",
+                "cheap",
+                "--limit",
+                items,
+                "--max-tokens",
+                "16",
+                "--quiet",
+                "--db",
+                db.to_str().unwrap(),
+            ],
+        );
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        stderr
+    };
+    eval_run(&limit);
+    // The cascade entry of every stored outcome of `cheap`, by run.
+    let entries = || -> Vec<(String, serde_json::Value)> {
+        let outcomes = rusqlite::Connection::open(&db).unwrap();
+        let mut statement = outcomes
+            .prepare("SELECT settings_hash, report FROM outcomes WHERE model = 'cheap'")
+            .unwrap();
+        let rows: Vec<(String, String)> = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        rows.into_iter()
+            .map(|(run, report)| {
+                let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+                let entry = report["strategies"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|entry| entry["strategy"] == "cascade")
+                    .unwrap_or_else(|| panic!("no cascade entry: {report}"))
+                    .clone();
+                (run, entry)
+            })
+            .collect()
+    };
+    let first = entries();
+    assert_eq!(first.len(), ITEMS);
+    assert!(first.iter().all(|(run, _)| run == &first[0].0), "one run");
+    for (_, entry) in &first {
         assert_eq!(entry["threshold"].as_f64(), Some(threshold), "{entry}");
     }
-    let served_escalated = entries.iter().filter(|e| e["escalated"] == true).count();
-    assert_eq!(served_escalated, escalated, "{entries:?}");
+    let served_escalated = first.iter().filter(|(_, e)| e["escalated"] == true).count();
+    assert_eq!(served_escalated, escalated, "{first:?}");
+
+    // Recalibrated (here: a threshold above every score, stored as calibration stores it), the
+    // same configuration is another pipeline: `eval run` starts a new run rather than resuming
+    // the outcomes of the old threshold.
+    state
+        .execute(
+            "UPDATE cascades SET threshold = 2.0 WHERE pipeline = 'cheap'",
+            [],
+        )
+        .unwrap();
+    let summary = eval_run("2");
+    assert!(
+        summary.contains("cheap: 2 items (0 resumed, 2 generated)"),
+        "{summary}"
+    );
+    let second: Vec<_> = entries()
+        .into_iter()
+        .filter(|(run, _)| run != &first[0].0)
+        .collect();
+    assert_eq!(second.len(), 2, "{second:?}");
+    for (_, entry) in &second {
+        assert_eq!(entry["threshold"], 2.0, "{entry}");
+        assert_eq!(entry["escalated"], true, "{entry}");
+    }
 
     // A configured threshold wins over the stored one.
     cascade_config(dir.path(), &format!("{mean_logprob}threshold = 0.0\n"));

@@ -3,9 +3,9 @@
 //!
 //! [`AnswerScorer`] is the small side alone: the attempt and its score under the cascade's signal.
 //! The cascade decides on what it returns, and `tandem router calibrate --cascade` runs the same
-//! scorer on a sample of traffic to choose the threshold
-//! ([`escalation_threshold`](crate::quality::escalation_threshold)), so the scores a threshold is
-//! calibrated on are the scores it is served on. [`escalates`] is the one rule both apply.
+//! scorer on a sample of traffic to choose the threshold ([`crate::calibrate`]), so the scores a
+//! threshold is calibrated on are the scores it is served on. [`escalates`] is the one rule both
+//! apply.
 //!
 //! The small attempt always runs to its end before anything is sent, since the score needs the
 //! whole answer; an escalated answer then streams from the large model as it is generated. The

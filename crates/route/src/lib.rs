@@ -3,6 +3,7 @@
 //! - [`cascade`]: the small model answers first; a confidence [`Signal`] computed from its answer
 //!   decides whether the answer stands or the large model is asked instead.
 //! - [`signal`]: the cascade's confidence signals, each a score in [0, 1].
+//! - [`calibrate`]: a cascade's threshold from its small side's scores on a sample of traffic.
 //! - [`router`]: a score from the prompt alone picks one model before any runs.
 //! - [`learn`]: the routers learned from stored outcomes (nearest neighbours, logistic regression).
 //! - [`cache`]: a semantic cache in the state store: exact and similarity hits, per pipeline and
@@ -12,6 +13,7 @@
 
 pub mod cache;
 pub mod cache_eval;
+pub mod calibrate;
 pub mod cascade;
 pub mod learn;
 pub mod literals;

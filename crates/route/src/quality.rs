@@ -109,19 +109,28 @@ pub fn routing_quality(items: &[Scored]) -> RoutingQuality {
     }
 }
 
-/// The threshold that sends a `large_share` of `scores` to the large model: items scoring at or
-/// above it go large. `None` for an empty sample.
+/// The router threshold that sends the share of `scores` closest to `large_share` to the large
+/// model: items scoring at or above it go large. `None` for an empty sample.
+///
+/// The candidates are the achievable cuts: each distinct score (sending it and every higher one
+/// large), and infinity (sending nothing). Equal scores fall on the same side, so with ties the
+/// share reached can differ from the one asked, but never by more than the nearest cut does;
+/// between two equally close shares the larger is taken, erring toward the large model. A NaN
+/// score never goes large.
 pub fn threshold_for_share(scores: &[f64], large_share: f64) -> Option<f64> {
     if scores.is_empty() {
         return None;
     }
-    let mut sorted = scores.to_vec();
-    sorted.sort_by(|a, b| b.total_cmp(a));
-    let large = (large_share.clamp(0.0, 1.0) * sorted.len() as f64).round() as usize;
-    Some(match large {
-        0 => f64::INFINITY,
-        k => sorted[k - 1],
-    })
+    let target = large_share.clamp(0.0, 1.0) * scores.len() as f64;
+    let routed = |threshold: f64| scores.iter().filter(|s| **s >= threshold).count();
+    std::iter::once(f64::INFINITY)
+        .chain(scores.iter().copied().filter(|s| !s.is_nan()))
+        .map(|threshold| (threshold, routed(threshold)))
+        .min_by(|a, b| {
+            let miss = |n: usize| (n as f64 - target).abs();
+            miss(a.1).total_cmp(&miss(b.1)).then(b.1.cmp(&a.1))
+        })
+        .map(|(threshold, _)| threshold)
 }
 
 /// The cascade threshold that escalates the share of a sample closest to `escalate_share`, with
@@ -196,6 +205,36 @@ mod tests {
         assert_eq!(same.apgr, None);
     }
 
+    /// How many of `scores` a router at `threshold` sends to the large model.
+    fn routed(scores: &[f64], threshold: f64) -> usize {
+        scores.iter().filter(|s| **s >= threshold).count()
+    }
+
+    #[test]
+    fn tied_router_scores_take_the_closest_achievable_share() {
+        // Eight prompts no training neighbour needed the large model for (a nearest-neighbour
+        // router's 0), two others.
+        let mut scores = vec![0.0; 8];
+        scores.extend([0.2, 0.9]);
+        // Asked 3 of 10: 2 (at or above 0.2) is the closest cut, not all 10 (at or above 0).
+        for (share, expected) in [(0.3, 2), (0.5, 2), (0.1, 1), (0.8, 10), (1.0, 10), (0.0, 0)] {
+            let t = threshold_for_share(&scores, share).unwrap();
+            assert_eq!(routed(&scores, t), expected, "share {share}: threshold {t}");
+        }
+        assert_eq!(threshold_for_share(&scores, 0.3), Some(0.2));
+        assert_eq!(threshold_for_share(&scores, 0.0), Some(f64::INFINITY));
+        assert_eq!(threshold_for_share(&scores, 1.0), Some(0.0));
+        // All equal: all or nothing, and the larger on a tie.
+        let same = [0.5; 4];
+        assert_eq!(threshold_for_share(&same, 0.25), Some(f64::INFINITY));
+        assert_eq!(threshold_for_share(&same, 0.5), Some(0.5));
+        assert_eq!(threshold_for_share(&same, 1.0), Some(0.5));
+        // A NaN score stays small at every threshold.
+        let nan = [f64::NAN, 0.3, 0.6];
+        assert_eq!(threshold_for_share(&nan, 1.0), Some(0.3));
+        assert_eq!(routed(&nan, 0.3), 2);
+    }
+
     #[test]
     fn the_threshold_for_a_share_routes_that_share() {
         let scores = [0.1, 0.4, 0.3, 0.9, 0.5];
@@ -256,6 +295,31 @@ mod tests {
         let (t, n) = escalation_threshold(&same, 0.5).unwrap();
         assert_eq!(n, 4);
         assert!(t > 1.0);
+    }
+
+    #[test]
+    fn heavy_ties_take_the_closest_achievable_share_from_zero_to_one() {
+        // Eight answers scoring the same (a signal with few values: agreement of two samples,
+        // examples passed), one under them, one over, and one the small model could not answer.
+        let mut scores = vec![Some(0.5); 8];
+        scores.extend([Some(0.1), Some(0.9), None]);
+        let cases = [
+            (0.0, 1),
+            (0.1, 1),
+            (0.2, 2),
+            (0.3, 2),
+            (0.5, 2),
+            (0.6, 10),
+            (0.9, 10),
+            (1.0, 11),
+        ];
+        for (share, expected) in cases {
+            let (t, n) = escalation_threshold(&scores, share).unwrap();
+            assert_eq!(n, expected, "share {share}: threshold {t}");
+            assert_eq!(escalated(&scores, t), n, "share {share}: threshold {t}");
+        }
+        assert_eq!(escalation_threshold(&scores, 0.3), Some((0.5, 2)));
+        assert_eq!(escalation_threshold(&scores, 0.9), Some((0.9, 10)));
     }
 
     #[test]

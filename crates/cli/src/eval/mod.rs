@@ -44,20 +44,38 @@ impl ModelProvider for ConfigModels {
     }
 
     fn fingerprint(&self, name: &str) -> serde_json::Value {
-        fingerprint(&self.runtime.config, name)
+        fingerprint(
+            &self.runtime.config,
+            &|name| self.runtime.read_from_store(name),
+            name,
+        )
     }
 }
 
 /// What decides a model's or pipeline's answers: a model's file or upstream, a pipeline's
-/// settings and, recursively, everything it calls.
-fn fingerprint(config: &Config, name: &str) -> serde_json::Value {
+/// settings and what it read from the state store (`read_from_store`: a calibrated threshold, a
+/// stored router), and, recursively, everything it calls. So a pipeline recalibrated or retrained
+/// since a run starts a new run, even when it is nested in the pipeline evaluated; one that read
+/// nothing from the store keeps the fingerprint its configuration alone gives.
+fn fingerprint<'a>(
+    config: &Config,
+    read_from_store: &dyn Fn(&str) -> Option<&'a serde_json::Value>,
+    name: &str,
+) -> serde_json::Value {
     if let Some(pipeline) = config.pipelines.get(name) {
         let uses: serde_json::Map<String, serde_json::Value> = pipeline
             .uses()
             .into_iter()
-            .map(|used| (used.name.to_string(), fingerprint(config, used.name)))
+            .map(|used| {
+                let print = fingerprint(config, read_from_store, used.name);
+                (used.name.to_string(), print)
+            })
             .collect();
-        return json!({ "pipeline": name, "is": pipeline, "uses": uses });
+        let mut print = json!({ "pipeline": name, "is": pipeline, "uses": uses });
+        if let Some(read) = read_from_store(name) {
+            print["read_from_store"] = read.clone();
+        }
+        return print;
     }
     let Some(model) = config.models.get(name) else {
         return serde_json::Value::Null;
@@ -115,4 +133,44 @@ pub async fn run(mut command: EvalCommand, config: Config, fetcher: &Fetcher) ->
     };
     let models = ConfigModels { runtime };
     execute::execute(command, &models, &fetcher.cache_dir).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_pipeline_read_from_the_store_is_in_its_fingerprint_and_its_callers() {
+        let config = Config::parse(
+            "[models.small]\nkind = \"local\"\nfile = \"small.gguf\"\n\n\
+             [models.large]\nkind = \"local\"\nfile = \"large.gguf\"\n\n\
+             [pipelines.cheap]\nstrategy = \"cascade\"\nsmall = \"small\"\nlarge = \"large\"\n\
+             signal = \"mean_logprob\"\n\n\
+             [pipelines.outer]\nstrategy = \"direct\"\nmodel = \"cheap\"\n",
+        )
+        .unwrap();
+        let (before, after) = (json!({ "threshold": 0.5 }), json!({ "threshold": 0.75 }));
+        let print = |read: &serde_json::Value, name: &str| {
+            fingerprint(
+                &config,
+                &|pipeline| (pipeline == "cheap").then_some(read),
+                name,
+            )
+        };
+        for name in ["cheap", "outer"] {
+            assert_ne!(print(&before, name), print(&after, name), "{name}");
+        }
+        assert_eq!(print(&before, "cheap")["read_from_store"], before);
+        assert_eq!(
+            print(&after, "outer")["uses"]["cheap"]["read_from_store"],
+            after
+        );
+        // What read nothing keeps the fingerprint its configuration alone gives.
+        let plain = fingerprint(&config, &|_| None, "outer");
+        assert!(plain["uses"]["cheap"].get("read_from_store").is_none());
+        assert_eq!(
+            print(&before, "small"),
+            fingerprint(&config, &|_| None, "small")
+        );
+    }
 }

@@ -3,20 +3,22 @@
 //! The cascade's small side is built as its pipeline builds it ([`Runtime::answer_scorer`]: the
 //! small model or pipeline, the signal and its settings, the sandbox of `shown_examples`); it
 //! answers a data set's prompts, asked as `tandem eval run` asks them (greedy, `--max-tokens`),
-//! and scores each answer with the code the live cascade runs. The threshold that escalates the
-//! share of the sample closest to `--llm-share` ([`escalation_threshold`]) is stored for the
+//! and scores each answer with the code the live cascade runs ([`score_sample`]). The threshold
+//! that escalates the share of the sample closest to `--llm-share` ([`choose`]) is stored for the
 //! pipeline with what it was calibrated on; the pipeline uses it while its configuration sets no
-//! `threshold` and still names the same small model and scoring.
+//! `threshold` and still names the same small model and scoring. An item whose answer could not
+//! be scored (a failed self-check or agreement call, a failed sandbox) is reported, counted and
+//! left out of the choice; the calibration fails only when too few answers were scored
+//! ([`tandem_route::calibrate::MIN_SCORED`]).
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use anyhow::{Context, Result};
-use futures::{StreamExt, TryStreamExt};
+use anyhow::Result;
 use serde_json::json;
 use tandem_core::openai::ChatCompletionRequest;
 use tandem_fetch::Fetcher;
-use tandem_route::quality::escalation_threshold;
+use tandem_route::calibrate::{choose, score_sample, Calibration, SampleScore};
 use tandem_store::{Store, StoredCascade};
 
 use super::now_ms;
@@ -79,52 +81,62 @@ pub async fn calibrate(
 
     let mut runtime = Runtime::load(config, fetcher, std::slice::from_ref(&cascade.small)).await?;
     let scorer = runtime.answer_scorer(pipeline).await?;
-    let (scorer, dataset_name, max_tokens) = (&scorer, dataset.name(), sample.max_tokens);
-    let (done, progress) = (&AtomicUsize::new(0), std::io::stderr().is_terminal());
-    let scores: Vec<Option<f64>> = futures::stream::iter(items)
-        .map(|item| async move {
-            let request = ChatCompletionRequest {
-                model: pipeline.to_string(),
-                messages: item.messages.clone(),
-                temperature: Some(0.0),
-                max_tokens: Some(max_tokens),
-                ..ChatCompletionRequest::default()
-            };
-            let attempt = scorer
-                .attempt(&request)
-                .await
-                .with_context(|| format!("item {} of {dataset_name}", item.id))?;
-            if let Err(e) = &attempt.answer {
-                eprintln!(
-                    "item {}: the small model gave no answer, which escalates: {e}",
-                    item.id
-                );
-            }
-            let done = done.fetch_add(1, Ordering::Relaxed) + 1;
-            if progress {
-                eprint!("\rscored {done} of {} answers", items.len());
-                if done == items.len() {
-                    eprintln!();
-                }
-            }
-            anyhow::Ok(attempt.score)
+    let requests = items
+        .iter()
+        .map(|item| ChatCompletionRequest {
+            model: pipeline.to_string(),
+            messages: item.messages.clone(),
+            temperature: Some(0.0),
+            max_tokens: Some(sample.max_tokens),
+            ..ChatCompletionRequest::default()
         })
-        .buffered(sample.concurrency)
-        .try_collect()
-        .await?;
-
-    let (threshold, escalated) =
-        escalation_threshold(&scores, llm_share).expect("the sample is not empty");
-    let reached = escalated as f64 / scores.len() as f64;
-    let unscored = scores.iter().filter(|s| s.is_none()).count();
+        .collect();
+    let (done, progress) = (AtomicUsize::new(0), std::io::stderr().is_terminal());
+    let scores = score_sample(&scorer, requests, sample.concurrency, |index, score| {
+        let id = &items[index].id;
+        match score {
+            SampleScore::Scored(_) => {}
+            SampleScore::Unanswered(why) => {
+                eprintln!("item {id}: the small model gave no answer, which escalates: {why}")
+            }
+            SampleScore::Failed(why) => {
+                eprintln!("item {id}: left out, its answer could not be scored: {why}")
+            }
+        }
+        let done = done.fetch_add(1, Ordering::Relaxed) + 1;
+        if progress {
+            eprint!("\rscored {done} of {} answers", items.len());
+            if done == items.len() {
+                eprintln!();
+            }
+        }
+    })
+    .await;
+    let calibration = choose(&scores, llm_share).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot calibrate cascade `{pipeline}` on {}: {e}",
+            dataset.name()
+        )
+    })?;
+    let Calibration {
+        threshold,
+        items: sampled,
+        scored,
+        unanswered,
+        failed,
+        escalated,
+        escalated_share,
+    } = calibration;
     let provenance = json!({
         "dataset": dataset.name(),
         "prompt_version": dataset.prompt_version(),
-        "items": scores.len(),
-        "unscored": unscored,
+        "items": sampled,
+        "scored": scored,
+        "unanswered": unanswered,
+        "failed": failed,
         "llm_share": llm_share,
         "escalated": escalated,
-        "escalated_share": reached,
+        "escalated_share": escalated_share,
         "max_tokens": sample.max_tokens,
         "temperature": 0.0,
     });
@@ -138,22 +150,32 @@ pub async fn calibrate(
         updated_ms: now_ms(),
     })?;
 
-    let mut sorted: Vec<f64> = scores.iter().flatten().copied().collect();
+    let mut sorted: Vec<f64> = scores
+        .iter()
+        .filter_map(|score| match score {
+            SampleScore::Scored(score) => Some(*score),
+            _ => None,
+        })
+        .collect();
     sorted.sort_by(f64::total_cmp);
     if let (Some(low), Some(high)) = (sorted.first(), sorted.last()) {
         println!(
-            "{} answers of `{}` scored by {}: lowest {low:.4}, median {:.4}, highest {high:.4}; {unscored} without an answer",
-            sorted.len(),
+            "{scored} answers of `{}` scored by {}: lowest {low:.4}, median {:.4}, highest {high:.4}; {unanswered} without an answer, {failed} that could not be scored (left out)",
             cascade.small,
             cascade.signal.as_str(),
             sorted[sorted.len() / 2],
         );
     }
+    let left_out = if failed > 0 {
+        format!(", leaving out the {failed} it could not score")
+    } else {
+        String::new()
+    };
     println!(
-        "cascade `{pipeline}`: threshold {threshold} escalates {escalated} of {} prompts of {} ({:.1}%; asked {:.1}%)",
-        scores.len(),
+        "cascade `{pipeline}`: threshold {threshold} escalates {escalated} of {} prompts of {} ({:.1}%; asked {:.1}%){left_out}",
+        scored + unanswered,
         dataset.name(),
-        100.0 * reached,
+        100.0 * escalated_share,
         100.0 * llm_share
     );
     println!(

@@ -283,10 +283,11 @@ pub async fn run(command: RouterCommand, config: Config, fetcher: &Fetcher) -> R
             stored.updated_ms = now_ms();
             store.save_router(&stored)?;
             println!(
-                "router `{name}`: threshold {threshold:.6} sends {routed} of {} prompts of {} ({:.1}%) to the large model",
+                "router `{name}`: threshold {threshold} sends {routed} of {} prompts of {} ({:.1}%; asked {:.1}%) to the large model",
                 scores.len(),
                 dataset.name(),
-                100.0 * routed as f64 / scores.len() as f64
+                100.0 * routed as f64 / scores.len() as f64,
+                100.0 * llm_share
             );
             Ok(())
         }
