@@ -241,6 +241,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_served_cascade_escalates_when_its_signal_call_fails() {
+        use crate::cascade::{Cascade, CascadeOptions};
+        /// The large model: answers "large".
+        struct Large;
+        #[async_trait]
+        impl ChatModel for Large {
+            fn name(&self) -> &str {
+                "large"
+            }
+            async fn stream(&self, _: ChatCompletionRequest) -> Result<ChatStream, ModelError> {
+                let events = vec![
+                    Ok(ChatEvent::Delta {
+                        text: "large".into(),
+                        logprobs: Vec::new(),
+                    }),
+                    Ok(ChatEvent::Done(Completion {
+                        finish_reason: FinishReason::Stop,
+                        usage: Usage::default(),
+                        report: Report::single(Stage {
+                            model: "large".into(),
+                            location: Location::Local,
+                            prompt_tokens: 1,
+                            completion_tokens: 1,
+                            latency_ms: 0.0,
+                            time_to_first_token_ms: None,
+                            cost_usd: 0.0,
+                            cached_prompt_tokens: None,
+                        }),
+                    })),
+                ];
+                Ok(futures::stream::iter(events).boxed())
+            }
+        }
+        let cascade = Cascade::new(
+            CascadeOptions::new("cheap", 0.5),
+            agreement(),
+            Arc::new(Large),
+        );
+        let kept = cascade.complete(request("agree=2 a")).await.unwrap();
+        assert_eq!(kept.text, "42");
+        let escalated = cascade.complete(request("samples-fail f")).await.unwrap();
+        assert_eq!(escalated.text, "large");
+        let entry = &escalated.report.strategies[0].details;
+        assert_eq!(entry["escalated"], true, "{entry:?}");
+        assert!(
+            entry["signal_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("60")),
+            "{entry:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn items_whose_signal_calls_fail_are_counted_and_left_out_of_the_choice() {
         let prompts = [
             "agree=2 a",

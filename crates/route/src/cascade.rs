@@ -18,7 +18,9 @@
 //! [`ScoreOptions::no_examples_score`], 0 unless configured: no evidence, so the answer is not
 //! trusted and the cascade escalates, as every signal does on an answer it cannot score. The entry
 //! then says `"no_examples": true`; otherwise it carries `"examples": {"passed", "total"}`. A
-//! sandbox that fails scores 0 too (escalating), with the failure in `signal_error`.
+//! sandbox that fails scores 0 too (escalating), with the failure in `signal_error`; a failed
+//! extra call of a signal (the self-check, an agreement sample) leaves no score and escalates,
+//! with its error there too.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -148,8 +150,9 @@ impl AnswerScorer {
 
     /// Asks the small model for an answer to `request` (with its token log probabilities, which
     /// the probability signals read) and scores it. An invalid request is an error, since the
-    /// large model would refuse it too, and so is a failed extra call of the signal; any other
-    /// failure of the attempt is an [`Attempt`] without an answer.
+    /// large model would refuse it too; any other failure of the attempt is an [`Attempt`]
+    /// without an answer, and a failed extra call of the signal one without a score (its error in
+    /// `signal_error`): both escalate.
     pub async fn attempt(&self, request: &ChatCompletionRequest) -> Result<Attempt, ModelError> {
         let mut attempt_request = request.clone();
         attempt_request.logprobs = Some(true);
@@ -159,11 +162,19 @@ impl AnswerScorer {
         }
         let mut findings = Findings::default();
         let (score, spent) = match &answer {
-            Ok(answer) => {
-                let (score, mut extra) = self.score(request, answer, &mut findings).await?;
-                extra.insert(0, answer.report.clone());
-                (Some(score), extra)
-            }
+            Ok(answer) => match self.score(request, answer, &mut findings).await {
+                Ok((score, mut extra)) => {
+                    extra.insert(0, answer.report.clone());
+                    (Some(score), extra)
+                }
+                // The signal's own call failed (a timeout, a self-check prompt too long for the
+                // context): the answer cannot be trusted, so the request escalates.
+                Err(e) => {
+                    tracing::warn!(pipeline = %self.name, error = %e, "cannot score the small answer");
+                    findings.signal_error = Some(e.to_string());
+                    (None, vec![answer.report.clone()])
+                }
+            },
             Err(e) => {
                 findings.small_error = Some(e.to_string());
                 (None, Vec::new())
