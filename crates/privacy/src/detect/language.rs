@@ -265,6 +265,12 @@ static UK_POSTCODE: LazyLock<Regex> =
     LazyLock::new(|| re(r"\b[A-Z]{1,2}\d[A-Z\d]?\s+\d[A-Z]{2}\b"));
 
 pub fn find(text: &str, out: &mut Vec<Finding>) {
+    people(text, out);
+    organisations(text, out);
+    addresses(text, out);
+}
+
+fn people(text: &str, out: &mut Vec<Finding>) {
     for c in HONORIFIC.captures_iter(text) {
         let name = c.get(1).expect("the pattern has one group");
         out.push(Finding::new(
@@ -304,6 +310,10 @@ pub fn find(text: &str, out: &mut Vec<Finding>) {
     for m in CAPITALISED_RUN.find_iter(text) {
         capitalised_run(text, m.start(), m.as_str(), out);
     }
+}
+
+/// Organisations, and a person named before one ("Nikifor Zielinski of Staples Inc").
+fn organisations(text: &str, out: &mut Vec<Finding>) {
     for m in ORGANIZATION.find_iter(text) {
         let after = &text[m.end()..];
         // "Paimala, SA 93855" is a city and a state before a postcode.
@@ -353,6 +363,9 @@ pub fn find(text: &str, out: &mut Vec<Finding>) {
         }
         out.push(Finding::new(Kind::Organization, name.range(), 0.6));
     }
+}
+
+fn addresses(text: &str, out: &mut Vec<Finding>) {
     for m in US_ADDRESS
         .find_iter(text)
         .chain(EUROPEAN_ADDRESS.find_iter(text))
