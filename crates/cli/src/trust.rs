@@ -71,9 +71,16 @@ pub struct TrustArgs {
     /// HaluEval items `--verify` checks (a third sets the threshold, the rest is the test)
     #[arg(long, default_value_t = 300)]
     pub verify_items: usize,
-    /// Calibrate answer confidences on stored HumanEval outcomes instead of measuring the guard
+    /// Calibrate answer confidences on stored outcomes (HumanEval by default) instead of measuring
+    /// the guard
     #[arg(long)]
     calibrate: bool,
+    /// The data set whose stored answers `--calibrate` reads
+    #[arg(long, default_value = "humaneval")]
+    pub calibration_dataset: String,
+    /// The prompt those answers were generated with [default: the data set's first]
+    #[arg(long)]
+    pub calibration_prompt: Option<String>,
     /// The model whose stored answers `--calibrate` reads (a local model: its tokens are read)
     #[arg(long, default_value = "qwen-coder-1.5b")]
     pub calibration_model: String,
@@ -90,7 +97,7 @@ pub struct TrustArgs {
     #[arg(long)]
     pub outcomes: Option<PathBuf>,
     /// Where `--calibrate` writes the verifier's calibration map, for the verify stage's
-    /// `calibration` key [default: <cache>/trust/verify-calibration.json]
+    /// `calibration` key [default: <cache>/trust/verify-calibration-<dataset>.json]
     #[arg(long)]
     pub calibration_out: Option<PathBuf>,
     /// Where `--calibrate` writes its reliability diagrams

@@ -1,16 +1,17 @@
 //! `tandem eval trust --verify` and `--calibrate`: the verifier on HaluEval QA, and calibration
-//! of answer confidences on stored HumanEval outcomes.
+//! of answer confidences on stored outcomes of one data set (HumanEval, GSM-symbolic, ...).
 //!
 //! HaluEval: each item's right and hallucinated answer are checked against its knowledge by
 //! `tandem_trust::verify::support` (the very question the `verify` stage asks of each claim). The
 //! first third of the items sets the threshold (the one of best balanced accuracy there); the
 //! other two thirds are the test, scored at that threshold.
 //!
-//! Calibration: the outcome store is copied and the copy read (the original is never opened).
-//! For each stored answer two confidences are computed after the fact: the answering model's
+//! Calibration: the outcome store is copied and the copy read (the original is never opened);
+//! only answers generated with the prompt the items are read with count. For each stored answer
+//! two confidences are computed after the fact: the answering model's
 //! geometric-mean token probability of its own answer, teacher-forced through a sequence handle
-//! (`SequenceHandle::token_losses`), and the verifier's P(correct) of the whole answer. HumanEval
-//! has no train split, so Platt and isotonic maps are cross-fitted: each item is calibrated by a
+//! (`SequenceHandle::token_losses`), and the verifier's P(correct) of the whole answer. Platt and
+//! isotonic maps are cross-fitted (HumanEval has no train split): each item is calibrated by a
 //! map fitted on the other folds. ECE over 10 equal-width bins before and after; a reliability
 //! diagram (PNG and SVG) per confidence.
 
@@ -134,8 +135,9 @@ struct Scored {
     verifier: f64,
 }
 
-/// Calibration of the answering model's and the verifier's confidence on stored HumanEval
-/// outcomes of `args.calibration_model`; the Markdown section (plots written to `plots`).
+/// Calibration of the answering model's and the verifier's confidence on stored outcomes of
+/// `args.calibration_model` on `args.calibration_dataset` (those generated with its prompt); the
+/// Markdown section (plots written to `plots`).
 pub async fn calibration(
     args: &TrustArgs,
     config: &Config,
@@ -153,14 +155,33 @@ pub async fn calibration(
     let store = tandem_eval::Store::open(&copied)?;
     let _ = std::fs::remove_file(&copied); // open: the file lives until the store is dropped
     let model = &args.calibration_model;
-    let mut outcomes: Vec<_> = store
-        .outcomes(&Filter {
-            dataset: Some("humaneval".into()),
-            models: vec![model.clone()],
-            split: None,
-        })?
+    let name = args.calibration_dataset.as_str();
+    let dataset = tandem_eval::dataset::load(
+        name,
+        args.calibration_prompt.as_deref(),
+        &fetcher.cache_dir,
+        &SandboxOptions {
+            allow_unisolated: true,
+            ..SandboxOptions::default()
+        },
+    )
+    .await?;
+    let filter = Filter {
+        dataset: Some(name.to_string()),
+        models: vec![model.clone()],
+        split: None,
+    };
+    // Only answers to the prompt the items are read with.
+    let runs: Vec<String> = store
+        .runs(&filter)?
         .into_iter()
-        .filter(|o| o.error.is_none() && o.output.is_some())
+        .filter(|run| run.settings["settings"]["prompt_version"] == dataset.prompt_version())
+        .map(|run| run.settings_hash)
+        .collect();
+    let mut outcomes: Vec<_> = store
+        .outcomes(&filter)?
+        .into_iter()
+        .filter(|o| o.error.is_none() && o.output.is_some() && runs.contains(&o.settings_hash))
         .collect();
     // One answer per item: the most recent run's.
     outcomes.sort_by(|a, b| {
@@ -172,21 +193,12 @@ pub async fn calibration(
     let outcomes = spread(&outcomes, args.calibration_items);
     if outcomes.len() < 2 * args.folds {
         bail!(
-            "{} stored HumanEval answers of `{model}`: too few for {} folds",
+            "{} stored {name} answers of `{model}` (prompt {}): too few for {} folds",
             outcomes.len(),
+            dataset.prompt_version(),
             args.folds
         );
     }
-    let dataset = tandem_eval::dataset::load(
-        "humaneval",
-        None,
-        &fetcher.cache_dir,
-        &SandboxOptions {
-            allow_unisolated: true,
-            ..SandboxOptions::default()
-        },
-    )
-    .await?;
     let engine = local_engine(config, model, fetcher).await?;
     let runtime = Runtime::load(
         config.clone(),
@@ -200,7 +212,7 @@ pub async fn calibration(
     for (i, outcome) in outcomes.iter().enumerate() {
         let item = dataset
             .item(&outcome.item_id)
-            .with_context(|| format!("no HumanEval item `{}`", outcome.item_id))?;
+            .with_context(|| format!("no {name} item `{}`", outcome.item_id))?;
         let answer = outcome.output.as_deref().unwrap_or_default();
         let own = own_probability(&engine, &item.messages, answer).await?;
         let question = item
@@ -223,7 +235,7 @@ pub async fn calibration(
     let correct: Vec<bool> = scored.iter().map(|s| s.correct).collect();
     let passed = correct.iter().filter(|&&c| c).count();
     let mut md = String::new();
-    writeln!(md, "{} HumanEval answers of `{model}` from the outcome store ({passed} passed, {:.1}%), read from a copy. HumanEval has no train split: Platt and isotonic maps are cross-fitted over {} folds (each answer calibrated by a map fitted on the other folds). ECE over 10 equal-width bins.\n", scored.len(), 100.0 * passed as f64 / scored.len() as f64, args.folds)?;
+    writeln!(md, "{} {name} answers of `{model}` (prompt {}) from the outcome store ({passed} passed, {:.1}%), read from a copy. Platt and isotonic maps are cross-fitted over {} folds (each answer calibrated by a map fitted on the other folds; HumanEval has no train split). ECE over 10 equal-width bins.\n", scored.len(), dataset.prompt_version(), 100.0 * passed as f64 / scored.len() as f64, args.folds)?;
     writeln!(
         md,
         "| confidence | AUROC (passed vs failed) | ECE raw | ECE Platt | ECE isotonic |"
@@ -288,7 +300,7 @@ pub async fn calibration(
                 fetcher
                     .cache_dir
                     .join("trust")
-                    .join("verify-calibration.json")
+                    .join(format!("verify-calibration-{name}.json"))
             });
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
@@ -296,8 +308,8 @@ pub async fn calibration(
             map.save(&path)?;
             eprintln!("calibration map written to {}", path.display());
         }
-        let stem = format!("reliability-humaneval-{model}-{file}");
-        let title = format!("HumanEval, {model}: {file} confidence");
+        let stem = format!("reliability-{name}-{model}-{file}");
+        let title = format!("{name}, {model}: {file} confidence");
         draw_reliability(&plots.join(format!("{stem}.png")), &title, &curves, true)?;
         draw_reliability(&plots.join(format!("{stem}.svg")), &title, &curves, false)?;
         images.push(format!("![{title}]({}/{stem}.png)", plots.display()));
