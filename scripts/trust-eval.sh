@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Regenerates the README's trust results (the block between the `trust-results` markers): the
-# guard and jailbreak tables, the verifier on HaluEval QA, and calibration on stored HumanEval
-# answers (plots into docs/trust/). Sizes are the flags below; raise them on a quiet machine.
+# guard and jailbreak tables, the verifier on HaluEval QA, and calibration on stored answers of
+# HumanEval and GSM-symbolic (`boxed` prompt; plots into docs/trust/). Sizes are the flags below; raise
+# them on a quiet machine.
 # CALIBRATION_MODEL picks whose stored answers are calibrated (qwen-coder-1.5b once its
-# HumanEval outcomes are in the store).
+# outcomes are in the store).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --workspace -q
@@ -14,6 +15,9 @@ tandem eval trust --items 20 --combiner-items 10 --jailbreaks 6 --scary-items 30
 tandem eval trust --verify --verify-items 60 --out "$out/verify.md"
 tandem eval trust --calibrate --calibration-model "${CALIBRATION_MODEL:-qwen-coder-0.5b}" \
     --plots docs/trust --out "$out/calibration.md"
+tandem eval trust --calibrate --calibration-model "${CALIBRATION_MODEL:-qwen-coder-0.5b}" \
+    --calibration-dataset gsm-symbolic --calibration-prompt boxed --calibration-items 100 \
+    --plots docs/trust --out "$out/calibration-gsm.md"
 {
     echo '<!-- trust-results:start (scripts/trust-eval.sh writes this block) -->'
     echo '#### Guard and jailbreak signals'
@@ -27,6 +31,8 @@ tandem eval trust --calibrate --calibration-model "${CALIBRATION_MODEL:-qwen-cod
     echo '#### Calibration'
     echo
     cat "$out/calibration.md"
+    echo
+    cat "$out/calibration-gsm.md"
     echo '<!-- trust-results:end -->'
 } > "$out/block.md"
 python3 - "$out/block.md" <<'PY'
