@@ -200,29 +200,34 @@ mod tests {
                 Some(seed) if sample && seed > agreeing => "7",
                 _ => "42",
             };
-            let stage = Stage {
-                model: "small".into(),
-                location: Location::Local,
-                prompt_tokens: 1,
-                completion_tokens: 1,
-                latency_ms: 0.0,
-                time_to_first_token_ms: None,
-                cost_usd: 0.0,
-                cached_prompt_tokens: None,
-            };
-            let events = vec![
-                Ok(ChatEvent::Delta {
-                    text: text.into(),
-                    logprobs: Vec::new(),
-                }),
-                Ok(ChatEvent::Done(Completion {
-                    finish_reason: FinishReason::Stop,
-                    usage: Usage::default(),
-                    report: Report::single(stage),
-                })),
-            ];
-            Ok(futures::stream::iter(events).boxed())
+            Ok(answer("small", text))
         }
+    }
+
+    /// `model`'s whole answer `text`, streamed as one delta with a one-token report.
+    fn answer(model: &str, text: &str) -> ChatStream {
+        let stage = Stage {
+            model: model.into(),
+            location: Location::Local,
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            latency_ms: 0.0,
+            time_to_first_token_ms: None,
+            cost_usd: 0.0,
+            cached_prompt_tokens: None,
+        };
+        let events = vec![
+            Ok(ChatEvent::Delta {
+                text: text.into(),
+                logprobs: Vec::new(),
+            }),
+            Ok(ChatEvent::Done(Completion {
+                finish_reason: FinishReason::Stop,
+                usage: Usage::default(),
+                report: Report::single(stage),
+            })),
+        ];
+        futures::stream::iter(events).boxed()
     }
 
     fn request(prompt: &str) -> ChatCompletionRequest {
@@ -251,27 +256,7 @@ mod tests {
                 "large"
             }
             async fn stream(&self, _: ChatCompletionRequest) -> Result<ChatStream, ModelError> {
-                let events = vec![
-                    Ok(ChatEvent::Delta {
-                        text: "large".into(),
-                        logprobs: Vec::new(),
-                    }),
-                    Ok(ChatEvent::Done(Completion {
-                        finish_reason: FinishReason::Stop,
-                        usage: Usage::default(),
-                        report: Report::single(Stage {
-                            model: "large".into(),
-                            location: Location::Local,
-                            prompt_tokens: 1,
-                            completion_tokens: 1,
-                            latency_ms: 0.0,
-                            time_to_first_token_ms: None,
-                            cost_usd: 0.0,
-                            cached_prompt_tokens: None,
-                        }),
-                    })),
-                ];
-                Ok(futures::stream::iter(events).boxed())
+                Ok(answer("large", "large"))
             }
         }
         let cascade = Cascade::new(

@@ -122,7 +122,7 @@ corporation corp inc group groupinc company co bank club university weekly syste
 mfg pump holdings financial capital energy partners services solutions technologies republic
 city town county island islands mount saint lake country kingdom states united park place
 hotel airport station hospital school college institute museum church news times journal
-orchestra weekly magazine day
+orchestra magazine day
 ";
 /// Words that make any capitalised run, even one after a cue such as "for" or "to", an
 /// organisation or a place: legal forms and countries (less those that are given names too).
@@ -130,10 +130,10 @@ const ORGANIZATION_OR_COUNTRY_WORDS: &str = "
 corporation corp inc incorporated company ltd limited plc llc gmbh
 afghanistan albania algeria andorra angola argentina armenia australia austria azerbaijan bahamas
 bahrain bangladesh barbados belarus belgium belize benin bhutan bolivia bosnia botswana brazil
-brunei bulgaria burundi cambodia cameroon canada  chile china colombia comoros congo croatia
+brunei bulgaria burundi cambodia cameroon canada chile china colombia comoros congo croatia
 cuba cyprus czechia denmark djibouti dominica ecuador egypt eritrea estonia eswatini ethiopia fiji
-finland france gabon gambia  germany ghana greece grenada guatemala guinea guyana haiti
-honduras hungary iceland india indonesia iran iraq ireland  italy jamaica japan 
+finland france gabon gambia germany ghana greece grenada guatemala guinea guyana haiti
+honduras hungary iceland india indonesia iran iraq ireland italy jamaica japan
 kazakhstan kenya kiribati korea kosovo kuwait kyrgyzstan laos latvia lebanon lesotho liberia libya
 liechtenstein lithuania luxembourg madagascar malawi malaysia maldives mali malta mauritania
 mauritius mexico micronesia moldova monaco mongolia montenegro morocco mozambique myanmar namibia
