@@ -173,15 +173,20 @@ impl Detector {
 /// number ("Portugal 9680-151"): the address is kept whole.
 fn resolve_overlaps(candidates: Vec<Finding>) -> Vec<Finding> {
     let mut candidates = join_overlapping_of_one_kind(candidates);
+    // Joined, the addresses are disjoint and in order of position: the one that may hold a
+    // phone number is the last to start before it (a search, so that a text of many numbers and
+    // addresses stays quick).
     let addresses: Vec<(Range<usize>, f32)> = candidates
         .iter()
         .filter(|f| f.kind == Kind::StreetAddress)
         .map(|f| (f.span.clone(), f.confidence))
         .collect();
     candidates.retain(|f| {
+        let before = addresses.partition_point(|(span, _)| span.start <= f.span.start);
         f.kind != Kind::Phone
-            || !addresses.iter().any(|(span, confidence)| {
-                span.start <= f.span.start && f.span.end <= span.end && *confidence > f.confidence
+            || !before.checked_sub(1).is_some_and(|i| {
+                let (span, confidence) = &addresses[i];
+                f.span.end <= span.end && *confidence > f.confidence
             })
     });
     candidates.sort_by(|a, b| {
