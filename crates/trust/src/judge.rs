@@ -8,7 +8,8 @@ use tandem_core::openai::{ChatCompletionRequest, Role};
 use tandem_core::{ChatModel, ModelError, Report};
 
 use crate::policy::{Policy, Side};
-use crate::verdict::{letter_shares, Verdict};
+use crate::verdict::Verdict;
+use tandem_core::logprobs::letter_shares;
 
 /// The score when the guard model's token is neither "yes" nor "no": undecided, so the threshold
 /// alone decides (a threshold above 0.5 lets such texts through).
