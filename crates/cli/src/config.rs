@@ -375,6 +375,9 @@ pub struct RewriteConfig {
     /// What is still replaced in the rewritten question before it leaves.
     #[serde(default)]
     pub detect: tandem_privacy::DetectorConfig,
+    /// A local model that judges the capitalised words the rules left (people, organisations).
+    #[serde(default)]
+    pub names: Option<tandem_privacy::names::NameJudgeConfig>,
     #[serde(default = "default_max_text_bytes")]
     pub max_text_bytes: usize,
     #[serde(default = "default_true")]
@@ -388,6 +391,9 @@ pub struct RedactConfig {
     /// What to detect (`kinds`, `min_confidence`, `allow`, `deny`).
     #[serde(default)]
     pub detect: tandem_privacy::DetectorConfig,
+    /// A local model that judges the capitalised words the rules left (people, organisations).
+    #[serde(default)]
+    pub names: Option<tandem_privacy::names::NameJudgeConfig>,
     /// Requests with more text are refused rather than inspected.
     #[serde(default = "default_max_text_bytes")]
     pub max_text_bytes: usize,
@@ -407,6 +413,9 @@ pub struct KeepLocalConfig {
     pub threshold: f32,
     #[serde(default)]
     pub detect: tandem_privacy::DetectorConfig,
+    /// A local model that judges the capitalised words the rules left (people, organisations).
+    #[serde(default)]
+    pub names: Option<tandem_privacy::names::NameJudgeConfig>,
     #[serde(default = "default_max_text_bytes")]
     pub max_text_bytes: usize,
     #[serde(default = "default_true")]
@@ -693,10 +702,26 @@ impl PipelineConfig {
             PipelineConfig::Cascade(cascade) => {
                 vec![chat("small", &cascade.small), chat("large", &cascade.large)]
             }
-            PipelineConfig::Redact(redact) => vec![chat("model", &redact.model)],
-            PipelineConfig::KeepLocal(KeepLocalConfig { local, remote, .. })
-            | PipelineConfig::Rewrite(RewriteConfig { local, remote, .. }) => {
-                vec![chat("local", local), chat("remote", remote)]
+            PipelineConfig::Redact(RedactConfig { model, names, .. }) => {
+                let mut uses = vec![chat("model", model)];
+                uses.extend(names.as_ref().map(|n| chat("names.model", &n.model)));
+                uses
+            }
+            PipelineConfig::KeepLocal(KeepLocalConfig {
+                local,
+                remote,
+                names,
+                ..
+            })
+            | PipelineConfig::Rewrite(RewriteConfig {
+                local,
+                remote,
+                names,
+                ..
+            }) => {
+                let mut uses = vec![chat("local", local), chat("remote", remote)];
+                uses.extend(names.as_ref().map(|n| chat("names.model", &n.model)));
+                uses
             }
             PipelineConfig::Router(router) => {
                 let mut uses = vec![chat("small", &router.small), chat("large", &router.large)];
@@ -956,7 +981,7 @@ impl Config {
     /// Detector settings are compiled now, so a bad deny-list entry stops the start; a
     /// `keep_local` pipeline's `local` must not reach a remote model.
     fn check_privacy(&self, name: &str, pipeline: &PipelineConfig) -> Result<()> {
-        let (detect, max_text_bytes) = match pipeline {
+        let (detect, names, max_text_bytes) = match pipeline {
             PipelineConfig::Direct(_)
             | PipelineConfig::Cascade(_)
             | PipelineConfig::Router(_)
@@ -967,17 +992,19 @@ impl Config {
             | PipelineConfig::Handoff(_)
             | PipelineConfig::Guard(_)
             | PipelineConfig::Verify(_) => return Ok(()),
-            PipelineConfig::Redact(redact) => (&redact.detect, redact.max_text_bytes),
+            PipelineConfig::Redact(redact) => {
+                (&redact.detect, &redact.names, redact.max_text_bytes)
+            }
             PipelineConfig::KeepLocal(keep) => {
                 if !(0.0..=1.0).contains(&keep.threshold) {
                     bail!("pipelines.{name}.threshold must be between 0 and 1");
                 }
-                self.check_local(name, &keep.local)?;
-                (&keep.detect, keep.max_text_bytes)
+                self.check_local(name, "local", &keep.local)?;
+                (&keep.detect, &keep.names, keep.max_text_bytes)
             }
             PipelineConfig::Rewrite(rewrite) => {
-                self.check_local(name, &rewrite.local)?;
-                (&rewrite.detect, rewrite.max_text_bytes)
+                self.check_local(name, "local", &rewrite.local)?;
+                (&rewrite.detect, &rewrite.names, rewrite.max_text_bytes)
             }
         };
         if max_text_bytes == 0 {
@@ -985,15 +1012,24 @@ impl Config {
         }
         tandem_privacy::Detector::new(detect)
             .with_context(|| format!("pipelines.{name}.detect"))?;
+        if let Some(names) = names {
+            self.check_local(name, "names.model", &names.model)?;
+            if !(0.0..=1.0).contains(&names.threshold) {
+                bail!("pipelines.{name}.names.threshold must be between 0 and 1");
+            }
+            if names.max_questions == 0 {
+                bail!("pipelines.{name}.names.max_questions must be at least 1; leave `names` out to judge none");
+            }
+        }
         Ok(())
     }
 
-    fn check_local(&self, pipeline: &str, local: &str) -> Result<()> {
+    fn check_local(&self, pipeline: &str, key: &str, local: &str) -> Result<()> {
         for model in self.models_under(local)? {
             if !matches!(self.models[model], ModelConfig::Local(_)) {
                 bail!(
-                    "pipelines.{pipeline}.local names `{local}`, which reaches `{model}`, {}; \
-                     `local` must run on this machine",
+                    "pipelines.{pipeline}.{key} names `{local}`, which reaches `{model}`, {}; \
+                     `{key}` must run on this machine",
                     self.models[model].described()
                 );
             }
@@ -1564,6 +1600,28 @@ mod tests {
             "{TWO_MODELS}[pipelines.p]\nstrategy = \"redact\"\nmodel = \"big\"\ndetect = {{ kinds = [\"dna\"] }}\n"
         );
         assert!(error_of(&unknown_key).contains("dna"));
+
+        let judged = format!(
+            "{TWO_MODELS}[pipelines.p]\nstrategy = \"redact\"\nmodel = \"big\"\n\
+             names = {{ model = \"small\", threshold = 0.4 }}\n"
+        );
+        let config = Config::parse(&judged).unwrap();
+        assert_eq!(config.models_under("p").unwrap(), ["big", "small"]);
+        let remote_judge = format!(
+            "{TWO_MODELS}[pipelines.p]\nstrategy = \"redact\"\nmodel = \"small\"\n\
+             names = {{ model = \"big\" }}\n"
+        );
+        assert!(error_of(&remote_judge).contains("`names.model` must run on this machine"));
+        let bad_judge_threshold = format!(
+            "{TWO_MODELS}[pipelines.p]\nstrategy = \"keep_local\"\nlocal = \"small\"\n\
+             remote = \"big\"\nnames = {{ model = \"small\", threshold = -1.0 }}\n"
+        );
+        assert!(error_of(&bad_judge_threshold).contains("pipelines.p.names.threshold"));
+        let no_questions = format!(
+            "{TWO_MODELS}[pipelines.p]\nstrategy = \"rewrite\"\nlocal = \"small\"\n\
+             remote = \"big\"\nnames = {{ model = \"small\", max_questions = 0 }}\n"
+        );
+        assert!(error_of(&no_questions).contains("max_questions"));
     }
 
     fn speculative(target: &str, draft: &str, more: &str) -> String {

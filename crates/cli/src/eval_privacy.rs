@@ -6,12 +6,21 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use futures::{StreamExt, TryStreamExt};
 use tandem_fetch::Fetcher;
 use tandem_privacy::eval::labelled::{self, PresidioData, Sample};
 use tandem_privacy::eval::score::{errors, score, table, Spans};
-use tandem_privacy::{Detector, DetectorConfig, Kind};
+use tandem_privacy::names::{Judged, NameJudge, NameJudgeConfig};
+use tandem_privacy::stage::Guard;
+use tandem_privacy::{Detector, DetectorConfig, Finding, Kind};
+
+use crate::eval::ModelProvider;
+
+/// Sentences detected at once: a name judge's questions to a local engine batch.
+const SENTENCES_AT_ONCE: usize = 4;
 
 /// The presidio-evaluator release whose data the set is built from.
 const PRESIDIO_EVALUATOR: (&str, &str) = ("presidio-evaluator", "0.3.2");
@@ -36,9 +45,16 @@ pub struct PrivacyArgs {
     /// Also write the labelled set here (JSON lines: text, spans, source)
     #[arg(long)]
     write_set: Option<PathBuf>,
+    /// A local model of the configuration that judges the capitalised words the rules left, as a
+    /// privacy pipeline's `names.model` does
+    #[arg(long)]
+    pub names_model: Option<String>,
+    /// The name judge's threshold (`names.threshold`)
+    #[arg(long, default_value_t = 0.5)]
+    names_threshold: f32,
 }
 
-pub async fn run(args: PrivacyArgs, cache_dir: &Path) -> Result<()> {
+pub async fn run(args: PrivacyArgs, models: &dyn ModelProvider, cache_dir: &Path) -> Result<()> {
     let fetcher = Fetcher::new(cache_dir.to_path_buf());
     let (package, version) = PRESIDIO_EVALUATOR;
     let wheel = fetcher
@@ -66,16 +82,40 @@ pub async fn run(args: PrivacyArgs, cache_dir: &Path) -> Result<()> {
         }
         out.flush()?;
     }
-    let detector = Detector::new(&DetectorConfig::default())?;
-    let found: Vec<Spans> = samples
-        .iter()
-        .map(|s| {
-            detector
-                .detect(&s.text)
-                .into_iter()
-                .map(|f| (f.kind, f.span))
-                .collect()
-        })
+    let mut guard = Guard::new("eval", Detector::new(&DetectorConfig::default())?);
+    if let Some(name) = &args.names_model {
+        let config = NameJudgeConfig {
+            model: name.clone(),
+            threshold: args.names_threshold,
+            max_questions: usize::MAX,
+        };
+        guard = guard.with_name_judge(NameJudge::new(&config, models.model(name)?)?);
+    }
+    let started = Instant::now();
+    let guard_ref = &guard;
+    let judged: Vec<(Vec<Finding>, Judged)> =
+        futures::stream::iter(samples.iter().map(|s| s.text.clone()).collect::<Vec<_>>())
+            .map(|text: String| async move {
+                let (mut found, judged) = guard_ref.findings(&[text.as_str()]).await?;
+                Ok::<_, tandem_core::ModelError>((found.remove(0), judged))
+            })
+            .buffered(SENTENCES_AT_ONCE)
+            .try_collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if args.names_model.is_some() {
+        let asked: usize = judged.iter().map(|(_, j)| j.asked).sum();
+        let named: usize = judged.iter().map(|(_, j)| j.found).sum();
+        eprintln!(
+            "name judge: {asked} questions, {named} found a person or an organisation, {:.1} s for \
+             {} sentences",
+            started.elapsed().as_secs_f64(),
+            samples.len()
+        );
+    }
+    let found: Vec<Spans> = judged
+        .into_iter()
+        .map(|(found, _)| found.into_iter().map(|f| (f.kind, f.span)).collect())
         .collect();
     let ours = score(&samples, &found);
     if args.show_errors > 0 {
@@ -113,7 +153,7 @@ pub async fn run(args: PrivacyArgs, cache_dir: &Path) -> Result<()> {
             .join(", ")
     );
     print!("{}", table(&ours, theirs.as_ref().map(|t| ("Presidio", t))));
-    leakage(&samples, args.seed)?;
+    leakage(&samples, args.seed, &guard).await?;
     Ok(())
 }
 
@@ -121,13 +161,11 @@ pub async fn run(args: PrivacyArgs, cache_dir: &Path) -> Result<()> {
 /// draw), sends each through the `redact` stage's pseudonymisation, and counts the requests in
 /// which a labelled value still appears in what would be sent: as written whatever the case, or
 /// (for values of six letters and digits or more) with other spacing and separators.
-fn leakage(samples: &[Sample], seed: u64) -> Result<()> {
+async fn leakage(samples: &[Sample], seed: u64, guard: &Guard) -> Result<()> {
     use rand::{Rng, SeedableRng};
     use tandem_core::openai::{ChatCompletionRequest, Message, Role};
     use tandem_privacy::normalize::canonical;
-    use tandem_privacy::stage::Guard;
 
-    let guard = Guard::new("eval", Detector::new(&DetectorConfig::default())?);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let roles = [
         Role::System,
@@ -152,9 +190,11 @@ fn leakage(samples: &[Sample], seed: u64) -> Result<()> {
                 .collect(),
             ..Default::default()
         };
-        let (sent, _) = guard
+        let sent = guard
             .pseudonymise(&request)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .request;
         let body = serde_json::to_string(&sent)?;
         let (lower, squeezed) = (body.to_lowercase(), canonical(&body));
         let mut kinds = Vec::new();

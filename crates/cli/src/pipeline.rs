@@ -18,6 +18,7 @@ use sha2::Digest;
 use tandem_core::{ChatModel, Pricing};
 use tandem_embed::Embedder;
 use tandem_llama::LlamaEngine;
+use tandem_privacy::names::{NameJudge, NameJudgeConfig};
 use tandem_privacy::stage::{Guard, KeepLocal, Redact, Rewrite};
 use tandem_privacy::{Detector, DetectorConfig};
 use tandem_route::{
@@ -227,14 +228,24 @@ fn build(
             let guard = guard(
                 name,
                 &redact.detect,
+                &redact.names,
                 redact.max_text_bytes,
                 redact.audit,
+                registry,
                 store,
             )?;
             Arc::new(Redact::new(guard, registry.chat(&redact.model)?))
         }
         PipelineConfig::KeepLocal(keep) => {
-            let guard = guard(name, &keep.detect, keep.max_text_bytes, keep.audit, store)?;
+            let guard = guard(
+                name,
+                &keep.detect,
+                &keep.names,
+                keep.max_text_bytes,
+                keep.audit,
+                registry,
+                store,
+            )?;
             Arc::new(KeepLocal::new(
                 guard,
                 registry.chat(&keep.local)?,
@@ -246,8 +257,10 @@ fn build(
             let guard = guard(
                 name,
                 &rewrite.detect,
+                &rewrite.names,
                 rewrite.max_text_bytes,
                 rewrite.audit,
+                registry,
                 store,
             )?;
             Arc::new(Rewrite::new(
@@ -421,15 +434,23 @@ fn router(
     )))
 }
 
+/// The shared part of a privacy stage: the detector, the name judge when `names` is set, the audit.
 fn guard(
     name: &str,
     detect: &DetectorConfig,
+    names: &Option<NameJudgeConfig>,
     max_text_bytes: usize,
     audit: bool,
+    registry: &Registry,
     store: &mut LazyStore,
 ) -> Result<Guard> {
     let mut guard = Guard::new(name, Detector::new(detect)?);
     guard.max_text_bytes = max_text_bytes;
+    if let Some(names) = names {
+        let judge = NameJudge::new(names, registry.chat(&names.model)?)
+            .with_context(|| format!("pipelines.{name}.names"))?;
+        guard = guard.with_name_judge(judge);
+    }
     if audit {
         guard = guard.with_audit(store.get()?);
     }

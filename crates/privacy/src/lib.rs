@@ -3,12 +3,14 @@
 //! - [`detect`]: private data in text (e-mails, phones, cards, IBANs, national ids, IPs,
 //!   credential URLs, keys and secrets, dates of birth, addresses, names), each finding with a
 //!   kind, a byte span and a confidence.
+//! - [`names`]: a local model judges the capitalised words the rules left (people,
+//!   organisations), when a pipeline names one.
 //! - [`fields`]: every text field of a request that is sent, so nothing is left unchecked.
 //! - [`vault`]: reversible pseudonymisation: one placeholder per distinct value per conversation,
 //!   and [`vault::Restorer`], which puts the values back into a streamed answer.
 //! - [`eval`]: a labelled set generated with a fixed seed, and precision and recall per kind.
-//! - [`stage`]: the pipeline stages, each a `ChatModel` wrapping others: [`stage::Redact`] and
-//!   [`stage::KeepLocal`], with the egress audit.
+//! - [`stage`]: the pipeline stages, each a `ChatModel` wrapping others: [`stage::Redact`],
+//!   [`stage::KeepLocal`] and [`stage::Rewrite`], with the egress audit.
 //!
 //! The mapping from placeholders to values lives in memory for one request and is never logged.
 
@@ -17,6 +19,7 @@ pub mod eval;
 pub mod fields;
 
 pub mod kind;
+pub mod names;
 pub mod normalize;
 pub mod stage;
 pub mod vault;

@@ -669,3 +669,54 @@ async fn nothing_is_sent_when_the_audit_cannot_be_written() {
     );
     assert!(upstream.bodies().is_empty());
 }
+
+/// A name no rule knows ("Why is Zyborin so quiet?") reaches the upstream through the rules alone,
+/// and not once a local model judges the capitalised words they left: the real SmolLM2 answers the
+/// lettered question, and with a threshold of 0 any person or organisation it reads from its token
+/// probabilities is replaced. The answer comes back with the name restored.
+#[tokio::test]
+async fn a_name_the_rules_miss_is_judged_by_the_local_model_and_never_sent() {
+    use tandem_privacy::names::{NameJudge, NameJudgeConfig};
+
+    let request = ChatCompletionRequest {
+        model: "private".into(),
+        messages: vec![Message::new(
+            Role::User,
+            "Why is Zyborin so quiet today? Nobody knows.",
+        )],
+        ..Default::default()
+    };
+    let upstream = Upstream::start().await;
+    let rules = Redact::new(
+        Guard::new("private", Detector::new(&config()).unwrap()),
+        upstream.model(),
+    );
+    rules.complete(request.clone()).await.unwrap();
+    assert!(
+        upstream.bodies()[0].contains("Zyborin"),
+        "the rules alone miss it"
+    );
+
+    let upstream = Upstream::start().await;
+    let judge = NameJudge::new(
+        &NameJudgeConfig {
+            model: "smollm2".into(),
+            threshold: 0.0,
+            max_questions: 8,
+        },
+        smollm2(),
+    )
+    .unwrap();
+    let judged = Redact::new(
+        Guard::new("private", Detector::new(&config()).unwrap()).with_name_judge(judge),
+        upstream.model(),
+    );
+    let output = judged.complete(request).await.unwrap();
+    let bodies = upstream.bodies();
+    assert_eq!(bodies.len(), 1);
+    assert!(!bodies[0].contains("Zyborin"), "{}", bodies[0]);
+    assert!(output.text.contains("Zyborin"), "restored: {}", output.text);
+    let entry = &output.report.strategies[0];
+    assert_eq!(entry.details["name_judge"]["asked"], 1, "{entry:?}");
+    assert_eq!(entry.details["name_judge"]["found"], 1, "{entry:?}");
+}

@@ -38,7 +38,7 @@ pub async fn execute(
     cache_dir: &Path,
 ) -> anyhow::Result<()> {
     match command {
-        EvalCommand::Privacy(args) => crate::eval_privacy::run(args, cache_dir).await,
+        EvalCommand::Privacy(args) => crate::eval_privacy::run(args, models, cache_dir).await,
         EvalCommand::Cache(args) => crate::eval_cache::run(args, cache_dir).await,
         EvalCommand::Run {
             dataset,

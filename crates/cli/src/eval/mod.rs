@@ -19,7 +19,7 @@ use crate::config::{Config, ModelConfig};
 use crate::runtime::Runtime;
 
 pub use args::{DataArgs, EvalCommand, StoreArgs};
-use execute::ModelProvider;
+pub use execute::ModelProvider;
 
 /// The configuration's models and pipelines, with those a run names already loaded.
 struct ConfigModels {
@@ -123,6 +123,7 @@ pub async fn run(mut command: EvalCommand, config: Config, fetcher: &Fetcher) ->
             tandem_eval::dataset::check(dataset, prompt.as_deref())?;
             models.clone()
         }
+        EvalCommand::Privacy(args) => args.names_model.iter().cloned().collect(),
         _ => Vec::new(),
     };
     // Nothing to load for commands that only read the store; `load` with no names loads all.

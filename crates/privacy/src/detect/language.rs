@@ -72,6 +72,7 @@ oliveira pereira costa almeida tanaka suzuki sato watanabe ito yamamoto nakamura
 
 /// Capitalised words that start sentences or name things other than people: never a given name.
 const NOT_NAMES: &str = "
+mr mrs ms mx dr prof mme mlle herr frau
 patient here there number orchestra san santa santo são cape port fort sul al el la le los las des du di da
 the a an this that these those i we you he she it they my our your his her their its what when
 where which who why how yes no hi hello dear thanks thank please regards best kind sincerely
@@ -534,6 +535,62 @@ fn after_place_preposition(before: &str) -> bool {
 }
 
 /// Whether a word makes the capitalised run it is in a place or an organisation, not a person.
+/// Runs of capitalised words that no rule explained, for a local model to judge
+/// ([`crate::names::NameJudge`]): outside every finding, trimmed of plain words at either end,
+/// and holding a word that is not plain. A plain word is an ordinary English word, a word that
+/// starts sentences or names things other than people ("Monday", "Street", "Corp") or a country.
+/// "Ask Okonkwo about it" gives "Okonkwo"; "Monday in Norway"
+/// gives nothing.
+pub(crate) fn unexplained_capitalised(text: &str, findings: &[Finding]) -> Vec<Range<usize>> {
+    static WORD: LazyLock<Regex> = LazyLock::new(|| re(r"\S+"));
+    let plain = |word: &str| {
+        let word = bare_lowercase(word);
+        let word = word
+            .strip_suffix("'s")
+            .or_else(|| word.strip_suffix("’s"))
+            .unwrap_or(&word);
+        word.split(['\'', '’', '-'])
+            .filter(|part| !part.is_empty())
+            .all(|part| {
+                part.chars().count() < 2
+                    || ENGLISH.contains(part)
+                    || NOT.contains(part)
+                    || NOT_PERSON.contains(part)
+            })
+    };
+    let mut out = Vec::new();
+    for run in CAPITALISED_RUN.find_iter(text) {
+        if findings
+            .iter()
+            .any(|f| f.span.start < run.end() && run.start() < f.span.end)
+        {
+            continue;
+        }
+        let words: Vec<Range<usize>> = WORD
+            .find_iter(run.as_str())
+            .map(|w| run.start() + w.start()..run.start() + w.end())
+            .collect();
+        let Some(first) = words.iter().position(|w| !plain(&text[w.clone()])) else {
+            continue;
+        };
+        let last = words
+            .iter()
+            .rposition(|w| !plain(&text[w.clone()]))
+            .expect("a word is not plain");
+        let (start, mut end) = (words[first].start, words[last].end);
+        // "Okonkwo's", "Cloudspyre." are the name without what follows it.
+        let value = text[start..end].trim_end_matches(['.', ',']);
+        end = start
+            + value
+                .strip_suffix("'s")
+                .or_else(|| value.strip_suffix("’s"))
+                .unwrap_or(value)
+                .len();
+        out.push(start..end);
+    }
+    out
+}
+
 fn names_no_person(word: &str) -> bool {
     NOT_PERSON.contains(bare_lowercase(word).as_str())
 }
@@ -594,6 +651,30 @@ fn skip_leading_articles(name: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unexplained_capitalised_runs_are_trimmed_of_plain_words_and_skip_findings() {
+        let runs = |text: &str, findings: &[Finding]| -> Vec<String> {
+            unexplained_capitalised(text, findings)
+                .into_iter()
+                .map(|r| text[r].to_string())
+                .collect()
+        };
+        assert_eq!(
+            runs("Ask Okonkwo about it on Monday in Norway.", &[]),
+            ["Okonkwo"]
+        );
+        assert_eq!(
+            runs(
+                "Producer Maximillia Bergström explained Cloudspyre's plan.",
+                &[]
+            ),
+            ["Maximillia Bergström", "Cloudspyre"]
+        );
+        assert!(runs("When the Street Party starts, Thank You.", &[]).is_empty());
+        let person = Finding::new(Kind::Person, 4..11, 0.9);
+        assert_eq!(runs("Ask Okonkwo and Zyborin.", &[person]), ["Zyborin"]);
+    }
 
     fn found(text: &str) -> Vec<(Kind, String)> {
         let mut out = Vec::new();

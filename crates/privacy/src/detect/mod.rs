@@ -8,7 +8,7 @@
 //! `4111 1111 1111 1111` and `4111-1111-1111-1111` are the same card.
 
 mod context;
-mod language;
+pub(crate) mod language;
 mod secrets;
 pub(crate) mod structured;
 
@@ -109,11 +109,7 @@ impl Detector {
         structured::find(text, &mut candidates);
         secrets::find(text, &mut candidates);
         language::find(text, &mut candidates);
-        candidates.retain(|f| {
-            self.kinds.contains(&f.kind)
-                && f.confidence >= self.min_confidence
-                && !self.allow.contains(&canonical(&text[f.span.clone()]))
-        });
+        candidates.retain(|f| self.admits(text, f));
         if self.kinds.contains(&Kind::Denied) {
             for pattern in &self.deny {
                 for m in pattern.find_iter(text) {
@@ -124,11 +120,28 @@ impl Detector {
         resolve_overlaps(candidates)
     }
 
+    /// Whether a candidate of the rules in `text` is acted on: sure enough, and [`Self::wants`].
+    fn admits(&self, text: &str, finding: &Finding) -> bool {
+        finding.confidence >= self.min_confidence && self.wants(text, finding)
+    }
+
+    /// Whether a finding in `text` is of a configured kind and not on the allow-list. The name
+    /// judge's findings pass this alone: its own threshold stands in for `min_confidence`.
+    pub(crate) fn wants(&self, text: &str, finding: &Finding) -> bool {
+        self.kinds.contains(&finding.kind)
+            && !self.allow.contains(&canonical(&text[finding.span.clone()]))
+    }
+
     /// The findings of each text of one conversation. A value found in one text is found in every
     /// text, whatever its casing, spacing or separators: "Priya Raman" recognised once makes
     /// "PRIYA RAMAN" and "priya raman" elsewhere the same value.
     pub fn detect_conversation(&self, texts: &[&str]) -> Vec<Vec<Finding>> {
-        let mut found: Vec<Vec<Finding>> = texts.iter().map(|t| self.detect(t)).collect();
+        self.spread(texts, texts.iter().map(|t| self.detect(t)).collect())
+    }
+
+    /// `found` (the findings of each text) with every value found anywhere found everywhere,
+    /// overlaps resolved.
+    pub(crate) fn spread(&self, texts: &[&str], mut found: Vec<Vec<Finding>>) -> Vec<Vec<Finding>> {
         // Each value with its kind and the highest confidence it was found with.
         let mut known: BTreeMap<String, (Kind, f32)> = BTreeMap::new();
         for (text, findings) in texts.iter().zip(&found) {
@@ -150,7 +163,7 @@ impl Detector {
             })
             .collect();
         if patterns.is_empty() {
-            return found;
+            return found.into_iter().map(resolve_overlaps).collect();
         }
         for (text, findings) in texts.iter().zip(found.iter_mut()) {
             let mut candidates = std::mem::take(findings);

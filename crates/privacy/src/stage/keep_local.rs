@@ -8,7 +8,7 @@ use tandem_core::openai::ChatCompletionRequest;
 use tandem_core::report::StrategyEntry;
 use tandem_core::{ChatEvent, ChatModel, ChatStream, ModelError};
 
-use super::{counts_json, Guard};
+use super::{add_judged, counts_json, Guard};
 
 /// Sends a request to `remote` unless its sensitivity (the highest confidence of any finding)
 /// reaches `threshold`; then `local` answers and nothing leaves the machine. `remote` may itself
@@ -43,7 +43,7 @@ impl ChatModel for KeepLocal {
     }
 
     async fn stream(&self, request: ChatCompletionRequest) -> Result<ChatStream, ModelError> {
-        let (sensitivity, found) = self.guard.sensitivity(&request)?;
+        let (sensitivity, found, judged) = self.guard.sensitivity(&request).await?;
         let keep = sensitivity >= self.threshold;
         let model = if keep { &self.local } else { &self.remote };
         if !keep {
@@ -65,6 +65,7 @@ impl ChatModel for KeepLocal {
         );
         details.insert("threshold".into(), f64::from(self.threshold).into());
         details.insert("found".into(), counts_json(&found));
+        add_judged(&self.guard, judged, &mut details);
         let pipeline = self.guard.pipeline.clone();
         let events = model.stream(request).await?;
         Ok(events

@@ -25,19 +25,23 @@ pub use keep_local::KeepLocal;
 pub use redact::Redact;
 pub use rewrite::Rewrite;
 
+use crate::detect::Finding;
 use crate::fields;
 use crate::kind::Kind;
+use crate::names::{Judged, NameJudge};
 use crate::vault::Vault;
 use crate::Detector;
 
 /// The most bytes of text a privacy stage inspects in one request, unless configured otherwise.
 pub const DEFAULT_MAX_TEXT_BYTES: usize = 1 << 20;
 
-/// What every privacy stage shares: its pipeline name, the detector, the audit and the size limit.
+/// What every privacy stage shares: its pipeline name, the detector (and the local model that
+/// judges the names the rules leave, when configured), the audit and the size limit.
 #[derive(Clone)]
 pub struct Guard {
     pub pipeline: String,
     pub detector: Arc<Detector>,
+    pub names: Option<Arc<NameJudge>>,
     /// Where egress records go; `None` records nothing.
     pub audit: Option<Arc<dyn Store>>,
     /// Requests with more text than this are refused rather than inspected.
@@ -49,9 +53,15 @@ impl Guard {
         Guard {
             pipeline: pipeline.into(),
             detector: Arc::new(detector),
+            names: None,
             audit: None,
             max_text_bytes: DEFAULT_MAX_TEXT_BYTES,
         }
+    }
+
+    pub fn with_name_judge(mut self, judge: NameJudge) -> Guard {
+        self.names = Some(Arc::new(judge));
+        self
     }
 
     pub fn with_audit(mut self, store: Arc<dyn Store>) -> Guard {
@@ -85,14 +95,34 @@ impl Guard {
         Ok(texts)
     }
 
-    /// The request with every finding replaced by a placeholder, and the vault to restore with.
-    pub fn pseudonymise(
+    /// The findings of each text of one conversation: the rules', the name judge's, each value
+    /// found everywhere it occurs.
+    pub async fn findings(
+        &self,
+        texts: &[&str],
+    ) -> Result<(Vec<Vec<Finding>>, Judged), ModelError> {
+        let mut found: Vec<Vec<Finding>> = texts.iter().map(|t| self.detector.detect(t)).collect();
+        let mut judged = Judged::default();
+        if let Some(names) = &self.names {
+            let mut added: Vec<Vec<Finding>> = vec![Vec::new(); texts.len()];
+            judged = names.add_findings(texts, &mut added).await?;
+            // The rules' findings are where the judge does not look; its own pass the kinds and
+            // the allow-list, and its threshold stands in for `min_confidence`.
+            for ((text, found), added) in texts.iter().zip(&mut found).zip(added) {
+                found.extend(added.into_iter().filter(|f| self.detector.wants(text, f)));
+            }
+        }
+        Ok((self.detector.spread(texts, found), judged))
+    }
+
+    /// The request with every finding replaced by a placeholder.
+    pub async fn pseudonymise(
         &self,
         request: &ChatCompletionRequest,
-    ) -> Result<(ChatCompletionRequest, Vault), ModelError> {
+    ) -> Result<Pseudonymised, ModelError> {
         let texts = self.check(request)?;
         let texts: Vec<&str> = texts.iter().map(|t| t.text.as_str()).collect();
-        let findings = self.detector.detect_conversation(&texts);
+        let (findings, judged) = self.findings(&texts).await?;
         let mut vault = Vault::for_texts(texts.iter().copied());
         let mut index = 0;
         let redacted = fields::map_texts(request, |_, text| {
@@ -101,29 +131,29 @@ impl Guard {
             index += 1;
             (!found.is_empty()).then(|| vault.pseudonymise(text, found))
         })?;
-        Ok((redacted, vault))
+        Ok(Pseudonymised {
+            request: redacted,
+            vault,
+            judged,
+        })
     }
 
     /// The highest confidence of any finding in the request, 0 when there is none, with the
     /// kinds found and their counts.
-    fn sensitivity(
+    async fn sensitivity(
         &self,
         request: &ChatCompletionRequest,
-    ) -> Result<(f32, BTreeMap<Kind, u32>), ModelError> {
+    ) -> Result<(f32, BTreeMap<Kind, u32>, Judged), ModelError> {
         let mut highest = 0.0f32;
         let mut kinds = BTreeMap::new();
         let texts = self.check(request)?;
         let texts: Vec<&str> = texts.iter().map(|t| t.text.as_str()).collect();
-        for finding in self
-            .detector
-            .detect_conversation(&texts)
-            .into_iter()
-            .flatten()
-        {
+        let (findings, judged) = self.findings(&texts).await?;
+        for finding in findings.into_iter().flatten() {
             highest = highest.max(finding.confidence);
             *kinds.entry(finding.kind).or_default() += 1;
         }
-        Ok((highest, kinds))
+        Ok((highest, kinds, judged))
     }
 
     /// Writes the egress record of `request` about to be sent to `model`; an error means the
@@ -162,6 +192,28 @@ impl Guard {
                     "cannot write the egress audit, so nothing was sent: {e}"
                 ))
             })
+    }
+}
+
+/// A request with its private values replaced, the vault that restores them, and what the name
+/// judge did.
+pub struct Pseudonymised {
+    pub request: ChatCompletionRequest,
+    pub vault: Vault,
+    pub judged: Judged,
+}
+
+/// The name judge's entry in a stage's report details, when a judge is configured.
+fn add_judged(
+    guard: &Guard,
+    judged: Judged,
+    details: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    if guard.names.is_some() {
+        details.insert(
+            "name_judge".into(),
+            serde_json::to_value(judged).expect("counts serialise"),
+        );
     }
 }
 

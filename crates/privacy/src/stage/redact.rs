@@ -9,7 +9,7 @@ use tandem_core::openai::{ChatCompletionRequest, FunctionCallChunk, ToolCallChun
 use tandem_core::report::StrategyEntry;
 use tandem_core::{ChatEvent, ChatModel, ChatStream, ModelError};
 
-use super::{counts_json, Guard};
+use super::{add_judged, counts_json, Guard, Pseudonymised};
 use crate::vault::{Restorer, Vault};
 
 /// Sends `inner` the request with every private value replaced by its placeholder, and gives the
@@ -33,7 +33,11 @@ impl ChatModel for Redact {
     }
 
     async fn stream(&self, request: ChatCompletionRequest) -> Result<ChatStream, ModelError> {
-        let (sent, vault) = self.guard.pseudonymise(&request)?;
+        let Pseudonymised {
+            request: sent,
+            vault,
+            judged,
+        } = self.guard.pseudonymise(&request).await?;
         tracing::debug!(
             pipeline = %self.guard.pipeline,
             replaced = ?vault.replaced(),
@@ -42,7 +46,8 @@ impl ChatModel for Redact {
         self.guard
             .audit("redact", self.inner.as_ref(), &sent, vault.replaced())
             .await?;
-        let details = details(&vault);
+        let mut details = details(&vault);
+        add_judged(&self.guard, judged, &mut details);
         let vault = Arc::new(vault);
         let mut restorer = Restorer::new(Arc::clone(&vault));
         // Each tool call's arguments stream on their own, so each gets its own restorer.

@@ -9,7 +9,7 @@ use tandem_core::openai::{ChatCompletionRequest, Message, Role};
 use tandem_core::report::StrategyEntry;
 use tandem_core::{collect, ChatEvent, ChatModel, ChatStream, ModelError};
 
-use super::{counts_json, Guard};
+use super::{add_judged, counts_json, Guard, Pseudonymised};
 
 /// Tokens the local model may spend on the rewritten question.
 const REWRITE_MAX_TOKENS: u32 = 160;
@@ -65,7 +65,7 @@ impl ChatModel for Rewrite {
 
     async fn stream(&self, request: ChatCompletionRequest) -> Result<ChatStream, ModelError> {
         // The same refusals as the other stages, before any model runs.
-        self.guard.pseudonymise(&request)?;
+        self.guard.pseudonymise(&request).await?;
         let rewrite = ChatCompletionRequest {
             model: self.local.name().to_string(),
             messages: vec![
@@ -81,7 +81,11 @@ impl ChatModel for Rewrite {
             messages: vec![Message::new(Role::User, question)],
             ..request.clone()
         };
-        let (sent, vault) = self.guard.pseudonymise(&asked)?;
+        let Pseudonymised {
+            request: sent,
+            vault,
+            judged,
+        } = self.guard.pseudonymise(&asked).await?;
         self.guard
             .audit("rewrite", self.remote.as_ref(), &sent, vault.replaced())
             .await?;
@@ -112,6 +116,7 @@ impl ChatModel for Rewrite {
             counts_json(vault.replaced()),
         );
         details.insert("expert_answer_chars".into(), expert.chars().count().into());
+        add_judged(&self.guard, judged, &mut details);
         let pipeline = self.guard.pipeline.clone();
         let events = self.local.stream(compose).await?;
         Ok(events
