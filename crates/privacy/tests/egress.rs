@@ -673,7 +673,8 @@ async fn nothing_is_sent_when_the_audit_cannot_be_written() {
 /// A name no rule knows ("Why is Zyborin so quiet?") reaches the upstream through the rules alone,
 /// and not once a local model judges the capitalised words they left: the real SmolLM2 answers the
 /// lettered question, and with a threshold of 0 any person or organisation it reads from its token
-/// probabilities is replaced. The answer comes back with the name restored.
+/// probabilities is replaced. What the rules found ("Kalvenport Ltd") is not asked about. The answer
+/// comes back with the name restored.
 #[tokio::test]
 async fn a_name_the_rules_miss_is_judged_by_the_local_model_and_never_sent() {
     use tandem_privacy::names::{NameJudge, NameJudgeConfig};
@@ -682,7 +683,7 @@ async fn a_name_the_rules_miss_is_judged_by_the_local_model_and_never_sent() {
         model: "private".into(),
         messages: vec![Message::new(
             Role::User,
-            "Why is Zyborin so quiet today? Nobody knows.",
+            "Why is Zyborin so quiet today? Kalvenport Ltd knows.",
         )],
         ..Default::default()
     };
@@ -715,6 +716,7 @@ async fn a_name_the_rules_miss_is_judged_by_the_local_model_and_never_sent() {
     let bodies = upstream.bodies();
     assert_eq!(bodies.len(), 1);
     assert!(!bodies[0].contains("Zyborin"), "{}", bodies[0]);
+    assert!(!bodies[0].contains("Kalvenport"), "{}", bodies[0]);
     assert!(output.text.contains("Zyborin"), "restored: {}", output.text);
     let entry = &output.report.strategies[0];
     assert_eq!(entry.details["name_judge"]["asked"], 1, "{entry:?}");

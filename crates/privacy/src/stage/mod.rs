@@ -104,11 +104,12 @@ impl Guard {
         let mut found: Vec<Vec<Finding>> = texts.iter().map(|t| self.detector.detect(t)).collect();
         let mut judged = Judged::default();
         if let Some(names) = &self.names {
-            let mut added: Vec<Vec<Finding>> = vec![Vec::new(); texts.len()];
-            judged = names.add_findings(texts, &mut added).await?;
-            // The rules' findings are where the judge does not look; its own pass the kinds and
-            // the allow-list, and its threshold stands in for `min_confidence`.
-            for ((text, found), added) in texts.iter().zip(&mut found).zip(added) {
+            // The judge looks only where the rules found nothing; what it adds passes the kinds
+            // and the allow-list, its threshold standing in for `min_confidence`.
+            let by_rules: Vec<usize> = found.iter().map(Vec::len).collect();
+            judged = names.add_findings(texts, &mut found).await?;
+            for ((text, found), by_rules) in texts.iter().zip(&mut found).zip(by_rules) {
+                let added = found.split_off(by_rules);
                 found.extend(added.into_iter().filter(|f| self.detector.wants(text, f)));
             }
         }
