@@ -96,6 +96,7 @@ model = "gpt-x"
 strategy = "redact"
 model = "cloud"
 detect = {{ deny = ["Project Bluebird"] }}
+names = {{ model = "small", threshold = 0.0 }}
 
 [pipelines.careful]
 strategy = "keep_local"
@@ -179,6 +180,22 @@ async fn served_privacy_pipelines_send_no_value_and_audit_every_call() {
     let (text, report) = ask(&server.address, "private", &secret, true).await;
     assert_eq!(text, format!("Got: {CARD} {EMAIL} Project Bluebird."));
     assert_eq!(report["strategies"][0]["pipeline"], "private");
+    assert_eq!(report["strategies"][0]["name_judge"]["asked"], 0);
+
+    // A name no rule knows is put to the local model (threshold 0: any person or organisation
+    // it reads from its token probabilities is replaced) and comes back restored.
+    let (text, report) = ask(
+        &server.address,
+        "private",
+        "Why is Zyborin so quiet?",
+        false,
+    )
+    .await;
+    assert_eq!(text, "Got: Zyborin.");
+    assert_eq!(
+        report["strategies"][0]["name_judge"],
+        json!({"asked": 1, "found": 1, "unasked": 0})
+    );
 
     // Bytes that are not UTF-8, and nesting deeper than JSON parsers allow, are refused by the
     // server with OpenAI's error body before any pipeline runs.
@@ -205,7 +222,7 @@ async fn served_privacy_pipelines_send_no_value_and_audit_every_call() {
     }
     assert_eq!(
         bodies.lock().unwrap().len(),
-        2,
+        3,
         "a refused request was sent"
     );
 
@@ -221,13 +238,29 @@ async fn served_privacy_pipelines_send_no_value_and_audit_every_call() {
         .map(|s| s["strategy"].as_str().unwrap())
         .collect();
     assert_eq!(strategies, ["redact", "keep_local"]);
+    let metrics = reqwest::get(format!("http://{}/metrics", server.address))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"tandem_privacy_values_total{pipeline="private",strategy="redact",kind="email"} 2"#,
+        r#"tandem_privacy_values_total{pipeline="careful",strategy="keep_local",kind="email"} 1"#,
+        r#"tandem_privacy_name_questions_total{pipeline="private"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in {metrics}"
+        );
+    }
     drop(server);
 
     let bodies = bodies.lock().unwrap().clone();
-    assert_eq!(bodies.len(), 3);
+    assert_eq!(bodies.len(), 4);
     for body in &bodies {
         let squeezed: String = body.chars().filter(|c| c.is_alphanumeric()).collect();
-        for value in ["janedoe", "4111111111111111", "bluebird"] {
+        for value in ["janedoe", "4111111111111111", "bluebird", "zyborin"] {
             assert!(
                 !squeezed.to_lowercase().contains(value),
                 "{value} left in {body}"
@@ -236,7 +269,7 @@ async fn served_privacy_pipelines_send_no_value_and_audit_every_call() {
     }
 
     let shown = tandem(&config, &["audit", "show"]);
-    assert_eq!(shown.lines().count(), 5, "{shown}");
+    assert_eq!(shown.lines().count(), 6, "{shown}");
     assert!(shown.contains("credit_card:1 denied:1 email:1"), "{shown}");
     let csv = tandem(
         &config,
@@ -258,7 +291,7 @@ async fn served_privacy_pipelines_send_no_value_and_audit_every_call() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(records.len(), 4);
+    assert_eq!(records.len(), 5);
     assert!(records
         .iter()
         .all(|r| r["sha256"].as_str().unwrap().len() == 64));

@@ -204,6 +204,26 @@ pub struct Pseudonymised {
     pub judged: Judged,
 }
 
+/// Counts in /metrics the values a stage replaced or found, by kind, and the name judge's
+/// questions and findings.
+fn count(guard: &Guard, strategy: &'static str, kinds: &BTreeMap<Kind, u32>, judged: Judged) {
+    for (kind, n) in kinds {
+        metrics::counter!(
+            "tandem_privacy_values_total",
+            "pipeline" => guard.pipeline.clone(),
+            "strategy" => strategy,
+            "kind" => kind.as_str()
+        )
+        .increment(u64::from(*n));
+    }
+    if guard.names.is_some() {
+        metrics::counter!("tandem_privacy_name_questions_total", "pipeline" => guard.pipeline.clone())
+            .increment(judged.asked as u64);
+        metrics::counter!("tandem_privacy_names_found_total", "pipeline" => guard.pipeline.clone())
+            .increment(judged.found as u64);
+    }
+}
+
 /// The name judge's entry in a stage's report details, when a judge is configured.
 fn add_judged(
     guard: &Guard,
