@@ -64,8 +64,9 @@ impl ChatModel for Rewrite {
     }
 
     async fn stream(&self, request: ChatCompletionRequest) -> Result<ChatStream, ModelError> {
-        // The same refusals as the other stages, before any model runs.
-        self.guard.pseudonymise(&request).await?;
+        // The same refusals as the other stages, before any model runs (what is sent is the
+        // rewritten question, pseudonymised below).
+        self.guard.check(&request)?;
         let rewrite = ChatCompletionRequest {
             model: self.local.name().to_string(),
             messages: vec![
