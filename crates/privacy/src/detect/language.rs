@@ -535,12 +535,11 @@ fn after_place_preposition(before: &str) -> bool {
 }
 
 /// Whether a word makes the capitalised run it is in a place or an organisation, not a person.
-/// Runs of capitalised words that no rule explained, for a local model to judge
-/// ([`crate::names::NameJudge`]): outside every finding, trimmed of plain words at either end,
-/// and holding a word that is not plain. A plain word is an ordinary English word, a word that
-/// starts sentences or names things other than people ("Monday", "Street", "Corp") or a country.
-/// "Ask Okonkwo about it" gives "Okonkwo"; "Monday in Norway"
-/// gives nothing.
+/// Runs of capitalised words (or words in capitals) that no rule explained, for a local model to
+/// judge ([`crate::names::NameJudge`]): outside every finding, trimmed of plain words at either
+/// end, and holding a word that is not plain. A plain word is an ordinary English word, a word
+/// that starts sentences or names things other than people ("Monday", "Street", "Corp") or a
+/// country. "Ask Okonkwo about it" gives "Okonkwo"; "Monday in Norway" gives nothing.
 pub(crate) fn unexplained_capitalised(text: &str, findings: &[Finding]) -> Vec<Range<usize>> {
     static WORD: LazyLock<Regex> = LazyLock::new(|| re(r"\S+"));
     let plain = |word: &str| {
@@ -558,8 +557,18 @@ pub(crate) fn unexplained_capitalised(text: &str, findings: &[Finding]) -> Vec<R
                     || NOT_PERSON.contains(part)
             })
     };
+    // Names in capitals ("SIRPUR PAPER INR10", "DEBFLEX"): words of two or more capitals and
+    // digits, not starting with a digit.
+    static UPPER_RUN: LazyLock<Regex> = LazyLock::new(|| {
+        re(r"\b\p{Lu}[\p{Lu}\d&'’\-]+\b(?:[ \t]+\p{Lu}[\p{Lu}\d&'’\-]+\b){0,3}")
+    });
     let mut out = Vec::new();
-    for run in CAPITALISED_RUN.find_iter(text) {
+    let mut runs: Vec<regex::Match> = CAPITALISED_RUN
+        .find_iter(text)
+        .chain(UPPER_RUN.find_iter(text))
+        .collect();
+    runs.sort_by_key(|m| m.start());
+    for run in runs {
         if findings
             .iter()
             .any(|f| f.span.start < run.end() && run.start() < f.span.end)
@@ -672,6 +681,10 @@ mod tests {
             ["Maximillia Bergström", "Cloudspyre"]
         );
         assert!(runs("When the Street Party starts, Thank You.", &[]).is_empty());
+        assert_eq!(
+            runs("Borz joined DEBFLEX, then SIRPUR PAPER INR10. WE ARE HAPPY.", &[]),
+            ["Borz", "DEBFLEX", "SIRPUR PAPER INR10"]
+        );
         let person = Finding::new(Kind::Person, 4..11, 0.9);
         assert_eq!(runs("Ask Okonkwo and Zyborin.", &[person]), ["Zyborin"]);
     }
