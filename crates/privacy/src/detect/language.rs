@@ -559,9 +559,8 @@ pub(crate) fn unexplained_capitalised(text: &str, findings: &[Finding]) -> Vec<R
     };
     // Names in capitals ("SIRPUR PAPER INR10", "DEBFLEX"): words of two or more capitals and
     // digits, not starting with a digit.
-    static UPPER_RUN: LazyLock<Regex> = LazyLock::new(|| {
-        re(r"\b\p{Lu}[\p{Lu}\d&'’\-]+\b(?:[ \t]+\p{Lu}[\p{Lu}\d&'’\-]+\b){0,3}")
-    });
+    static UPPER_RUN: LazyLock<Regex> =
+        LazyLock::new(|| re(r"\b\p{Lu}[\p{Lu}\d&'’\-]+\b(?:[ \t]+\p{Lu}[\p{Lu}\d&'’\-]+\b){0,3}"));
     let mut out = Vec::new();
     let mut runs: Vec<regex::Match> = CAPITALISED_RUN
         .find_iter(text)
@@ -682,7 +681,10 @@ mod tests {
         );
         assert!(runs("When the Street Party starts, Thank You.", &[]).is_empty());
         assert_eq!(
-            runs("Borz joined DEBFLEX, then SIRPUR PAPER INR10. WE ARE HAPPY.", &[]),
+            runs(
+                "Borz joined DEBFLEX, then SIRPUR PAPER INR10. WE ARE HAPPY.",
+                &[]
+            ),
             ["Borz", "DEBFLEX", "SIRPUR PAPER INR10"]
         );
         let person = Finding::new(Kind::Person, 4..11, 0.9);
