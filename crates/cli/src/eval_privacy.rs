@@ -92,17 +92,19 @@ pub async fn run(args: PrivacyArgs, models: &dyn ModelProvider, cache_dir: &Path
         guard = guard.with_name_judge(NameJudge::new(&config, models.model(name)?)?);
     }
     let started = Instant::now();
-    let guard_ref = &guard;
-    let judged: Vec<(Vec<Finding>, Judged)> =
-        futures::stream::iter(samples.iter().map(|s| s.text.clone()).collect::<Vec<_>>())
-            .map(|text: String| async move {
-                let (mut found, judged) = guard_ref.findings(&[text.as_str()]).await?;
+    // By index: a closure over each sample's reference would not be `Send` for every lifetime.
+    let judged: Vec<(Vec<Finding>, Judged)> = futures::stream::iter(0..samples.len())
+        .map(|i| {
+            let (guard, text) = (&guard, samples[i].text.as_str());
+            async move {
+                let (mut found, judged) = guard.findings(&[text]).await?;
                 Ok::<_, tandem_core::ModelError>((found.remove(0), judged))
-            })
-            .buffered(SENTENCES_AT_ONCE)
-            .try_collect()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+        })
+        .buffered(SENTENCES_AT_ONCE)
+        .try_collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     if args.names_model.is_some() {
         let asked: usize = judged.iter().map(|(_, j)| j.asked).sum();
         let named: usize = judged.iter().map(|(_, j)| j.found).sum();

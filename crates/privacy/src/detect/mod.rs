@@ -132,16 +132,11 @@ impl Detector {
             && !self.allow.contains(&canonical(&text[finding.span.clone()]))
     }
 
-    /// The findings of each text of one conversation. A value found in one text is found in every
-    /// text, whatever its casing, spacing or separators: "Priya Raman" recognised once makes
-    /// "PRIYA RAMAN" and "priya raman" elsewhere the same value.
-    pub fn detect_conversation(&self, texts: &[&str]) -> Vec<Vec<Finding>> {
-        self.spread(texts, texts.iter().map(|t| self.detect(t)).collect())
-    }
-
-    /// `found` (the findings of each text) with every value found anywhere found everywhere,
-    /// overlaps resolved.
-    pub(crate) fn spread(&self, texts: &[&str], mut found: Vec<Vec<Finding>>) -> Vec<Vec<Finding>> {
+    /// The findings of each text of one conversation, from `found` (each text's own, as
+    /// [`Self::detect`] and the name judge give them): a value found in one text is found in
+    /// every text, whatever its casing, spacing or separators ("Priya Raman" recognised once
+    /// makes "PRIYA RAMAN" and "priya raman" elsewhere the same value), and overlaps are resolved.
+    pub fn spread(&self, texts: &[&str], mut found: Vec<Vec<Finding>>) -> Vec<Vec<Finding>> {
         // Each value with its kind and the highest confidence it was found with.
         let mut known: BTreeMap<String, (Kind, f32)> = BTreeMap::new();
         for (text, findings) in texts.iter().zip(&found) {
@@ -322,7 +317,7 @@ mod tests {
             "PRIYA RAMAN again",
             "priya-raman, priyaramanathan",
         ];
-        let found = detector.detect_conversation(&texts);
+        let found = detector.spread(&texts, texts.iter().map(|t| detector.detect(t)).collect());
         let values: Vec<Vec<&str>> = found
             .iter()
             .zip(texts)
