@@ -88,8 +88,9 @@ impl NameJudge {
         })
     }
 
-    /// Adds to `found` (the rules' findings of each text) the people and organisations the model
-    /// finds among the capitalised words the rules left. A failed call fails the whole: a stage
+    /// Adds to `found` (the rules' findings of each text, disjoint and in order as
+    /// [`crate::Detector::detect`] gives them) the people and organisations the model finds
+    /// among the capitalised words the rules left. A failed call fails the whole: a stage
     /// that cannot vouch for a request sends nothing.
     pub async fn add_findings(
         &self,

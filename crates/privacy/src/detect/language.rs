@@ -540,6 +540,8 @@ fn after_place_preposition(before: &str) -> bool {
 /// end, and holding a word that is not plain. A plain word is an ordinary English word, a word
 /// that starts sentences or names things other than people ("Monday", "Street", "Corp") or a
 /// country. "Ask Okonkwo about it" gives "Okonkwo"; "Monday in Norway" gives nothing.
+///
+/// `findings` are disjoint and in order of position, as [`super::Detector::detect`] gives them.
 pub(crate) fn unexplained_capitalised(text: &str, findings: &[Finding]) -> Vec<Range<usize>> {
     static WORD: LazyLock<Regex> = LazyLock::new(|| re(r"\S+"));
     let plain = |word: &str| {
@@ -568,9 +570,12 @@ pub(crate) fn unexplained_capitalised(text: &str, findings: &[Finding]) -> Vec<R
         .collect();
     runs.sort_by_key(|m| m.start());
     for run in runs {
-        if findings
-            .iter()
-            .any(|f| f.span.start < run.end() && run.start() < f.span.end)
+        // Disjoint and in order, the finding that may overlap the run is the last to start
+        // before its end (a search, so that a long text of many findings stays quick).
+        let before = findings.partition_point(|f| f.span.start < run.end());
+        if before
+            .checked_sub(1)
+            .is_some_and(|i| findings[i].span.end > run.start())
         {
             continue;
         }
@@ -688,7 +693,12 @@ mod tests {
             ["Borz", "DEBFLEX", "SIRPUR PAPER INR10"]
         );
         let person = Finding::new(Kind::Person, 4..11, 0.9);
-        assert_eq!(runs("Ask Okonkwo and Zyborin.", &[person]), ["Zyborin"]);
+        assert_eq!(
+            runs("Ask Okonkwo and Zyborin.", &[person.clone()]),
+            ["Zyborin"]
+        );
+        let both = [person, Finding::new(Kind::Organization, 20..23, 0.9)];
+        assert!(runs("Ask Okonkwo and Zyborin.", &both).is_empty());
     }
 
     fn found(text: &str) -> Vec<(Kind, String)> {
