@@ -543,6 +543,10 @@ pub struct VerifyConfig {
     /// A calibration map written by `tandem eval trust --calibrate`, applied to the confidence.
     #[serde(default)]
     pub calibration: Option<PathBuf>,
+    /// A grounding model written by `tandem eval trust --verify` for this `verifier`: combines
+    /// its probability with the words of a claim the context does not hold.
+    #[serde(default)]
+    pub grounding: Option<PathBuf>,
 }
 
 fn default_sample_temperature() -> f32 {

@@ -28,6 +28,7 @@ use tandem_route::{
 };
 use tandem_store::{SqliteStore, Store};
 use tandem_trust::calibration::Calibration;
+use tandem_trust::grounding::GroundingModel;
 use tandem_trust::{GuardOptions, InputScorer, Judge, Policy, TrustModel, Verify, VerifyOptions};
 
 use crate::config::{
@@ -217,6 +218,20 @@ fn build(
                     Calibration::load(path)
                         .with_context(|| format!("pipelines.{name}.calibration"))?,
                 );
+            }
+            if let Some(path) = &verify.grounding {
+                let model = GroundingModel::load(path)
+                    .with_context(|| format!("pipelines.{name}.grounding"))?;
+                if model.verifier != verify.verifier {
+                    bail!(
+                        "pipelines.{name}.grounding: {} was fitted to the probabilities of `{}`, \
+                         not of the verifier `{}`",
+                        path.display(),
+                        model.verifier,
+                        verify.verifier
+                    );
+                }
+                options.grounding = Some(model);
             }
             Arc::new(Verify::new(
                 options,
@@ -536,6 +551,46 @@ mod tests {
         registry.insert_embedder("minilm".into(), embedder.clone());
         build_all(config, &mut registry).await.unwrap();
         ["cheap", "routed"].map(|name| registry.read_from_store(name).cloned())
+    }
+
+    #[tokio::test]
+    async fn a_grounding_model_is_refused_for_another_verifier() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grounding.json");
+        tandem_trust::grounding::GroundingModel {
+            verifier: "small".into(),
+            combiner: tandem_trust::classifier::Logistic {
+                weights: vec![1.0, -5.0],
+                bias: 1.0,
+            },
+            fitted_on: "test".into(),
+        }
+        .save(&path)
+        .unwrap();
+        let build = |verifier: &str| {
+            let config = Config::parse(&format!(
+                "[models.small]\nkind = \"local\"\nfile = \"small.gguf\"\n\n\
+                 [models.large]\nkind = \"local\"\nfile = \"large.gguf\"\n\n\
+                 [pipelines.checked]\nstrategy = \"verify\"\nmodel = \"large\"\n\
+                 verifier = \"{verifier}\"\ngrounding = \"{}\"\n",
+                path.display()
+            ))
+            .unwrap();
+            async move {
+                let toy = ToyDataset::new(1);
+                let mut registry = Registry::default();
+                for name in ["small", "large"] {
+                    registry.insert_chat(name.into(), ScriptedModel::reference(name, &toy));
+                }
+                build_all(&config, &mut registry).await
+            }
+        };
+        build("small").await.unwrap();
+        let error = format!("{:#}", build("large").await.unwrap_err());
+        assert!(
+            error.contains("pipelines.checked.grounding") && error.contains("`small`"),
+            "{error}"
+        );
     }
 
     fn router(label: f32, threshold: f64) -> StoredRouter {

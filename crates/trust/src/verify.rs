@@ -7,8 +7,11 @@
 //!   block whole) and the verifier is asked of each, in one token, whether the context supports
 //!   it ([`claim_request`]); P(supported) is P(yes) / (P(yes) + P(no)) from that token's
 //!   probabilities ([`tandem_core::logprobs::yes_share`]), 0.5 when neither word is among them.
-//!   Without a system message the question is whether the claim is correct. The answer's
-//!   grounding is its weakest claim's P(supported): one unsupported claim is enough to be wrong.
+//!   Without a system message the question is whether the claim is correct. With a context, each
+//!   claim's words that neither the context nor the question holds are reported
+//!   ([`unsupported_words`]), and a fitted [`GroundingModel`], when configured, combines them with
+//!   the verifier's probability into the claim's P(supported). The answer's grounding is its
+//!   weakest claim's P(supported): one unsupported claim is enough to be wrong.
 //! - Agreement (`samples` > 0): the wrapped model answers `samples` more times with sampling;
 //!   agreement is the share of samples whose final answer (a number, a `\boxed{}` or the
 //!   normalised text) equals the answer's.
@@ -33,6 +36,7 @@ use tandem_core::openai::{ChatCompletionRequest, FinishReason, Message, Role};
 use tandem_core::{ChatEvent, ChatModel, ChatOutput, ChatStream, Completion, ModelError, Report};
 
 use crate::calibration::Calibration;
+use crate::grounding::{unsupported_words, GroundingModel};
 use crate::judge::{request_text, UNDECIDED};
 
 /// What the verifier does, and when the stage abstains.
@@ -51,6 +55,9 @@ pub struct VerifyOptions {
     /// A map fitted on held-out outcomes, applied to the confidence before it is reported and
     /// compared with `abstain_below`.
     pub calibration: Option<Calibration>,
+    /// Combines the verifier's probability with the unsupported words of a claim checked against
+    /// a context; without it a claim's P(supported) is the verifier's.
+    pub grounding: Option<GroundingModel>,
 }
 
 /// What an abstaining response says.
@@ -67,6 +74,7 @@ impl VerifyOptions {
             sample_temperature: 0.7,
             max_claims: 8,
             calibration: None,
+            grounding: None,
         }
     }
 }
@@ -77,11 +85,19 @@ pub struct Verify {
     inner: Arc<dyn ChatModel>,
 }
 
-/// One claim of the answer and the verifier's probability that it is supported.
+/// One claim of the answer and the probability that it is supported.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Claim {
     pub text: String,
+    /// The verifier's P(supported), combined with the unsupported words when a grounding model is
+    /// configured.
     pub supported: f64,
+    /// The verifier's own P(supported), when a grounding model combined it into `supported`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verifier: Option<f64>,
+    /// With a context: the claim's content words that neither the context nor the question holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsupported: Option<Vec<String>>,
 }
 
 /// The stage's entry in the report.
@@ -141,13 +157,22 @@ impl Verify {
         let mut reports = Vec::new();
         let mut checked = Vec::new();
         for claim in claims(answer).into_iter().take(self.options.max_claims) {
-            let (supported, report) = self
+            let (verifier, report) = self
                 .claim_support(context.as_deref(), &question, &claim)
                 .await?;
             reports.push(report);
+            let unsupported = context
+                .as_deref()
+                .map(|context| unsupported_words(&claim, &[context, &question]));
+            let combined = match (&self.options.grounding, &unsupported) {
+                (Some(model), Some(words)) => Some(model.probability(verifier, words.len())),
+                _ => None,
+            };
             checked.push(Claim {
                 text: claim,
-                supported,
+                supported: combined.unwrap_or(verifier),
+                verifier: combined.is_some().then_some(verifier),
+                unsupported,
             });
         }
         // An empty answer claims nothing, and nothing supports it either.

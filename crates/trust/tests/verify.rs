@@ -9,6 +9,8 @@ use tandem_core::openai::{ChatCompletionRequest, FinishReason, Message, Role, To
 use tandem_core::{ChatEvent, ChatModel, Report};
 use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
 use tandem_trust::calibration::{Calibration, Isotonic};
+use tandem_trust::classifier::Logistic;
+use tandem_trust::grounding::{unsupported_words, GroundingModel};
 use tandem_trust::verify::{claim_request, claims, ABSTAIN_TEXT};
 use tandem_trust::{Verify, VerifyOptions};
 
@@ -178,4 +180,61 @@ async fn a_calibration_map_turns_the_raw_confidence_into_the_reported_one() {
     let raw = entry["raw_confidence"].as_f64().unwrap();
     let grounding = entry["grounding"].as_f64().unwrap();
     assert_eq!(raw, grounding);
+}
+
+#[tokio::test]
+async fn a_grounding_model_combines_the_verifiers_probability_with_the_unsupported_words() {
+    // Weights that make every unsupported word count against a claim, and the verifier's
+    // probability count for it: each claim's reported P(supported) must be this model's value of
+    // the verifier's own probability and of the words the context and the question lack.
+    let grounding = GroundingModel {
+        verifier: "smol".into(),
+        combiner: Logistic {
+            weights: vec![1.0, -3.0],
+            bias: 0.5,
+        },
+        fitted_on: "test".into(),
+    };
+    let mut options = VerifyOptions::new("checked");
+    options.grounding = Some(grounding.clone());
+    let output = Verify::new(options, engine(), engine())
+        .complete(request())
+        .await
+        .unwrap();
+    let entry = entry(&output.report);
+    let reported = entry["claims"].as_array().unwrap();
+    assert_eq!(reported.len(), claims(&output.text).len());
+    assert!(!reported.is_empty(), "SmolLM2 answers: {:?}", output.text);
+    let mut lowest = f64::INFINITY;
+    for (claim, text) in reported.iter().zip(claims(&output.text)) {
+        let mut ask = claim_request(Some(CONTEXT), QUESTION, &text);
+        ask.model = "smol".into();
+        let own = yes_over_yes_and_no(&engine().complete(ask).await.unwrap().logprobs.unwrap()[0]);
+        let words = unsupported_words(&text, &[CONTEXT, QUESTION]);
+        assert_eq!(claim["verifier"].as_f64(), Some(own), "{text}");
+        assert_eq!(
+            claim["unsupported"],
+            serde_json::json!(words),
+            "{text}: the words are reported"
+        );
+        let expected = grounding.probability(own, words.len());
+        let supported = claim["supported"].as_f64().unwrap();
+        assert!(
+            (supported - expected).abs() < 1e-12,
+            "{supported} vs {expected}"
+        );
+        lowest = lowest.min(expected);
+    }
+    assert!((entry["grounding"].as_f64().unwrap() - lowest).abs() < 1e-12);
+
+    // Without a grounding model the words are still reported, and the verifier's probability is
+    // the claim's.
+    let plain = verify(None).complete(request()).await.unwrap();
+    let first = &entry_claims(&plain.report)[0];
+    assert!(first["verifier"].is_null());
+    assert!(first["unsupported"].is_array());
+}
+
+fn entry_claims(report: &Report) -> Vec<serde_json::Value> {
+    entry(report)["claims"].as_array().unwrap().clone()
 }
