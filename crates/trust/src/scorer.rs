@@ -20,10 +20,10 @@ pub struct InputScorer {
 impl InputScorer {
     /// Refuses a model trained on vectors of another size than the embedder's.
     pub fn new(embedder: Arc<Embedder>, model: TrustModel) -> Result<Self, TrustError> {
-        if model.embedding.weights.len() != embedder.dimensions() {
+        if model.embedding.dimensions() != embedder.dimensions() {
             return Err(TrustError::Incompatible(format!(
                 "it was trained on {}-dimensional vectors of `{}`, the embedder gives {}",
-                model.embedding.weights.len(),
+                model.embedding.dimensions(),
                 model.embedding_model,
                 embedder.dimensions()
             )));
