@@ -15,7 +15,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::classifier::{logit, sigmoid};
-use crate::error::TrustError;
+use crate::error::{load_json, save_json, TrustError};
 
 /// A fitted calibration map, stored as JSON (`tandem eval trust --calibrate` writes one; the
 /// verify stage's `calibration` key reads it).
@@ -35,20 +35,11 @@ impl Calibration {
     }
 
     pub fn save(&self, path: &Path) -> Result<(), TrustError> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| file_error(path, e))?;
-        std::fs::write(path, text).map_err(|e| file_error(path, e))
+        save_json(self, path)
     }
 
     pub fn load(path: &Path) -> Result<Calibration, TrustError> {
-        let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e))?;
-        serde_json::from_str(&text).map_err(|e| file_error(path, e))
-    }
-}
-
-fn file_error(path: &Path, e: impl std::fmt::Display) -> TrustError {
-    TrustError::Classifier {
-        path: path.display().to_string(),
-        message: e.to_string(),
+        load_json(path)
     }
 }
 

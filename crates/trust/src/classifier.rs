@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::TrustError;
+use crate::error::{load_json, save_json, TrustError};
 
 /// Logistic regression: `sigmoid(w . x + b)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -319,13 +319,11 @@ impl TrustModel {
     }
 
     pub fn save(&self, path: &Path) -> Result<(), TrustError> {
-        let text = serde_json::to_string(self).map_err(|e| classifier_error(path, e))?;
-        std::fs::write(path, text).map_err(|e| classifier_error(path, e))
+        save_json(self, path)
     }
 
     pub fn load(path: &Path) -> Result<TrustModel, TrustError> {
-        let text = std::fs::read_to_string(path).map_err(|e| classifier_error(path, e))?;
-        serde_json::from_str(&text).map_err(|e| classifier_error(path, e))
+        load_json(path)
     }
 }
 
@@ -351,13 +349,6 @@ pub fn nearest_similarity(templates: &[Vec<f32>], embedding: &[f32]) -> f64 {
                 .sum::<f64>()
         })
         .fold(0.0, f64::max)
-}
-
-fn classifier_error(path: &Path, e: impl std::fmt::Display) -> TrustError {
-    TrustError::Classifier {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    }
 }
 
 #[cfg(test)]

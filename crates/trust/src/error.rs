@@ -1,5 +1,9 @@
-//! The crate's errors.
+//! The crate's errors, and the JSON files its fitted models are kept in.
 
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tandem_core::ModelError;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,8 +20,27 @@ pub enum TrustError {
     Fetch(#[from] tandem_fetch::FetchError),
     #[error("cannot read {what}: {message}")]
     Data { what: String, message: String },
-    #[error("classifier file {path}: {message}")]
-    Classifier { path: String, message: String },
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Writes a fitted model (a classifier, a calibration map, a grounding model) as JSON.
+pub(crate) fn save_json<T: Serialize>(value: &T, path: &Path) -> Result<(), TrustError> {
+    let text = serde_json::to_string(value).map_err(|e| file_error(path, e))?;
+    std::fs::write(path, text).map_err(|e| file_error(path, e))
+}
+
+/// Reads a fitted model written by [`save_json`].
+pub(crate) fn load_json<T: DeserializeOwned>(path: &Path) -> Result<T, TrustError> {
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e))?;
+    serde_json::from_str(&text).map_err(|e| file_error(path, e))
+}
+
+fn file_error(path: &Path, e: impl std::fmt::Display) -> TrustError {
+    TrustError::File {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
 }
