@@ -3,7 +3,7 @@
 //! regression, still read), and a three-weight combiner that stacks its probability with the
 //! guard model's and the similarity to the nearest known jailbreak template.
 //!
-//! Trained by `tandem trust train` on the training split of the public harmful and benign sets
+//! Trained by `tandem eval trust` on the training split of the public harmful and benign sets
 //! (see [`crate::data`]) and stored as one JSON file that the guard's configuration names.
 
 use std::path::Path;
