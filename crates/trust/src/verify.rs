@@ -8,7 +8,7 @@
 //!   it ([`claim_request`]); P(supported) is P(yes) / (P(yes) + P(no)) from that token's
 //!   probabilities ([`tandem_core::logprobs::yes_share`]), 0.5 when neither word is among them.
 //!   Without a system message the question is whether the claim is correct. With a context, each
-//!   claim's words that neither the context nor the question holds are reported
+//!   prose claim's words that neither the context nor the question holds are reported
 //!   ([`unsupported_words`]), and a fitted [`GroundingModel`], when configured, combines them with
 //!   the verifier's probability into the claim's P(supported). The answer's grounding is its
 //!   weakest claim's P(supported): one unsupported claim is enough to be wrong.
@@ -95,7 +95,8 @@ pub struct Claim {
     /// The verifier's own P(supported), when a grounding model combined it into `supported`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verifier: Option<f64>,
-    /// With a context: the claim's content words that neither the context nor the question holds.
+    /// With a context, for prose: the claim's content words that neither the context nor the
+    /// question holds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unsupported: Option<Vec<String>>,
 }
@@ -161,8 +162,11 @@ impl Verify {
                 .claim_support(context.as_deref(), &question, &claim)
                 .await?;
             reports.push(report);
+            // A code block's identifiers are not claims about the context: its words are not
+            // counted, and the verifier's probability stands.
             let unsupported = context
                 .as_deref()
+                .filter(|_| !claim.starts_with("```"))
                 .map(|context| unsupported_words(&claim, &[context, &question]));
             let combined = match (&self.options.grounding, &unsupported) {
                 (Some(model), Some(words)) => Some(model.probability(verifier, words.len())),

@@ -238,3 +238,80 @@ async fn a_grounding_model_combines_the_verifiers_probability_with_the_unsupport
 fn entry_claims(report: &Report) -> Vec<serde_json::Value> {
     entry(report)["claims"].as_array().unwrap().clone()
 }
+
+/// An answering model that always says `ANSWER`: the verifier under test is the real one.
+struct Fixed;
+
+const ANSWER: &str =
+    "The tower was finished in 1889 by Gustave Eiffel.\n```python\nheight_metres = 330\n```";
+
+#[async_trait::async_trait]
+impl ChatModel for Fixed {
+    fn name(&self) -> &str {
+        "fixed"
+    }
+
+    async fn stream(
+        &self,
+        _request: ChatCompletionRequest,
+    ) -> Result<tandem_core::ChatStream, tandem_core::ModelError> {
+        let done = tandem_core::Completion {
+            finish_reason: FinishReason::Stop,
+            usage: Default::default(),
+            report: Report::single(tandem_core::Stage {
+                model: "fixed".into(),
+                location: tandem_core::Location::Local,
+                prompt_tokens: 1,
+                completion_tokens: 1,
+                latency_ms: 1.0,
+                time_to_first_token_ms: None,
+                cost_usd: 0.0,
+                cached_prompt_tokens: None,
+            }),
+        };
+        Ok(futures::stream::iter([
+            Ok(ChatEvent::Delta {
+                text: ANSWER.into(),
+                logprobs: Vec::new(),
+            }),
+            Ok(ChatEvent::Done(done)),
+        ])
+        .boxed())
+    }
+}
+
+#[tokio::test]
+async fn a_code_block_keeps_the_verifiers_probability_and_counts_no_words() {
+    let grounding = GroundingModel {
+        verifier: "smol".into(),
+        combiner: Logistic {
+            weights: vec![1.0, -3.0],
+            bias: 0.5,
+        },
+        fitted_on: "test".into(),
+    };
+    let mut options = VerifyOptions::new("checked");
+    options.grounding = Some(grounding.clone());
+    let output = Verify::new(options, engine(), Arc::new(Fixed))
+        .complete(request())
+        .await
+        .unwrap();
+    assert_eq!(output.text, ANSWER);
+    let claims = entry_claims(&output.report);
+    assert_eq!(claims.len(), 2, "{claims:?}");
+    let (prose, code) = (&claims[0], &claims[1]);
+    // The prose names a person the context never mentions; its other words are all there.
+    assert_eq!(prose["unsupported"], serde_json::json!(["gustave"]));
+    let own = prose["verifier"].as_f64().unwrap();
+    assert_eq!(
+        prose["supported"].as_f64(),
+        Some(grounding.probability(own, 1))
+    );
+    // The code block: no words, no combination, the verifier's own probability.
+    assert!(code["unsupported"].is_null(), "{code}");
+    assert!(code["verifier"].is_null(), "{code}");
+    let mut ask = claim_request(Some(CONTEXT), QUESTION, code["text"].as_str().unwrap());
+    ask.model = "smol".into();
+    let expected = yes_over_yes_and_no(&engine().complete(ask).await.unwrap().logprobs.unwrap()[0]);
+    assert_eq!(code["supported"].as_f64(), Some(expected));
+}
