@@ -182,11 +182,9 @@ async fn a_calibration_map_turns_the_raw_confidence_into_the_reported_one() {
     assert_eq!(raw, grounding);
 }
 
-#[tokio::test]
-async fn a_grounding_model_combines_the_verifiers_probability_with_the_unsupported_words() {
-    // Weights that make every unsupported word count against a claim, and the verifier's
-    // probability count for it: each claim's reported P(supported) must be this model's value of
-    // the verifier's own probability and of the words the context and the question lack.
+/// A grounding model whose weights make every unsupported word count against a claim and the
+/// verifier's probability for it, and verify options that use it.
+fn grounded() -> (GroundingModel, VerifyOptions) {
     let grounding = GroundingModel {
         verifier: "smol".into(),
         combiner: Logistic {
@@ -197,6 +195,14 @@ async fn a_grounding_model_combines_the_verifiers_probability_with_the_unsupport
     };
     let mut options = VerifyOptions::new("checked");
     options.grounding = Some(grounding.clone());
+    (grounding, options)
+}
+
+#[tokio::test]
+async fn a_grounding_model_combines_the_verifiers_probability_with_the_unsupported_words() {
+    // Each claim's reported P(supported) must be the grounding model's value of the verifier's own
+    // probability and of the words the context and the question lack.
+    let (grounding, options) = grounded();
     let output = Verify::new(options, engine(), engine())
         .complete(request())
         .await
@@ -282,16 +288,7 @@ impl ChatModel for Fixed {
 
 #[tokio::test]
 async fn a_code_block_keeps_the_verifiers_probability_and_counts_no_words() {
-    let grounding = GroundingModel {
-        verifier: "smol".into(),
-        combiner: Logistic {
-            weights: vec![1.0, -3.0],
-            bias: 0.5,
-        },
-        fitted_on: "test".into(),
-    };
-    let mut options = VerifyOptions::new("checked");
-    options.grounding = Some(grounding.clone());
+    let (grounding, options) = grounded();
     let output = Verify::new(options, engine(), Arc::new(Fixed))
         .complete(request())
         .await
