@@ -8,7 +8,7 @@ use tandem_core::openai::ChatCompletionRequest;
 use tandem_core::report::StrategyEntry;
 use tandem_core::{ChatEvent, ChatModel, ChatStream, ModelError};
 
-use super::{add_judged, count, counts_json, Guard};
+use super::{counts_json, Guard};
 
 /// Sends a request to `remote` unless its sensitivity (the highest confidence of any finding)
 /// reaches `threshold`; then `local` answers and nothing leaves the machine. `remote` may itself
@@ -65,8 +65,8 @@ impl ChatModel for KeepLocal {
         );
         details.insert("threshold".into(), f64::from(self.threshold).into());
         details.insert("found".into(), counts_json(&found));
-        count(&self.guard, "keep_local", &found, judged);
-        add_judged(&self.guard, judged, &mut details);
+        self.guard
+            .record("keep_local", &found, judged, &mut details);
         let pipeline = self.guard.pipeline.clone();
         let events = model.stream(request).await?;
         Ok(events

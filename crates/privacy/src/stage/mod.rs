@@ -157,6 +157,37 @@ impl Guard {
         Ok((highest, kinds, judged))
     }
 
+    /// Records what a stage found: /metrics counts the values by kind (replaced or found) and the
+    /// name judge's questions and findings, and the stage's report details get the judge's entry,
+    /// when a judge is configured.
+    fn record(
+        &self,
+        strategy: &'static str,
+        kinds: &BTreeMap<Kind, u32>,
+        judged: Judged,
+        details: &mut serde_json::Map<String, serde_json::Value>,
+    ) {
+        for (kind, n) in kinds {
+            metrics::counter!(
+                "tandem_privacy_values_total",
+                "pipeline" => self.pipeline.clone(),
+                "strategy" => strategy,
+                "kind" => kind.as_str()
+            )
+            .increment(u64::from(*n));
+        }
+        if self.names.is_some() {
+            metrics::counter!("tandem_privacy_name_questions_total", "pipeline" => self.pipeline.clone())
+                .increment(judged.asked as u64);
+            metrics::counter!("tandem_privacy_names_found_total", "pipeline" => self.pipeline.clone())
+                .increment(judged.found as u64);
+            details.insert(
+                "name_judge".into(),
+                serde_json::to_value(judged).expect("counts serialise"),
+            );
+        }
+    }
+
     /// Writes the egress record of `request` about to be sent to `model`; an error means the
     /// request must not be sent.
     async fn audit(
@@ -202,40 +233,6 @@ pub struct Pseudonymised {
     pub request: ChatCompletionRequest,
     pub vault: Vault,
     pub judged: Judged,
-}
-
-/// Counts in /metrics the values a stage replaced or found, by kind, and the name judge's
-/// questions and findings.
-fn count(guard: &Guard, strategy: &'static str, kinds: &BTreeMap<Kind, u32>, judged: Judged) {
-    for (kind, n) in kinds {
-        metrics::counter!(
-            "tandem_privacy_values_total",
-            "pipeline" => guard.pipeline.clone(),
-            "strategy" => strategy,
-            "kind" => kind.as_str()
-        )
-        .increment(u64::from(*n));
-    }
-    if guard.names.is_some() {
-        metrics::counter!("tandem_privacy_name_questions_total", "pipeline" => guard.pipeline.clone())
-            .increment(judged.asked as u64);
-        metrics::counter!("tandem_privacy_names_found_total", "pipeline" => guard.pipeline.clone())
-            .increment(judged.found as u64);
-    }
-}
-
-/// The name judge's entry in a stage's report details, when a judge is configured.
-fn add_judged(
-    guard: &Guard,
-    judged: Judged,
-    details: &mut serde_json::Map<String, serde_json::Value>,
-) {
-    if guard.names.is_some() {
-        details.insert(
-            "name_judge".into(),
-            serde_json::to_value(judged).expect("counts serialise"),
-        );
-    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -9,7 +9,7 @@ use tandem_core::openai::{ChatCompletionRequest, FunctionCallChunk, ToolCallChun
 use tandem_core::report::StrategyEntry;
 use tandem_core::{ChatEvent, ChatModel, ChatStream, ModelError};
 
-use super::{add_judged, count, counts_json, Guard, Pseudonymised};
+use super::{counts_json, Guard, Pseudonymised};
 use crate::vault::{Restorer, Vault};
 
 /// Sends `inner` the request with every private value replaced by its placeholder, and gives the
@@ -46,9 +46,9 @@ impl ChatModel for Redact {
         self.guard
             .audit("redact", self.inner.as_ref(), &sent, vault.replaced())
             .await?;
-        count(&self.guard, "redact", vault.replaced(), judged);
         let mut details = details(&vault);
-        add_judged(&self.guard, judged, &mut details);
+        self.guard
+            .record("redact", vault.replaced(), judged, &mut details);
         let vault = Arc::new(vault);
         let mut restorer = Restorer::new(Arc::clone(&vault));
         // Each tool call's arguments stream on their own, so each gets its own restorer.

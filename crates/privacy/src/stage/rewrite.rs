@@ -9,7 +9,7 @@ use tandem_core::openai::{ChatCompletionRequest, Message, Role};
 use tandem_core::report::StrategyEntry;
 use tandem_core::{collect, ChatEvent, ChatModel, ChatStream, ModelError};
 
-use super::{add_judged, count, counts_json, Guard, Pseudonymised};
+use super::{counts_json, Guard, Pseudonymised};
 
 /// Tokens the local model may spend on the rewritten question.
 const REWRITE_MAX_TOKENS: u32 = 160;
@@ -117,8 +117,8 @@ impl ChatModel for Rewrite {
             counts_json(vault.replaced()),
         );
         details.insert("expert_answer_chars".into(), expert.chars().count().into());
-        count(&self.guard, "rewrite", vault.replaced(), judged);
-        add_judged(&self.guard, judged, &mut details);
+        self.guard
+            .record("rewrite", vault.replaced(), judged, &mut details);
         let pipeline = self.guard.pipeline.clone();
         let events = self.local.stream(compose).await?;
         Ok(events
