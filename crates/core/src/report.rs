@@ -52,6 +52,28 @@ pub struct Stage {
     pub cached_prompt_tokens: Option<u32>,
 }
 
+impl Stage {
+    /// A call to a local model without a price: no cost, no time to first token, no prompt
+    /// cache. What scripted test models report.
+    pub fn unpriced_local(
+        model: impl Into<String>,
+        prompt_tokens: u32,
+        completion_tokens: u32,
+        latency_ms: f64,
+    ) -> Stage {
+        Stage {
+            model: model.into(),
+            location: Location::Local,
+            prompt_tokens,
+            completion_tokens,
+            latency_ms,
+            time_to_first_token_ms: None,
+            cost_usd: 0.0,
+            cached_prompt_tokens: None,
+        }
+    }
+}
+
 /// What happened for one response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -153,16 +175,7 @@ mod tests {
 
     #[test]
     fn a_strategy_entry_is_flattened_into_the_report() {
-        let stage = Stage {
-            model: "small".into(),
-            location: Location::Local,
-            prompt_tokens: 3,
-            completion_tokens: 4,
-            latency_ms: 1.0,
-            time_to_first_token_ms: None,
-            cost_usd: 0.0,
-            cached_prompt_tokens: None,
-        };
+        let stage = Stage::unpriced_local("small", 3, 4, 1.0);
         let mut report = Report::single(stage);
         report
             .push_strategy("fast", "speculative", serde_json::json!({ "accepted": 7 }))

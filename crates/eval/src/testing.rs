@@ -13,9 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::StreamExt;
 use tandem_core::openai::{ChatCompletionRequest, FinishReason, Message, Role, Usage};
-use tandem_core::{
-    ChatEvent, ChatModel, ChatStream, Completion, Location, ModelError, Report, Stage,
-};
+use tandem_core::{ChatEvent, ChatModel, ChatStream, Completion, ModelError, Report, Stage};
 
 use crate::dataset::gsm::final_number;
 use crate::dataset::{Dataset, Item, Score, Split};
@@ -156,16 +154,12 @@ impl ChatModel for ScriptedModel {
         };
         let prompt_tokens = prompt.split_whitespace().count() as u32;
         let completion_tokens = text.split_whitespace().count() as u32;
-        let report = Report::single(Stage {
-            model: self.name.clone(),
-            location: Location::Local,
+        let report = Report::single(Stage::unpriced_local(
+            self.name.clone(),
             prompt_tokens,
             completion_tokens,
-            latency_ms: 1.0,
-            time_to_first_token_ms: None,
-            cost_usd: 0.0,
-            cached_prompt_tokens: None,
-        });
+            1.0,
+        ));
         let events = vec![
             Ok(ChatEvent::Delta {
                 text,

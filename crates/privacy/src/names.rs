@@ -199,7 +199,7 @@ mod tests {
 
     use async_trait::async_trait;
     use tandem_core::openai::{TokenLogprob, TopLogprob};
-    use tandem_core::report::{Location, Report, Stage};
+    use tandem_core::report::{Report, Stage};
     use tandem_core::{ChatEvent, ChatStream, Completion};
 
     use super::*;
@@ -245,16 +245,7 @@ mod tests {
                 bytes: None,
                 top_logprobs: top,
             };
-            let stage = Stage {
-                model: "lettered".into(),
-                location: Location::Local,
-                prompt_tokens: 1,
-                completion_tokens: 1,
-                latency_ms: 1.0,
-                time_to_first_token_ms: None,
-                cost_usd: 0.0,
-                cached_prompt_tokens: None,
-            };
+            let stage = Stage::unpriced_local("lettered", 1, 1, 1.0);
             let events = vec![
                 Ok(ChatEvent::Delta {
                     text: "A".into(),

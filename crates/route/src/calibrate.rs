@@ -157,7 +157,7 @@ mod tests {
 
     use async_trait::async_trait;
     use tandem_core::openai::{FinishReason, Message, Role, Usage};
-    use tandem_core::{ChatEvent, ChatModel, ChatStream, Completion, Location, Report, Stage};
+    use tandem_core::{ChatEvent, ChatModel, ChatStream, Completion, Report, Stage};
 
     use super::*;
     use crate::cascade::ScoreOptions;
@@ -206,16 +206,7 @@ mod tests {
 
     /// `model`'s whole answer `text`, streamed as one delta with a one-token report.
     fn answer(model: &str, text: &str) -> ChatStream {
-        let stage = Stage {
-            model: model.into(),
-            location: Location::Local,
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            latency_ms: 0.0,
-            time_to_first_token_ms: None,
-            cost_usd: 0.0,
-            cached_prompt_tokens: None,
-        };
+        let stage = Stage::unpriced_local(model, 1, 1, 0.0);
         let events = vec![
             Ok(ChatEvent::Delta {
                 text: text.into(),

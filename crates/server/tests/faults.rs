@@ -11,9 +11,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tandem_core::openai::{ChatCompletionRequest, FinishReason, Usage};
-use tandem_core::{
-    ChatEvent, ChatModel, ChatStream, Completion, Location, ModelError, Report, Stage,
-};
+use tandem_core::{ChatEvent, ChatModel, ChatStream, Completion, ModelError, Report, Stage};
 use tandem_server::{router, Pipelines, ServerOptions, OVERLOADED_RETRY_AFTER_SECS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -64,16 +62,7 @@ impl Drop for DropSignal {
 }
 
 fn done() -> Completion {
-    let stage = Stage {
-        model: "fake".into(),
-        location: Location::Local,
-        prompt_tokens: 3,
-        completion_tokens: 1,
-        latency_ms: 1.0,
-        time_to_first_token_ms: None,
-        cost_usd: 0.0,
-        cached_prompt_tokens: None,
-    };
+    let stage = Stage::unpriced_local("fake", 3, 1, 1.0);
     Completion {
         finish_reason: FinishReason::Stop,
         usage: Usage::new(3, 1),

@@ -264,16 +264,7 @@ impl ChatModel for Fixed {
         let done = tandem_core::Completion {
             finish_reason: FinishReason::Stop,
             usage: Default::default(),
-            report: Report::single(tandem_core::Stage {
-                model: "fixed".into(),
-                location: tandem_core::Location::Local,
-                prompt_tokens: 1,
-                completion_tokens: 1,
-                latency_ms: 1.0,
-                time_to_first_token_ms: None,
-                cost_usd: 0.0,
-                cached_prompt_tokens: None,
-            }),
+            report: Report::single(tandem_core::Stage::unpriced_local("fixed", 1, 1, 1.0)),
         };
         Ok(futures::stream::iter([
             Ok(ChatEvent::Delta {
