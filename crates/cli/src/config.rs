@@ -1018,12 +1018,9 @@ impl Config {
             .with_context(|| format!("pipelines.{name}.detect"))?;
         if let Some(names) = names {
             self.check_local(name, "names.model", &names.model)?;
-            if !(0.0..=1.0).contains(&names.threshold) {
-                bail!("pipelines.{name}.names.threshold must be between 0 and 1");
-            }
-            if names.max_questions == 0 {
-                bail!("pipelines.{name}.names.max_questions must be at least 1; leave `names` out to judge none");
-            }
+            names
+                .check()
+                .map_err(|e| anyhow::anyhow!("pipelines.{name}.{e}"))?;
         }
         Ok(())
     }

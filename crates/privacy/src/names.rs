@@ -73,14 +73,28 @@ pub struct Judged {
     pub unasked: usize,
 }
 
+impl NameJudgeConfig {
+    /// Refuses a threshold outside [0, 1] and `max_questions = 0`; the message names the key
+    /// under the `names` table ("names.threshold ...").
+    pub fn check(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return Err(format!(
+                "names.threshold must be between 0 and 1, not {}",
+                self.threshold
+            ));
+        }
+        if self.max_questions == 0 {
+            return Err(
+                "names.max_questions must be at least 1; leave `names` out to judge none".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 impl NameJudge {
     pub fn new(config: &NameJudgeConfig, model: Arc<dyn ChatModel>) -> Result<Self, PrivacyError> {
-        if !(0.0..=1.0).contains(&config.threshold) {
-            return Err(PrivacyError::Config(format!(
-                "`names.threshold` must be between 0 and 1, not {}",
-                config.threshold
-            )));
-        }
+        config.check().map_err(PrivacyError::Config)?;
         Ok(NameJudge {
             model,
             threshold: config.threshold,
