@@ -52,6 +52,9 @@ pub fn unsupported_words(claim: &str, sources: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// How many [`features`] the combiner weighs.
+const FEATURES: usize = 2;
+
 /// The combiner's features: [logit(verifier's P(supported)), ln(1 + unsupported words)].
 pub fn features(model_probability: f64, unsupported: usize) -> Vec<f64> {
     vec![logit(model_probability), (unsupported as f64).ln_1p()]
@@ -93,8 +96,18 @@ impl GroundingModel {
         save_json(self, path)
     }
 
+    /// Reads a model written by [`Self::save`]; refuses one whose combiner does not weigh
+    /// exactly the two [`features`].
     pub fn load(path: &Path) -> Result<GroundingModel, TrustError> {
-        load_json(path)
+        let model: GroundingModel = load_json(path)?;
+        let weights = model.combiner.weights.len();
+        if weights != FEATURES {
+            return Err(TrustError::File {
+                path: path.display().to_string(),
+                message: format!("the combiner has {weights} weights, not {FEATURES}"),
+            });
+        }
+        Ok(model)
     }
 }
 
@@ -146,5 +159,14 @@ mod tests {
         assert_eq!(GroundingModel::load(&path).unwrap(), model);
         let error = GroundingModel::load(&dir.path().join("none.json")).unwrap_err();
         assert!(error.to_string().contains("none.json"));
+        // A file whose combiner weighs another number of features is refused, not half-applied.
+        let mut three = model.clone();
+        three.combiner.weights.push(1.0);
+        three.save(&path).unwrap();
+        let error = GroundingModel::load(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("3 weights, not 2") && error.contains("g.json"),
+            "{error}"
+        );
     }
 }
