@@ -1,7 +1,9 @@
 //! The trained part of the input guard: a classifier on sentence embeddings (all-MiniLM-L6-v2): a
 //! perceptron with one hidden layer ([`Mlp`]; files written before it hold a [`Logistic`]
 //! regression, still read), and a three-weight combiner that stacks its probability with the
-//! guard model's and the similarity to the nearest known jailbreak template.
+//! guard model's and the similarity to the nearest known jailbreak template; and a second
+//! perceptron that tells jailbreak prompts from benign ones ([`JailbreakClassifier`]), which blocks
+//! on its own at a threshold fitted to a false-positive budget.
 //!
 //! Trained by `tandem eval trust` on the training split of the public harmful and benign sets
 //! (see [`crate::data`]) and stored as one JSON file that the guard's configuration names.
@@ -290,6 +292,20 @@ pub struct TrustModel {
     pub templates: Vec<Vec<f32>>,
     /// Items of each training set, for the record.
     pub trained_on: Vec<(String, usize)>,
+    /// Blocks jailbreak prompts on its own; files written before it have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jailbreak: Option<JailbreakClassifier>,
+}
+
+/// A classifier of jailbreak prompts (known templates, bare and filled with harmful behaviours)
+/// against benign prompts, on the same embeddings, and the threshold at which it blocks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JailbreakClassifier {
+    pub classifier: EmbeddingClassifier,
+    /// Set on out-of-fold probabilities of the benign training prompts, at `budget`.
+    pub threshold: f64,
+    /// The share of benign training prompts allowed over the threshold.
+    pub budget: f64,
 }
 
 impl TrustModel {
@@ -297,6 +313,15 @@ impl TrustModel {
     pub fn embedding_probability(&self, embedding: &[f32]) -> f64 {
         let row: Vec<f64> = embedding.iter().map(|&x| f64::from(x)).collect();
         self.embedding.probability(&row)
+    }
+
+    /// The jailbreak classifier's probability, and whether it reaches its threshold; `None` when
+    /// the model has no jailbreak classifier.
+    pub fn jailbreak(&self, embedding: &[f32]) -> Option<(f64, bool)> {
+        let jailbreak = self.jailbreak.as_ref()?;
+        let row: Vec<f64> = embedding.iter().map(|&x| f64::from(x)).collect();
+        let p = jailbreak.classifier.probability(&row);
+        Some((p, p > jailbreak.threshold))
     }
 
     /// Cosine similarity to the nearest template (embeddings are unit length); 0 without templates.
@@ -413,6 +438,7 @@ mod tests {
         let model: TrustModel = serde_json::from_str(text).unwrap();
         assert!(matches!(model.embedding, EmbeddingClassifier::Logistic(_)));
         assert!((model.embedding_probability(&[0.0]) - 0.5).abs() < 1e-12);
+        assert!(model.jailbreak.is_none() && model.jailbreak(&[0.0]).is_none());
     }
 
     #[test]
@@ -430,12 +456,24 @@ mod tests {
             },
             templates: vec![vec![1.0, 0.0]],
             trained_on: vec![("advbench".into(), 3)],
+            jailbreak: Some(JailbreakClassifier {
+                classifier: EmbeddingClassifier::Logistic(Logistic {
+                    weights: vec![2.0, 0.0],
+                    bias: 0.0,
+                }),
+                threshold: 0.7,
+                budget: 0.01,
+            }),
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.json");
         model.save(&path).unwrap();
         assert_eq!(TrustModel::load(&path).unwrap(), model);
         assert!((model.template_similarity(&[0.6, 0.8]) - 0.6).abs() < 1e-6);
+        // sigmoid(2 * 0.6) = 0.769 passes 0.7; sigmoid(2 * 0.3) = 0.646 does not.
+        let (p, fires) = model.jailbreak(&[0.6, 0.8]).unwrap();
+        assert!((p - 0.768_524_783_499_018).abs() < 1e-6 && fires, "{p}");
+        assert!(!model.jailbreak(&[0.3, 0.95]).unwrap().1);
         let missing = TrustModel::load(&dir.path().join("nope.json")).unwrap_err();
         assert!(missing.to_string().contains("nope.json"));
     }

@@ -267,6 +267,7 @@ impl Watch {
                 category: None,
                 category_probability: None,
                 model_score: None,
+                jailbreak: None,
             },
             checks: 0,
             hold_chars: self.hold_chars,

@@ -90,6 +90,7 @@ impl Judge {
             category: None,
             category_probability: None,
             model_score,
+            jailbreak: None,
         };
         if blocked {
             let question = self.policy.category_request(side, request, answer);

@@ -1,6 +1,7 @@
 //! [`InputScorer`]: the input guard's score when a trained [`TrustModel`] is configured: the
 //! guard model's probability, the embedding classifier's and the nearest jailbreak template's
-//! similarity, combined by the model's stacked regression.
+//! similarity, combined by the model's stacked regression; and, when the model has one, the
+//! jailbreak classifier, which blocks on its own.
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use crate::classifier::TrustModel;
 use crate::error::TrustError;
 use crate::judge::{Judge, Judgement};
 use crate::policy::Side;
+use crate::verdict::JAILBREAK_CATEGORY;
 
 pub struct InputScorer {
     embedder: Arc<Embedder>,
@@ -27,6 +29,15 @@ impl InputScorer {
                 model.embedding_model,
                 embedder.dimensions()
             )));
+        }
+        if let Some(jailbreak) = &model.jailbreak {
+            if jailbreak.classifier.dimensions() != embedder.dimensions() {
+                return Err(TrustError::Incompatible(format!(
+                    "its jailbreak classifier reads {}-dimensional vectors, the embedder gives {}",
+                    jailbreak.classifier.dimensions(),
+                    embedder.dimensions()
+                )));
+            }
         }
         Ok(InputScorer { embedder, model })
     }
@@ -45,7 +56,7 @@ impl InputScorer {
             model_score,
             self.model.template_similarity(vector),
         );
-        judge
+        let mut judgement = judge
             .decide(
                 Side::Input,
                 text,
@@ -54,6 +65,16 @@ impl InputScorer {
                 Some(model_score),
                 vec![report],
             )
-            .await
+            .await?;
+        if let Some((probability, fires)) = self.model.jailbreak(vector) {
+            let verdict = &mut judgement.verdict;
+            verdict.jailbreak = Some(probability);
+            if fires && !verdict.blocked {
+                verdict.blocked = true;
+                verdict.category = Some(JAILBREAK_CATEGORY.to_string());
+                verdict.category_probability = None;
+            }
+        }
+        Ok(judgement)
     }
 }

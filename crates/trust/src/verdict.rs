@@ -18,4 +18,11 @@ pub struct Verdict {
     /// The guard model's own probability, when a trained classifier was combined with it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_score: Option<f64>,
+    /// The jailbreak classifier's probability, when the trained model has one. Reaching its own
+    /// threshold blocks the text, in the category `jailbreak` unless the score blocked it too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jailbreak: Option<f64>,
 }
+
+/// The category of a text blocked by the jailbreak classifier alone.
+pub const JAILBREAK_CATEGORY: &str = "jailbreak";

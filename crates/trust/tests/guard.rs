@@ -7,8 +7,10 @@ use std::sync::{Arc, OnceLock};
 use futures::StreamExt;
 use tandem_core::openai::{ChatCompletionRequest, FinishReason, Message, Role, TokenLogprob};
 use tandem_core::{ChatEvent, ChatModel, Completion, Report};
+use tandem_embed::Embedder;
 use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
-use tandem_trust::{Guard, GuardOptions, Judge, Policy, Side};
+use tandem_trust::classifier::{EmbeddingClassifier, JailbreakClassifier, Logistic};
+use tandem_trust::{Guard, GuardOptions, InputScorer, Judge, Policy, Side, TrustModel};
 
 fn engine() -> Arc<dyn ChatModel> {
     static ENGINE: OnceLock<Arc<LlamaEngine>> = OnceLock::new();
@@ -221,4 +223,86 @@ async fn an_edited_policy_names_its_own_categories() {
         .unwrap();
     assert_eq!(judgement.verdict.category.as_deref(), Some("Weather talk"));
     assert_eq!(judgement.verdict.category_probability, Some(1.0));
+}
+
+/// A trained model whose stacked score never blocks and whose jailbreak classifier reads the
+/// embedding through `weights`, blocking above `threshold`.
+fn jailbreak_model(weights: Vec<f64>, threshold: f64) -> TrustModel {
+    let dims = weights.len();
+    TrustModel {
+        embedding_model: "all-minilm-l6-v2".into(),
+        guard_model: "smol".into(),
+        embedding: EmbeddingClassifier::Logistic(Logistic {
+            weights: vec![0.0; dims],
+            bias: 0.0,
+        }),
+        combiner: Logistic {
+            weights: vec![0.0; 3],
+            bias: -50.0,
+        },
+        templates: Vec::new(),
+        trained_on: Vec::new(),
+        jailbreak: Some(JailbreakClassifier {
+            classifier: EmbeddingClassifier::Logistic(Logistic { weights, bias: 0.0 }),
+            threshold,
+            budget: 0.01,
+        }),
+    }
+}
+
+#[tokio::test]
+async fn the_jailbreak_classifier_blocks_on_its_own_and_reports_its_probability() {
+    let dir = tandem_fetch::Fetcher::new(tandem_fetch::default_cache_dir())
+        .resolve_local("all-minilm-l6-v2")
+        .expect("run `tandem models pull all-minilm-l6-v2` first");
+    let embedder = Arc::new(Embedder::load(&dir).unwrap());
+    let prompt = "Tell me a joke.";
+    // The classifier reads the first coordinate of the prompt's own embedding, so its expected
+    // probability is known from the embedder alone.
+    let vector = embedder.embed(&[prompt]).unwrap().vectors.remove(0);
+    let mut weights = vec![0.0; vector.len()];
+    weights[0] = 10.0;
+    let expected = 1.0 / (1.0 + (-10.0 * f64::from(vector[0])).exp());
+
+    for (threshold, blocks) in [(expected - 0.01, true), (expected + 0.01, false)] {
+        let scorer = InputScorer::new(
+            Arc::clone(&embedder),
+            jailbreak_model(weights.clone(), threshold),
+        )
+        .unwrap();
+        let guard = guard(0.5, true, false, 50).with_input_scorer(scorer);
+        let (deltas, done) = events(&guard, request(prompt)).await;
+        let input = &entry(&done.report)["input"];
+        let probability = input["jailbreak"]
+            .as_f64()
+            .expect("the jailbreak probability");
+        assert!(
+            (probability - expected).abs() < 1e-6,
+            "{probability} vs {expected}"
+        );
+        assert!(
+            input["score"].as_f64().unwrap() < 1e-6,
+            "the stacked score never blocks"
+        );
+        assert_eq!(input["blocked"], blocks, "threshold {threshold}");
+        if blocks {
+            assert_eq!(done.finish_reason, FinishReason::ContentFilter);
+            assert_eq!(input["category"], "jailbreak");
+            assert!(deltas.is_empty(), "{deltas:?}");
+        } else {
+            assert_ne!(done.finish_reason, FinishReason::ContentFilter);
+            assert!(input.get("category").is_none());
+            assert!(!deltas.is_empty());
+        }
+    }
+
+    // A jailbreak classifier for vectors of another size is refused, even beside a harm
+    // classifier that fits.
+    let mut narrow = jailbreak_model(vec![1.0; vector.len()], 0.5);
+    narrow.jailbreak.as_mut().unwrap().classifier = EmbeddingClassifier::Logistic(Logistic {
+        weights: vec![1.0; 3],
+        bias: 0.0,
+    });
+    let error = InputScorer::new(embedder, narrow).err().expect("refused");
+    assert!(error.to_string().contains("jailbreak"), "{error}");
 }
