@@ -19,6 +19,8 @@ use tandem_privacy::{Detector, DetectorConfig, Finding, Kind};
 
 use crate::eval::ModelProvider;
 
+mod quality;
+
 /// Sentences detected at once: a name judge's questions to a local engine batch.
 const SENTENCES_AT_ONCE: usize = 4;
 
@@ -48,13 +50,48 @@ pub struct PrivacyArgs {
     /// A local model of the configuration that judges the capitalised words the rules left, as a
     /// privacy pipeline's `names.model` does
     #[arg(long)]
-    pub names_model: Option<String>,
+    names_model: Option<String>,
     /// The name judge's threshold (`names.threshold`)
     #[arg(long, default_value_t = 0.5)]
     names_threshold: f32,
+    /// Requests whose answers through `redact` (and `rewrite`) are judged against the answer the
+    /// large model gives with the full prompt; 0 skips the quality pass
+    #[arg(long, default_value_t = 0)]
+    quality: usize,
+    /// The large model of the quality pass: it answers, behind the stages and without them, and
+    /// judges
+    #[arg(long)]
+    quality_model: Option<String>,
+    /// A local model that rewrites and composes for the `rewrite` policy; without it the quality
+    /// pass judges `redact` alone
+    #[arg(long)]
+    quality_local: Option<String>,
+    /// Tokens per answer in the quality pass
+    #[arg(long, default_value_t = 128)]
+    quality_max_tokens: u32,
+    /// Also write the quality pass's requests, answers and verdicts here (JSON lines)
+    #[arg(long)]
+    write_quality: Option<PathBuf>,
+}
+
+impl PrivacyArgs {
+    /// The models of the configuration this run loads.
+    pub fn models(&self) -> Vec<String> {
+        let mut names: Vec<String> = [&self.names_model, &self.quality_model, &self.quality_local]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
 }
 
 pub async fn run(args: PrivacyArgs, models: &dyn ModelProvider, cache_dir: &Path) -> Result<()> {
+    if args.quality > 0 && args.quality_model.is_none() {
+        bail!("--quality needs --quality-model, the large model that answers and judges");
+    }
     let fetcher = Fetcher::new(cache_dir.to_path_buf());
     let (package, version) = PRESIDIO_EVALUATOR;
     let wheel = fetcher
@@ -156,6 +193,25 @@ pub async fn run(args: PrivacyArgs, models: &dyn ModelProvider, cache_dir: &Path
     );
     print!("{}", table(&ours, theirs.as_ref().map(|t| ("Presidio", t))));
     leakage(&samples, args.seed, &guard).await?;
+    if args.quality > 0 {
+        let large = args.quality_model.as_deref().expect("checked above");
+        quality::QualityRun {
+            samples: &samples,
+            seed: args.seed,
+            count: args.quality,
+            guard: &guard,
+            large: models.model(large)?,
+            local: args
+                .quality_local
+                .as_deref()
+                .map(|name| models.model(name))
+                .transpose()?,
+            max_tokens: args.quality_max_tokens,
+            write: args.write_quality.as_deref(),
+        }
+        .run()
+        .await?;
+    }
     Ok(())
 }
 
