@@ -104,6 +104,13 @@ impl Vault {
         self.values.is_empty()
     }
 
+    /// The placeholders handed out, sorted.
+    pub fn placeholders(&self) -> Vec<&str> {
+        let mut all: Vec<&str> = self.values.keys().map(String::as_str).collect();
+        all.sort_unstable();
+        all
+    }
+
     /// `text` with every known placeholder replaced by its value; unknown ones stay as written.
     pub fn restore(&self, text: &str) -> String {
         PLACEHOLDER

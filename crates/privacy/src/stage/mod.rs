@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
-use tandem_core::openai::ChatCompletionRequest;
+use tandem_core::openai::{ChatCompletionRequest, Content, Message, Role};
 use tandem_core::{ChatModel, ModelError};
 use tandem_store::{EgressRecord, Store};
 
@@ -132,6 +132,7 @@ impl Guard {
             index += 1;
             (!found.is_empty()).then(|| vault.pseudonymise(text, found))
         })?;
+        let redacted = with_placeholder_note(redacted, &vault);
         Ok(Pseudonymised {
             request: redacted,
             vault,
@@ -235,6 +236,42 @@ pub struct Pseudonymised {
     pub judged: Judged,
 }
 
+/// Tells the model what the tags are: without it, a small model refuses more often, leaves the
+/// tags out of summaries and makes up tags of its own (`tandem eval privacy --quality`).
+fn placeholder_note(vault: &Vault) -> String {
+    format!(
+        "Private details in this conversation were replaced by tags in square brackets: {}. \
+         Each tag stands for an ordinary value (a name, a number, an address, a key). Answer as \
+         you would if you saw the values, and write a tag exactly as it is wherever its value \
+         belongs in your answer; do not make up new tags.",
+        vault.placeholders().join(", ")
+    )
+}
+
+/// `request` with [`placeholder_note`] at the end of its first system message, or in a system
+/// message of its own before the others; unchanged when nothing was replaced.
+fn with_placeholder_note(
+    mut request: ChatCompletionRequest,
+    vault: &Vault,
+) -> ChatCompletionRequest {
+    if vault.is_empty() {
+        return request;
+    }
+    let note = placeholder_note(vault);
+    match request.messages.first_mut() {
+        Some(Message {
+            role: Role::System,
+            content: Content::Text(text),
+            ..
+        }) => {
+            text.push_str("\n\n");
+            text.push_str(&note);
+        }
+        _ => request.messages.insert(0, Message::new(Role::System, note)),
+    }
+    request
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -246,4 +283,58 @@ fn counts_json(counts: &BTreeMap<Kind, u32>) -> serde_json::Value {
         .map(|(k, n)| (k.as_str().to_string(), serde_json::Value::from(*n)))
         .collect::<serde_json::Map<_, _>>()
         .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DetectorConfig;
+
+    fn guard() -> Guard {
+        Guard::new("p", Detector::new(&DetectorConfig::default()).unwrap())
+    }
+
+    fn request(messages: Vec<Message>) -> ChatCompletionRequest {
+        ChatCompletionRequest {
+            model: "m".into(),
+            messages,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_placeholder_note_names_the_tags_and_no_value() {
+        let mail = "Write to ann.lee@example.com and bob@example.org.";
+        let sent = guard()
+            .pseudonymise(&request(vec![Message::new(Role::User, mail)]))
+            .await
+            .unwrap()
+            .request;
+        assert_eq!(sent.messages.len(), 2);
+        assert_eq!(sent.messages[0].role, Role::System);
+        let note = sent.messages[0].content.text().unwrap();
+        assert!(note.contains("[EMAIL_1], [EMAIL_2]"), "{note}");
+        assert!(!serde_json::to_string(&sent).unwrap().contains("example"));
+
+        // An existing system message gets the note at its end.
+        let sent = guard()
+            .pseudonymise(&request(vec![
+                Message::new(Role::System, "Be brief."),
+                Message::new(Role::User, mail),
+            ]))
+            .await
+            .unwrap()
+            .request;
+        assert_eq!(sent.messages.len(), 2);
+        let system = sent.messages[0].content.text().unwrap();
+        assert!(
+            system.starts_with("Be brief.\n\nPrivate details"),
+            "{system}"
+        );
+
+        // Nothing private: nothing added.
+        let plain = request(vec![Message::new(Role::User, "Name a fruit.")]);
+        let sent = guard().pseudonymise(&plain).await.unwrap().request;
+        assert_eq!(sent, plain);
+    }
 }
