@@ -2,7 +2,22 @@
 //! `top_logprobs`), never from their text: the yes/no questions of cascades and guards, and the
 //! lettered choices of guards and the privacy stages' name judge.
 
-use crate::openai::TokenLogprob;
+use crate::openai::{ChatCompletionRequest, Message, TokenLogprob};
+use crate::validate::MAX_TOP_LOGPROBS;
+
+/// A question the model answers in one token: greedy, with as many alternatives as a request may
+/// ask for, enough to find both "yes" and "no" or every letter of a choice. The model is left for
+/// the caller to name.
+pub fn one_token_question(messages: Vec<Message>) -> ChatCompletionRequest {
+    ChatCompletionRequest {
+        messages,
+        temperature: Some(0.0),
+        max_tokens: Some(1),
+        logprobs: Some(true),
+        top_logprobs: Some(MAX_TOP_LOGPROBS),
+        ..ChatCompletionRequest::default()
+    }
+}
 
 /// Every (token, probability) the model reported for one position: the alternatives, or the
 /// chosen token alone when no alternatives came back.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use tandem_core::logprobs::letter_shares;
+use tandem_core::logprobs::{letter_shares, one_token_question};
 use tandem_core::openai::{ChatCompletionRequest, Message, Role};
 use tandem_core::{ChatModel, ModelError};
 
@@ -51,8 +51,6 @@ fn default_max_questions() -> usize {
 const CONTEXT_BYTES: usize = 300;
 /// Questions in flight at once; a local engine batches them.
 const CONCURRENCY: usize = 4;
-/// Alternatives asked for with the one token: enough to see all four letters.
-const TOP_LOGPROBS: u32 = 20;
 
 const SYSTEM: &str = "You label words in a text. Answer with one letter.";
 
@@ -159,15 +157,10 @@ impl NameJudge {
     ) -> Result<Option<(Kind, f32)>, ModelError> {
         let question = ChatCompletionRequest {
             model: self.model.name().to_string(),
-            messages: vec![
+            ..one_token_question(vec![
                 Message::new(Role::System, SYSTEM),
                 Message::new(Role::User, question(text, span)),
-            ],
-            temperature: Some(0.0),
-            max_tokens: Some(1),
-            logprobs: Some(true),
-            top_logprobs: Some(TOP_LOGPROBS),
-            ..ChatCompletionRequest::default()
+            ])
         };
         let reply = self.model.complete(question).await?;
         let Some(shares) = reply

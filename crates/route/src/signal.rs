@@ -16,7 +16,7 @@
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tandem_core::logprobs::yes_share;
+use tandem_core::logprobs::{one_token_question, yes_share};
 use tandem_core::openai::{ChatCompletionRequest, Message, Role, TokenLogprob};
 use tandem_core::ModelError;
 
@@ -117,12 +117,7 @@ pub fn self_check_request(request: &ChatCompletionRequest, answer: &str) -> Chat
     messages.push(Message::new(Role::User, SELF_CHECK_QUESTION));
     ChatCompletionRequest {
         model: request.model.clone(),
-        messages,
-        temperature: Some(0.0),
-        max_tokens: Some(1),
-        logprobs: Some(true),
-        top_logprobs: Some(20),
-        ..ChatCompletionRequest::default()
+        ..one_token_question(messages)
     }
 }
 

@@ -6,6 +6,7 @@
 //! tokens in every vocabulary we run, so the category is read from one token's probabilities.
 
 use serde::{Deserialize, Serialize};
+use tandem_core::logprobs::one_token_question;
 use tandem_core::openai::{ChatCompletionRequest, Message, Role};
 
 use crate::error::TrustError;
@@ -217,21 +218,11 @@ impl Policy {
     }
 }
 
-/// Alternatives asked for with the one token: enough to find both words or every letter.
-pub const TOP_LOGPROBS: u32 = 20;
-
 fn one_token(system: String, user: String) -> ChatCompletionRequest {
-    ChatCompletionRequest {
-        messages: vec![
-            Message::new(Role::System, system),
-            Message::new(Role::User, user),
-        ],
-        temperature: Some(0.0),
-        max_tokens: Some(1),
-        logprobs: Some(true),
-        top_logprobs: Some(TOP_LOGPROBS),
-        ..ChatCompletionRequest::default()
-    }
+    one_token_question(vec![
+        Message::new(Role::System, system),
+        Message::new(Role::User, user),
+    ])
 }
 
 #[cfg(test)]
@@ -246,7 +237,7 @@ mod tests {
         assert!(system.contains("A. Violent crimes"));
         assert!(system.contains("N. Malicious code"));
         assert_eq!(request.max_tokens, Some(1));
-        assert_eq!(request.top_logprobs, Some(TOP_LOGPROBS));
+        assert_eq!(request.top_logprobs, Some(20));
         let output = policy.category_request(Side::Output, "q", Some("the answer"));
         let user = output.messages[1].content.text().unwrap();
         assert!(user.contains("the answer") && user.contains("letter only"));

@@ -31,7 +31,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use futures::StreamExt;
 use serde::Serialize;
-use tandem_core::logprobs::yes_share;
+use tandem_core::logprobs::{one_token_question, yes_share};
 use tandem_core::openai::{ChatCompletionRequest, FinishReason, Message, Role};
 use tandem_core::{ChatEvent, ChatModel, ChatOutput, ChatStream, Completion, ModelError, Report};
 
@@ -243,9 +243,6 @@ pub async fn support(
     Ok((supported, reply.report))
 }
 
-/// Alternatives asked for with the one token: enough to find both words.
-pub const TOP_LOGPROBS: u32 = 20;
-
 /// The one-token question about one claim: is it supported by the context (or, without one,
 /// correct)? Greedy, with its alternatives' log probabilities.
 pub fn claim_request(context: Option<&str>, question: &str, claim: &str) -> ChatCompletionRequest {
@@ -267,17 +264,10 @@ pub fn claim_request(context: Option<&str>, question: &str, claim: &str) -> Chat
             ),
         ),
     };
-    ChatCompletionRequest {
-        messages: vec![
-            Message::new(Role::System, system),
-            Message::new(Role::User, user),
-        ],
-        temperature: Some(0.0),
-        max_tokens: Some(1),
-        logprobs: Some(true),
-        top_logprobs: Some(TOP_LOGPROBS),
-        ..ChatCompletionRequest::default()
-    }
+    one_token_question(vec![
+        Message::new(Role::System, system),
+        Message::new(Role::User, user),
+    ])
 }
 
 /// The context an answer is checked against: every system message's text, blank-line separated;
