@@ -407,8 +407,7 @@ pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<(
         vectors
             .iter()
             .map(|v| {
-                let jailbreak_fires =
-                    jailbreak.classifier.classifier.probability(v) > jailbreak.classifier.threshold;
+                let (_, jailbreak_fires) = jailbreak.classifier.judge(v);
                 let harmful = regression.probability(v) > thresholds.embedding;
                 f64::from(u8::from(harmful || jailbreak_fires))
             })
@@ -545,7 +544,7 @@ async fn model_free_jailbreaks(
         ),
         (
             "jailbreak classifier (templates against benign prompts)",
-            Box::new(|v: &Vec<f64>| jailbreak.classifier.classifier.probability(v)),
+            Box::new(|v: &Vec<f64>| jailbreak.classifier.judge(v).0),
             jailbreak.benign_out_of_fold.clone(),
         ),
     ];

@@ -308,6 +308,15 @@ pub struct JailbreakClassifier {
     pub budget: f64,
 }
 
+impl JailbreakClassifier {
+    /// The probability that the embedded prompt is a jailbreak, and whether it passes the
+    /// threshold.
+    pub fn judge(&self, embedding: &[f64]) -> (f64, bool) {
+        let p = self.classifier.probability(embedding);
+        (p, p > self.threshold)
+    }
+}
+
 impl TrustModel {
     /// The embedding classifier's probability that a prompt is harmful.
     pub fn embedding_probability(&self, embedding: &[f32]) -> f64 {
@@ -318,10 +327,8 @@ impl TrustModel {
     /// The jailbreak classifier's probability, and whether it reaches its threshold; `None` when
     /// the model has no jailbreak classifier.
     pub fn jailbreak(&self, embedding: &[f32]) -> Option<(f64, bool)> {
-        let jailbreak = self.jailbreak.as_ref()?;
         let row: Vec<f64> = embedding.iter().map(|&x| f64::from(x)).collect();
-        let p = jailbreak.classifier.probability(&row);
-        Some((p, p > jailbreak.threshold))
+        Some(self.jailbreak.as_ref()?.judge(&row))
     }
 
     /// Cosine similarity to the nearest template (embeddings are unit length); 0 without templates.
