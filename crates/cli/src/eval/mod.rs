@@ -123,7 +123,11 @@ pub async fn run(mut command: EvalCommand, config: Config, fetcher: &Fetcher) ->
             tandem_eval::dataset::check(dataset, prompt.as_deref())?;
             models.clone()
         }
-        EvalCommand::Privacy(args) => args.models(),
+        EvalCommand::Privacy(args) => {
+            // Refused before any model is loaded.
+            args.check()?;
+            args.models()
+        }
         _ => Vec::new(),
     };
     // Nothing to load for commands that only read the store; `load` with no names loads all.

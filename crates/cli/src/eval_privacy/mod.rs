@@ -75,6 +75,25 @@ pub struct PrivacyArgs {
 }
 
 impl PrivacyArgs {
+    /// Refuses a quality pass without its model, and the quality pass's flags without the pass.
+    pub fn check(&self) -> Result<()> {
+        if self.quality > 0 && self.quality_model.is_none() {
+            bail!("--quality needs --quality-model, the large model that answers and judges");
+        }
+        if self.quality == 0 {
+            for (flag, given) in [
+                ("--quality-model", self.quality_model.is_some()),
+                ("--quality-local", self.quality_local.is_some()),
+                ("--write-quality", self.write_quality.is_some()),
+            ] {
+                if given {
+                    bail!("{flag} is used only by the quality pass: add --quality N (requests)");
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The models of the configuration this run loads.
     pub fn models(&self) -> Vec<String> {
         let mut names: Vec<String> = [&self.names_model, &self.quality_model, &self.quality_local]
@@ -89,9 +108,7 @@ impl PrivacyArgs {
 }
 
 pub async fn run(args: PrivacyArgs, models: &dyn ModelProvider, cache_dir: &Path) -> Result<()> {
-    if args.quality > 0 && args.quality_model.is_none() {
-        bail!("--quality needs --quality-model, the large model that answers and judges");
-    }
+    args.check()?;
     let fetcher = Fetcher::new(cache_dir.to_path_buf());
     let (package, version) = PRESIDIO_EVALUATOR;
     let wheel = fetcher

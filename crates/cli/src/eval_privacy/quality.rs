@@ -14,6 +14,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use rand::{Rng, SeedableRng};
+use tandem_core::logprobs::one_token_question;
 use tandem_core::openai::{ChatCompletionRequest, Message, Role};
 use tandem_core::ChatModel;
 use tandem_eval::report::wilson;
@@ -26,8 +27,8 @@ use tandem_route::signal::yes_probability;
 /// engine with four sequences stays full.
 const REQUESTS_AT_ONCE: usize = 2;
 
-/// Judge questions at once.
-const JUDGED_AT_ONCE: usize = 4;
+/// Pairs judged at once; each asks its two questions together, so four run on the engine.
+const PAIRS_AT_ONCE: usize = 2;
 
 /// The last user message of each request, drawn with the seed.
 const TASKS: [&str; 4] = [
@@ -186,7 +187,7 @@ impl QualityRun<'_> {
                     Ok::<_, anyhow::Error>(Some((a + b) / 2.0))
                 }
             })
-            .buffered(JUDGED_AT_ONCE / 2)
+            .buffered(PAIRS_AT_ONCE)
             .try_collect()
             .await?;
         eprintln!(
@@ -246,12 +247,7 @@ impl QualityRun<'_> {
         );
         let request = ChatCompletionRequest {
             model: "eval".into(),
-            messages: vec![Message::new(Role::User, prompt)],
-            temperature: Some(0.0),
-            max_tokens: Some(1),
-            logprobs: Some(true),
-            top_logprobs: Some(20),
-            ..Default::default()
+            ..one_token_question(vec![Message::new(Role::User, prompt)])
         };
         let output = self
             .large
@@ -320,14 +316,14 @@ fn write_answers(
     let mut out = std::io::BufWriter::new(
         std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
     );
+    // Each (request, row) is judged at most once.
+    let verdict: std::collections::HashMap<(usize, usize), Option<f64>> = pairs
+        .iter()
+        .zip(verdicts)
+        .map(|(&(item, _, _, row), &yes)| ((item, row), yes))
+        .collect();
     for (i, (item, answer)) in items.iter().zip(answered).enumerate() {
-        let judged = |row: usize| {
-            pairs
-                .iter()
-                .zip(verdicts)
-                .find(|((item, _, _, p), _)| *item == i && *p == row)
-                .and_then(|(_, yes)| *yes)
-        };
+        let judged = |row: usize| verdict.get(&(i, row)).copied().flatten();
         let candidates: serde_json::Map<String, serde_json::Value> = policies
             .iter()
             .zip(&answer.candidates)
