@@ -382,6 +382,9 @@ pub struct RewriteConfig {
     pub max_text_bytes: usize,
     #[serde(default = "default_true")]
     pub audit: bool,
+    /// What stands in for a value left in the rewritten question: `tags` or `surrogates`.
+    #[serde(default)]
+    pub placeholders: tandem_privacy::vault::Placeholders,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -400,6 +403,9 @@ pub struct RedactConfig {
     /// Record every call in the egress audit (`[store]`).
     #[serde(default = "default_true")]
     pub audit: bool,
+    /// What stands in for a value: `tags` (`[EMAIL_1]`) or `surrogates` (made-up values).
+    #[serde(default)]
+    pub placeholders: tandem_privacy::vault::Placeholders,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

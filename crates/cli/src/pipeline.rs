@@ -240,7 +240,7 @@ fn build(
             ))
         }
         PipelineConfig::Redact(redact) => {
-            let guard = guard(
+            let mut guard = guard(
                 name,
                 &redact.detect,
                 &redact.names,
@@ -249,6 +249,7 @@ fn build(
                 registry,
                 store,
             )?;
+            guard.placeholders = redact.placeholders;
             Arc::new(Redact::new(guard, registry.chat(&redact.model)?))
         }
         PipelineConfig::KeepLocal(keep) => {
@@ -269,7 +270,7 @@ fn build(
             ))
         }
         PipelineConfig::Rewrite(rewrite) => {
-            let guard = guard(
+            let mut guard = guard(
                 name,
                 &rewrite.detect,
                 &rewrite.names,
@@ -278,6 +279,7 @@ fn build(
                 registry,
                 store,
             )?;
+            guard.placeholders = rewrite.placeholders;
             Arc::new(Rewrite::new(
                 guard,
                 registry.chat(&rewrite.local)?,

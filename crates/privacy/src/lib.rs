@@ -8,6 +8,8 @@
 //! - [`fields`]: every text field of a request that is sent, so nothing is left unchecked.
 //! - [`vault`]: reversible pseudonymisation: one placeholder per distinct value per conversation,
 //!   and [`vault::Restorer`], which puts the values back into a streamed answer.
+//! - [`surrogate`]: realistic stand-ins (a made-up name, the value's shape with other digits)
+//!   that a vault hands out instead of tags when a pipeline asks for them.
 //! - [`eval`]: a labelled set generated with a fixed seed, and precision and recall per kind.
 //! - [`stage`]: the pipeline stages, each a `ChatModel` wrapping others: [`stage::Redact`],
 //!   [`stage::KeepLocal`] and [`stage::Rewrite`], with the egress audit.
@@ -22,6 +24,7 @@ pub mod kind;
 pub mod names;
 pub mod normalize;
 pub mod stage;
+pub mod surrogate;
 pub mod vault;
 
 pub use detect::{Detector, DetectorConfig, Finding};

@@ -17,19 +17,25 @@ use tandem_core::openai::{ChatCompletionRequest, Content, ContentPart, Message, 
 use tandem_core::{ChatEvent, ChatModel, ModelError};
 use tandem_privacy::normalize::canonical;
 use tandem_privacy::stage::{Guard, KeepLocal, Redact, Rewrite};
+use tandem_privacy::vault::Placeholders;
 use tandem_privacy::{Detector, DetectorConfig};
 use tandem_remote::{RemoteModel, RemoteOptions};
 use tandem_store::{EgressQuery, SqliteStore, Store};
 
 /// An upstream that keeps every body it receives and answers, streamed three characters a chunk,
-/// "Got:" followed by every placeholder it saw.
+/// what `answer` makes of the body.
 struct Upstream {
     base_url: String,
     bodies: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl Upstream {
+    /// Answers "Got:" followed by every tag it saw.
     async fn start() -> Upstream {
+        Upstream::answering(tags_seen).await
+    }
+
+    async fn answering(answer: fn(&[u8]) -> String) -> Upstream {
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let log = bodies.clone();
         let app = Router::new().route(
@@ -38,7 +44,7 @@ impl Upstream {
                 let log = log.clone();
                 async move {
                     log.lock().unwrap().push(body.to_vec());
-                    echo(&body)
+                    stream(&answer(&body))
                 }
             }),
         );
@@ -62,13 +68,30 @@ impl Upstream {
     }
 }
 
-fn echo(body: &[u8]) -> Response {
+fn tags_seen(body: &[u8]) -> String {
     let placeholders = regex::Regex::new(r"\[[A-Z]+(?:_[A-Z]+)*_[0-9]+\]").unwrap();
     let text = String::from_utf8_lossy(body);
     let mut seen: Vec<&str> = placeholders.find_iter(&text).map(|m| m.as_str()).collect();
     seen.sort_unstable();
     seen.dedup();
-    let answer = format!("Got: {}.", seen.join(" "));
+    format!("Got: {}.", seen.join(" "))
+}
+
+/// The text of the last message it was sent, its parts joined by spaces.
+fn last_message(body: &[u8]) -> String {
+    let request: ChatCompletionRequest = serde_json::from_slice(body).unwrap();
+    match &request.messages.last().unwrap().content {
+        Content::Text(text) => text.clone(),
+        Content::Parts(parts) => parts
+            .iter()
+            .filter_map(|p| p.text.clone())
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+/// `answer` as an OpenAI stream, three characters a chunk.
+fn stream(answer: &str) -> Response {
     let chunk = |delta: Value, finish: Value| {
         let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-x",
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
@@ -395,6 +418,41 @@ async fn no_planted_value_reaches_the_upstream_in_any_spelling() {
     }
     let leaked = leaks(&[stored]);
     assert!(leaked.is_empty(), "the audit holds a value: {}", leaked[0]);
+}
+
+#[tokio::test]
+async fn stand_ins_leave_no_planted_value_and_come_back_as_the_values() {
+    let upstream = Upstream::answering(last_message).await;
+    let mut guard = Guard::new("private", Detector::new(&config()).unwrap());
+    guard.placeholders = Placeholders::Surrogates;
+    let redact = Redact::new(guard, upstream.model());
+
+    let corpus = corpus();
+    for (request, planted) in corpus.iter().zip(PLANTED) {
+        // The upstream echoes the last message, "Again:" and the sentence with the value in its
+        // second spelling: it comes back as first written.
+        let (text, pieces) = answer(&redact, request.clone()).await;
+        assert!(pieces.len() > 1, "the answer streamed in pieces");
+        assert_eq!(text, format!("Again: {}", place(planted, planted.value)));
+    }
+    let everything = corpus.last().unwrap().clone();
+    let whole = redact.complete(everything.clone()).await.unwrap();
+    assert_eq!(whole.text, everything.messages[0].content.text().unwrap());
+
+    let bodies = upstream.bodies();
+    let leaked = leaks(&bodies);
+    assert!(
+        leaked.is_empty(),
+        "{} leaks, first: {}",
+        leaked.len(),
+        leaked[0]
+    );
+    // What was sent reads as ordinary text: no tags but the deny-listed value's, and no note.
+    let sent = bodies.last().unwrap();
+    let tags = regex::Regex::new(r"\[[A-Z]+(?:_[A-Z]+)*_[0-9]+\]").unwrap();
+    let shown: Vec<&str> = tags.find_iter(sent).map(|m| m.as_str()).collect();
+    assert_eq!(shown, ["[PRIVATE_1]"], "{sent}");
+    assert!(!sent.contains("Private details"), "{sent}");
 }
 
 #[tokio::test]

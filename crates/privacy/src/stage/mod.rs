@@ -29,7 +29,7 @@ use crate::detect::Finding;
 use crate::fields;
 use crate::kind::Kind;
 use crate::names::{Judged, NameJudge};
-use crate::vault::Vault;
+use crate::vault::{Placeholders, Vault};
 use crate::Detector;
 
 /// The most bytes of text a privacy stage inspects in one request, unless configured otherwise.
@@ -46,6 +46,8 @@ pub struct Guard {
     pub audit: Option<Arc<dyn Store>>,
     /// Requests with more text than this are refused rather than inspected.
     pub max_text_bytes: usize,
+    /// Tags or realistic stand-ins.
+    pub placeholders: Placeholders,
 }
 
 impl Guard {
@@ -56,6 +58,7 @@ impl Guard {
             names: None,
             audit: None,
             max_text_bytes: DEFAULT_MAX_TEXT_BYTES,
+            placeholders: Placeholders::default(),
         }
     }
 
@@ -116,7 +119,8 @@ impl Guard {
         Ok((self.detector.spread(texts, found), judged))
     }
 
-    /// The request with every finding replaced by a placeholder.
+    /// The request with every finding replaced by a placeholder (a tag or a stand-in, as
+    /// `placeholders` says).
     pub async fn pseudonymise(
         &self,
         request: &ChatCompletionRequest,
@@ -124,7 +128,7 @@ impl Guard {
         let texts = self.check(request)?;
         let texts: Vec<&str> = texts.iter().map(|t| t.text.as_str()).collect();
         let (findings, judged) = self.findings(&texts).await?;
-        let mut vault = Vault::for_texts(texts.iter().copied());
+        let mut vault = Vault::for_texts(self.placeholders, texts.iter().copied());
         let mut index = 0;
         let redacted = fields::map_texts(request, |_, text| {
             // `map_texts` visits the fields in the order `texts` listed them.
@@ -249,12 +253,13 @@ fn placeholder_note(vault: &Vault) -> String {
 }
 
 /// `request` with [`placeholder_note`] at the end of its first system message, or in a system
-/// message of its own before the others; unchanged when nothing was replaced.
+/// message of its own before the others; unchanged when nothing was replaced, or when stand-ins
+/// replaced it (they read as ordinary values, which is their point).
 fn with_placeholder_note(
     mut request: ChatCompletionRequest,
     vault: &Vault,
 ) -> ChatCompletionRequest {
-    if vault.is_empty() {
+    if vault.is_empty() || vault.style() == Placeholders::Surrogates {
         return request;
     }
     let note = placeholder_note(vault);

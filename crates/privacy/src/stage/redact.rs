@@ -13,8 +13,8 @@ use super::{counts_json, Guard, Pseudonymised};
 use crate::vault::{Restorer, Vault};
 
 /// Sends `inner` the request with every private value replaced by its placeholder, and gives the
-/// caller the answer with the values put back. The answer's text is its only text field today;
-/// tool-call arguments in answers will be restored the same way once responses carry them.
+/// caller the answer with the values put back: its text, and its tool calls' arguments (as JSON,
+/// so a value with a quote or a line break keeps them valid).
 pub struct Redact {
     guard: Guard,
     inner: Arc<dyn ChatModel>,
@@ -70,7 +70,7 @@ impl ChatModel for Redact {
                     if let Some(arguments) = call.function.arguments.take() {
                         let restorer = call_restorers
                             .entry(call.index)
-                            .or_insert_with(|| Restorer::new(Arc::clone(&vault)));
+                            .or_insert_with(|| Restorer::for_json(Arc::clone(&vault)));
                         call.function.arguments = Some(restorer.push(&arguments));
                     }
                     vec![Ok(ChatEvent::ToolCall(call))]

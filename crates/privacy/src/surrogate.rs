@@ -1,0 +1,499 @@
+//! Realistic stand-ins for private values: a made-up person, organisation, address, date, e-mail
+//! address, or the value's own shape with other letters and digits. A remote model reads them as
+//! ordinary text, so it answers as it would with the real values (a bracketed tag such as
+//! `[PERSON_1]` makes a small model refuse, drop the tag or make up its own), and the vault puts
+//! the real values back wherever a stand-in, or a person's given or family name alone, comes back.
+//!
+//! A stand-in is a function of its kind and a number only, never of the value, so nothing of the
+//! value is carried over except its shape (separators, letter case, which characters are digits)
+//! and what carries no secret: an IBAN's country, a key's well-known prefix (`sk-`, `ghp_`), a
+//! URL's scheme, a PEM block's header lines.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::kind::Kind;
+
+/// A stand-in and the parts of it that restore on their own (a person's given name alone comes
+/// back as the value's first name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Surrogate {
+    pub text: String,
+    /// (part of the stand-in, the part of the value it restores to).
+    pub parts: Vec<(String, String)>,
+}
+
+impl Surrogate {
+    fn whole(text: String) -> Surrogate {
+        Surrogate {
+            text,
+            parts: Vec::new(),
+        }
+    }
+}
+
+/// The `n`-th stand-in (from 1) of a `kind` value shaped like `value`; `None` for the kinds that
+/// have no realistic stand-in (deny-listed values, which can be anything).
+pub fn surrogate(kind: Kind, value: &str, n: u32) -> Option<Surrogate> {
+    let mut rng = ChaCha8Rng::seed_from_u64((kind as u64) << 32 | u64::from(n));
+    let i = n.saturating_sub(1) as usize;
+    let surrogate = match kind {
+        Kind::Person => person(value, i),
+        Kind::Organization => organization(value, i),
+        Kind::Email => {
+            // Half the names away from the people's, so the first e-mail is no first person's.
+            let (given, family) = name(i + NAMES / 2);
+            let domain = ["example.com", "example.org", "example.net"][i / NAMES % 3];
+            Surrogate::whole(format!(
+                "{}.{}@{domain}",
+                given.to_lowercase(),
+                family.to_lowercase()
+            ))
+        }
+        Kind::StreetAddress => Surrogate::whole(address(value, &mut rng)),
+        Kind::DateOfBirth => Surrogate::whole(format!(
+            "{} {}, {}",
+            MONTHS[rng.random_range(0..12)],
+            rng.random_range(1..=28),
+            rng.random_range(1950..=2002)
+        )),
+        Kind::IpAddress if value.contains(':') => Surrogate::whole(format!("2001:db8::{n:x}")),
+        // TEST-NET-2 and TEST-NET-3, then the private 10/8 block.
+        Kind::IpAddress => Surrogate::whole(match i {
+            0..254 => format!("203.0.113.{}", i + 1),
+            254..508 => format!("198.51.100.{}", i - 253),
+            _ => format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255),
+        }),
+        Kind::Iban => Surrogate::whole(reshaped(value, kept_prefix(value, 2), &mut rng)),
+        Kind::CreditCard | Kind::Phone | Kind::NationalId => {
+            Surrogate::whole(reshaped(value, "", &mut rng))
+        }
+        Kind::CredentialUrl => {
+            let scheme = value.find("://").map_or("", |at| &value[..at + 3]);
+            Surrogate::whole(reshaped(value, scheme, &mut rng))
+        }
+        Kind::Secret => Surrogate::whole(secret(value, &mut rng)),
+        Kind::Denied => return None,
+    };
+    Some(surrogate)
+}
+
+/// `value` with every letter and digit after `keep` (a prefix of it) drawn anew, in the same
+/// case; separators and length stay.
+fn reshaped(value: &str, keep: &str, rng: &mut ChaCha8Rng) -> String {
+    let mut out = String::with_capacity(value.len());
+    out.push_str(keep);
+    for c in value[keep.len()..].chars() {
+        // A country code or a number starts with 1-9.
+        let leading = out.is_empty() || out.ends_with(['+', '(']);
+        out.push(match c {
+            '0'..='9' if leading => char::from(b'1' + rng.random_range(0..9u8)),
+            '0'..='9' => char::from(b'0' + rng.random_range(0..10u8)),
+            'a'..='z' => char::from(b'a' + rng.random_range(0..26u8)),
+            'A'..='Z' => char::from(b'A' + rng.random_range(0..26u8)),
+            c if c.is_alphanumeric() => 'x',
+            c => c,
+        });
+    }
+    out
+}
+
+/// The first `chars` characters of `value` when they are ASCII letters (an IBAN's country).
+fn kept_prefix(value: &str, chars: usize) -> &str {
+    let prefix = value.get(..chars).unwrap_or("");
+    if prefix.len() == chars && prefix.bytes().all(|b| b.is_ascii_alphabetic()) {
+        prefix
+    } else {
+        ""
+    }
+}
+
+/// Prefixes that say what kind of key a value is, and nothing about which key.
+const KEY_PREFIXES: [&str; 12] = [
+    "sk-proj-",
+    "sk-ant-",
+    "sk-",
+    "github_pat_",
+    "ghp_",
+    "glpat-",
+    "xoxb-",
+    "xoxp-",
+    "AKIA",
+    "ASIA",
+    "AIza",
+    "eyJ",
+];
+
+/// A secret reshaped: a PEM block keeps its `-----BEGIN ...-----` lines, a key its known prefix.
+fn secret(value: &str, rng: &mut ChaCha8Rng) -> String {
+    if value.contains("-----BEGIN") {
+        return value
+            .split_inclusive('\n')
+            .map(|line| {
+                if line.trim_start().starts_with("-----") {
+                    line.to_string()
+                } else {
+                    reshaped(line, "", rng)
+                }
+            })
+            .collect();
+    }
+    let prefix = KEY_PREFIXES
+        .iter()
+        .find(|p| value.starts_with(*p) && value.len() > p.len())
+        .copied()
+        .unwrap_or("");
+    reshaped(value, prefix, rng)
+}
+
+const HONORIFICS: [&str; 10] = [
+    "mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "madam", "dame",
+];
+
+/// A made-up person as long as the value: one word (a given name, or a family name after an
+/// honorific, which is kept), or a given and a family name, each of which restores alone to the
+/// value's first and last word.
+fn person(value: &str, i: usize) -> Surrogate {
+    let mut words: Vec<&str> = value.split_whitespace().collect();
+    let honorific = words
+        .first()
+        .filter(|w| HONORIFICS.contains(&w.trim_end_matches('.').to_lowercase().as_str()))
+        .copied();
+    if honorific.is_some() {
+        words.remove(0);
+    }
+    let (given, family) = name(i);
+    let prefix = honorific.map_or(String::new(), |h| format!("{h} "));
+    match words.as_slice() {
+        [] | [_] => {
+            let name = if honorific.is_some() { family } else { given };
+            Surrogate::whole(format!("{prefix}{}", cased(value, name)))
+        }
+        [first, .., last] => {
+            let (given, family) = (cased(value, given), cased(value, family));
+            Surrogate {
+                text: format!("{prefix}{given} {family}"),
+                parts: vec![(given, first.to_string()), (family, last.to_string())],
+            }
+        }
+    }
+}
+
+/// Legal forms kept from the value ("Inc.", "GmbH"): they say what an organisation is, not which.
+const LEGAL_FORMS: [&str; 16] = [
+    "inc", "inc.", "ltd", "ltd.", "llc", "gmbh", "corp", "corp.", "co.", "plc", "ag", "sa", "s.a.",
+    "bv", "b.v.", "limited",
+];
+
+/// A made-up organisation, with the value's legal form when it has one; the made-up name alone
+/// restores to the value without its legal form.
+fn organization(value: &str, i: usize) -> Surrogate {
+    let name = cased(value, ORGANISATIONS[i % ORGANISATIONS.len()]);
+    let words: Vec<&str> = value.split_whitespace().collect();
+    match words.split_last() {
+        Some((form, rest))
+            if !rest.is_empty() && LEGAL_FORMS.contains(&form.to_lowercase().as_str()) =>
+        {
+            let bare = value[..value.len() - form.len()]
+                .trim_end()
+                .trim_end_matches(',');
+            Surrogate {
+                text: format!("{name} {form}"),
+                parts: vec![(name, bare.to_string())],
+            }
+        }
+        _ => Surrogate::whole(name),
+    }
+}
+
+/// A made-up street address; with the town and postcode shape of an address written over several
+/// parts (`, ` or lines) when the value has one.
+fn address(value: &str, rng: &mut ChaCha8Rng) -> String {
+    let street = format!(
+        "{} {} {}",
+        rng.random_range(2..=980),
+        STREETS[rng.random_range(0..STREETS.len())],
+        ["Street", "Lane", "Road", "Avenue", "Drive", "Way"][rng.random_range(0..6)]
+    );
+    if value.contains(',') || value.contains('\n') {
+        let town = TOWNS[rng.random_range(0..TOWNS.len())];
+        let separator = if value.contains('\n') { "\n" } else { ", " };
+        format!(
+            "{street}{separator}{town} {:05}",
+            rng.random_range(10000..99999)
+        )
+    } else {
+        street
+    }
+}
+
+/// `name` in the value's case: all capitals or all small letters when the value is so written.
+fn cased(value: &str, name: &str) -> String {
+    let letters = || value.chars().filter(|c| c.is_alphabetic());
+    if letters().count() > 1 && letters().all(char::is_uppercase) {
+        name.to_uppercase()
+    } else if letters().count() > 1 && letters().all(char::is_lowercase) {
+        name.to_lowercase()
+    } else {
+        name.to_string()
+    }
+}
+
+/// Distinct (given, family) pairs; [`name`] repeats after this many.
+const NAMES: usize = GIVEN.len() * FAMILY.len();
+
+/// The `i`-th made-up name (from 0): every given name with the first family name, then with the
+/// next, and so on, each family name shifted so that neighbours differ in both.
+fn name(i: usize) -> (&'static str, &'static str) {
+    let i = i % NAMES;
+    (
+        GIVEN[i % GIVEN.len()],
+        FAMILY[(i / GIVEN.len() + i % GIVEN.len()) % FAMILY.len()],
+    )
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+/// Given names rare enough that an answer holding one means the stand-in, and no English word.
+const GIVEN: [&str; 40] = [
+    "Alvar", "Brisa", "Caelan", "Dagny", "Evander", "Fenna", "Gideon", "Hollis", "Isolde", "Joren",
+    "Kalinda", "Leander", "Maelis", "Niall", "Orla", "Perrin", "Quilla", "Saoirse", "Tamsin",
+    "Ulric", "Vesna", "Wilmer", "Xanthe", "Yorick", "Zelie", "Anouk", "Bastian", "Cosima",
+    "Dorian", "Elodie", "Florian", "Greer", "Henrike", "Ingmar", "Kasimir", "Linnea", "Mireille",
+    "Odalys", "Sigrun", "Thaddeus",
+];
+
+/// Family names in the same spirit.
+const FAMILY: [&str; 41] = [
+    "Ashcombe",
+    "Brennick",
+    "Castellane",
+    "Dunleavy",
+    "Ellingsworth",
+    "Galbraith",
+    "Hartigan",
+    "Ingersoll",
+    "Jessup",
+    "Kellerman",
+    "Lindqvist",
+    "Marchetti",
+    "Northcott",
+    "Oyelaran",
+    "Pemberton",
+    "Quennell",
+    "Radcliffe",
+    "Strandberg",
+    "Underhill",
+    "Vantongeren",
+    "Whitlock",
+    "Yarborough",
+    "Zellweger",
+    "Abernathy",
+    "Calloway",
+    "Delacroix",
+    "Fenwick",
+    "Holloway",
+    "Kincaid",
+    "Lockhart",
+    "Montague",
+    "Nettleton",
+    "Ormsby",
+    "Prescott",
+    "Rutherford",
+    "Sinclair",
+    "Tolliver",
+    "Vickery",
+    "Wetherby",
+    "Yardley",
+    "Achterberg",
+];
+
+const ORGANISATIONS: [&str; 24] = [
+    "Norvale",
+    "Quillmark",
+    "Brightwater Analytics",
+    "Castlerock Partners",
+    "Helmsworth",
+    "Larkfield Systems",
+    "Ostrander",
+    "Pellucid Labs",
+    "Redfern Logistics",
+    "Silverline Dynamics",
+    "Tamberlane",
+    "Vexington",
+    "Aldercrest",
+    "Bramblecote",
+    "Corvanta",
+    "Dunmorrow",
+    "Everhollow",
+    "Fernvale Holdings",
+    "Glenhaven",
+    "Hawthorne Ridge",
+    "Ironvale",
+    "Juniper Crest",
+    "Kestrand",
+    "Lumenfield",
+];
+
+const STREETS: [&str; 16] = [
+    "Larkspur",
+    "Wrenfield",
+    "Copperbeech",
+    "Marigold",
+    "Elmstead",
+    "Foxglove",
+    "Harrowgate",
+    "Juniper",
+    "Kingsmere",
+    "Linden",
+    "Millbrook",
+    "Nightingale",
+    "Orchard",
+    "Primrose",
+    "Quarry",
+    "Rosewood",
+];
+
+const TOWNS: [&str; 12] = [
+    "Ashbury",
+    "Brackenford",
+    "Coldharbour",
+    "Dunwich Vale",
+    "Eastmere",
+    "Fallowfield",
+    "Greywater",
+    "Hollinsby",
+    "Kettering Cross",
+    "Lowerbourne",
+    "Marshfield",
+    "Northwold",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalize::canonical;
+
+    #[test]
+    fn stand_ins_keep_the_shape_and_nothing_of_the_value() {
+        for (kind, value) in [
+            (Kind::CreditCard, "4111 1111 1111 1111"),
+            (Kind::Phone, "+44 20 7946 0958"),
+            (Kind::NationalId, "078-05-1120"),
+            (Kind::Iban, "DE89 3704 0044 0532 0130 00"),
+            (Kind::Secret, "sk-proj-abcDEF1234567890abcdef"),
+            (
+                Kind::CredentialUrl,
+                "postgres://admin:hunter2@db.corp.io:5432/app",
+            ),
+        ] {
+            let stand_in = surrogate(kind, value, 1).unwrap().text;
+            assert_eq!(stand_in.len(), value.len(), "{kind:?}: {stand_in}");
+            assert_ne!(canonical(&stand_in), canonical(value), "{kind:?}");
+            let separators = |s: &str| {
+                s.chars()
+                    .filter(|c| !c.is_alphanumeric())
+                    .collect::<String>()
+            };
+            assert_eq!(
+                separators(&stand_in),
+                separators(value),
+                "{kind:?}: {stand_in}"
+            );
+        }
+        let iban = surrogate(Kind::Iban, "DE89 3704 0044 0532 0130 00", 1).unwrap();
+        assert!(iban.text.starts_with("DE"), "{}", iban.text);
+        let key = surrogate(Kind::Secret, "ghp_16C7e42F292c6912E7710c838347Ae178B4a", 3).unwrap();
+        assert!(key.text.starts_with("ghp_"), "{}", key.text);
+        let url = surrogate(
+            Kind::CredentialUrl,
+            "postgres://admin:hunter2@db.corp.io/app",
+            1,
+        )
+        .unwrap();
+        assert!(url.text.starts_with("postgres://"), "{}", url.text);
+        assert!(
+            !url.text.contains("admin") && !url.text.contains("hunter2"),
+            "{}",
+            url.text
+        );
+    }
+
+    #[test]
+    fn a_pem_block_keeps_its_header_lines_only() {
+        let pem =
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA1234\n-----END RSA PRIVATE KEY-----";
+        let stand_in = surrogate(Kind::Secret, pem, 1).unwrap().text;
+        let lines: Vec<&str> = stand_in.lines().collect();
+        assert_eq!(lines[0], "-----BEGIN RSA PRIVATE KEY-----");
+        assert_eq!(lines[2], "-----END RSA PRIVATE KEY-----");
+        assert_ne!(lines[1], "MIIEpAIBAAKCAQEA1234");
+    }
+
+    #[test]
+    fn people_keep_their_honorific_and_their_parts_restore() {
+        let one = surrogate(Kind::Person, "Dr. Ada Lovelace", 1).unwrap();
+        assert_eq!(one.text, "Dr. Alvar Ashcombe");
+        assert_eq!(
+            one.parts,
+            [
+                ("Alvar".to_string(), "Ada".to_string()),
+                ("Ashcombe".to_string(), "Lovelace".to_string())
+            ]
+        );
+        assert_eq!(
+            surrogate(Kind::Person, "Ms. Hopper", 2).unwrap().text,
+            "Ms. Brennick"
+        );
+        assert_eq!(surrogate(Kind::Person, "Zyborin", 2).unwrap().text, "Brisa");
+        assert_eq!(
+            surrogate(Kind::Person, "GRACE HOPPER", 1).unwrap().text,
+            "ALVAR ASHCOMBE"
+        );
+        // Every number gives another name, until the lists run out.
+        let names: std::collections::HashSet<String> = (1..=NAMES as u32)
+            .map(|n| surrogate(Kind::Person, "Ada Lovelace", n).unwrap().text)
+            .collect();
+        assert_eq!(names.len(), NAMES);
+    }
+
+    #[test]
+    fn organisations_keep_their_legal_form() {
+        let org = surrogate(Kind::Organization, "SRA Holdings Inc.", 1).unwrap();
+        assert_eq!(org.text, "Norvale Inc.");
+        assert_eq!(
+            org.parts,
+            [("Norvale".to_string(), "SRA Holdings".to_string())]
+        );
+        assert_eq!(
+            surrogate(Kind::Organization, "Cloudspyre", 2).unwrap().text,
+            "Quillmark"
+        );
+    }
+
+    #[test]
+    fn stand_ins_are_a_function_of_kind_and_number() {
+        for kind in Kind::ALL {
+            let a = surrogate(kind, "Value 12, Town", 4);
+            assert_eq!(a, surrogate(kind, "Value 12, Town", 4), "{kind:?}");
+            if kind == Kind::Denied {
+                assert_eq!(a, None);
+            } else {
+                assert_ne!(a, surrogate(kind, "Value 12, Town", 5), "{kind:?}");
+            }
+        }
+    }
+}
