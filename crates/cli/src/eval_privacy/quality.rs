@@ -1,8 +1,8 @@
 //! `tandem eval privacy --quality N`: whether an answer survives the privacy stages. N multi-turn
 //! requests built from the labelled sentences (each ends with a task that needs the private
 //! details: a summary, a reply, a list of contacts, a follow-up e-mail) are answered by the large
-//! model twice, once with the full prompt (the reference) and once through `redact` (and through
-//! `rewrite` when a local model is given), greedily. The large model then judges, from its token
+//! model with the full prompt (the reference), through `redact` with tags and with stand-ins, and
+//! through `rewrite` when a local model is given, greedily. The large model then judges, from its token
 //! probabilities and in both orders, whether the two answers give the user the same information.
 //! Two controls bound the judge: each reference against itself (what it says when nothing was
 //! lost) and against another request's reference (what it says when everything differs). Two
@@ -20,6 +20,7 @@ use tandem_core::ChatModel;
 use tandem_eval::report::wilson;
 use tandem_privacy::eval::labelled::Sample;
 use tandem_privacy::stage::{Guard, Redact, Rewrite};
+use tandem_privacy::vault::Placeholders;
 use tandem_privacy::Kind;
 use tandem_route::signal::yes_probability;
 
@@ -80,7 +81,7 @@ impl Item {
 
 struct Answered {
     reference: String,
-    /// Per policy, in [`QualityRun::policies`] order.
+    /// Per policy, in [`QualityRun::stages`] order.
     candidates: Vec<String>,
 }
 
@@ -101,27 +102,46 @@ struct Row {
 }
 
 impl QualityRun<'_> {
-    fn policies(&self) -> Vec<&'static str> {
-        let mut policies = vec!["redact"];
-        if self.local.is_some() {
-            policies.push("rewrite");
+    /// Each policy's label and stage: `redact` with tags and with stand-ins, then `rewrite` when a
+    /// local model is given.
+    fn stages(&self) -> Vec<(&'static str, Arc<dyn ChatModel>)> {
+        let with = |placeholders| Guard {
+            placeholders,
+            ..self.guard.clone()
+        };
+        let mut stages: Vec<(&'static str, Arc<dyn ChatModel>)> = vec![
+            (
+                "redact, tags",
+                Arc::new(Redact::new(
+                    with(Placeholders::Tags),
+                    Arc::clone(&self.large),
+                )),
+            ),
+            (
+                "redact, surrogates",
+                Arc::new(Redact::new(
+                    with(Placeholders::Surrogates),
+                    Arc::clone(&self.large),
+                )),
+            ),
+        ];
+        if let Some(local) = &self.local {
+            stages.push((
+                "rewrite",
+                Arc::new(Rewrite::new(
+                    self.guard.clone(),
+                    Arc::clone(local),
+                    Arc::clone(&self.large),
+                )),
+            ));
         }
-        policies
+        stages
     }
 
     pub async fn run(&self) -> Result<()> {
         let items = &requests(self.samples, self.seed, self.count);
-        let policies = self.policies();
-        let redact: Arc<dyn ChatModel> =
-            Arc::new(Redact::new(self.guard.clone(), Arc::clone(&self.large)));
-        let mut stages = vec![redact];
-        if let Some(local) = &self.local {
-            stages.push(Arc::new(Rewrite::new(
-                self.guard.clone(),
-                Arc::clone(local),
-                Arc::clone(&self.large),
-            )));
-        }
+        let (policies, stages): (Vec<&str>, Vec<Arc<dyn ChatModel>>) =
+            self.stages().into_iter().unzip();
         let started = std::time::Instant::now();
         let answered: Vec<Answered> = futures::stream::iter(0..items.len())
             .map(|i| {
