@@ -252,7 +252,8 @@ fn name(i: usize) -> (&'static str, &'static str) {
     )
 }
 
-const MONTHS: [&str; 12] = [
+/// The months' English names, January first.
+pub(crate) const MONTHS: [&str; 12] = [
     "January",
     "February",
     "March",

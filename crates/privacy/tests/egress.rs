@@ -334,6 +334,16 @@ fn leaks(bodies: &[String]) -> Vec<String> {
     leaked
 }
 
+fn assert_no_leaks(bodies: &[String]) {
+    let leaked = leaks(bodies);
+    assert!(
+        leaked.is_empty(),
+        "{} leaks, first: {}",
+        leaked.len(),
+        leaked[0]
+    );
+}
+
 async fn answer(model: &dyn ChatModel, request: ChatCompletionRequest) -> (String, Vec<String>) {
     let mut stream = model.stream(request).await.expect("the stream starts");
     let mut text = String::new();
@@ -388,13 +398,7 @@ async fn no_planted_value_reaches_the_upstream_in_any_spelling() {
 
     let bodies = upstream.bodies();
     assert_eq!(bodies.len(), corpus.len() + 2);
-    let leaked = leaks(&bodies);
-    assert!(
-        leaked.is_empty(),
-        "{} leaks, first: {}",
-        leaked.len(),
-        leaked[0]
-    );
+    assert_no_leaks(&bodies);
     // The requests did reach the upstream, with their placeholders and tool calls.
     assert!(
         bodies[0].contains("[EMAIL_1]") && bodies[0].contains("tool_calls"),
@@ -440,13 +444,7 @@ async fn stand_ins_leave_no_planted_value_and_come_back_as_the_values() {
     assert_eq!(whole.text, everything.messages[0].content.text().unwrap());
 
     let bodies = upstream.bodies();
-    let leaked = leaks(&bodies);
-    assert!(
-        leaked.is_empty(),
-        "{} leaks, first: {}",
-        leaked.len(),
-        leaked[0]
-    );
+    assert_no_leaks(&bodies);
     // What was sent reads as ordinary text: no tags but the deny-listed value's, and no note.
     let sent = bodies.last().unwrap();
     let tags = regex::Regex::new(r"\[[A-Z]+(?:_[A-Z]+)*_[0-9]+\]").unwrap();

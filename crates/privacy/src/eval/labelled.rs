@@ -477,21 +477,7 @@ fn birthday(person: &Identity, rng: &mut ChaCha8Rng) -> String {
     let [m, d, y] = parts[..] else {
         return person.birthday.clone();
     };
-    const MONTHS: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
-    let month = MONTHS[(m as usize).clamp(1, 12) - 1];
+    let month = crate::surrogate::MONTHS[(m as usize).clamp(1, 12) - 1];
     match rng.random_range(0..4) {
         0 => person.birthday.clone(),
         1 => format!("{y}-{m:02}-{d:02}"),
