@@ -194,7 +194,11 @@ fn organization(value: &str, i: usize) -> Surrogate {
         Some((form, rest))
             if !rest.is_empty() && LEGAL_FORMS.contains(&form.to_lowercase().as_str()) =>
         {
-            let bare = value[..value.len() - form.len()]
+            // `form` is the value's last word: it ends the value but for white space.
+            let bare = value
+                .trim_end()
+                .strip_suffix(form)
+                .unwrap_or(value)
                 .trim_end()
                 .trim_end_matches(',');
             Surrogate {
@@ -483,6 +487,10 @@ mod tests {
             surrogate(Kind::Organization, "Cloudspyre", 2).unwrap().text,
             "Quillmark"
         );
+        // White space after the legal form, even several bytes of it, is no part of the name.
+        let spaced = surrogate(Kind::Organization, "Acme SA\u{3000}", 1).unwrap();
+        assert_eq!(spaced.text, "Norvale SA");
+        assert_eq!(spaced.parts, [("Norvale".to_string(), "Acme".to_string())]);
     }
 
     #[test]
