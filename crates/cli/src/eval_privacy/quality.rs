@@ -2,8 +2,9 @@
 //! requests built from the labelled sentences (each ends with a task that needs the private
 //! details: a summary, a reply, a list of contacts, a follow-up e-mail) are answered by the large
 //! model with the full prompt (the reference), through `redact` with tags and with stand-ins, and
-//! through `rewrite` when a local model is given, greedily. The large model then judges, from its token
-//! probabilities and in both orders, whether the two answers give the user the same information.
+//! through `rewrite` when a local model is given, greedily. The large model then judges, from its
+//! token probabilities and in both orders, whether the two answers give the user the same
+//! information.
 //! Two controls bound the judge: each reference against itself (what it says when nothing was
 //! lost) and against another request's reference (what it says when everything differs). Two
 //! checks need no judge: the labelled values the reference repeats that the candidate repeats too,
@@ -105,25 +106,16 @@ impl QualityRun<'_> {
     /// Each policy's label and stage: `redact` with tags and with stand-ins, then `rewrite` when a
     /// local model is given.
     fn stages(&self) -> Vec<(&'static str, Arc<dyn ChatModel>)> {
-        let with = |placeholders| Guard {
-            placeholders,
-            ..self.guard.clone()
+        let redact = |placeholders| -> Arc<dyn ChatModel> {
+            let guard = Guard {
+                placeholders,
+                ..self.guard.clone()
+            };
+            Arc::new(Redact::new(guard, Arc::clone(&self.large)))
         };
-        let mut stages: Vec<(&'static str, Arc<dyn ChatModel>)> = vec![
-            (
-                "redact, tags",
-                Arc::new(Redact::new(
-                    with(Placeholders::Tags),
-                    Arc::clone(&self.large),
-                )),
-            ),
-            (
-                "redact, surrogates",
-                Arc::new(Redact::new(
-                    with(Placeholders::Surrogates),
-                    Arc::clone(&self.large),
-                )),
-            ),
+        let mut stages = vec![
+            ("redact, tags", redact(Placeholders::Tags)),
+            ("redact, surrogates", redact(Placeholders::Surrogates)),
         ];
         if let Some(local) = &self.local {
             stages.push((
