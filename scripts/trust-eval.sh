@@ -11,12 +11,13 @@ cargo build --workspace -q
 export OMP_WAIT_POLICY=PASSIVE
 tandem() { nice -n 10 target/debug/tandem --config crates/trust/eval.toml "$@"; }
 out=$(mktemp -d)
-tandem eval trust --items 20 --combiner-items 10 --jailbreaks 6 --scary-items 30 --out "$out/guard.md"
+tandem eval trust --guard qwen-coder-0.5b,gemma3-270m --items 20 --combiner-items 10 --jailbreaks 6 \
+    --scary-items 30 --out "$out/guard.md"
 tandem eval trust --verify --verify-items 400 --out "$out/verify.md"
 tandem eval trust --calibrate --calibration-model "${CALIBRATION_MODEL:-qwen-coder-0.5b}" \
     --plots docs/trust --out "$out/calibration.md"
 tandem eval trust --calibrate --calibration-model "${CALIBRATION_MODEL:-qwen-coder-0.5b}" \
-    --calibration-dataset gsm-symbolic --calibration-prompt boxed --calibration-items 200 \
+    --calibration-dataset gsm-symbolic --calibration-prompt boxed --calibration-items 300 \
     --plots docs/trust --out "$out/calibration-gsm.md"
 {
     echo '<!-- trust-results:start (scripts/trust-eval.sh writes this block) -->'

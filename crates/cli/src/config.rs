@@ -504,7 +504,8 @@ pub struct GuardConfig {
     pub model: String,
     /// The model that judges (a chat model; its token probabilities make the score).
     pub guard: String,
-    /// Block at or above this score, in [0, 1].
+    /// Block at or above this score of the guard model, in [0, 1]: the answer's, and the
+    /// request's when no `classifier` decides it.
     #[serde(default = "default_guard_threshold")]
     pub threshold: f64,
     #[serde(default = "default_true")]
@@ -517,8 +518,8 @@ pub struct GuardConfig {
     /// The hazard categories; the built-in policy (14, after Llama Guard 3) when absent.
     #[serde(default)]
     pub categories: Option<Vec<tandem_trust::Category>>,
-    /// A classifier file written by `tandem eval trust`, combined with the guard's probability
-    /// on requests; needs `embedder`.
+    /// A classifier file written by `tandem eval trust` that decides requests by its own rule
+    /// and thresholds (the guard model names the category of a blocked one); needs `embedder`.
     #[serde(default)]
     pub classifier: Option<PathBuf>,
     /// The embedding model the classifier was trained on (`all-minilm-l6-v2`).

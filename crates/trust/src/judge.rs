@@ -69,46 +69,65 @@ impl Judge {
         answer: Option<&str>,
     ) -> Result<Judgement, ModelError> {
         let (score, report) = self.model_score(side, request, answer).await?;
-        self.decide(side, request, answer, score, None, vec![report])
+        self.decide(side, request, answer, score, vec![report])
             .await
     }
 
-    /// Turns a score into a verdict; a blocked text's category is asked of the guard model.
-    pub async fn decide(
+    /// Turns the guard model's score into a verdict; a blocked text's category is asked of the
+    /// guard model.
+    async fn decide(
         &self,
         side: Side,
         request: &str,
         answer: Option<&str>,
         score: f64,
-        model_score: Option<f64>,
         mut reports: Vec<Report>,
     ) -> Result<Judgement, ModelError> {
         let blocked = score >= self.threshold;
         let mut verdict = Verdict {
             score,
+            threshold: self.threshold,
             blocked,
             category: None,
             category_probability: None,
-            model_score,
             jailbreak: None,
         };
         if blocked {
-            let question = self.policy.category_request(side, request, answer);
-            let reply = self.ask(question).await?;
-            reports.push(reply.report);
-            let count = self.policy.categories().len();
-            if let Some(shares) = first_token(&reply.logprobs).and_then(|t| letter_shares(t, count))
-            {
-                let (best, p) =
-                    shares.iter().enumerate().fold(
-                        (0, 0.0),
-                        |acc, (i, &p)| if p > acc.1 { (i, p) } else { acc },
-                    );
-                verdict.category = Some(self.policy.categories()[best].name.clone());
+            let (category, report) = self.category(side, request, answer).await?;
+            if let Some((name, p)) = category {
+                verdict.category = Some(name);
                 verdict.category_probability = Some(p);
             }
+            reports.push(report);
         }
         Ok(Judgement { verdict, reports })
+    }
+
+    /// The policy's category the guard model finds most likely for a text, with its probability
+    /// (`None` when its token is no category letter), and the call's report.
+    pub async fn category(
+        &self,
+        side: Side,
+        request: &str,
+        answer: Option<&str>,
+    ) -> Result<(Option<(String, f64)>, Report), ModelError> {
+        let question = self.policy.category_request(side, request, answer);
+        let reply = self.ask(question).await?;
+        let count = self.policy.categories().len();
+        let category =
+            first_token(&reply.logprobs)
+                .and_then(|t| letter_shares(t, count))
+                .map(|shares| {
+                    let (best, p) = shares.iter().enumerate().fold((0, 0.0), |acc, (i, &p)| {
+                        if p > acc.1 {
+                            (i, p)
+                        } else {
+                            acc
+                        }
+                    });
+                    (self.policy.categories()[best].name.clone(), p)
+                });
+        Ok((category, reply.report))
     }
 
     async fn ask(

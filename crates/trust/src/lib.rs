@@ -7,9 +7,9 @@
 //! - [`Judge`] (`judge`) and [`Policy`] (`policy`): the one-token questions asked of the guard
 //!   model and the hazard categories they name; [`verdict`] reads scores from token
 //!   probabilities, never from text.
-//! - [`TrustModel`] (`classifier`) and [`InputScorer`] (`scorer`): a perceptron with one hidden
-//!   layer on sentence embeddings, stacked with the guard model's probability and the similarity to known
-//!   jailbreak templates, trained on public harmful and benign prompt sets ([`data`]).
+//! - [`TrustModel`] (`classifier`) and [`InputScorer`] (`scorer`): a harm classifier and a
+//!   jailbreak classifier (perceptrons with one hidden layer on sentence embeddings, trained on
+//!   public prompt sets, [`data`]) and the thresholds at which either blocks a request.
 //! - [`perplexity`]: prompt perplexity under the small model, whole and in windows, a jailbreak
 //!   signal that needs no extra model.
 //! - [`Verify`] (`verify`): a `ChatModel` wrapping another whose answers a small model checks claim

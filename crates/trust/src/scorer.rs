@@ -1,7 +1,7 @@
-//! [`InputScorer`]: the input guard's score when a trained [`TrustModel`] is configured: the
-//! guard model's probability, the embedding classifier's and the nearest jailbreak template's
-//! similarity, combined by the model's stacked regression; and, when the model has one, the
-//! jailbreak classifier, which blocks on its own.
+//! [`InputScorer`]: the input guard's verdict when a trained [`TrustModel`] is configured. The
+//! model's rule decides (the harm classifier or the jailbreak classifier passing its threshold);
+//! the guard model is asked only for the category of a request the harm classifier blocks, so an
+//! allowed request costs one embedding and no model call.
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use crate::classifier::TrustModel;
 use crate::error::TrustError;
 use crate::judge::{Judge, Judgement};
 use crate::policy::Side;
-use crate::verdict::JAILBREAK_CATEGORY;
+use crate::verdict::{Verdict, JAILBREAK_CATEGORY};
 
 pub struct InputScorer {
     embedder: Arc<Embedder>,
@@ -22,19 +22,17 @@ pub struct InputScorer {
 impl InputScorer {
     /// Refuses a model trained on vectors of another size than the embedder's.
     pub fn new(embedder: Arc<Embedder>, model: TrustModel) -> Result<Self, TrustError> {
-        if model.embedding.dimensions() != embedder.dimensions() {
-            return Err(TrustError::Incompatible(format!(
-                "it was trained on {}-dimensional vectors of `{}`, the embedder gives {}",
-                model.embedding.dimensions(),
-                model.embedding_model,
-                embedder.dimensions()
-            )));
-        }
-        if let Some(jailbreak) = &model.jailbreak {
-            if jailbreak.classifier.dimensions() != embedder.dimensions() {
+        for (what, dimensions) in [
+            ("harm classifier", model.embedding.dimensions()),
+            (
+                "jailbreak classifier",
+                model.jailbreak.classifier.dimensions(),
+            ),
+        ] {
+            if dimensions != embedder.dimensions() {
                 return Err(TrustError::Incompatible(format!(
-                    "its jailbreak classifier reads {}-dimensional vectors, the embedder gives {}",
-                    jailbreak.classifier.dimensions(),
+                    "its {what} reads {dimensions}-dimensional vectors of `{}`, the embedder gives {}",
+                    model.embedding_model,
                     embedder.dimensions()
                 )));
             }
@@ -43,38 +41,33 @@ impl InputScorer {
     }
 
     pub async fn judge(&self, judge: &Judge, text: &str) -> Result<Judgement, ModelError> {
-        let (model_score, report) = judge.model_score(Side::Input, text, None).await?;
         let embedder = Arc::clone(&self.embedder);
         let owned = text.to_string();
         let embedding = tokio::task::spawn_blocking(move || embedder.embed(&[owned]))
             .await
             .map_err(|e| ModelError::Internal(format!("the embedder stopped: {e}")))?
             .map_err(|e| ModelError::Internal(format!("cannot embed the request: {e}")))?;
-        let vector = &embedding.vectors[0];
-        let score = self.model.combine(
-            self.model.embedding_probability(vector),
-            model_score,
-            self.model.template_similarity(vector),
-        );
-        let mut judgement = judge
-            .decide(
-                Side::Input,
-                text,
-                None,
-                score,
-                Some(model_score),
-                vec![report],
-            )
-            .await?;
-        if let Some((probability, fires)) = self.model.jailbreak(vector) {
-            let verdict = &mut judgement.verdict;
-            verdict.jailbreak = Some(probability);
-            if fires && !verdict.blocked {
-                verdict.blocked = true;
-                verdict.category = Some(JAILBREAK_CATEGORY.to_string());
-                verdict.category_probability = None;
+        let vector: Vec<f64> = embedding.vectors[0].iter().map(|&x| f64::from(x)).collect();
+        let decision = self.model.decide(&vector);
+        let mut verdict = Verdict {
+            score: decision.harmful,
+            threshold: self.model.threshold,
+            blocked: decision.blocks(),
+            category: None,
+            category_probability: None,
+            jailbreak: Some(decision.jailbreak),
+        };
+        let mut reports = Vec::new();
+        if decision.harmful_fires {
+            let (category, report) = judge.category(Side::Input, text, None).await?;
+            if let Some((name, p)) = category {
+                verdict.category = Some(name);
+                verdict.category_probability = Some(p);
             }
+            reports.push(report);
+        } else if decision.jailbreak_fires {
+            verdict.category = Some(JAILBREAK_CATEGORY.to_string());
         }
-        Ok(judgement)
+        Ok(Judgement { verdict, reports })
     }
 }

@@ -8,16 +8,16 @@ use serde::Serialize;
 pub struct Verdict {
     /// The probability that the text is unsafe, in [0, 1].
     pub score: f64,
-    /// Whether the score reached the guard's threshold.
+    /// The score's threshold: the guard's, or a trained classifier's.
+    pub threshold: f64,
+    /// Whether the text was blocked: the score passed the threshold, or the jailbreak classifier
+    /// fired.
     pub blocked: bool,
     /// The most likely category (asked only when blocked), with its probability.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub category_probability: Option<f64>,
-    /// The guard model's own probability, when a trained classifier was combined with it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model_score: Option<f64>,
     /// The jailbreak classifier's probability, when the trained model has one. Reaching its own
     /// threshold blocks the text, in the category `jailbreak` unless the score blocked it too.
     #[serde(skip_serializing_if = "Option::is_none")]

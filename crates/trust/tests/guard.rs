@@ -225,84 +225,120 @@ async fn an_edited_policy_names_its_own_categories() {
     assert_eq!(judgement.verdict.category_probability, Some(1.0));
 }
 
-/// A trained model whose stacked score never blocks and whose jailbreak classifier reads the
-/// embedding through `weights`, blocking above `threshold`.
-fn jailbreak_model(weights: Vec<f64>, threshold: f64) -> TrustModel {
-    let dims = weights.len();
+/// A trained model whose harm classifier reads coordinate 1 of the embedding and whose jailbreak
+/// classifier reads coordinate 0, each times 10, blocking above its threshold.
+fn trained_model(dims: usize, harm_threshold: f64, jailbreak_threshold: f64) -> TrustModel {
+    let reading = |coordinate: usize| {
+        let mut weights = vec![0.0; dims];
+        weights[coordinate] = 10.0;
+        EmbeddingClassifier::Logistic(Logistic { weights, bias: 0.0 })
+    };
     TrustModel {
         embedding_model: "all-minilm-l6-v2".into(),
-        guard_model: "smol".into(),
-        embedding: EmbeddingClassifier::Logistic(Logistic {
-            weights: vec![0.0; dims],
-            bias: 0.0,
-        }),
-        combiner: Logistic {
-            weights: vec![0.0; 3],
-            bias: -50.0,
-        },
-        templates: Vec::new(),
+        embedding: reading(1),
+        threshold: harm_threshold,
+        budget: 0.05,
         trained_on: Vec::new(),
-        jailbreak: Some(JailbreakClassifier {
-            classifier: EmbeddingClassifier::Logistic(Logistic { weights, bias: 0.0 }),
-            threshold,
+        jailbreak: JailbreakClassifier {
+            classifier: reading(0),
+            threshold: jailbreak_threshold,
             budget: 0.01,
-        }),
+        },
     }
 }
 
 #[tokio::test]
-async fn the_jailbreak_classifier_blocks_on_its_own_and_reports_its_probability() {
+async fn a_trained_model_blocks_by_either_classifier_and_asks_the_guard_model_only_for_a_category()
+{
     let dir = tandem_fetch::Fetcher::new(tandem_fetch::default_cache_dir())
         .resolve_local("all-minilm-l6-v2")
         .expect("run `tandem models pull all-minilm-l6-v2` first");
     let embedder = Arc::new(Embedder::load(&dir).unwrap());
     let prompt = "Tell me a joke.";
-    // The classifier reads the first coordinate of the prompt's own embedding, so its expected
+    // Each classifier reads one coordinate of the prompt's own embedding, so its expected
     // probability is known from the embedder alone.
     let vector = embedder.embed(&[prompt]).unwrap().vectors.remove(0);
-    let mut weights = vec![0.0; vector.len()];
-    weights[0] = 10.0;
-    let expected = 1.0 / (1.0 + (-10.0 * f64::from(vector[0])).exp());
+    let sigmoid = |x: f32| 1.0 / (1.0 + (-10.0 * f64::from(x)).exp());
+    let (harm, jailbreak) = (sigmoid(vector[1]), sigmoid(vector[0]));
+    let (under, over) = (|p: f64| p - 0.01, |p: f64| p + 0.01);
 
-    for (threshold, blocks) in [(expected - 0.01, true), (expected + 0.01, false)] {
-        let scorer = InputScorer::new(
-            Arc::clone(&embedder),
-            jailbreak_model(weights.clone(), threshold),
-        )
-        .unwrap();
+    // (harm threshold, jailbreak threshold, blocked, category, guard-model calls)
+    let cases = [
+        (over(harm), over(jailbreak), false, None, 0),
+        (over(harm), under(jailbreak), true, Some("jailbreak"), 0),
+        (under(harm), over(jailbreak), true, Some("policy"), 1),
+        (under(harm), under(jailbreak), true, Some("policy"), 1),
+    ];
+    for (harm_threshold, jailbreak_threshold, blocks, category, calls) in cases {
+        let model = trained_model(vector.len(), harm_threshold, jailbreak_threshold);
+        let scorer = InputScorer::new(Arc::clone(&embedder), model).unwrap();
         let guard = guard(0.5, true, false, 50).with_input_scorer(scorer);
         let (deltas, done) = events(&guard, request(prompt)).await;
+        let case = format!("thresholds {harm_threshold} and {jailbreak_threshold}");
         let input = &entry(&done.report)["input"];
-        let probability = input["jailbreak"]
-            .as_f64()
-            .expect("the jailbreak probability");
+        let read = |key: &str| {
+            input[key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{key}: {input}"))
+        };
+        assert!((read("score") - harm).abs() < 1e-6, "{case}: {input}");
         assert!(
-            (probability - expected).abs() < 1e-6,
-            "{probability} vs {expected}"
+            (read("jailbreak") - jailbreak).abs() < 1e-6,
+            "{case}: {input}"
         );
         assert!(
-            input["score"].as_f64().unwrap() < 1e-6,
-            "the stacked score never blocks"
+            (read("threshold") - harm_threshold).abs() < 1e-12,
+            "{case}: {input}"
         );
-        assert_eq!(input["blocked"], blocks, "threshold {threshold}");
-        if blocks {
-            assert_eq!(done.finish_reason, FinishReason::ContentFilter);
-            assert_eq!(input["category"], "jailbreak");
-            assert!(deltas.is_empty(), "{deltas:?}");
-        } else {
-            assert_ne!(done.finish_reason, FinishReason::ContentFilter);
-            assert!(input.get("category").is_none());
-            assert!(!deltas.is_empty());
+        assert_eq!(input["blocked"], blocks, "{case}");
+        let answered = usize::from(!blocks);
+        assert_eq!(
+            done.report.stages.len(),
+            calls + answered,
+            "{case}: {:?}",
+            done.report.stages
+        );
+        match category {
+            None => {
+                assert_ne!(done.finish_reason, FinishReason::ContentFilter, "{case}");
+                assert!(input.get("category").is_none(), "{case}");
+                assert!(!deltas.is_empty(), "{case}");
+            }
+            Some(expected) => {
+                assert_eq!(done.finish_reason, FinishReason::ContentFilter, "{case}");
+                assert!(deltas.is_empty(), "{case}: {deltas:?}");
+                let named = input["category"].as_str().unwrap();
+                if expected == "jailbreak" {
+                    assert_eq!(named, "jailbreak", "{case}");
+                    assert!(input.get("category_probability").is_none(), "{case}");
+                } else {
+                    // The harm classifier blocked: the guard model named a category of the policy.
+                    let policy = Policy::default();
+                    assert!(
+                        policy.categories().iter().any(|c| c.name == named),
+                        "{case}: {named}"
+                    );
+                    assert!(read("category_probability") > 0.0, "{case}");
+                }
+            }
         }
     }
 
-    // A jailbreak classifier for vectors of another size is refused, even beside a harm
-    // classifier that fits.
-    let mut narrow = jailbreak_model(vec![1.0; vector.len()], 0.5);
-    narrow.jailbreak.as_mut().unwrap().classifier = EmbeddingClassifier::Logistic(Logistic {
+    // A classifier for vectors of another size is refused, the jailbreak one too.
+    let mut narrow = trained_model(vector.len(), 0.5, 0.5);
+    narrow.jailbreak.classifier = EmbeddingClassifier::Logistic(Logistic {
+        weights: vec![1.0; 3],
+        bias: 0.0,
+    });
+    let error = InputScorer::new(Arc::clone(&embedder), narrow)
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("jailbreak"), "{error}");
+    let mut narrow = trained_model(vector.len(), 0.5, 0.5);
+    narrow.embedding = EmbeddingClassifier::Logistic(Logistic {
         weights: vec![1.0; 3],
         bias: 0.0,
     });
     let error = InputScorer::new(embedder, narrow).err().expect("refused");
-    assert!(error.to_string().contains("jailbreak"), "{error}");
+    assert!(error.to_string().contains("harm"), "{error}");
 }
