@@ -554,6 +554,10 @@ pub struct VerifyConfig {
     /// its probability with the words of a claim the context does not hold.
     #[serde(default)]
     pub grounding: Option<PathBuf>,
+    /// What the confidence is made of: "verifier" (the claims' support, and agreement) or
+    /// "answer" (the answering model's own token probability of its answer).
+    #[serde(default)]
+    pub confidence: tandem_trust::verify::Confidence,
 }
 
 fn default_sample_temperature() -> f32 {

@@ -213,6 +213,7 @@ fn build(
             options.samples = verify.samples;
             options.sample_temperature = verify.sample_temperature;
             options.max_claims = verify.max_claims;
+            options.confidence = verify.confidence;
             if let Some(path) = &verify.calibration {
                 options.calibration = Some(
                     Calibration::load(path)

@@ -107,8 +107,9 @@ pub struct TrustArgs {
     /// The outcome store `--calibrate` copies and reads [default: <cache>/eval/outcomes.sqlite]
     #[arg(long)]
     pub outcomes: Option<PathBuf>,
-    /// Where `--calibrate` writes the verifier's calibration map, for the verify stage's
-    /// `calibration` key [default: <cache>/trust/verify-calibration-<dataset>.json]
+    /// Where `--calibrate` writes the verifier confidence's calibration map, for the verify
+    /// stage's `calibration` key; the answer confidence's goes beside it, with `-answer` added to
+    /// the name [default: <cache>/trust/verify-calibration-<dataset>.json]
     #[arg(long)]
     pub calibration_out: Option<PathBuf>,
     /// Where `--calibrate` writes its reliability diagrams

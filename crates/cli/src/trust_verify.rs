@@ -9,9 +9,11 @@
 //!
 //! Calibration: the outcome store is copied and the copy read (the original is never opened);
 //! only answers generated with the prompt the items are read with count. For each stored answer
-//! two confidences are computed after the fact: the answering model's
-//! geometric-mean token probability of its own answer, teacher-forced through a sequence handle
-//! (`SequenceHandle::token_losses`), and the verifier's P(correct) of the whole answer. Platt and
+//! the two confidences a `verify` pipeline can report are computed after the fact: the answering
+//! model's geometric-mean token probability of its own answer (`confidence = "answer"`),
+//! teacher-forced through a sequence handle (`SequenceHandle::token_losses`), and the verify
+//! stage's own confidence (`confidence = "verifier"`: `Verify::check` on the item's messages).
+//! A map for each is written for the stage's `calibration` key. Platt and
 //! isotonic maps are cross-fitted (HumanEval has no train split): each item is calibrated by a
 //! map fitted on the other folds. ECE over 10 equal-width bins before and after; a reliability
 //! diagram (PNG and SVG) per confidence.
@@ -23,7 +25,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use plotters::prelude::*;
-use tandem_core::openai::Message;
+use tandem_core::openai::{ChatCompletionRequest, Message};
 use tandem_core::ChatModel;
 use tandem_eval::dataset::SandboxOptions;
 use tandem_eval::store::Filter;
@@ -34,7 +36,8 @@ use tandem_trust::calibration::{
 };
 use tandem_trust::data::{halueval_qa, spread, HaluEvalItem};
 use tandem_trust::grounding::{unsupported_words, GroundingModel};
-use tandem_trust::verify::support;
+use tandem_trust::verify::{answer_probability, support};
+use tandem_trust::{Verify, VerifyOptions};
 
 use crate::config::{Config, ModelConfig};
 use crate::runtime::{self, Runtime};
@@ -288,6 +291,13 @@ pub async fn calibration(
     )
     .await?;
     let verifier: Arc<dyn ChatModel> = runtime.model(&args.verifier)?;
+    // The verify stage itself checks each stored answer, so the verifier's confidence here is the
+    // one a `verify` pipeline reports (its samples are off: the stored answer is the only one).
+    let stage = Verify::new(
+        VerifyOptions::new("calibration"),
+        Arc::clone(&verifier),
+        verifier,
+    );
 
     let mut scored = Vec::with_capacity(outcomes.len());
     for (i, outcome) in outcomes.iter().enumerate() {
@@ -296,17 +306,15 @@ pub async fn calibration(
             .with_context(|| format!("no {name} item `{}`", outcome.item_id))?;
         let answer = outcome.output.as_deref().unwrap_or_default();
         let own = own_probability(&engine, &item.messages, answer).await?;
-        let question = item
-            .messages
-            .iter()
-            .filter_map(|m| m.content.text())
-            .collect::<Vec<_>>()
-            .join("\n\n");
-        let (p, _) = support(&verifier, None, &question, answer).await?;
+        let request = ChatCompletionRequest {
+            messages: item.messages.clone(),
+            ..Default::default()
+        };
+        let (entry, _) = stage.check(&request, answer, None).await?;
         scored.push(Scored {
             correct: outcome.passed,
             own,
-            verifier: p,
+            verifier: entry.confidence,
         });
         if i % 10 == 9 {
             eprintln!("calibration: {}/{} answers scored", i + 1, outcomes.len());
@@ -329,7 +337,7 @@ pub async fn calibration(
             |s| s.own,
         ),
         (
-            "verifier: P(correct) of the whole answer",
+            "verifier: the verify stage's confidence (weakest claim's P(supported))",
             "verifier",
             |s| s.verifier,
         ),
@@ -369,26 +377,36 @@ pub async fn calibration(
             ("Platt", reliability(&platt, &correct, 10)),
             ("isotonic", reliability(&isotonic, &correct, 10)),
         ];
-        if file == "verifier" {
-            // The map the verify stage applies: the method of lower cross-fitted ECE, fitted on
-            // every answer.
-            let map = if ece(&platt, &correct, 10) <= ece(&isotonic, &correct, 10) {
-                Calibration::Platt(Platt::fit(&raw, &correct))
-            } else {
-                Calibration::Isotonic(Isotonic::fit(&raw, &correct))
-            };
-            let path = args.calibration_out.clone().unwrap_or_else(|| {
-                fetcher
-                    .cache_dir
-                    .join("trust")
-                    .join(format!("verify-calibration-{name}.json"))
-            });
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            map.save(&path)?;
-            eprintln!("calibration map written to {}", path.display());
+        // The map the verify stage applies to this confidence (`confidence = "verifier"` or
+        // `"answer"`): the method of lower cross-fitted ECE, fitted on every answer.
+        let map = if ece(&platt, &correct, 10) <= ece(&isotonic, &correct, 10) {
+            Calibration::Platt(Platt::fit(&raw, &correct))
+        } else {
+            Calibration::Isotonic(Isotonic::fit(&raw, &correct))
+        };
+        let path = match (&args.calibration_out, file) {
+            (Some(path), "verifier") => path.clone(),
+            (Some(path), _) => path.with_file_name(format!(
+                "{}-answer.json",
+                path.file_stem().unwrap_or_default().to_string_lossy()
+            )),
+            (None, "verifier") => fetcher
+                .cache_dir
+                .join("trust")
+                .join(format!("verify-calibration-{name}.json")),
+            (None, _) => fetcher
+                .cache_dir
+                .join("trust")
+                .join(format!("verify-calibration-{name}-answer.json")),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
         }
+        map.save(&path)?;
+        eprintln!(
+            "calibration map of the {file} confidence written to {}",
+            path.display()
+        );
         let stem = format!("reliability-{name}-{model}-{file}");
         let title = format!("{name}, {model}: {file} confidence");
         draw_reliability(&plots.join(format!("{stem}.png")), &title, &curves, true)?;
@@ -410,9 +428,9 @@ async fn own_probability(engine: &LlamaEngine, messages: &[Message], answer: &st
         return Ok(0.0);
     }
     let losses = handle.token_losses(&tokens).await?;
-    let answer_losses = &losses[prompt_len - 1..];
-    let mean = answer_losses.iter().sum::<f64>() / answer_losses.len() as f64;
-    Ok((-mean).exp())
+    Ok(answer_probability(
+        losses[prompt_len - 1..].iter().map(|loss| -loss),
+    ))
 }
 
 async fn local_engine(config: &Config, name: &str, fetcher: &Fetcher) -> Result<LlamaEngine> {

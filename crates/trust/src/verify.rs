@@ -15,8 +15,11 @@
 //! - Agreement (`samples` > 0): the wrapped model answers `samples` more times with sampling;
 //!   agreement is the share of samples whose final answer (a number, a `\boxed{}` or the
 //!   normalised text) equals the answer's.
-//! - Confidence: the grounding, or the mean of grounding and agreement when samples are drawn,
-//!   mapped through a [`Calibration`] fitted on held-out outcomes when one is configured.
+//! - Confidence ([`Confidence`]): by default the grounding, or the mean of grounding and agreement
+//!   when samples are drawn; or the answering model's own geometric-mean token probability of its
+//!   answer ([`answer_probability`], read from the answer's logprobs, which the stage asks for).
+//!   Either is mapped through a [`Calibration`] fitted on held-out outcomes when one is
+//!   configured.
 //!   Below `abstain_below` the answer is replaced by `abstain_text` (finish reason `stop`, no tool
 //!   calls, empty logprobs: the words are not the model's).
 //!
@@ -39,6 +42,27 @@ use crate::calibration::Calibration;
 use crate::grounding::{unsupported_words, GroundingModel};
 use crate::judge::{request_text, UNDECIDED};
 
+/// What the reported confidence is made of, before calibration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Confidence {
+    /// The weakest claim's P(supported), averaged with agreement when samples are drawn.
+    #[default]
+    Verifier,
+    /// The answering model's geometric-mean token probability of its answer.
+    Answer,
+}
+
+/// The geometric-mean probability of an answer's tokens from their log probabilities; 0 for an
+/// answer of no tokens (nothing to be confident in).
+pub fn answer_probability(logprobs: impl ExactSizeIterator<Item = f64>) -> f64 {
+    let n = logprobs.len();
+    if n == 0 {
+        return 0.0;
+    }
+    (logprobs.sum::<f64>() / n as f64).exp()
+}
+
 /// What the verifier does, and when the stage abstains.
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
@@ -58,6 +82,7 @@ pub struct VerifyOptions {
     /// Combines the verifier's probability with the unsupported words of a claim checked against
     /// a context; without it a claim's P(supported) is the verifier's.
     pub grounding: Option<GroundingModel>,
+    pub confidence: Confidence,
 }
 
 /// What an abstaining response says.
@@ -75,6 +100,7 @@ impl VerifyOptions {
             max_claims: 8,
             calibration: None,
             grounding: None,
+            confidence: Confidence::Verifier,
         }
     }
 }
@@ -104,8 +130,8 @@ pub struct Claim {
 /// The stage's entry in the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Entry {
-    /// In [0, 1]: grounding, or the mean of grounding and agreement, calibrated when a map is
-    /// configured.
+    /// In [0, 1]: grounding, or the mean of grounding and agreement, or the answer's own
+    /// probability (`confidence = "answer"`), calibrated when a map is configured.
     pub confidence: f64,
     /// The confidence before calibration, when a map is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -114,6 +140,9 @@ pub struct Entry {
     pub grounding: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agreement: Option<f64>,
+    /// With `confidence = "answer"`: the answering model's geometric-mean token probability.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer_probability: Option<f64>,
     /// "system" when the system messages gave a context, "none" otherwise.
     pub context: &'static str,
     pub claims: Vec<Claim>,
@@ -147,10 +176,15 @@ impl Verify {
         support(&self.verifier, context, question, claim).await
     }
 
-    async fn verify(
+    /// Checks `answer` to `request` as the stage does before releasing it: the entry (the
+    /// confidence and its parts) and the verifier's reports. `answer_probability`, the answering
+    /// model's own, is the confidence with `confidence = "answer"`; samples for agreement are
+    /// drawn from the wrapped model.
+    pub async fn check(
         &self,
         request: &ChatCompletionRequest,
         answer: &str,
+        answer_probability: Option<f64>,
     ) -> Result<(Entry, Vec<Report>), ModelError> {
         let started = Instant::now();
         let context = context_text(request);
@@ -202,7 +236,8 @@ impl Verify {
         } else {
             None
         };
-        let raw = agreement.map_or(grounding, |a| (grounding + a) / 2.0);
+        let raw = answer_probability
+            .unwrap_or_else(|| agreement.map_or(grounding, |a| (grounding + a) / 2.0));
         let confidence = self
             .options
             .calibration
@@ -214,6 +249,7 @@ impl Verify {
             raw_confidence: self.options.calibration.is_some().then_some(raw),
             grounding,
             agreement,
+            answer_probability,
             context: if context.is_some() { "system" } else { "none" },
             claims: checked,
             abstained,
@@ -375,8 +411,31 @@ impl ChatModel for Verify {
 
     async fn complete(&self, request: ChatCompletionRequest) -> Result<ChatOutput, ModelError> {
         let started = Instant::now();
-        let mut answer = self.inner.complete(request.clone()).await?;
-        let (entry, reports) = self.verify(&request, &answer.text).await?;
+        let mut asked = request.clone();
+        if self.options.confidence == Confidence::Answer {
+            asked.logprobs = Some(true);
+        }
+        let mut answer = self.inner.complete(asked).await?;
+        let own = match self.options.confidence {
+            Confidence::Verifier => None,
+            Confidence::Answer => {
+                let logprobs = answer.logprobs.as_deref().ok_or_else(|| {
+                    ModelError::Internal(format!(
+                        "`{}` returned no token log probabilities, which the verify pipeline `{}` \
+                         reads for its confidence (`confidence = \"answer\"`)",
+                        self.inner.name(),
+                        self.options.name
+                    ))
+                })?;
+                Some(answer_probability(
+                    logprobs.iter().map(|t| f64::from(t.logprob)),
+                ))
+            }
+        };
+        if !request.logprobs.unwrap_or(false) {
+            answer.logprobs = None;
+        }
+        let (entry, reports) = self.check(&request, &answer.text, own).await?;
         metrics::histogram!("tandem_verify_confidence", "pipeline" => self.options.name.clone())
             .record(entry.confidence);
         metrics::counter!(

@@ -11,10 +11,14 @@ use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
 use tandem_trust::calibration::{Calibration, Isotonic};
 use tandem_trust::classifier::Logistic;
 use tandem_trust::grounding::{unsupported_words, GroundingModel};
-use tandem_trust::verify::{claim_request, claims, ABSTAIN_TEXT};
+use tandem_trust::verify::{answer_probability, claim_request, claims, Confidence, ABSTAIN_TEXT};
 use tandem_trust::{Verify, VerifyOptions};
 
 fn engine() -> Arc<dyn ChatModel> {
+    llama()
+}
+
+fn llama() -> Arc<LlamaEngine> {
     static ENGINE: OnceLock<Arc<LlamaEngine>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
@@ -302,4 +306,57 @@ async fn a_code_block_keeps_the_verifiers_probability_and_counts_no_words() {
     ask.model = "smol".into();
     let expected = yes_over_yes_and_no(&engine().complete(ask).await.unwrap().logprobs.unwrap()[0]);
     assert_eq!(code["supported"].as_f64(), Some(expected));
+}
+
+#[tokio::test]
+async fn the_answer_confidence_is_the_answers_own_token_probability_as_the_evaluation_scores_it() {
+    let mut options = VerifyOptions::new("checked");
+    options.confidence = Confidence::Answer;
+    options.max_claims = 0;
+    let stage = Verify::new(options, engine(), engine());
+    // The unverified answer and its logprobs, read here on their own.
+    let mut asked = request();
+    asked.model = "smol".into();
+    asked.logprobs = Some(true);
+    let alone = engine().complete(asked).await.unwrap();
+    let logprobs = alone.logprobs.clone().expect("logprobs");
+    assert!(!logprobs.is_empty());
+    let mean = logprobs.iter().map(|t| f64::from(t.logprob)).sum::<f64>() / logprobs.len() as f64;
+
+    let answered = stage.complete(request()).await.unwrap();
+    assert_eq!(answered.text, alone.text);
+    assert!(
+        answered.logprobs.is_none(),
+        "the client did not ask for logprobs"
+    );
+    let entry = entry(&answered.report);
+    let confidence = entry["confidence"].as_f64().unwrap();
+    assert!(
+        (confidence - mean.exp()).abs() < 1e-9,
+        "{confidence} vs {}",
+        mean.exp()
+    );
+    assert_eq!(entry["answer_probability"], entry["confidence"]);
+    // No claim was checked: the verifier was not asked.
+    assert_eq!(
+        answered.report.stages.len(),
+        1,
+        "{:?}",
+        answered.report.stages
+    );
+
+    // `eval trust --calibrate` scores a stored answer's text by re-reading it under the model:
+    // the same quantity, up to how the text tokenises again.
+    let llama = llama();
+    let mut handle = llama.open_sequence().await.unwrap();
+    let mut tokens = handle.model().chat_prompt(&request().messages).unwrap();
+    let prompt_len = tokens.len();
+    tokens.extend(handle.model().tokenize(&alone.text, false));
+    let losses = handle.token_losses(&tokens).await.unwrap();
+    drop(handle);
+    let rescored = answer_probability(losses[prompt_len - 1..].iter().map(|loss| -loss));
+    assert!(
+        (rescored - confidence).abs() < 0.02,
+        "re-scored {rescored} vs served {confidence}"
+    );
 }
