@@ -17,7 +17,7 @@ tandem eval trust --verify --verify-items 400 --out "$out/verify.md"
 tandem eval trust --calibrate --calibration-model "${CALIBRATION_MODEL:-qwen-coder-0.5b}" \
     --plots docs/trust --out "$out/calibration.md"
 tandem eval trust --calibrate --calibration-model "${CALIBRATION_MODEL:-qwen-coder-0.5b}" \
-    --calibration-dataset gsm-symbolic --calibration-prompt boxed --calibration-items 300 \
+    --calibration-dataset gsm-symbolic --calibration-prompt boxed --calibration-items 200 \
     --plots docs/trust --out "$out/calibration-gsm.md"
 {
     echo '<!-- trust-results:start (scripts/trust-eval.sh writes this block) -->'
