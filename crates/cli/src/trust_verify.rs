@@ -384,20 +384,22 @@ pub async fn calibration(
         } else {
             Calibration::Isotonic(Isotonic::fit(&raw, &correct))
         };
-        let path = match (&args.calibration_out, file) {
-            (Some(path), "verifier") => path.clone(),
-            (Some(path), _) => path.with_file_name(format!(
+        let verifier_path = args.calibration_out.clone().unwrap_or_else(|| {
+            fetcher
+                .cache_dir
+                .join("trust")
+                .join(format!("verify-calibration-{name}.json"))
+        });
+        let path = if file == "verifier" {
+            verifier_path
+        } else {
+            verifier_path.with_file_name(format!(
                 "{}-answer.json",
-                path.file_stem().unwrap_or_default().to_string_lossy()
-            )),
-            (None, "verifier") => fetcher
-                .cache_dir
-                .join("trust")
-                .join(format!("verify-calibration-{name}.json")),
-            (None, _) => fetcher
-                .cache_dir
-                .join("trust")
-                .join(format!("verify-calibration-{name}-answer.json")),
+                verifier_path
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+            ))
         };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;

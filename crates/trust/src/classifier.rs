@@ -378,10 +378,9 @@ pub fn bounded_threshold(benign: &[f64], flagged: &[bool], budget: f64) -> f64 {
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| benign[b].total_cmp(&benign[a]));
     let mut count = flagged.iter().filter(|&&f| f).count();
+    // Above every score nothing is flagged by score; the bound grows with the count, so when the
+    // others alone break it the loop stops at once.
     let mut threshold = order.first().map_or(1.0, |&i| benign[i].max(1.0));
-    if tandem_route::cache_eval::wilson_upper(count, n) > budget {
-        return threshold;
-    }
     let mut i = 0;
     while i < n {
         // Lowering the threshold under this score flags every request that has it.

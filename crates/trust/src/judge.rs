@@ -93,41 +93,43 @@ impl Judge {
             jailbreak: None,
         };
         if blocked {
-            let (category, report) = self.category(side, request, answer).await?;
-            if let Some((name, p)) = category {
-                verdict.category = Some(name);
-                verdict.category_probability = Some(p);
-            }
-            reports.push(report);
+            reports.push(
+                self.name_category(side, request, answer, &mut verdict)
+                    .await?,
+            );
         }
         Ok(Judgement { verdict, reports })
     }
 
-    /// The policy's category the guard model finds most likely for a text, with its probability
-    /// (`None` when its token is no category letter), and the call's report.
-    pub async fn category(
+    /// Sets the verdict's category to the policy's category the guard model finds most likely
+    /// for the text, with its probability (left unset when its token is no category letter);
+    /// the call's report.
+    pub async fn name_category(
         &self,
         side: Side,
         request: &str,
         answer: Option<&str>,
-    ) -> Result<(Option<(String, f64)>, Report), ModelError> {
+        verdict: &mut Verdict,
+    ) -> Result<Report, ModelError> {
         let question = self.policy.category_request(side, request, answer);
         let reply = self.ask(question).await?;
         let count = self.policy.categories().len();
-        let category =
-            first_token(&reply.logprobs)
-                .and_then(|t| letter_shares(t, count))
-                .map(|shares| {
-                    let (best, p) = shares.iter().enumerate().fold((0, 0.0), |acc, (i, &p)| {
+        if let Some(shares) = first_token(&reply.logprobs).and_then(|t| letter_shares(t, count)) {
+            let (best, p) =
+                shares.iter().enumerate().fold(
+                    (0, 0.0),
+                    |acc, (i, &p)| {
                         if p > acc.1 {
                             (i, p)
                         } else {
                             acc
                         }
-                    });
-                    (self.policy.categories()[best].name.clone(), p)
-                });
-        Ok((category, reply.report))
+                    },
+                );
+            verdict.category = Some(self.policy.categories()[best].name.clone());
+            verdict.category_probability = Some(p);
+        }
+        Ok(reply.report)
     }
 
     async fn ask(

@@ -59,12 +59,11 @@ impl InputScorer {
         };
         let mut reports = Vec::new();
         if decision.harmful_fires {
-            let (category, report) = judge.category(Side::Input, text, None).await?;
-            if let Some((name, p)) = category {
-                verdict.category = Some(name);
-                verdict.category_probability = Some(p);
-            }
-            reports.push(report);
+            reports.push(
+                judge
+                    .name_category(Side::Input, text, None, &mut verdict)
+                    .await?,
+            );
         } else if decision.jailbreak_fires {
             verdict.category = Some(JAILBREAK_CATEGORY.to_string());
         }
