@@ -97,8 +97,10 @@ impl Kind {
             // A credential URL holds its password or token: the whole URL goes.
             Kind::CredentialUrl => 11,
             Kind::Secret => 10,
-            Kind::CreditCard => 9,
-            Kind::Iban => 8,
+            // An IBAN holds digit runs that pass Luhn by chance (one in ten); its mod-97 check
+            // is the stronger evidence, so it wins over the card inside it.
+            Kind::Iban => 9,
+            Kind::CreditCard => 8,
             Kind::Email => 7,
             Kind::NationalId => 6,
             Kind::IpAddress => 5,

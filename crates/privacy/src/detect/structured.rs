@@ -43,6 +43,17 @@ static PHONE_WORDS: LazyLock<Regex> = LazyLock::new(|| {
         r"(?i)\b(?:phone|tel|telephone|mobile|cell|call|fax|whatsapp|sms|text|number|contact|reach|dial|ring)\b",
     )
 });
+/// The words of `PHONE_WORDS` that name a telephone and nothing else ("number" names ids too).
+static TELEPHONE_WORDS: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?i)\b(?:phone|tel|telephone|mobile|cell|fax|whatsapp|sms|dial)\b"));
+/// Words that name a national identifier outright (`SSN_WORDS` less the looser "social").
+static ID_NUMBER_WORDS: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)\b(?:ssn|social security|national (?:id|identity|insurance)|tax id|ni number)\b")
+});
+/// Words that make the number after them a postcode ("ZIP: 2580-587").
+static POSTCODE_WORDS: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)\b(?:zip|zip code|postcode|post code|postal code|postleitzahl|plz|cep|code postal)\b")
+});
 static SSN_WORDS: LazyLock<Regex> = LazyLock::new(|| {
     re(r"(?i)\b(?:ssn|social security|social|tax id|tin|ni number|national insurance)\b")
 });
@@ -89,8 +100,31 @@ pub fn find(text: &str, out: &mut Vec<Finding>) {
     for m in DATE.find_iter(text) {
         if context::before(text, m.start(), 48, &BIRTH_WORDS) {
             out.push(Finding::new(Kind::DateOfBirth, m.range(), 0.9));
+        } else if could_be_a_birth_date(m.as_str()) && !TIME_AFTER.is_match(&text[m.end()..]) {
+            out.push(Finding::new(Kind::DateOfBirth, m.range(), 0.6));
         }
     }
+}
+
+/// A time of day right after a date: a timestamp ("2024-05-15 12:00"), an event, not a birthday.
+static TIME_AFTER: LazyLock<Regex> = LazyLock::new(|| re(r"^(?:T|,? (?:at )?)\d{1,2}:\d{2}"));
+
+/// Whether a full date (day, month and a four-digit year) is one an adult could have been born on:
+/// its year 15 to 120 years back. Without a word such as "born" nearby such a date is still taken
+/// for a possible date of birth, a quasi-identifier of whoever the text is about (HIPAA's Safe
+/// Harbor removes every date tied to a person); recent and future dates (meetings, deadlines,
+/// releases) are left alone.
+fn could_be_a_birth_date(date: &str) -> bool {
+    static YEAR: LazyLock<Regex> = LazyLock::new(|| re(r"\b(?:1[89]|20)\d{2}\b"));
+    static THIS_YEAR: LazyLock<i32> = LazyLock::new(|| {
+        let days = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() / 86_400);
+        1970 + (days as f64 / 365.2425) as i32
+    });
+    YEAR.find(date)
+        .and_then(|y| y.as_str().parse::<i32>().ok())
+        .is_some_and(|year| (*THIS_YEAR - 120..=*THIS_YEAR - 15).contains(&year))
 }
 
 /// A run of digits and separators: a card, an SSN or a phone number, by its digits and layout.
@@ -168,6 +202,19 @@ pub fn luhn(digits: &str) -> bool {
 fn ssn(text: &str, offset: usize, run: &str, out: &mut Vec<Finding>) {
     static SSN: LazyLock<Regex> = LazyLock::new(|| re(r"^(\d{3})[ \-.]?(\d{2})[ \-.]?(\d{4})$"));
     let Some(c) = SSN.captures(run) else {
+        // A number called a social security or national id number is one, whatever its layout
+        // ("His social security number is 26-45-4705"): never read as a phone number.
+        let digits = run.chars().filter(char::is_ascii_digit).count();
+        if (7..=11).contains(&digits)
+            && context::before(text, offset, 40, &ID_NUMBER_WORDS)
+            && !context::before(text, offset, 16, &TELEPHONE_WORDS)
+        {
+            out.push(Finding::new(
+                Kind::NationalId,
+                offset..offset + run.len(),
+                0.95,
+            ));
+        }
         return;
     };
     let (area, group, serial) = (&c[1], &c[2], &c[3]);
@@ -205,6 +252,9 @@ fn phone(text: &str, offset: usize, run: &str, out: &mut Vec<Finding>) {
     let international = run.starts_with('+') || run.starts_with("00");
     let separated = run.chars().any(|c| !c.is_ascii_digit() && c != '+');
     let named = context::before(text, offset, 40, &PHONE_WORDS);
+    if !named && !international && context::before(text, offset, 16, &POSTCODE_WORDS) {
+        return;
+    }
     let confidence = if international && (8..=15).contains(&digits) {
         0.9
     } else if NANP.is_match(run) {
@@ -235,15 +285,24 @@ fn phone(text: &str, offset: usize, run: &str, out: &mut Vec<Finding>) {
 }
 
 /// Digits in two or more groups of two to four, with six to twelve digits in all ("776 5737",
-/// "28-15-10-60", "(37) 788-063"): how many countries write national numbers.
+/// "28-15-10-60", "(37) 788-063"), or an area code and a subscriber number ("22 498317"): how
+/// many countries write national numbers.
 fn grouped(run: &str) -> bool {
     static GROUPED: LazyLock<Regex> =
         LazyLock::new(|| re(r"^(?:\(\d{2,4}\)|\d{2,4})(?:[ \-]\d{2,4}){1,4}$"));
+    // An area code and a subscriber number of five to eight digits ("22 498317", "030 1234567").
+    static AREA_SUBSCRIBER: LazyLock<Regex> =
+        LazyLock::new(|| re(r"^(?:\(\d{1,4}\)|\d{1,4})[ \-]\d{5,8}$"));
     static DATE_LIKE: LazyLock<Regex> = LazyLock::new(|| {
         re(r"^(?:(?:19|20)\d{2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:19|20)\d{2})")
     });
     let digits = run.chars().filter(char::is_ascii_digit).count();
-    (6..=12).contains(&digits) && GROUPED.is_match(run) && !DATE_LIKE.is_match(run)
+    let groups = run.split([' ', '-']).filter(|g| !g.is_empty()).count();
+    // Six digits make a phone number only in three groups ("34 13 74"); in two they are as often
+    // a postcode ("Sfaxi, 13 2040").
+    let laid_out = (GROUPED.is_match(run) && (digits >= 7 || groups >= 3) && digits <= 12)
+        || (AREA_SUBSCRIBER.is_match(run) && (8..=12).contains(&digits));
+    laid_out && !DATE_LIKE.is_match(run)
 }
 
 fn iban(text: &str, offset: usize, candidate: &str, out: &mut Vec<Finding>) {
@@ -358,14 +417,28 @@ mod tests {
         ] {
             one(&format!("call me at {phone} today"), Kind::Phone, phone);
         }
+        one("Office: 22 498317, ask for Ana", Kind::Phone, "22 498317");
+        one("tel 34 13 74", Kind::Phone, "34 13 74");
         assert!(found("version 2024 has 12 items, v1.2.3, 12:30, order 123456").is_empty());
-        assert!(found("2024-05-15 12:00:01 INFO and 1956-10-13").is_empty());
+        // Postcodes: six digits in two groups, and a number after a postcode word.
+        assert!(found("Rue Andalousie, Beni Said, 31 9010").is_empty());
+        assert!(found("ZIP: 2580-587").is_empty());
     }
 
     #[test]
     fn ssns_and_ninos() {
         one("SSN: 123-45-6789.", Kind::NationalId, "123-45-6789");
         one("my ssn is 123456789", Kind::NationalId, "123456789");
+        one(
+            "His social security number is 26-45-4705",
+            Kind::NationalId,
+            "26-45-4705",
+        );
+        one(
+            "Gerontology social worker\nPhone:\n(340) 047-6677",
+            Kind::Phone,
+            "(340) 047-6677",
+        );
         one("NI number AB 12 34 56 C", Kind::NationalId, "AB 12 34 56 C");
         assert!(found("id 000-12-3456")
             .iter()
@@ -388,10 +461,21 @@ mod tests {
     }
 
     #[test]
-    fn dates_of_birth_need_birth_words() {
+    fn dates_of_birth_by_a_birth_word_or_an_adults_birth_year() {
         one("born on 14/03/1987 in Ulm", Kind::DateOfBirth, "14/03/1987");
         one("DOB: March 3, 1990", Kind::DateOfBirth, "March 3, 1990");
         assert!(found("the meeting on 14/03/2024").is_empty());
+        // A full date an adult could have been born on is a possible date of birth by itself,
+        // less sure; a timestamp, a recent date and a bare year are not.
+        let mut dated = Vec::new();
+        find("It's like that since 1956-10-13.", &mut dated);
+        assert_eq!(dated.len(), 1);
+        assert_eq!(dated[0].kind, Kind::DateOfBirth);
+        assert!((0.5..0.9).contains(&dated[0].confidence));
+        assert!(
+            found("2004-05-15 12:00:01 INFO, 1999-02-03T10:11, released 2024-05-15").is_empty()
+        );
+        assert!(found("in 1956 and on 12/2012").is_empty());
     }
 
     #[test]
