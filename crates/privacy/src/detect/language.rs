@@ -510,12 +510,21 @@ fn capitalised_run(text: &str, offset: usize, run: &str, out: &mut Vec<Finding>)
 }
 
 /// A name's words up to an apartment or suite that follows it on the line ("Mr. Alexander
-/// Tokaryev Apt. 527 2169 Salontie"): the unit belongs to the address.
+/// Tokaryev Apt. 527 2169 Salontie"): the unit belongs to the address. A possessive ends the name
+/// too ("from Megan Swift's Cautionary Tales" names Megan Swift).
 fn before_unit(text: &str, name: Range<usize>) -> Range<usize> {
     let words = &text[name.clone()];
     let mut end = name.start;
     for word in words.split_inclusive([' ', '\t']) {
         if ["Apt", "Suite", "Unit", "Apartment", "Floor"].contains(&word.trim()) {
+            break;
+        }
+        if let Some(owner) = word
+            .trim_end()
+            .strip_suffix("'s")
+            .or_else(|| word.trim_end().strip_suffix("’s"))
+        {
+            end += owner.len();
             break;
         }
         end += word.len();

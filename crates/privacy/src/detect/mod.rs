@@ -135,7 +135,9 @@ impl Detector {
     /// The findings of each text of one conversation, from `found` (each text's own, as
     /// [`Self::detect`] and the name judge give them): a value found in one text is found in
     /// every text, whatever its casing, spacing or separators ("Priya Raman" recognised once
-    /// makes "PRIYA RAMAN" and "priya raman" elsewhere the same value), and overlaps are resolved.
+    /// makes "PRIYA RAMAN" and "priya raman" elsewhere the same value), each word of a person's
+    /// name is found where it stands alone, capitalised ("Megan Swift" makes "Swift" and "Megan"
+    /// elsewhere the same person's), and overlaps are resolved.
     pub fn spread(&self, texts: &[&str], mut found: Vec<Vec<Finding>>) -> Vec<Vec<Finding>> {
         // Each value with its kind and the highest confidence it was found with.
         let mut known: BTreeMap<String, (Kind, f32)> = BTreeMap::new();
@@ -150,13 +152,14 @@ impl Detector {
                 }
             }
         }
-        let patterns: Vec<(Kind, f32, Regex)> = known
+        let mut patterns: Vec<(Kind, f32, Regex)> = known
             .iter()
             .filter_map(|(value, (kind, confidence))| {
                 let pattern = loose_pattern(value)?;
                 Some((*kind, *confidence, Regex::new(&pattern).ok()?))
             })
             .collect();
+        patterns.extend(name_parts(texts, &found));
         if patterns.is_empty() {
             return found.into_iter().map(resolve_overlaps).collect();
         }
@@ -173,6 +176,39 @@ impl Detector {
         }
         found
     }
+}
+
+/// The words of the people's names in `found` that may stand for the person alone later ("early
+/// Swift" after "Megan Swift"): each capitalised word of three letters or more of a name of two
+/// words or more, matched as a whole word in the same casing, so that the ordinary word ("a swift
+/// reply") is left alone.
+fn name_parts(texts: &[&str], found: &[Vec<Finding>]) -> Vec<(Kind, f32, Regex)> {
+    let mut parts: BTreeMap<String, f32> = BTreeMap::new();
+    for (text, findings) in texts.iter().zip(found) {
+        for finding in findings.iter().filter(|f| f.kind == Kind::Person) {
+            let words: Vec<&str> = text[finding.span.clone()].split_whitespace().collect();
+            if words.len() < 2 {
+                continue;
+            }
+            for word in words {
+                let word = word
+                    .trim_end_matches(['.', ','])
+                    .trim_end_matches("'s")
+                    .trim_end_matches("’s");
+                if word.chars().count() >= 3 && word.starts_with(char::is_uppercase) {
+                    let confidence = parts.entry(word.to_string()).or_default();
+                    *confidence = confidence.max(finding.confidence);
+                }
+            }
+        }
+    }
+    parts
+        .into_iter()
+        .filter_map(|(word, confidence)| {
+            let pattern = format!(r"\b{}\b", regex::escape(&word));
+            Some((Kind::Person, confidence, Regex::new(&pattern).ok()?))
+        })
+        .collect()
 }
 
 /// Keeps the strongest of overlapping candidates: higher kind rank, then surer, then longer.
@@ -265,6 +301,15 @@ mod tests {
     }
 
     #[test]
+    fn an_iban_wins_over_the_luhn_valid_digits_inside_it() {
+        // "1778 0815 7809 27" passes Luhn; the IBAN around it passes mod 97.
+        assert_eq!(
+            kinds(r#"{"iban": "GB32 YYND 1778 0815 7809 27", "amount": 120.5}"#),
+            vec![(Kind::Iban, "GB32 YYND 1778 0815 7809 27".to_string())]
+        );
+    }
+
+    #[test]
     fn overlapping_findings_of_one_kind_are_joined_and_a_postcode_is_no_phone() {
         let address =
             |span: Range<usize>, confidence| Finding::new(Kind::StreetAddress, span, confidence);
@@ -333,6 +378,30 @@ mod tests {
         );
         assert!(found[1].iter().all(|f| f.kind == Kind::Person));
         assert_eq!(found[1][0].confidence, found[0][0].confidence);
+    }
+
+    #[test]
+    fn a_word_of_a_persons_name_is_the_person_where_it_stands_alone_capitalised() {
+        let detector = Detector::new(&DetectorConfig::default()).unwrap();
+        let texts = [
+            "The verses from Megan Swift's Cautionary Tales.",
+            "Is there anything better than early Swift? Ask Megan.",
+            "A swift reply, and Swiftly done.",
+        ];
+        let found = detector.spread(&texts, texts.iter().map(|t| detector.detect(t)).collect());
+        let values: Vec<Vec<(Kind, &str)>> = found
+            .iter()
+            .zip(texts)
+            .map(|(f, t)| f.iter().map(|f| (f.kind, &t[f.span.clone()])).collect())
+            .collect();
+        assert_eq!(
+            values,
+            [
+                vec![(Kind::Person, "Megan Swift")],
+                vec![(Kind::Person, "Swift"), (Kind::Person, "Megan")],
+                vec![],
+            ]
+        );
     }
 
     #[test]
