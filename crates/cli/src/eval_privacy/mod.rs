@@ -41,7 +41,8 @@ pub struct PrivacyArgs {
     /// The spaCy model Presidio loads
     #[arg(long, default_value = "en_core_web_sm")]
     spacy_model: String,
-    /// Print up to N missed values and N wrong findings per kind to stderr
+    /// Print up to N missed values and N wrong findings per kind to stderr, and up to N values
+    /// per kind that leaked in the leakage pass
     #[arg(long, default_value_t = 0)]
     show_errors: usize,
     /// Also write the labelled set here (JSON lines: text, spans, source)
@@ -209,7 +210,7 @@ pub async fn run(args: PrivacyArgs, models: &dyn ModelProvider, cache_dir: &Path
             .join(", ")
     );
     print!("{}", table(&ours, theirs.as_ref().map(|t| ("Presidio", t))));
-    leakage(&samples, args.seed, &guard).await?;
+    leakage(&samples, args.seed, &guard, args.show_errors).await?;
     if args.quality > 0 {
         let large = args.quality_model.as_deref().expect("checked above");
         quality::QualityRun {
@@ -234,9 +235,11 @@ pub async fn run(args: PrivacyArgs, models: &dyn ModelProvider, cache_dir: &Path
 
 /// Groups the sentences into multi-message requests (two to six messages, every role, a seeded
 /// draw), sends each through the `redact` stage's pseudonymisation, and counts the requests in
-/// which a labelled value still appears in what would be sent: as written whatever the case, or
-/// (for values of six letters and digits or more) with other spacing and separators.
-async fn leakage(samples: &[Sample], seed: u64, guard: &Guard) -> Result<()> {
+/// which a labelled value still appears in what would be sent: as written whatever the case, as
+/// a whole word ("Eva" is not in "relevant"), or (for values of six letters and digits or more)
+/// with other spacing and separators. Prints up to
+/// `show` leaked values per kind to stderr, each with the request's message count.
+async fn leakage(samples: &[Sample], seed: u64, guard: &Guard, show: usize) -> Result<()> {
     use rand::{Rng, SeedableRng};
     use tandem_core::openai::{ChatCompletionRequest, Message, Role};
     use tandem_privacy::normalize::canonical;
@@ -251,6 +254,7 @@ async fn leakage(samples: &[Sample], seed: u64, guard: &Guard) -> Result<()> {
     ];
     let (mut requests, mut leaked, mut structured_leaked) = (0usize, 0usize, 0usize);
     let mut by_kind: BTreeMap<Kind, usize> = BTreeMap::new();
+    let mut shown: BTreeMap<Kind, usize> = BTreeMap::new();
     let mut at = 0;
     while at < samples.len() {
         let n = rng.random_range(2..=6).min(samples.len() - at);
@@ -270,17 +274,35 @@ async fn leakage(samples: &[Sample], seed: u64, guard: &Guard) -> Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .request;
+        // Words are looked for in the texts as sent (in the JSON body a line's first word
+        // follows the `n` of `\\n`), the squeezed forms in the whole body.
         let body = serde_json::to_string(&sent)?;
-        let (lower, squeezed) = (body.to_lowercase(), canonical(&body));
+        let sent_texts =
+            tandem_privacy::fields::texts(&sent).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let lower = sent_texts
+            .iter()
+            .map(|t| t.text.to_lowercase())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let squeezed = canonical(&body);
         let mut kinds = Vec::new();
         for sample in group {
             for (kind, span) in &sample.spans {
                 let value = &sample.text[span.clone()];
                 let bare = canonical(value);
-                if lower.contains(&value.to_lowercase())
+                if contains_word(&lower, &value.to_lowercase())
                     || bare.chars().count() >= 6 && squeezed.contains(&bare)
                 {
                     kinds.push(*kind);
+                    let n = shown.entry(*kind).or_default();
+                    *n += 1;
+                    if *n <= show {
+                        eprintln!(
+                            "leaked {kind} ({} messages): {value:?} in {:?}",
+                            group.len(),
+                            sample.text
+                        );
+                    }
                 }
             }
         }
@@ -312,6 +334,16 @@ async fn leakage(samples: &[Sample], seed: u64, guard: &Guard) -> Result<()> {
             .join(", ")
     );
     Ok(())
+}
+
+/// Whether `needle` occurs in `haystack` with no letter or digit right before or after it.
+fn contains_word(haystack: &str, needle: &str) -> bool {
+    !needle.is_empty()
+        && haystack.match_indices(needle).any(|(at, _)| {
+            let before = haystack[..at].chars().next_back();
+            let after = haystack[at + needle.len()..].chars().next();
+            !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+        })
 }
 
 /// Presidio's entity types, as Tandem's kinds; the others are left out of its scores.
