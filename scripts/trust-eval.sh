@@ -3,8 +3,8 @@
 # guard and jailbreak tables, the verifier on HaluEval QA, and calibration on stored answers of
 # HumanEval and GSM-symbolic (`boxed` prompt; plots into docs/trust/). Sizes are the flags below; raise
 # them on a quiet machine.
-# CALIBRATION_MODEL picks whose stored answers are calibrated (qwen-coder-1.5b once its
-# outcomes are in the store).
+# CALIBRATION_MODEL picks whose stored answers are calibrated (the large model by default; its
+# answers must be in the outcome store: `tandem eval run --model qwen-coder-1.5b ...`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --workspace -q
@@ -14,9 +14,9 @@ out=$(mktemp -d)
 tandem eval trust --guard qwen-coder-0.5b,gemma3-270m --items 20 --combiner-items 10 --jailbreaks 6 \
     --scary-items 30 --out "$out/guard.md"
 tandem eval trust --verify --verify-items 400 --out "$out/verify.md"
-tandem eval trust --calibrate --calibration-model "${CALIBRATION_MODEL:-qwen-coder-0.5b}" \
+tandem eval trust --calibrate --calibration-model "${CALIBRATION_MODEL:-qwen-coder-1.5b}" \
     --plots docs/trust --out "$out/calibration.md"
-tandem eval trust --calibrate --calibration-model "${CALIBRATION_MODEL:-qwen-coder-0.5b}" \
+tandem eval trust --calibrate --calibration-model "${CALIBRATION_MODEL:-qwen-coder-1.5b}" \
     --calibration-dataset gsm-symbolic --calibration-prompt boxed --calibration-items 200 \
     --plots docs/trust --out "$out/calibration-gsm.md"
 {

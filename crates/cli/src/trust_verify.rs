@@ -32,7 +32,7 @@ use tandem_eval::store::Filter;
 use tandem_fetch::Fetcher;
 use tandem_llama::{EngineOptions, LlamaEngine, LoadedModel};
 use tandem_trust::calibration::{
-    cross_fitted, ece, reliability, Bin, Calibration, Isotonic, Platt,
+    cross_fitted, ece, ece_if_calibrated, reliability, Bin, Calibration, Isotonic, Platt,
 };
 use tandem_trust::data::{halueval_qa, spread, HaluEvalItem};
 use tandem_trust::grounding::{unsupported_words, GroundingModel};
@@ -42,6 +42,9 @@ use tandem_trust::{Verify, VerifyOptions};
 use crate::config::{Config, ModelConfig};
 use crate::runtime::{self, Runtime};
 use crate::trust::{auroc, TrustArgs};
+
+/// Simulated outcome sets behind each calibrated ECE's floor and p-value.
+const FLOOR_DRAWS: usize = 2000;
 
 /// HaluEval QA with each verifier of `args.verifiers`, alone and combined with the unsupported
 /// words (a [`GroundingModel`] fitted on the fit part and written to
@@ -324,10 +327,10 @@ pub async fn calibration(
     let correct: Vec<bool> = scored.iter().map(|s| s.correct).collect();
     let passed = correct.iter().filter(|&&c| c).count();
     let mut md = String::new();
-    writeln!(md, "{} {name} answers of `{model}` (prompt {}) from the outcome store ({passed} passed, {:.1}%), read from a copy. Platt and isotonic maps are cross-fitted over {} folds (each answer calibrated by a map fitted on the other folds; HumanEval has no train split). ECE over 10 equal-width bins.\n", scored.len(), dataset.prompt_version(), 100.0 * passed as f64 / scored.len() as f64, args.folds)?;
+    writeln!(md, "{} {name} answers of `{model}` (prompt {}) from the outcome store ({passed} passed, {:.1}%), read from a copy. Platt and isotonic maps are cross-fitted over {} folds (each answer calibrated by a map fitted on the other folds; HumanEval has no train split). ECE over 10 equal-width bins. Sampling alone puts a floor under the ECE of so few answers: beside each calibrated ECE, the ECE a perfectly calibrated confidence with the same values shows here (the mean over {FLOOR_DRAWS} draws of outcomes, each answer right with the probability its calibrated confidence says) and the share of those draws at or above the measured one (p: a small p says the gap is more than chance).\n", scored.len(), dataset.prompt_version(), 100.0 * passed as f64 / scored.len() as f64, args.folds)?;
     writeln!(
         md,
-        "| confidence | AUROC (passed vs failed) | ECE raw | ECE Platt | ECE isotonic |"
+        "| confidence | AUROC (passed vs failed) | ECE raw | ECE Platt (calibrated floor, p) | ECE isotonic (calibrated floor, p) |"
     )?;
     writeln!(md, "|---|---|---|---|---|")?;
     let signals: [Signal; 2] = [
@@ -364,13 +367,18 @@ pub async fn calibration(
             .filter(|(_, c)| !**c)
             .map(|(s, _)| *s)
             .collect();
+        let with_floor = |calibrated: &[f64]| {
+            let measured = ece(calibrated, &correct, 10);
+            let (floor, p) = ece_if_calibrated(calibrated, measured, 10, FLOOR_DRAWS, 17);
+            format!("{measured:.3} ({floor:.3}, p {p:.2})")
+        };
         writeln!(
             md,
-            "| {label} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            "| {label} | {:.3} | {:.3} | {} | {} |",
             auroc(&good, &bad),
             ece(&raw, &correct, 10),
-            ece(&platt, &correct, 10),
-            ece(&isotonic, &correct, 10)
+            with_floor(&platt),
+            with_floor(&isotonic)
         )?;
         let curves = [
             ("raw", reliability(&raw, &correct, 10)),

@@ -1,6 +1,7 @@
 //! Calibrating a confidence: [`Platt`] scaling (a logistic regression on the score's logit) and
 //! [`Isotonic`] regression (pool adjacent violators), both fitted on held-out outcomes, and the
-//! expected calibration error with its reliability bins.
+//! expected calibration error with its reliability bins, and the error a perfectly calibrated
+//! confidence would show on a sample of the same size ([`ece_if_calibrated`]).
 //!
 //! ```
 //! use tandem_trust::calibration::{ece, Isotonic};
@@ -224,6 +225,37 @@ pub fn ece(confidence: &[f64], correct: &[bool], bins: usize) -> f64 {
         .sum()
 }
 
+/// What the ECE of a perfectly calibrated confidence is on a sample like this one: the answers'
+/// outcomes are drawn `draws` times, each answer right with the probability its confidence says,
+/// and the ECE of each draw is taken. Returns the mean of those ECEs (the floor that sampling
+/// alone puts under the measured value) and the share of draws with an ECE of at least `observed`
+/// (the p-value of "this confidence is calibrated": a small one says the gap is more than chance).
+/// Seeded, so a report regenerates exactly.
+pub fn ece_if_calibrated(
+    confidence: &[f64],
+    observed: f64,
+    bins: usize,
+    draws: usize,
+    seed: u64,
+) -> (f64, f64) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let draws = draws.max(1);
+    let (mut sum, mut at_least) = (0.0, 0usize);
+    for _ in 0..draws {
+        let outcomes: Vec<bool> = confidence
+            .iter()
+            .map(|&c| rng.random::<f64>() < c.clamp(0.0, 1.0))
+            .collect();
+        let e = ece(confidence, &outcomes, bins);
+        sum += e;
+        if e >= observed - 1e-12 {
+            at_least += 1;
+        }
+    }
+    (sum / draws as f64, at_least as f64 / draws as f64)
+}
+
 /// Out-of-fold calibrated confidences: item `i` is calibrated by a map fitted on every item not
 /// in its fold (`i % folds`), so no item's own outcome shapes its calibrated value.
 pub fn cross_fitted(
@@ -258,6 +290,32 @@ mod tests {
         assert!((e - 0.05 / 3.0).abs() < 1e-12, "{e}");
         let bins = reliability(&[1.0, 0.0], &[true, false], 4);
         assert_eq!((bins[0].count, bins[3].count), (1, 1));
+    }
+
+    #[test]
+    fn a_calibrated_confidence_shows_a_sampling_floor_and_a_miscalibrated_one_a_small_p_value() {
+        // 164 answers (HumanEval's size) with confidences between 0.5 and 0.9.
+        let confidence: Vec<f64> = (0..164).map(|i| 0.5 + 0.4 * f64::from(i) / 163.0).collect();
+        let (floor, _) = ece_if_calibrated(&confidence, 0.0, 10, 400, 7);
+        // Sampling alone puts a floor of several points under the ECE at this size.
+        assert!((0.03..0.08).contains(&floor), "{floor}");
+        // Outcomes that follow the confidence: consistent with calibration.
+        let fair: Vec<bool> = confidence
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| ((i * 7919) % 100) as f64 / 100.0 < c)
+            .collect();
+        let (_, p) = ece_if_calibrated(&confidence, ece(&confidence, &fair, 10), 10, 400, 7);
+        assert!(p > 0.05, "{p}");
+        // Every answer right: an ECE of about 0.3, which no calibrated draw reaches.
+        let all = vec![true; confidence.len()];
+        let (_, p) = ece_if_calibrated(&confidence, ece(&confidence, &all, 10), 10, 400, 7);
+        assert_eq!(p, 0.0);
+        // Seeded: the same call gives the same answer.
+        assert_eq!(
+            ece_if_calibrated(&confidence, 0.05, 10, 50, 3),
+            ece_if_calibrated(&confidence, 0.05, 10, 50, 3)
+        );
     }
 
     #[test]
