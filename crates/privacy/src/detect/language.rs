@@ -219,11 +219,11 @@ static EUROPEAN_ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
 /// A word of a city's name: capitalised, or a connector ("Kostelec nad Orlicí", "Caxias do Sul").
 const CITY: &str = r"\p{Lu}[\p{L}'’\-]*(?:[ \t]+(?:\p{Lu}[\p{L}'’\-]*|nad|pod|u|v|w|de|del|la|le|les|do|da|di|dos|das|y|am|an|im|sur|en)){0,4}";
 /// "Otakaari 17, HARJAVALTA, SA 29200", "Rua Camargo Penteado 1481, Campinas, SP 13073-360",
-/// "ul. Północna 73, Suwałki,  16-430": street words and a house number, a city, an optional
-/// region code and a postcode.
+/// "ul. Północna 73, Suwałki,  16-430", "Opplands gate 8, HAMAR,  2315": street words and a
+/// house number, a city, an optional region code and a postcode.
 static STREET_CITY_POSTCODE: LazyLock<Regex> = LazyLock::new(|| {
     re(&format!(
-        r"\b(?:\d{{1,5}}[A-Za-z]?[ \t]+(?:[\p{{L}}.'’/\-]+[ \t]+){{0,4}}[\p{{L}}.'’\-]+|(?:(?:ul|al|pl|os)\.[ \t]+|C/[ \t]*|R[ \t]+)?\p{{Lu}}[\p{{L}}.'’/\-]*(?:[ \t]+(?:\p{{Lu}}[\p{{L}}.'’/\-]*|de|da|di|do|dos|das|del|della|delle|dei|la|le|les|van|von|der|den|het|y|e|i|utca|út|u\.|fasor|körút|köz|sor|põik|tee|vei|vej|gata|ulica|ulice|cesta|tie|katu|kuja|polku|plass|torg)){{0,4}}[ \t]+\d{{1,5}}[A-Za-z]?\.?),[ \t]*{CITY},?[ \t]*(?:[A-Z]{{1,3}}[ \t]+)?\d{{2,5}}(?:[ \-]\d{{2,3}})?(?:[ \t][A-Z]{{2}}\b)?"
+        r"\b(?:\d{{1,5}}[A-Za-z]?[ \t]+(?:[\p{{L}}.'’/\-]+[ \t]+){{0,4}}[\p{{L}}.'’\-]+|(?:(?:ul|al|pl|os)\.[ \t]+|C/[ \t]*|R[ \t]+)?\p{{Lu}}[\p{{L}}.'’/\-]*(?:[ \t]+(?:\p{{Lu}}[\p{{L}}.'’/\-]*|de|da|di|do|dos|das|del|della|delle|dei|la|le|les|van|von|der|den|het|y|e|i|utca|út|u\.|fasor|körút|köz|sor|põik|tee|vei|veien|veg|vegen|vej|gade|gate|gaten|gata|gatan|väg|vägen|weg|gasse|straat|laan|ulica|ulice|cesta|tie|katu|kuja|polku|plass|plads|torg)){{0,4}}[ \t]+\d{{1,5}}[A-Za-z]?\.?),[ \t]*{CITY},?[ \t]*(?:[A-Z]{{1,3}}[ \t]+)?\d{{2,5}}(?:[ \-]\d{{2,3}})?(?:[ \t][A-Z]{{2}}\b)?"
     ))
 });
 /// A house number and a street whose name ends in a street word of a European language
@@ -442,15 +442,9 @@ fn capitalised_run(text: &str, offset: usize, run: &str, out: &mut Vec<Finding>)
     if words.iter().any(|(_, w)| names_no_person(w)) {
         return;
     }
-    let line_start = text[..offset].trim_end_matches([' ', '\t', '>']).is_empty()
-        || text[..offset]
-            .trim_end_matches([' ', '\t', '>'])
-            .ends_with('\n');
+    let line_start = starts_line(text, offset);
     let line_end = after.is_empty() || after.starts_with(['\n', '\r']);
-    let sentence_start = line_start || {
-        let before = text[..offset].trim_end();
-        before.is_empty() || before.ends_with(['.', '!', '?', ':', '"'])
-    };
+    let sentence_start = starts_sentence(text, offset);
     for i in 0..words.len() {
         if NOT.contains(lower[i].as_str()) {
             continue;
@@ -543,12 +537,13 @@ fn after_place_preposition(before: &str) -> bool {
         .contains(&last.to_lowercase().as_str())
 }
 
-/// Whether a word makes the capitalised run it is in a place or an organisation, not a person.
 /// Runs of capitalised words (or words in capitals) that no rule explained, for a local model to
 /// judge ([`crate::names::NameJudge`]): outside every finding, trimmed of plain words at either
 /// end, and holding a word that is not plain. A plain word is an ordinary English word, a word
 /// that starts sentences or names things other than people ("Monday", "Street", "Corp") or a
-/// country. "Ask Okonkwo about it" gives "Okonkwo"; "Monday in Norway" gives nothing.
+/// country; an ordinary word capitalised mid-sentence is not plain ([`proper_mid_sentence`]).
+/// "Ask Okonkwo about it" gives "Okonkwo"; "Monday in Norway" gives nothing; "Lily had given Lily
+/// his address" gives the second "Lily".
 ///
 /// `findings` are disjoint and in order of position, as [`super::Detector::detect`] gives them.
 pub(crate) fn unexplained_capitalised(text: &str, findings: &[Finding]) -> Vec<Range<usize>> {
@@ -592,13 +587,18 @@ pub(crate) fn unexplained_capitalised(text: &str, findings: &[Finding]) -> Vec<R
             .find_iter(run.as_str())
             .map(|w| run.start() + w.start()..run.start() + w.end())
             .collect();
-        let Some(first) = words.iter().position(|w| !plain(&text[w.clone()])) else {
-            continue;
+        // The words that make the run worth a question: those that are not plain, or else the
+        // ordinary words capitalised mid-sentence.
+        let not_plain = |w: &Range<usize>| !plain(&text[w.clone()]);
+        let proper = |w: &Range<usize>| proper_mid_sentence(text, w.clone());
+        let (first, last) = match words.iter().position(not_plain) {
+            Some(first) => (first, words.iter().rposition(not_plain)),
+            None => match words.iter().position(proper) {
+                Some(first) => (first, words.iter().rposition(proper)),
+                None => continue,
+            },
         };
-        let last = words
-            .iter()
-            .rposition(|w| !plain(&text[w.clone()]))
-            .expect("a word is not plain");
+        let last = last.expect("the run has the word found first");
         let (start, mut end) = (words[first].start, words[last].end);
         // "Okonkwo's", "Cloudspyre." are the name without what follows it.
         let value = text[start..end].trim_end_matches(['.', ',']);
@@ -611,6 +611,38 @@ pub(crate) fn unexplained_capitalised(text: &str, findings: &[Finding]) -> Vec<R
         out.push(start..end);
     }
     out
+}
+
+/// Whether only spaces, tabs and quoting `>` stand between `offset` and the start of its line.
+fn starts_line(text: &str, offset: usize) -> bool {
+    let before = text[..offset].trim_end_matches([' ', '\t', '>']);
+    before.is_empty() || before.ends_with('\n')
+}
+
+/// Whether a word at `offset` starts a line or a sentence, where any word is capitalised.
+fn starts_sentence(text: &str, offset: usize) -> bool {
+    let before = text[..offset].trim_end();
+    starts_line(text, offset) || before.is_empty() || before.ends_with(['.', '!', '?', ':', '"'])
+}
+
+/// Whether the word at `span` is an ordinary word capitalised where a sentence does not make it
+/// so ("had given Lily his address", "says Sides"): a proper noun of some kind, worth a question,
+/// unless it is in capitals (an acronym) or a word that never names a person (a day, a month,
+/// "Street", "Corp", a country).
+fn proper_mid_sentence(text: &str, span: Range<usize>) -> bool {
+    let word = text[span.clone()].trim_end_matches(['.', ',', '?', '!', ';', ':']);
+    let word = word
+        .strip_suffix("'s")
+        .or_else(|| word.strip_suffix("’s"))
+        .unwrap_or(word);
+    let lower = word.to_lowercase();
+    word.chars().count() >= 3
+        && word.starts_with(char::is_uppercase)
+        && word.chars().skip(1).any(char::is_lowercase)
+        && !starts_sentence(text, span.start)
+        && !NOT.contains(lower.as_str())
+        && !NOT_PERSON.contains(lower.as_str())
+        && !ORGANIZATION_OR_COUNTRY.contains(lower.as_str())
 }
 
 fn names_no_person(word: &str) -> bool {
@@ -693,7 +725,15 @@ mod tests {
             ),
             ["Maximillia Bergström", "Cloudspyre"]
         );
-        assert!(runs("When the Street Party starts, Thank You.", &[]).is_empty());
+        assert!(runs("When the Street starts on Monday, Thank You.", &[]).is_empty());
+        // An ordinary word capitalised mid-sentence is asked about; at a sentence's start not.
+        assert_eq!(
+            runs(
+                "Lily had given Lily his address. Party time at the Street Party.",
+                &[]
+            ),
+            ["Lily", "Party"]
+        );
         assert_eq!(
             runs(
                 "Borz joined DEBFLEX, then SIRPUR PAPER INR10. WE ARE HAPPY.",
@@ -883,6 +923,7 @@ mod tests {
             "76 Gosposka Road, London SW19 8AB",
             "1788 Heritage Drive, Calgary, AB T2V 2W2",
             "P.O. Box 108, Vila do Conde",
+            "Opplands gate 8, HAMAR,  2315",
         ] {
             assert_eq!(
                 found(&format!("Ship it to {address}. Thanks")),
