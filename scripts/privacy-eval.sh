@@ -53,11 +53,7 @@ for seed in ("17", "99"):
             asked = re.search(r"name judge: (\d+) questions", log).group(1)
         lines.append(f"| seed {seed} | {label} | {asked} | {row(text, 'person')} | {row(text, 'organization')} | {leakage(text)} |")
 lines.append("<!-- privacy-results:end -->")
-block = "\n".join(lines)
-readme = open("README.md").read()
-pattern = re.compile(r"<!-- privacy-results:start.*?<!-- privacy-results:end -->", re.S)
-if not pattern.search(readme):
-    sys.exit("README.md has no privacy-results block")
-open("README.md", "w").write(pattern.sub(lambda _: block, readme, count=1))
+open(f"{out}/block.md", "w").write("\n".join(lines) + "\n")
 PY
+python3 scripts/readme-block.py privacy-results "$out/block.md"
 echo "README.md updated"

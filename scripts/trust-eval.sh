@@ -36,13 +36,5 @@ tandem eval trust --calibrate --calibration-model "${CALIBRATION_MODEL:-qwen-cod
     cat "$out/calibration-gsm.md"
     echo '<!-- trust-results:end -->'
 } > "$out/block.md"
-python3 - "$out/block.md" <<'PY'
-import re, sys
-block = open(sys.argv[1]).read().rstrip("\n")
-readme = open("README.md").read()
-pattern = re.compile(r"<!-- trust-results:start.*?<!-- trust-results:end -->", re.S)
-if not pattern.search(readme):
-    sys.exit("README.md has no trust-results block")
-open("README.md", "w").write(pattern.sub(lambda _: block, readme, count=1))
-PY
+python3 scripts/readme-block.py trust-results "$out/block.md"
 echo "README.md updated"
