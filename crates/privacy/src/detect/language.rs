@@ -743,7 +743,7 @@ mod tests {
         );
         let person = Finding::new(Kind::Person, 4..11, 0.9);
         assert_eq!(
-            runs("Ask Okonkwo and Zyborin.", &[person.clone()]),
+            runs("Ask Okonkwo and Zyborin.", std::slice::from_ref(&person)),
             ["Zyborin"]
         );
         let both = [person, Finding::new(Kind::Organization, 20..23, 0.9)];
