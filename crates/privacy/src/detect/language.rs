@@ -421,7 +421,7 @@ fn capitalised_run(text: &str, offset: usize, run: &str, out: &mut Vec<Finding>)
         re(r"^,\s+(?i:can|could|please|would|will|i|we|you|do|did|are|have|thank|listen|look)\b")
     });
     // "Fosca's kid": a possessive is a person's (or an organisation's, which is private too).
-    let (run, possessive) = match run.strip_suffix("'s").or_else(|| run.strip_suffix("’s")) {
+    let (run, possessive) = match without_possessive(run) {
         Some(bare) => (bare, true),
         None => (run, false),
     };
@@ -513,11 +513,7 @@ fn before_unit(text: &str, name: Range<usize>) -> Range<usize> {
         if ["Apt", "Suite", "Unit", "Apartment", "Floor"].contains(&word.trim()) {
             break;
         }
-        if let Some(owner) = word
-            .trim_end()
-            .strip_suffix("'s")
-            .or_else(|| word.trim_end().strip_suffix("’s"))
-        {
+        if let Some(owner) = without_possessive(word.trim_end()) {
             end += owner.len();
             break;
         }
@@ -550,10 +546,7 @@ pub(crate) fn unexplained_capitalised(text: &str, findings: &[Finding]) -> Vec<R
     static WORD: LazyLock<Regex> = LazyLock::new(|| re(r"\S+"));
     let plain = |word: &str| {
         let word = bare_lowercase(word);
-        let word = word
-            .strip_suffix("'s")
-            .or_else(|| word.strip_suffix("’s"))
-            .unwrap_or(&word);
+        let word = without_possessive(&word).unwrap_or(&word);
         word.split(['\'', '’', '-'])
             .filter(|part| !part.is_empty())
             .all(|part| {
@@ -602,15 +595,15 @@ pub(crate) fn unexplained_capitalised(text: &str, findings: &[Finding]) -> Vec<R
         let (start, mut end) = (words[first].start, words[last].end);
         // "Okonkwo's", "Cloudspyre." are the name without what follows it.
         let value = text[start..end].trim_end_matches(['.', ',']);
-        end = start
-            + value
-                .strip_suffix("'s")
-                .or_else(|| value.strip_suffix("’s"))
-                .unwrap_or(value)
-                .len();
+        end = start + without_possessive(value).unwrap_or(value).len();
         out.push(start..end);
     }
     out
+}
+
+/// `word` without its possessive "'s" (or "’s"), when it has one.
+fn without_possessive(word: &str) -> Option<&str> {
+    word.strip_suffix("'s").or_else(|| word.strip_suffix("’s"))
 }
 
 /// Whether only spaces, tabs and quoting `>` stand between `offset` and the start of its line.
@@ -631,10 +624,7 @@ fn starts_sentence(text: &str, offset: usize) -> bool {
 /// "Street", "Corp", a country).
 fn proper_mid_sentence(text: &str, span: Range<usize>) -> bool {
     let word = text[span.clone()].trim_end_matches(['.', ',', '?', '!', ';', ':']);
-    let word = word
-        .strip_suffix("'s")
-        .or_else(|| word.strip_suffix("’s"))
-        .unwrap_or(word);
+    let word = without_possessive(word).unwrap_or(word);
     let lower = word.to_lowercase();
     word.chars().count() >= 3
         && word.starts_with(char::is_uppercase)
