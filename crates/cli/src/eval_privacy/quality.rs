@@ -2,13 +2,15 @@
 //! requests built from the labelled sentences (each ends with a task that needs the private
 //! details: a summary, a reply, a list of contacts, a follow-up e-mail) are answered by the large
 //! model with the full prompt (the reference), through `redact` with tags and with stand-ins, and
-//! through `rewrite` when a local model is given, greedily. The large model then judges, from its
-//! token probabilities and in both orders, whether the two answers give the user the same
-//! information.
-//! Two controls bound the judge: each reference against itself (what it says when nothing was
-//! lost) and against another request's reference (what it says when everything differs). Two
-//! checks need no judge: the labelled values the reference repeats that the candidate repeats too,
-//! and answers that still show a placeholder after restoration.
+//! through `rewrite` when a local model is given, greedily. The large model then judges each
+//! answer as PAPILLON (Li et al., 2024) does: seeing the request, is the answer at least as good as
+//! the reference, and is the reference at least as good as the answer (from its token
+//! probabilities)? An answer is preserved unless the judge, consistently, finds it worse: no to
+//! the first question and yes to the second.
+//! A control bounds the judge's leniency: each reference against another request's reference
+//! (what it says when everything differs). Two checks need no judge: the labelled values the
+//! reference repeats that the candidate repeats too, and answers that still show a placeholder
+//! after restoration.
 
 use std::sync::Arc;
 
@@ -41,11 +43,11 @@ const TASKS: [&str; 4] = [
     "Write a short e-mail that follows up on the conversation above.",
 ];
 
-const JUDGE_QUESTION: &str = "Do the two answers give the user the same information, with the \
-same names, numbers and details, so that either would serve the user equally well? Answer yes or \
-no.";
+/// PAPILLON's quality question, asked of the judge in both orders.
+const JUDGE_QUESTION: &str = "You are comparing the quality of two responses, given a user's \
+request. Is response A at least as good as response B? Answer yes or no.";
 
-/// The controls run on every this-many-th request.
+/// The control runs on every this-many-th request.
 const CONTROL_EVERY: usize = 5;
 
 /// What one run of the quality pass needs.
@@ -71,12 +73,20 @@ struct Item {
 }
 
 impl Item {
-    /// The last user message: what both answers answer.
-    fn task(&self) -> String {
+    /// The request as the judge reads it: each turn under its role, the task last.
+    fn transcript(&self) -> String {
         self.messages
-            .last()
-            .and_then(|m| m.content.text())
-            .unwrap_or_default()
+            .iter()
+            .map(|m| {
+                let role = if m.role == Role::User {
+                    "User"
+                } else {
+                    "Assistant"
+                };
+                format!("{role}: {}", m.content.text().unwrap_or_default())
+            })
+            .collect::<Vec<_>>()
+            .join("\n\n")
     }
 }
 
@@ -86,15 +96,36 @@ struct Answered {
     candidates: Vec<String>,
 }
 
+/// The judge's two answers about one pair, as P(yes).
+#[derive(Clone, Copy)]
+struct Verdict {
+    /// Is the answer at least as good as the reference?
+    answer_as_good: f64,
+    /// Is the reference at least as good as the answer?
+    reference_as_good: f64,
+}
+
+impl Verdict {
+    /// PAPILLON's rule: preserved unless the judge, consistently, finds the answer worse (no to
+    /// the first question, yes to the second). An inconsistent judge counts as a tie.
+    fn preserved(self) -> bool {
+        let (answer, reference) = (self.answer_as_good >= 0.5, self.reference_as_good >= 0.5);
+        answer || !reference
+    }
+}
+
 /// One policy's row of the table.
 #[derive(Default)]
 struct Row {
     requests: usize,
-    /// Pairs the judge was asked about (all but the identical ones, outside the controls).
+    /// Pairs the judge was asked about (all but the identical ones).
     judged: usize,
-    /// Identical, or judged the same at P(yes) >= 0.5.
+    /// Identical, or preserved by [`Verdict::preserved`].
     preserved: usize,
-    yes_sum: f64,
+    /// Identical, or judged at least as good as the reference (the first question alone).
+    as_good: usize,
+    answer_as_good_sum: f64,
+    reference_as_good_sum: f64,
     identical: usize,
     values_in_reference: usize,
     values_kept: usize,
@@ -165,10 +196,9 @@ impl QualityRun<'_> {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
 
-        // Every pair to judge: (item, first answer, second answer, row). The controls are the last
-        // two rows, on every [`CONTROL_EVERY`]-th request: a reference against itself, and
-        // against the next request's.
-        let (same, other) = (policies.len(), policies.len() + 1);
+        // Every pair to judge: (item, reference, answer, row). The control is the last row, on
+        // every [`CONTROL_EVERY`]-th request: a reference against the next request's.
+        let other = policies.len();
         let mut pairs: Vec<(usize, &str, &str, usize)> = Vec::new();
         for (i, answer) in answered.iter().enumerate() {
             for (p, candidate) in answer.candidates.iter().enumerate() {
@@ -176,27 +206,29 @@ impl QualityRun<'_> {
             }
             if i % CONTROL_EVERY == 0 && answered.len() > 1 {
                 let next = &answered[(i + 1) % answered.len()].reference;
-                pairs.push((i, &answer.reference, &answer.reference, same));
                 pairs.push((i, &answer.reference, next, other));
             }
         }
         // By index: a closure over each pair's reference would not be `Send` for every lifetime.
-        let verdicts: Vec<Option<f64>> = futures::stream::iter(0..pairs.len())
+        let verdicts: Vec<Option<Verdict>> = futures::stream::iter(0..pairs.len())
             .map(|k| {
-                let (i, first, second, row) = pairs[k];
-                let task = items[i].task();
+                let (i, reference, answer, _) = pairs[k];
+                let request = items[i].transcript();
                 async move {
-                    // An answer equal to its reference needs no judge; the control asks anyway.
-                    if row < same && first.trim() == second.trim() {
+                    // An answer equal to its reference needs no judge: both questions would be the
+                    // same prompt, so the judge could not find it worse.
+                    if reference.trim() == answer.trim() {
                         return Ok(None);
                     }
-                    // Both orders, so the judge's preference for a position cancels out.
-                    let (a, b) = futures::future::try_join(
-                        self.judge(&task, first, second),
-                        self.judge(&task, second, first),
+                    let (answer_as_good, reference_as_good) = futures::future::try_join(
+                        self.judge(&request, answer, reference),
+                        self.judge(&request, reference, answer),
                     )
                     .await?;
-                    Ok::<_, anyhow::Error>(Some((a + b) / 2.0))
+                    Ok::<_, anyhow::Error>(Some(Verdict {
+                        answer_as_good,
+                        reference_as_good,
+                    }))
                 }
             })
             .buffered(PAIRS_AT_ONCE)
@@ -215,12 +247,17 @@ impl QualityRun<'_> {
             row.requests += 1;
             row.identical += usize::from(first.trim() == second.trim());
             match yes {
-                Some(yes) => {
+                Some(verdict) => {
                     row.judged += 1;
-                    row.yes_sum += yes;
-                    row.preserved += usize::from(yes >= 0.5);
+                    row.answer_as_good_sum += verdict.answer_as_good;
+                    row.reference_as_good_sum += verdict.reference_as_good;
+                    row.preserved += usize::from(verdict.preserved());
+                    row.as_good += usize::from(verdict.answer_as_good >= 0.5);
                 }
-                None => row.preserved += 1,
+                None => {
+                    row.preserved += 1;
+                    row.as_good += 1;
+                }
             }
             row.placeholders += usize::from(placeholder.is_match(second));
             let (first, second) = (first.to_lowercase(), second.to_lowercase());
@@ -249,13 +286,13 @@ impl QualityRun<'_> {
         }
     }
 
-    /// The large model's P(yes) that `first` and `second` give the user the same information.
-    /// The judge sees the task and the two answers, not the conversation: the question is whether
-    /// the answers agree, and a shorter prompt keeps the pass affordable on a CPU.
-    async fn judge(&self, task: &str, first: &str, second: &str) -> Result<f64> {
+    /// The large model's P(yes) that response `a` to the request is at least as good as `b`.
+    /// The judge reads the whole request, private details included, as PAPILLON's judge reads the
+    /// user's query: it can tell which answer has the details right.
+    async fn judge(&self, request: &str, a: &str, b: &str) -> Result<f64> {
         let prompt = format!(
-            "A user asked an assistant: \"{task}\"\n\nHere are two answers.\n\nAnswer 1:\n\
-             {first}\n\nAnswer 2:\n{second}\n\n{JUDGE_QUESTION}"
+            "The user's request (a conversation that ends with the user's task):\n\n{request}\n\n\
+             Response A:\n{a}\n\nResponse B:\n{b}\n\n{JUDGE_QUESTION}"
         );
         let request = ChatCompletionRequest {
             model: "eval".into(),
@@ -322,20 +359,28 @@ fn write_answers(
     answered: &[Answered],
     policies: &[&str],
     pairs: &[(usize, &str, &str, usize)],
-    verdicts: &[Option<f64>],
+    verdicts: &[Option<Verdict>],
 ) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::BufWriter::new(
         std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
     );
     // Each (request, row) is judged at most once.
-    let verdict: std::collections::HashMap<(usize, usize), Option<f64>> = pairs
+    let verdict: std::collections::HashMap<(usize, usize), Option<Verdict>> = pairs
         .iter()
         .zip(verdicts)
         .map(|(&(item, _, _, row), &yes)| ((item, row), yes))
         .collect();
     for (i, (item, answer)) in items.iter().zip(answered).enumerate() {
-        let judged = |row: usize| verdict.get(&(i, row)).copied().flatten();
+        let judged = |row: usize| {
+            verdict.get(&(i, row)).copied().flatten().map(|v| {
+                serde_json::json!({
+                    "p_answer_as_good": v.answer_as_good,
+                    "p_reference_as_good": v.reference_as_good,
+                    "preserved": v.preserved(),
+                })
+            })
+        };
         let candidates: serde_json::Map<String, serde_json::Value> = policies
             .iter()
             .zip(&answer.candidates)
@@ -343,7 +388,7 @@ fn write_answers(
             .map(|(p, (policy, text))| {
                 (
                     policy.to_string(),
-                    serde_json::json!({ "answer": text, "p_yes": judged(p) }),
+                    serde_json::json!({ "answer": text, "verdict": judged(p) }),
                 )
             })
             .collect();
@@ -352,8 +397,7 @@ fn write_answers(
             "values": item.values,
             "reference": answer.reference,
             "policies": candidates,
-            "same_answer_p_yes": judged(policies.len()),
-            "other_answer_p_yes": judged(policies.len() + 1),
+            "other_answer_verdict": judged(policies.len()),
         });
         writeln!(out, "{line}")?;
     }
@@ -364,37 +408,44 @@ fn write_answers(
 fn print_table(policies: &[&str], rows: &[Row], max_tokens: u32) {
     println!(
         "\nQuality through the stages: each request answered greedily (at most {max_tokens} \
-         tokens) with the full prompt and through each policy. An answer identical to its \
-         reference is preserved; the large model judges the others, seeing the task and the two \
-         answers: do they give the user the same information (P(yes) from its token \
-         probabilities, averaged over both orders; preserved at 0.5)? On every \
-         {CONTROL_EVERY}th request the controls ask the judge about the reference against itself \
-         and against another request's. Values kept: of the labelled values the reference \
-         repeats, the share the answer repeats too. Answers with a placeholder: answers that show \
-         a tag such as `[PERSON_2]` after restoration (tags the model made up: held ones are \
-         restored).\n"
+         tokens) with the full prompt (the reference) and through each policy. An answer \
+         identical to its reference is preserved. The large model judges the others as PAPILLON \
+         does, reading the whole request: is response A at least as good as response B, asked \
+         with the answer as A and then with the reference as A (P(yes) from its token \
+         probabilities, yes at 0.5). Preserved: all but the answers the judge consistently finds \
+         worse (no, then yes); an inconsistent judge counts as a tie. As good: yes to the first \
+         question alone. On every {CONTROL_EVERY}th request the control asks the same about \
+         another request's reference, in place of the answer. Values kept: of the labelled \
+         values the reference repeats, the share the answer repeats too. Answers with a \
+         placeholder: answers that show a tag such as `[PERSON_2]` after restoration (tags the \
+         model made up: held ones are restored).\n"
     );
     println!(
-        "| policy | requests | identical | judged | preserved | 95% interval | mean P(yes) of the \
-         judged | values kept | answers with a placeholder |"
+        "| policy | requests | identical | judged | preserved | 95% interval | as good | mean \
+         P(answer as good) | mean P(reference as good) | values kept | answers with a \
+         placeholder |"
     );
-    println!("|---|---:|---:|---:|---:|---|---:|---:|---:|");
-    let labels = policies.iter().copied().chain([
-        "control: the same answer",
-        "control: another request's answer",
-    ]);
+    println!("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|");
+    let labels = policies
+        .iter()
+        .copied()
+        .chain(["control: another request's answer"]);
     for (label, row) in labels.zip(rows) {
         let n = row.requests.max(1) as f64;
+        let judged = row.judged.max(1) as f64;
         let (low, high) = wilson(row.preserved, row.requests);
         println!(
-            "| {label} | {} | {:.1}% | {} | {:.1}% | {:.1}-{:.1}% | {:.3} | {} | {} |",
+            "| {label} | {} | {:.1}% | {} | {:.1}% | {:.1}-{:.1}% | {:.1}% | {:.3} | {:.3} | {} | \
+             {} |",
             row.requests,
             100.0 * row.identical as f64 / n,
             row.judged,
             100.0 * row.preserved as f64 / n,
             100.0 * low,
             100.0 * high,
-            row.yes_sum / row.judged.max(1) as f64,
+            100.0 * row.as_good as f64 / n,
+            row.answer_as_good_sum / judged,
+            row.reference_as_good_sum / judged,
             if row.values_in_reference == 0 {
                 "-".to_string()
             } else {
@@ -443,7 +494,11 @@ mod tests {
                 next += 1;
             }
             assert_eq!(item.messages.last().unwrap().role, Role::User);
-            assert!(TASKS.contains(&item.task().as_str()));
+            let task = item.messages.last().unwrap().content.text().unwrap();
+            assert!(TASKS.contains(&task.as_str()));
+            let transcript = item.transcript();
+            assert!(transcript.starts_with(&format!("User: {}", samples[next - turns.len()].text)));
+            assert!(transcript.ends_with(&format!("User: {task}")));
         }
         let again = requests(&samples, 7, 5);
         assert!(items
@@ -455,6 +510,22 @@ mod tests {
             .iter()
             .zip(&other)
             .any(|(a, b)| a.messages != b.messages));
+    }
+
+    #[test]
+    fn an_answer_is_lost_only_where_the_judge_consistently_finds_it_worse() {
+        let verdict = |answer_as_good, reference_as_good| Verdict {
+            answer_as_good,
+            reference_as_good,
+        };
+        // As good, better, and the two inconsistent cases (a tie) are preserved.
+        assert!(verdict(0.8, 0.7).preserved());
+        assert!(verdict(0.8, 0.2).preserved());
+        assert!(verdict(0.3, 0.4).preserved());
+        assert!(verdict(0.5, 0.5).preserved());
+        // No to "answer as good", yes to "reference as good": worse.
+        assert!(!verdict(0.3, 0.6).preserved());
+        assert!(!verdict(0.49, 0.5).preserved());
     }
 
     #[test]
