@@ -6,6 +6,7 @@
 //! - [`report`]: the per-response report served as the `tandem` object.
 //! - [`sampling`], [`text`]: logits to tokens, tokens to text (UTF-8 safe, stop sequences).
 //! - [`validate`]: request checks that name the bad parameter.
+//! - [`stats`]: the Wilson interval every measure reports.
 //! - [`constraint`], [`grammar`]: limits on the next token, and the grammars (from JSON schemas)
 //!   that keep structured output and tool calls well-formed.
 //! - [`tools`]: tool-call formats of model families, read out of streamed output.
@@ -20,6 +21,7 @@ pub mod model;
 pub mod openai;
 pub mod report;
 pub mod sampling;
+pub mod stats;
 pub mod text;
 pub mod tools;
 pub mod validate;

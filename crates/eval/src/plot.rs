@@ -310,7 +310,7 @@ mod tests {
     use super::*;
 
     fn row(model: &str, score: f64, cost: f64) -> Row {
-        let (ci_low, ci_high) = crate::report::wilson((score * 100.0) as usize, 100);
+        let (ci_low, ci_high) = tandem_core::stats::wilson((score * 100.0) as usize, 100);
         Row {
             dataset: "humaneval".into(),
             split: "test".into(),

@@ -20,6 +20,7 @@
 use std::collections::BTreeSet;
 
 use serde::Serialize;
+use tandem_core::stats::wilson;
 
 /// One labelled pair.
 #[derive(Debug, Clone, Serialize)]
@@ -477,24 +478,12 @@ pub fn row(pairs: &[Judged], threshold: f32, literals: bool) -> Row {
     }
 }
 
-/// The upper end of the 95% Wilson interval of `k` successes in `n`.
-pub fn wilson_upper(k: usize, n: usize) -> f64 {
-    if n == 0 {
-        return 1.0;
-    }
-    let (k, n, z) = (k as f64, n as f64, 1.96_f64);
-    let p = k / n;
-    let centre = p + z * z / (2.0 * n);
-    let spread = z * ((p * (1.0 - p) + z * z / (4.0 * n)) / n).sqrt();
-    ((centre + spread) / (1.0 + z * z / n)).min(1.0)
-}
-
 /// The lowest threshold of `grid` (ascending) from which on the wrong-hit rate's 95% upper bound
 /// stays at most `target` on `pairs`; `None` if none does.
 pub fn choose_threshold(pairs: &[Judged], grid: &[f32], target: f64) -> Option<f32> {
     let bounded = |t: f32| {
         let r = row(pairs, t, true);
-        wilson_upper(r.wrong_hits, r.different_pairs) <= target
+        wilson(r.wrong_hits, r.different_pairs).1 <= target
     };
     grid.iter()
         .position(|&t| grid.iter().filter(|&&u| u >= t).all(|&u| bounded(u)))
@@ -554,6 +543,6 @@ mod tests {
         assert_eq!(choose_threshold(&pairs, &grid, 0.01), Some(0.81));
         let r = row(&pairs, 0.81, true);
         assert_eq!((r.hit_rate, r.wrong_hits), (1.0, 0));
-        assert!(wilson_upper(0, 400) < 0.01 && wilson_upper(1, 401) > 0.005);
+        assert!(wilson(0, 400).1 < 0.01 && wilson(1, 401).1 > 0.005);
     }
 }

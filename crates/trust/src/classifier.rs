@@ -10,6 +10,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use tandem_core::stats::wilson;
 
 use crate::error::{load_json, save_json, TrustError};
 
@@ -391,7 +392,7 @@ pub fn bounded_threshold(benign: &[f64], flagged: &[bool], budget: f64) -> f64 {
             added += usize::from(!flagged[order[j]]);
             j += 1;
         }
-        if tandem_route::cache_eval::wilson_upper(count + added, n) > budget {
+        if wilson(count + added, n).1 > budget {
             break;
         }
         count += added;
@@ -523,7 +524,7 @@ mod tests {
     /// The most benign requests that may be flagged in `n` with the bound kept, by brute force.
     fn most_flagged(n: usize, budget: f64) -> usize {
         (0..=n)
-            .take_while(|&k| tandem_route::cache_eval::wilson_upper(k, n) <= budget)
+            .take_while(|&k| wilson(k, n).1 <= budget)
             .last()
             .unwrap()
     }

@@ -22,8 +22,8 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::Value;
 use tandem_core::openai::{ChatCompletionRequest, Message, Role, Tool, ToolChoice, ToolChoiceMode};
+use tandem_core::stats::wilson;
 use tandem_core::ChatModel;
-use tandem_eval::report::wilson;
 use tandem_fetch::Fetcher;
 
 use crate::config::Config;
