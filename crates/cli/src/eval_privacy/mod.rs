@@ -11,6 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use tandem_fetch::Fetcher;
+use tandem_privacy::detect::context::standalone;
 use tandem_privacy::eval::labelled::{self, PresidioData, Sample};
 use tandem_privacy::eval::score::{errors, score, table, Spans};
 use tandem_privacy::names::{Judged, NameJudge, NameJudgeConfig};
@@ -339,11 +340,9 @@ async fn leakage(samples: &[Sample], seed: u64, guard: &Guard, show: usize) -> R
 /// Whether `needle` occurs in `haystack` with no letter or digit right before or after it.
 fn contains_word(haystack: &str, needle: &str) -> bool {
     !needle.is_empty()
-        && haystack.match_indices(needle).any(|(at, _)| {
-            let before = haystack[..at].chars().next_back();
-            let after = haystack[at + needle.len()..].chars().next();
-            !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
-        })
+        && haystack
+            .match_indices(needle)
+            .any(|(at, _)| standalone(haystack, at, at + needle.len()))
 }
 
 /// Presidio's entity types, as Tandem's kinds; the others are left out of its scores.

@@ -7,7 +7,7 @@
 //! e-mail-like text inside it). Values match whatever their casing, spacing or separators, so
 //! `4111 1111 1111 1111` and `4111-1111-1111-1111` are the same card.
 
-mod context;
+pub mod context;
 pub(crate) mod language;
 mod secrets;
 pub(crate) mod structured;
