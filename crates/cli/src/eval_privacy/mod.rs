@@ -431,3 +431,22 @@ fn presidio(python: &Path, model: &str, samples: &[Sample]) -> Result<Vec<Spans>
     }
     Ok(all)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_leaks_only_as_a_whole_word() {
+        assert!(contains_word("write to eva today", "eva"));
+        assert!(contains_word("eva's reply.", "eva"));
+        assert!(contains_word("(ana) and eva", "eva"));
+        assert!(!contains_word("a relevant reply", "eva"));
+        assert!(!contains_word("eva2 is a robot", "eva"));
+        assert!(
+            contains_word("eva2 or eva", "eva"),
+            "a later whole-word match counts"
+        );
+        assert!(!contains_word("anything", ""));
+    }
+}
