@@ -602,7 +602,7 @@ pub(crate) fn unexplained_capitalised(text: &str, findings: &[Finding]) -> Vec<R
 }
 
 /// `word` without its possessive "'s" (or "’s"), when it has one.
-fn without_possessive(word: &str) -> Option<&str> {
+pub(crate) fn without_possessive(word: &str) -> Option<&str> {
     word.strip_suffix("'s").or_else(|| word.strip_suffix("’s"))
 }
 

@@ -191,10 +191,8 @@ fn name_parts(texts: &[&str], found: &[Vec<Finding>]) -> Vec<(Kind, f32, Regex)>
                 continue;
             }
             for word in words {
-                let word = word
-                    .trim_end_matches(['.', ','])
-                    .trim_end_matches("'s")
-                    .trim_end_matches("’s");
+                let word = word.trim_end_matches(['.', ',']);
+                let word = language::without_possessive(word).unwrap_or(word);
                 if word.chars().count() >= 3 && word.starts_with(char::is_uppercase) {
                     let confidence = parts.entry(word.to_string()).or_default();
                     *confidence = confidence.max(finding.confidence);
