@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -20,6 +21,7 @@ use tandem_privacy::{Detector, DetectorConfig, Finding, Kind};
 
 use crate::eval::ModelProvider;
 
+mod memo;
 mod quality;
 
 /// Sentences detected at once: a name judge's questions to a local engine batch.
@@ -139,13 +141,17 @@ pub async fn run(args: PrivacyArgs, models: &dyn ModelProvider, cache_dir: &Path
         out.flush()?;
     }
     let mut guard = Guard::new("eval", Detector::new(&DetectorConfig::default())?);
+    // The later passes ask the judge again about the same sentences: they replay its answers.
+    let mut judge_memo = None;
     if let Some(name) = &args.names_model {
         let config = NameJudgeConfig {
             model: name.clone(),
             threshold: args.names_threshold,
             max_questions: usize::MAX,
         };
-        guard = guard.with_name_judge(NameJudge::new(&config, models.model(name)?)?);
+        let memo = Arc::new(memo::Memo::new(models.model(name)?));
+        guard = guard.with_name_judge(NameJudge::new(&config, memo.clone())?);
+        judge_memo = Some(memo);
     }
     let started = Instant::now();
     // By index: a closure over each sample's reference would not be `Send` for every lifetime.
@@ -211,7 +217,14 @@ pub async fn run(args: PrivacyArgs, models: &dyn ModelProvider, cache_dir: &Path
             .join(", ")
     );
     print!("{}", table(&ours, theirs.as_ref().map(|t| ("Presidio", t))));
+    let replayed = judge_memo.as_ref().map_or(0, |m| m.replayed());
     leakage(&samples, args.seed, &guard, args.show_errors).await?;
+    if let Some(memo) = &judge_memo {
+        eprintln!(
+            "name judge: {} questions of the leakage pass answered from the detection pass's",
+            memo.replayed() - replayed
+        );
+    }
     if args.quality > 0 {
         let large = args.quality_model.as_deref().expect("checked above");
         quality::QualityRun {
