@@ -218,13 +218,27 @@ static EUROPEAN_ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
 });
 /// A word of a city's name: capitalised, or a connector ("Kostelec nad Orlicí", "Caxias do Sul").
 const CITY: &str = r"\p{Lu}[\p{L}'’\-]*(?:[ \t]+(?:\p{Lu}[\p{L}'’\-]*|nad|pod|u|v|w|de|del|la|le|les|do|da|di|dos|das|y|am|an|im|sur|en)){0,4}";
+/// Lower-case words inside a street's name: connectors ("Rua da Praia") and street words
+/// ("Opplands gate", "Erzsébet tér", "Gosposka ulica"). English words before a street ("return
+/// to", "it is in") belong to the sentence; these never do, even where English has them too.
+const STREET_JOINERS: &str = "
+de da di do dos das del della delle dei la le les van von der den het y e i ob
+utca út útja u. fasor körút köz sor tér rakpart rkp. põik tee vei veien veg vegen vej gade gate
+gaten gata gatan väg vägen weg gasse straat laan ulica ulice cesta trg tie katu kuja polku plass
+plads torg terrasse náměstí nábřeží třída ul. al. pl. os.
+";
+static STREET_JOINER: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| STREET_JOINERS.split_whitespace().collect());
 /// "Otakaari 17, HARJAVALTA, SA 29200", "Rua Camargo Penteado 1481, Campinas, SP 13073-360",
-/// "ul. Północna 73, Suwałki,  16-430", "Opplands gate 8, HAMAR,  2315": street words and a
-/// house number, a city, an optional region code and a postcode.
+/// "ul. Północna 73, Suwałki,  16-430", "Trg revolucije 1, Cankova,  9261", "Gosposka ulica 58,
+/// Novo mesto,  8001": a street and a house number, a city, an optional region code and a
+/// postcode (Canada's "J8H 2J7" too). The postcode anchors the match, so the street and the city
+/// may hold any words (a city's "mesto", a "∆" standing in for a Greek delta); [`street_start`]
+/// then leaves out the sentence's English words that a street starting at a capital took in.
 static STREET_CITY_POSTCODE: LazyLock<Regex> = LazyLock::new(|| {
-    re(&format!(
-        r"\b(?:\d{{1,5}}[A-Za-z]?[ \t]+(?:[\p{{L}}.'’/\-]+[ \t]+){{0,4}}[\p{{L}}.'’\-]+|(?:(?:ul|al|pl|os)\.[ \t]+|C/[ \t]*|R[ \t]+)?\p{{Lu}}[\p{{L}}.'’/\-]*(?:[ \t]+(?:\p{{Lu}}[\p{{L}}.'’/\-]*|de|da|di|do|dos|das|del|della|delle|dei|la|le|les|van|von|der|den|het|y|e|i|utca|út|u\.|fasor|körút|köz|sor|põik|tee|vei|veien|veg|vegen|vej|gade|gate|gaten|gata|gatan|väg|vägen|weg|gasse|straat|laan|ulica|ulice|cesta|tie|katu|kuja|polku|plass|plads|torg)){{0,4}}[ \t]+\d{{1,5}}[A-Za-z]?\.?),[ \t]*{CITY},?[ \t]*(?:[A-Z]{{1,3}}[ \t]+)?\d{{2,5}}(?:[ \-]\d{{2,3}})?(?:[ \t][A-Z]{{2}}\b)?"
-    ))
+    re(
+        r"\b(?:\d{1,5}[A-Za-z]?[ \t]+(?:[\p{L}.'’/\-]+[ \t]+){0,4}[\p{L}.'’\-]+|(?:(?:ul|al|pl|os)\.[ \t]+|C/[ \t]*|R[ \t]+)?\p{Lu}[\p{L}.'’/\-]*(?:[ \t]+[\p{L}.'’/\-]+){0,4}[ \t]+\d{1,5}[A-Za-z]?\.?),[ \t]*\p{Lu}[^\s,]*(?:[ \t]+[^\s,]+){0,4}?,?[ \t]*(?:[A-Z]{1,3}[ \t]+)?(?:\d{2,5}(?:[ \-]\d{2,3})?(?:[ \t][A-Z]{2}\b)?|[A-Z]\d[A-Z][ \t]?\d[A-Z]\d\b)",
+    )
 });
 /// A house number and a street whose name ends in a street word of a European language
 /// ("8305 Frørup Byvej", "5710 Marsveien, OSLO", "989 Gosposka ulica"), with the city after it.
@@ -241,17 +255,18 @@ static ADDRESS_AFTER_CUE: LazyLock<Regex> = LazyLock::new(|| {
     ))
 });
 /// An address block over lines: house number and street, then a unit line, then up to two lines
-/// of city, country and postcode.
+/// of city, country and postcode. A line may start with a bullet, a quote mark or other symbols
+/// (`> `, `• `, an emoji).
 static ADDRESS_BLOCK: LazyLock<Regex> = LazyLock::new(|| {
     re(
-        r"(?m)\b\d{1,5}[ \t]+[^\n\d]{2,40}\n[ \t>]*(?:Apt\.?|Apartment|Suite|Unit|Fl\.?|Floor)[ \t]*\d+(?:\n[ \t>]*\n?[ \t>]*\p{L}[^\n\d]{0,40}?(?:[ \t][\dA-Z][\dA-Z \-]{1,8}?)?[ \t]*$){0,2}",
+        r"(?m)\b\d{1,5}[ \t]+[^\n\d]{2,40}\n[^\p{L}\p{N}\n]*(?:Apt\.?|Apartment|Suite|Unit|Fl\.?|Floor)[ \t]*\d+(?:\n[^\p{L}\p{N}\n]*\n?[^\p{L}\p{N}\n]*\p{L}[^\n\d]{0,40}?(?:[ \t][\dA-Z][\dA-Z \-]{1,8}?)?[ \t]*$){0,2}",
     )
 });
 /// The same with the unit on the street's line, or before the house number ("Suite 199 5606 Via
 /// Bernardino Rota"), and short lines of city, region and postcode after it.
 static ADDRESS_UNIT_BLOCK: LazyLock<Regex> = LazyLock::new(|| {
     re(
-        r"\b(?:\d{1,5}[ \t]+[^\n\d]{2,40}?[ \t]+(?:Apt\.?|Apartment|Suite|Unit)[ \t]*\d+|(?:Apt\.?|Apartment|Suite|Unit)[ \t]+\d+[ \t]+\d{1,5}[ \t]+[^\n\d]{2,40})(?:\n[ \t>]*[\p{L}\d][\p{L}\d .'’\-]{0,30})*(?:\n[ \t]*\n[ \t>]*[\p{L}\d][\p{L}\d .'’\-]{0,30})*",
+        r"\b(?:\d{1,5}[ \t]+[^\n\d]{2,40}?[ \t]+(?:Apt\.?|Apartment|Suite|Unit)[ \t]*\d+|(?:Apt\.?|Apartment|Suite|Unit)[ \t]+\d+[ \t]+\d{1,5}[ \t]+[^\n\d]{2,40})(?:\n[^\p{L}\p{N}\n]*[\p{L}\d][\p{L}\d .'’\-]{0,30})*(?:\n[ \t]*\n[^\p{L}\p{N}\n]*[\p{L}\d][\p{L}\d .'’\-]{0,30})*",
     )
 });
 /// "is at 5 PM": a time, not a house number.
@@ -268,6 +283,7 @@ static UK_POSTCODE: LazyLock<Regex> =
 pub fn find(text: &str, out: &mut Vec<Finding>) {
     people(text, out);
     organisations(text, out);
+    organisations_beside_people(text, out);
     addresses(text, out);
 }
 
@@ -367,11 +383,10 @@ fn organisations(text: &str, out: &mut Vec<Finding>) {
 }
 
 fn addresses(text: &str, out: &mut Vec<Finding>) {
-    for m in US_ADDRESS
+    let found = US_ADDRESS
         .find_iter(text)
         .chain(EUROPEAN_ADDRESS.find_iter(text))
         .chain(PO_BOX.find_iter(text))
-        .chain(STREET_CITY_POSTCODE.find_iter(text))
         .chain(NUMBER_STREET_WORD.find_iter(text))
         .chain(ADDRESS_BLOCK.find_iter(text))
         .chain(ADDRESS_UNIT_BLOCK.find_iter(text))
@@ -381,8 +396,14 @@ fn addresses(text: &str, out: &mut Vec<Finding>) {
                 .filter_map(|c| c.name("address"))
                 .filter(|m| !TIME_OF_DAY.is_match(m.as_str())),
         )
-    {
-        let mut trimmed = m.as_str().trim_end_matches([',', ' ']);
+        .map(|m| m.range())
+        .chain(
+            STREET_CITY_POSTCODE
+                .find_iter(text)
+                .map(|m| street_start(m.as_str()) + m.start()..m.end()),
+        );
+    for range in found {
+        let mut trimmed = text[range.clone()].trim_end_matches([',', ' ']);
         // "Terrace." ends a sentence; "St." is an abbreviation.
         if let Some(bare) = trimmed.strip_suffix('.') {
             if bare
@@ -395,13 +416,31 @@ fn addresses(text: &str, out: &mut Vec<Finding>) {
         }
         out.push(Finding::new(
             Kind::StreetAddress,
-            m.start()..m.start() + trimmed.len(),
+            range.start..range.start + trimmed.len(),
             0.9,
         ));
     }
     for m in UK_POSTCODE.find_iter(text) {
         out.push(Finding::new(Kind::StreetAddress, m.range(), 0.7));
     }
+}
+
+/// Where the street of `address` starts: after the last lower-case English word before the house
+/// number that is no street word ("Please return to Bem rakpart 81., ..." starts at "Bem").
+fn street_start(address: &str) -> usize {
+    static WORD: LazyLock<Regex> = LazyLock::new(|| re(r"\S+"));
+    let number = address.find(|c: char| c.is_ascii_digit()).unwrap_or(0);
+    let cut = WORD
+        .find_iter(&address[..number])
+        .filter(|w| {
+            let word = w.as_str();
+            word.starts_with(char::is_lowercase)
+                && ENGLISH.contains(word.trim_end_matches([',', '.']))
+                && !STREET_JOINER.contains(word)
+        })
+        .last()
+        .map_or(0, |w| w.end());
+    cut + address[cut..].len() - address[cut..].trim_start().len()
 }
 
 /// A run of capitalised words: a person when it starts with a known given name, or when a known
@@ -542,6 +581,47 @@ fn after_place_preposition(before: &str) -> bool {
 /// his address" gives the second "Lily".
 ///
 /// `findings` are disjoint and in order of position, as [`super::Detector::detect`] gives them.
+/// Organisations named beside a person the rules found: "Tim Cook of Apple", "Apple's Tim
+/// Cook". The word may be a place instead ("Anna of Cleves"), which is as well kept from leaving;
+/// a country, or a word that names nothing ("The", "This"), is left alone, and so is a word
+/// another finding already covers.
+fn organisations_beside_people(text: &str, out: &mut Vec<Finding>) {
+    const NAME: &str = r"\p{Lu}[\p{L}\d&'’.\-]*(?:[ \t]+\p{Lu}[\p{L}\d&'’.\-]*){0,4}";
+    static AFTER: LazyLock<Regex> =
+        LazyLock::new(|| re(&format!(r"^[ \t]+of[ \t]+(?:the[ \t]+)?(?P<org>{NAME})")));
+    static BEFORE: LazyLock<Regex> = LazyLock::new(|| re(&format!(r"(?P<org>{NAME})['’]s[ \t]+$")));
+    let people: Vec<Range<usize>> = out
+        .iter()
+        .filter(|f| f.kind == Kind::Person)
+        .map(|f| f.span.clone())
+        .collect();
+    for person in people {
+        let after = AFTER
+            .captures(&text[person.end..])
+            .and_then(|c| c.name("org"))
+            .map(|m| person.end + m.start()..person.end + m.end());
+        let before = BEFORE
+            .captures(&text[..person.start])
+            .and_then(|c| c.name("org"))
+            .map(|m| m.range());
+        for org in after.into_iter().chain(before) {
+            // "Cloudspyre." ends a sentence.
+            let value = text[org.clone()].trim_end_matches(['.', ',']);
+            let org = org.start..org.start + value.len();
+            let first = bare_lowercase(value.split_whitespace().next().unwrap_or_default());
+            if NOT.contains(first.as_str())
+                || ORGANIZATION_OR_COUNTRY.contains(first.as_str())
+                || out
+                    .iter()
+                    .any(|f| f.span.start < org.end && org.start < f.span.end)
+            {
+                continue;
+            }
+            out.push(Finding::new(Kind::Organization, org, 0.6));
+        }
+    }
+}
+
 pub(crate) fn unexplained_capitalised(text: &str, findings: &[Finding]) -> Vec<Range<usize>> {
     static WORD: LazyLock<Regex> = LazyLock::new(|| re(r"\S+"));
     let plain = |word: &str| {
@@ -895,6 +975,28 @@ mod tests {
     }
 
     #[test]
+    fn an_organisation_beside_a_person_is_found() {
+        let organisations = |text: &str| -> Vec<String> {
+            found(text)
+                .into_iter()
+                .filter(|(kind, _)| *kind == Kind::Organization)
+                .map(|(_, value)| value)
+                .collect()
+        };
+        assert_eq!(
+            organisations("The award went to Tim Cook of Cityscan."),
+            ["Cityscan"]
+        );
+        assert_eq!(
+            organisations("They praised Appallicious's Regina Blinova for it."),
+            ["Appallicious"]
+        );
+        // A country, or a person's own possessive, is no organisation.
+        assert!(organisations("Then Tim Cook of Sweden spoke.").is_empty());
+        assert!(organisations("The award went to Tim Cook's team.").is_empty());
+    }
+
+    #[test]
     fn street_addresses_us_and_european() {
         for address in [
             "1600 Amphitheatre Parkway, Mountain View, CA 94043",
@@ -914,6 +1016,16 @@ mod tests {
             "1788 Heritage Drive, Calgary, AB T2V 2W2",
             "P.O. Box 108, Vila do Conde",
             "Opplands gate 8, HAMAR,  2315",
+            "Gosposka ulica 58, Novo mesto,  8001",
+            "Trg revolucije 1, Cankova,  9261",
+            "Erzsébet tér 19., Domoszló, HE 3263",
+            "Bem rkp. 97., Komlóska, BZ 3937",
+            "Avda. Los llanos 41, Casalarreina, LO 26230",
+            "Árpád fejedelem útja 3., Budapest, BU 1184",
+            "Stensås terrasse 38, ARENDAL,  4846",
+            "Tavcarjeva 69, Šmartno ob Paki,  3327",
+            "Πεντέλης 210, ΜΕΛΑ∆ΕΙΑ, PA 8808",
+            "4990 De la Providence Avenue, Lachute, QC J8H 2J7",
         ] {
             assert_eq!(
                 found(&format!("Ship it to {address}. Thanks")),
@@ -936,6 +1048,37 @@ mod tests {
             ]
         );
         assert_eq!(found("The meeting is at 5 PM, Tuesday."), vec![]);
+        // The sentence's words before a street that starts at a capital are not the street.
+        for sentence in [
+            "Please return to Bem rakpart 81., Rohod, SZ 4563 in case of an issue.",
+            "It's in Bem rakpart 81., Rohod, SZ 4563",
+        ] {
+            assert_eq!(
+                found(sentence),
+                vec![(
+                    Kind::StreetAddress,
+                    "Bem rakpart 81., Rohod, SZ 4563".into()
+                )],
+                "{sentence}"
+            );
+        }
+        // Lines may start with symbols: a bullet, an emoji lost to "???".
+        for bullet in ["??? ", "• ", "> "] {
+            let block = format!(
+                "{bullet}5944 Brisas\n{bullet}Suite 476\n{bullet}Maldonado\n{bullet}Uruguay 20000"
+            );
+            let addresses: Vec<String> = found(&block)
+                .into_iter()
+                .filter(|(kind, _)| *kind == Kind::StreetAddress)
+                .map(|(_, value)| value)
+                .collect();
+            assert!(
+                addresses
+                    .iter()
+                    .any(|a| a.starts_with("5944 Brisas\n") && a.contains("Suite 476")),
+                "{block:?}: {addresses:?}"
+            );
+        }
         // The postcode is no phone number; the unit is no part of the name.
         assert_eq!(
             found("3498 R Direita-Igreja\n Unit 938\n Vila Franca do Campo\n Portugal 9680-151"),
