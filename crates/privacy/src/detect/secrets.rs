@@ -14,8 +14,12 @@ fn re(pattern: &str) -> Regex {
     Regex::new(pattern).expect("recogniser patterns are valid")
 }
 
-static CREDENTIAL_URL: LazyLock<Regex> =
-    LazyLock::new(|| re(r#"(?i)\b[a-z][a-z0-9+.\-]*://[^\s:/@"'<>]*:[^\s@/"'<>]+@[^\s"'<>]+"#));
+/// A URL with a password; the user name may hold up to two spaces ("postgres://ann lee:pw@db").
+static CREDENTIAL_URL: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r#"(?i)\b[a-z][a-z0-9+.\-]*://[^\s:/@"'<>]*(?:[ ][^\s:/@"'<>]+){0,2}:[^\s@/"'<>]+@[^\s"'<>]+"#,
+    )
+});
 static PRIVATE_KEY: LazyLock<Regex> = LazyLock::new(|| {
     re(
         r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----(?s:.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----|\z)",
@@ -217,6 +221,11 @@ mod tests {
                 "redis://:Maple71$@10.0.0.7:6379/0",
                 "https://ann:ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789@github.com/a/b"
             ]
+        );
+        // A user name with a space (not valid in a URL, but typed so).
+        assert_eq!(
+            secrets(r#"url: "postgres://alojzija ana:Blue72?@db.internal:5432/app""#),
+            vec!["postgres://alojzija ana:Blue72?@db.internal:5432/app"]
         );
         assert!(secrets(r#"password = os.environ["DB_PASSWORD"]"#).is_empty());
         assert!(secrets("token: ${TOKEN}").is_empty());
