@@ -546,7 +546,7 @@ mod tests {
 
         // Tied scores are flagged together or not at all.
         let tied = vec![0.5; 100];
-        let t = bounded_threshold(&tied, &vec![false; 100], 0.05);
+        let t = bounded_threshold(&tied, &[false; 100], 0.05);
         assert!(tied.iter().all(|&s| s <= t));
         // Nothing can be flagged when the others already break the bound.
         let t = bounded_threshold(&scores, &vec![true; 1000], 0.05);
