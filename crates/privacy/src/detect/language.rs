@@ -7,7 +7,7 @@
 //! says ("joined Cloudspyre", "Smartprocure is a company"). Addresses come from a house number,
 //! street words and a street-type word, with the unit, city, state and postcode that follow.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::sync::LazyLock;
 
@@ -595,6 +595,27 @@ fn organisations_beside_people(text: &str, out: &mut Vec<Finding>) {
         .filter(|f| f.kind == Kind::Person)
         .map(|f| f.span.clone())
         .collect();
+    // Whether a span overlaps a finding, in a search rather than a scan (a long text holds many
+    // people): the findings so far sorted by start, with the furthest end reached up to each,
+    // and the organisations added here, disjoint, by start.
+    let mut taken: Vec<(usize, usize)> = out.iter().map(|f| (f.span.start, f.span.end)).collect();
+    taken.sort_unstable();
+    let reach: Vec<usize> = taken
+        .iter()
+        .scan(0, |reach, &(_, end)| {
+            *reach = end.max(*reach);
+            Some(*reach)
+        })
+        .collect();
+    let mut added: BTreeMap<usize, usize> = BTreeMap::new();
+    let overlaps = |span: &Range<usize>, added: &BTreeMap<usize, usize>| {
+        let before = taken.partition_point(|&(start, _)| start < span.end);
+        before.checked_sub(1).is_some_and(|i| reach[i] > span.start)
+            || added
+                .range(..span.end)
+                .next_back()
+                .is_some_and(|(_, &end)| end > span.start)
+    };
     for person in people {
         let after = AFTER
             .captures(&text[person.end..])
@@ -611,12 +632,11 @@ fn organisations_beside_people(text: &str, out: &mut Vec<Finding>) {
             let first = bare_lowercase(value.split_whitespace().next().unwrap_or_default());
             if NOT.contains(first.as_str())
                 || ORGANIZATION_OR_COUNTRY.contains(first.as_str())
-                || out
-                    .iter()
-                    .any(|f| f.span.start < org.end && org.start < f.span.end)
+                || overlaps(&org, &added)
             {
                 continue;
             }
+            added.insert(org.start, org.end);
             out.push(Finding::new(Kind::Organization, org, 0.6));
         }
     }
