@@ -168,6 +168,8 @@ static CUE: LazyLock<Regex> = LazyLock::new(|| {
         r"(?:(?P<strong>(?i:\x22(?:full_?)?name\x22\s*:\s*\x22)|\b(?i:(?:(?:my|your|his|her|their|the)[ \t]+)?(?:(?:last|first|full|maiden|family|given|middle|nick|sur)[ \t]?)?name(?:[ \t]+is|'s|’s)?[ \t]*[:=?]?|call me|dear)[,:]?[ \t]+)|\b(?i:i am|i'm|this is|named|called|hi|hello|hey|thanks|thank you|regards|cheers|sincerely|best|signed|contact|ask|cc|from|to|patient|employee|customer|client|user|applicant|tenant|mr\.? and mrs\.?|wife|husband|son|daughter|kid|mother|father|brother|sister|friend|colleague|manager|boss|doctor|lawyer|with|by|for|and|under|add|beneficiary|meet|met|told|asked|says|said|replied|wrote)[,:]?[ \t]+)(?P<name>(?:{CAP})(?:[ \t]+(?:{CAP}))?(?:[ \t]+(?:{CAP}))?)"
     ))
 });
+/// A word: a run of characters other than white space.
+static WORD: LazyLock<Regex> = LazyLock::new(|| re(r"\S+"));
 static CAPITALISED_RUN: LazyLock<Regex> =
     LazyLock::new(|| re(&format!(r"(?:{CAP})(?:[ \t]+(?:{CAP})){{0,2}}")));
 /// Legal forms and the words that end organisations' names, in their usual casings and in
@@ -428,7 +430,6 @@ fn addresses(text: &str, out: &mut Vec<Finding>) {
 /// Where the street of `address` starts: after the last lower-case English word before the house
 /// number that is no street word ("Please return to Bem rakpart 81., ..." starts at "Bem").
 fn street_start(address: &str) -> usize {
-    static WORD: LazyLock<Regex> = LazyLock::new(|| re(r"\S+"));
     let number = address.find(|c: char| c.is_ascii_digit()).unwrap_or(0);
     let cut = WORD
         .find_iter(&address[..number])
@@ -447,7 +448,6 @@ fn street_start(address: &str) -> usize {
 /// family name follows another capitalised word. Words before that ("Yesterday Priya Raman")
 /// belong to the sentence.
 fn capitalised_run(text: &str, offset: usize, run: &str, out: &mut Vec<Finding>) {
-    static WORD: LazyLock<Regex> = LazyLock::new(|| re(r"\S+"));
     static STRONG_VERB: LazyLock<Regex> = LazyLock::new(|| {
         re(
             r"^,?\s+(?:said|says|began|wrote|writes|shouted|told|asked|replied|answered|lives|lived|works|worked|spent|listed|flew|went|sent|joined|left)\b",
@@ -643,7 +643,6 @@ fn organisations_beside_people(text: &str, out: &mut Vec<Finding>) {
 }
 
 pub(crate) fn unexplained_capitalised(text: &str, findings: &[Finding]) -> Vec<Range<usize>> {
-    static WORD: LazyLock<Regex> = LazyLock::new(|| re(r"\S+"));
     let plain = |word: &str| {
         let word = bare_lowercase(word);
         let word = without_possessive(&word).unwrap_or(&word);
