@@ -242,11 +242,11 @@ impl QualityRun<'_> {
 
         let placeholder = placeholder_pattern();
         let mut rows: Vec<Row> = (0..=other).map(|_| Row::default()).collect();
-        for (&(i, first, second, p), &yes) in pairs.iter().zip(&verdicts) {
+        for (&(i, first, second, p), &judged) in pairs.iter().zip(&verdicts) {
             let row = &mut rows[p];
             row.requests += 1;
             row.identical += usize::from(first.trim() == second.trim());
-            match yes {
+            match judged {
                 Some(verdict) => {
                     row.judged += 1;
                     row.answer_as_good_sum += verdict.answer_as_good;
@@ -369,7 +369,7 @@ fn write_answers(
     let verdict: std::collections::HashMap<(usize, usize), Option<Verdict>> = pairs
         .iter()
         .zip(verdicts)
-        .map(|(&(item, _, _, row), &yes)| ((item, row), yes))
+        .map(|(&(item, _, _, row), &judged)| ((item, row), judged))
         .collect();
     for (i, (item, answer)) in items.iter().zip(answered).enumerate() {
         let judged = |row: usize| {
