@@ -182,13 +182,26 @@ static ORGANIZATION: LazyLock<Regex> = LazyLock::new(|| {
     let word = r"(?:\p{Lu}[\p{L}\d&'’./\-]*|\d[\p{L}\d\-]*|\(\p{Lu}\p{L}*\))";
     let connector = r"(?:of|and|for|de|del|du|des|la|le|für|und|&)";
     re(&format!(
-        r"\b{word}(?:[ \t]+(?:{connector}[ \t]+)?{word}){{0,4}}(?:,?[ \t]+|\b){LEGAL_FORMS}(?:[ \t]+{LEGAL_FORMS})?(?:[ \t]\(publ\))?"
+        r"\b{word}(?:[ \t]+(?:{connector}[ \t]+)?{word}){{0,4}}(?:,?[ \t]+|\b)(?:(?:and|&)[ \t]+(?:Company|Co|Sons|Partners|Associates)\b\.?|{LEGAL_FORMS})(?:[ \t]+{LEGAL_FORMS})?(?:[ \t]\(publ\))?"
     ))
 });
-/// A legal form glued to the name, as company registers sometimes print it ("SRA HoldingsInc.").
+/// A security's coupon after its issuer ("Duke Energy Corporation 5.625%"): part of the name.
+static COUPON: LazyLock<Regex> = LazyLock::new(|| re(r"^[ \t]+\d{1,2}(?:\.\d{1,4})?%"));
+/// A city and a two-letter state code, which read like a name and a legal form ("Paimala, SA").
+static CITY_STATE: LazyLock<Regex> = LazyLock::new(|| re(r",[ \t]+\p{Lu}{2}\.?$"));
+/// A legal form glued to the name, as company registers sometimes print it ("SRA HoldingsInc.",
+/// "THE SHIMANE BANKLTD.", "baudroieinc."). Glued to capitals or to a lower-case word, the form
+/// needs three letters before it and, for "inc", its dot, so "ZINC" and "zinc" stay words.
 static GLUED_ORGANIZATION: LazyLock<Regex> = LazyLock::new(|| {
     re(
-        r"\b(?:\p{Lu}[\p{L}\d&'’.\-]*[ \t]+){0,4}\p{Lu}[\p{L}\d&'’.\-]*\p{Ll}(?:Inc|Ltd|LTD|Corp|GmbH|AG|LLC|PLC)\b\.?",
+        r"\b(?:\p{Lu}[\p{L}\d&'’.\-]*[ \t]+){0,4}(?:\p{Lu}[\p{L}\d&'’.\-]*\p{Ll}(?:Inc|Ltd|LTD|Corp|GmbH|AG|LLC|PLC)\b\.?|\p{Lu}[\p{Lu}\d&\-]{2,}(?:INC\.|Inc\.|LTD\b\.?|Ltd\.|CORP\.|LIMITED\b|Limited\b))|\b\p{Ll}{4,}(?:inc|ltd)\.",
+    )
+});
+/// A brand written in lower case before a legal form ("voestalpine AG", "agilon health inc.",
+/// "monday.com Ltd."): one or two words, from the first that is no English word.
+static LOWER_CASE_ORGANIZATION: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"\b(?:\p{Ll}[\p{L}\d&'’.\-]*[ \t]+)?\p{Ll}[\p{L}\d&'’.\-]*[ \t]+(?:Inc|inc|INC|Ltd|ltd|LTD|AG|GmbH|LLC|[Pp]lc|PLC|[Cc]orporation|S\.A|N\.V)\b\.?",
     )
 });
 /// Public bodies named by what they are first ("Ministry of Agriculture", "Bank of Ireland").
@@ -242,11 +255,14 @@ static STREET_CITY_POSTCODE: LazyLock<Regex> = LazyLock::new(|| {
         r"\b(?:\d{1,5}[A-Za-z]?[ \t]+(?:[\p{L}.'’/\-]+[ \t]+){0,4}[\p{L}.'’\-]+|(?:(?:ul|al|pl|os)\.[ \t]+|C/[ \t]*|R[ \t]+)?\p{Lu}[\p{L}.'’/\-]*(?:[ \t]+[\p{L}.'’/\-]+){0,4}[ \t]+\d{1,5}[A-Za-z]?\.?),[ \t]*\p{Lu}[^\s,]*(?:[ \t]+[^\s,]+){0,4}?,?[ \t]*(?:[A-Z]{1,3}[ \t]+)?(?:\d{2,5}(?:[ \-]\d{2,3})?(?:[ \t][A-Z]{2}\b)?|[A-Z]\d[A-Z][ \t]?\d[A-Z]\d\b)",
     )
 });
+/// Street words of European languages, which end a street's name or are glued to it.
+const STREET_WORDS: &str = "strasse|straße|str|gasse|weg|vej|veien|vei|vegen|gata|gatan|vägen|polku|tie|katu|kuja|laan|straat|gracht|plein|kade|ulica|utca|plass|torg|aleja|ulice|trg|cesta";
 /// A house number and a street whose name ends in a street word of a European language
 /// ("8305 Frørup Byvej", "5710 Marsveien, OSLO", "989 Gosposka ulica"), with the city after it.
+/// Glued to the name, the street word is in lower case: "STRG" is no "S trg".
 static NUMBER_STREET_WORD: LazyLock<Regex> = LazyLock::new(|| {
     re(&format!(
-        r"\b\d{{1,5}}[ \t]+(?:(?:ul|al)\.[ \t]+\p{{Lu}}[\p{{L}}'’\-]*|(?:[\p{{L}}.'’/\-]+[ \t]+){{0,3}}[\p{{L}}'’\-]*(?i:strasse|straße|str|gasse|weg|vej|veien|vei|vegen|gata|gatan|vägen|polku|tie|katu|kuja|laan|straat|gracht|plein|kade|ulica|utca|plass|torg|aleja|ulice|trg|cesta)\b\.?)(?:,[ \t]*{CITY})?"
+        r"\b\d{{1,5}}[ \t]+(?:(?:ul|al)\.[ \t]+\p{{Lu}}[\p{{L}}'’\-]*|(?:[\p{{L}}.'’/\-]+[ \t]+){{0,3}}(?:[\p{{L}}'’\-]*(?:{STREET_WORDS})|(?i:{STREET_WORDS}))\b\.?)(?:,[ \t]*{CITY})?"
     ))
 });
 /// Where a sentence says an address follows ("lives at", "his address:", "is at"): a house
@@ -336,13 +352,15 @@ fn organisations(text: &str, out: &mut Vec<Finding>) {
     for m in ORGANIZATION.find_iter(text) {
         let after = &text[m.end()..];
         // "Paimala, SA 93855" is a city and a state before a postcode.
+        let before_number = after
+            .trim_start_matches([' ', '\t'])
+            .starts_with(|c: char| c.is_ascii_digit());
         if after.starts_with(char::is_alphanumeric)
-            || after
-                .trim_start_matches([' ', '\t'])
-                .starts_with(|c: char| c.is_ascii_digit())
+            || before_number && CITY_STATE.is_match(m.as_str())
         {
             continue;
         }
+        let end = m.end() + COUPON.find(after).map_or(0, |c| c.end());
         let mut start = skip_leading_articles(m.as_str());
         if let Some((person, org)) = person_before_connector(&m.as_str()[start..]) {
             out.push(Finding::new(
@@ -354,7 +372,7 @@ fn organisations(text: &str, out: &mut Vec<Finding>) {
         }
         out.push(Finding::new(
             Kind::Organization,
-            m.start() + start..m.end(),
+            m.start() + start..end,
             0.85,
         ));
     }
@@ -368,6 +386,22 @@ fn organisations(text: &str, out: &mut Vec<Finding>) {
             m.start() + start..m.end(),
             0.8,
         ));
+    }
+    for m in LOWER_CASE_ORGANIZATION.find_iter(text) {
+        let words: Vec<_> = WORD.find_iter(m.as_str()).collect();
+        // The last word is the legal form; the name starts at the first word before it that is no
+        // English word ("at tsukuruba inc.", but not "a multinational corporation").
+        let brand = words[..words.len() - 1].iter().find(|w| {
+            let word = w.as_str().to_lowercase();
+            !ENGLISH.contains(word.as_str()) && !NOT.contains(word.as_str())
+        });
+        if let Some(brand) = brand {
+            out.push(Finding::new(
+                Kind::Organization,
+                m.start() + brand.start()..m.end(),
+                0.7,
+            ));
+        }
     }
     for c in ORGANIZATION_CUE.captures_iter(text) {
         let name = c
@@ -971,6 +1005,60 @@ mod tests {
             found("the Müller Bau GmbH invoice"),
             vec![(Kind::Organization, "Müller Bau GmbH".into())]
         );
+        assert_eq!(
+            found("She met Becton Dickinson and Company, and Ames & Co. staff"),
+            vec![
+                (Kind::Organization, "Becton Dickinson and Company".into()),
+                (Kind::Organization, "Ames & Co.".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn organisations_glued_to_their_legal_form_or_in_lower_case() {
+        let organisations = |text: &str| -> Vec<String> {
+            found(text)
+                .into_iter()
+                .filter(|(kind, _)| *kind == Kind::Organization)
+                .map(|(_, value)| value)
+                .collect()
+        };
+        assert_eq!(
+            organisations("Ann of THE SHIMANE BANKLTD., SHINOZAKIYAINC.'s and baudroieinc.."),
+            ["SHIMANE BANKLTD.", "SHINOZAKIYAINC.", "baudroieinc."]
+        );
+        assert_eq!(
+            organisations("ARIGATOU SERVICES COMPANYLIMITED sells ZINC. and zinc. UNLIMITED"),
+            ["ARIGATOU SERVICES COMPANYLIMITED"]
+        );
+        assert_eq!(
+            organisations("In 2001, voestalpine AG hired staff from agilon health inc."),
+            ["voestalpine AG", "agilon health inc."]
+        );
+        assert_eq!(
+            organisations("a year at tsukuruba inc. and on the fonfun corporation website"),
+            ["tsukuruba inc.", "fonfun corporation"]
+        );
+        // English words before a lower-case form are a sentence, not a brand.
+        assert!(organisations("It is a multinational corporation, and the ltd. form.").is_empty());
+    }
+
+    #[test]
+    fn a_coupon_belongs_to_its_issuer_and_a_state_code_is_no_legal_form() {
+        assert_eq!(
+            found("Duke Energy Corporation 5.625% notes are due."),
+            vec![(Kind::Organization, "Duke Energy Corporation 5.625%".into())]
+        );
+        assert_eq!(
+            found("Waverley Capital Acquisition Corp. 1 units"),
+            vec![(
+                Kind::Organization,
+                "Waverley Capital Acquisition Corp.".into()
+            )]
+        );
+        assert!(found("Paimala, SA 93855")
+            .iter()
+            .all(|(kind, _)| *kind != Kind::Organization));
     }
 
     #[test]
@@ -1052,6 +1140,11 @@ mod tests {
                 "{address}"
             );
         }
+        // A street word glued to a name is in lower case: "STRG" is no street.
+        assert_eq!(
+            found("Octopus Aim VCT 2 PLC and PUB STRG DS REP notes"),
+            vec![(Kind::Organization, "Octopus Aim VCT 2 PLC".into())]
+        );
     }
 
     #[test]
