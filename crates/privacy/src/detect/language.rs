@@ -187,8 +187,10 @@ static ORGANIZATION: LazyLock<Regex> = LazyLock::new(|| {
 });
 /// A security's coupon after its issuer ("Duke Energy Corporation 5.625%"): part of the name.
 static COUPON: LazyLock<Regex> = LazyLock::new(|| re(r"^[ \t]+\d{1,2}(?:\.\d{1,4})?%"));
-/// A city and a two-letter state code, which read like a name and a legal form ("Paimala, SA").
-static CITY_STATE: LazyLock<Regex> = LazyLock::new(|| re(r",[ \t]+\p{Lu}{2}\.?$"));
+/// A name that ends in two capitals, which may be a state code ("CO", "NV" and "SA" are legal
+/// forms too); the comma before it, if any.
+static STATE_CODE: LazyLock<Regex> = LazyLock::new(|| re(r"(,?)[ \t]*\b\p{Lu}{2}$"));
+static FIVE_DIGITS: LazyLock<Regex> = LazyLock::new(|| re(r"^[ \t]+\d{5}\b"));
 /// A legal form glued to the name, as company registers sometimes print it ("SRA HoldingsInc.",
 /// "THE SHIMANE BANKLTD.", "baudroieinc."). Glued to capitals or to a lower-case word, the form
 /// needs three letters before it and, for "inc", its dot, so "ZINC" and "zinc" stay words.
@@ -347,17 +349,24 @@ fn people(text: &str, out: &mut Vec<Finding>) {
     }
 }
 
+/// "Paimala, SA 93855", "Las Vegas NV 89101": a city and a state code before a postcode, which
+/// read like a name and a legal form. Without the comma the number must be five digits, so
+/// "Deutsche Bank AG 2019" stays a bank.
+fn city_and_state(name: &str, after: &str) -> bool {
+    let Some(code) = STATE_CODE.captures(name) else {
+        return false;
+    };
+    let number = after
+        .trim_start_matches([' ', '\t'])
+        .starts_with(|c: char| c.is_ascii_digit());
+    !code[1].is_empty() && number || FIVE_DIGITS.is_match(after)
+}
+
 /// Organisations, and a person named before one ("Nikifor Zielinski of Staples Inc").
 fn organisations(text: &str, out: &mut Vec<Finding>) {
     for m in ORGANIZATION.find_iter(text) {
         let after = &text[m.end()..];
-        // "Paimala, SA 93855" is a city and a state before a postcode.
-        let before_number = after
-            .trim_start_matches([' ', '\t'])
-            .starts_with(|c: char| c.is_ascii_digit());
-        if after.starts_with(char::is_alphanumeric)
-            || before_number && CITY_STATE.is_match(m.as_str())
-        {
+        if after.starts_with(char::is_alphanumeric) || city_and_state(m.as_str(), after) {
             continue;
         }
         let end = m.end() + COUPON.find(after).map_or(0, |c| c.end());
@@ -1056,9 +1065,16 @@ mod tests {
                 "Waverley Capital Acquisition Corp.".into()
             )]
         );
-        assert!(found("Paimala, SA 93855")
-            .iter()
-            .all(|(kind, _)| *kind != Kind::Organization));
+        for place in ["Paimala, SA 93855", "Las Vegas NV 89101", "Boulder, CO 8030"] {
+            assert!(
+                found(place).iter().all(|(kind, _)| *kind != Kind::Organization),
+                "{place}"
+            );
+        }
+        assert_eq!(
+            found("Deutsche Bank AG 2019 report"),
+            vec![(Kind::Organization, "Deutsche Bank AG".into())]
+        );
     }
 
     #[test]
