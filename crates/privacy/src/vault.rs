@@ -8,6 +8,7 @@
 //! that no log line can carry the mapping.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
 use std::sync::{Arc, LazyLock};
 
 use regex::Regex;
@@ -44,16 +45,19 @@ pub struct Vault {
     /// placeholder.
     placeholders: HashMap<(Kind, String), String>,
     /// What an answer may hold to the value it restores to: each placeholder, and the parts of a
-    /// stand-in that restore alone (a person's given name).
-    values: HashMap<String, String>,
-    /// The keys of `values`, longest first, so a whole stand-in wins over its parts.
-    keys: Vec<String>,
+    /// stand-in that restore alone (a person's given name). Sorted, so the keys that start with
+    /// a text follow it.
+    values: BTreeMap<String, String>,
+    /// The lengths of the keys of `values`, longest first, so a whole stand-in wins over its
+    /// parts: restoring tries each length at each place, not each key.
+    lengths: Vec<usize>,
     next: HashMap<Kind, u32>,
     /// Tags the conversation already contains, never handed out.
     taken: HashSet<String>,
-    /// The conversation in small letters: a stand-in it contains is not handed out, so restoring
-    /// cannot turn the user's own words into another value.
-    conversation: String,
+    /// The words of the conversation, in small letters: a stand-in all of whose words it holds is
+    /// not handed out, so restoring cannot turn the user's own words into another value. (Restoring
+    /// replaces whole words only, so a stand-in the conversation holds has each of its words there.)
+    conversation: HashSet<String>,
     replaced: BTreeMap<Kind, u32>,
 }
 
@@ -81,8 +85,7 @@ impl Vault {
                 .taken
                 .extend(TAG.find_iter(text).map(|m| m.as_str().to_string()));
             if style == Placeholders::Surrogates {
-                vault.conversation.push_str(&text.to_lowercase());
-                vault.conversation.push('\n');
+                vault.conversation.extend(words(text));
             }
         }
         vault
@@ -138,7 +141,8 @@ impl Vault {
             let candidate = surrogate(kind, value, n)?;
             self.next.insert(kind, n);
             let free = |text: &str| {
-                !self.conversation.contains(&text.to_lowercase()) && !self.values.contains_key(text)
+                !words(text).all(|w| self.conversation.contains(&w))
+                    && !self.values.contains_key(text)
             };
             let differs = canonical(&candidate.text) != canonical(value);
             if differs
@@ -161,8 +165,9 @@ impl Vault {
             !self.values.contains_key(&key),
             "a placeholder handed out twice"
         );
-        let at = self.keys.partition_point(|k| k.len() >= key.len());
-        self.keys.insert(at, key.clone());
+        if let Err(at) = self.lengths.binary_search_by(|l| key.len().cmp(l)) {
+            self.lengths.insert(at, key.len());
+        }
         self.values.insert(key, value);
     }
 
@@ -214,47 +219,82 @@ impl Vault {
         let mut at = 0;
         while at < text.len() {
             let rest = &text[at..];
-            let word_start = before.is_some_and(char::is_alphanumeric);
-            let mut whole: Option<&str> = None;
-            for key in &self.keys {
-                let first_is_word = key.starts_with(char::is_alphanumeric);
-                if first_is_word && word_start {
-                    continue;
-                }
-                if let Some(after) = rest.strip_prefix(key.as_str()) {
-                    let next = after.chars().next();
-                    let ends_word = key.ends_with(char::is_alphanumeric);
-                    if next.is_none() && ends_word && !last {
-                        // The next chunk may continue the word.
-                        return (out, at);
-                    }
-                    if !(ends_word && next.is_some_and(char::is_alphanumeric)) && whole.is_none() {
-                        whole = Some(key);
-                    }
-                } else if !last && key.starts_with(rest) {
-                    // Could still become `key` (or a longer one than `whole`).
-                    return (out, at);
-                }
-            }
-            if let Some(key) = whole {
-                let value = &self.values[key];
-                if json {
-                    let quoted = serde_json::to_string(value).expect("a string serialises");
-                    out.push_str(&quoted[1..quoted.len() - 1]);
-                } else {
-                    out.push_str(value);
-                }
-                at += key.len();
-                before = key.chars().next_back();
-                continue;
-            }
             let c = rest.chars().next().expect("at < text.len()");
+            // Every key that fits here starts with `c`; one that starts with a letter or digit
+            // counts only at the start of a word.
+            let may_start = !(c.is_alphanumeric() && before.is_some_and(char::is_alphanumeric));
+            if may_start {
+                match self.key_at(rest, last) {
+                    Found::Hold => return (out, at),
+                    Found::Key(key) => {
+                        let value = &self.values[key];
+                        if json {
+                            let quoted = serde_json::to_string(value).expect("a string serialises");
+                            out.push_str(&quoted[1..quoted.len() - 1]);
+                        } else {
+                            out.push_str(value);
+                        }
+                        at += key.len();
+                        before = key.chars().next_back();
+                        continue;
+                    }
+                    Found::None => {}
+                }
+            }
             out.push(c);
             at += c.len_utf8();
             before = Some(c);
         }
         (out, at)
     }
+
+    /// The key that `rest` starts with, the longest first; `Hold` where the text ends in what may
+    /// still grow into a key (or a longer word) unless `last`.
+    fn key_at<'a>(&self, rest: &'a str, last: bool) -> Found<'a> {
+        // The keys that start with `rest` follow it in sorted order.
+        let longer = self
+            .values
+            .range::<str, _>((Bound::Excluded(rest), Bound::Unbounded))
+            .next()
+            .is_some_and(|(key, _)| key.starts_with(rest));
+        if !last && longer {
+            return Found::Hold;
+        }
+        for &length in &self.lengths {
+            let Some(key) = rest.get(..length) else {
+                continue;
+            };
+            if !self.values.contains_key(key) {
+                continue;
+            }
+            let next = rest[length..].chars().next();
+            let ends_word = key.ends_with(char::is_alphanumeric);
+            if next.is_none() && ends_word && !last {
+                // The next chunk may continue the word.
+                return Found::Hold;
+            }
+            if !(ends_word && next.is_some_and(char::is_alphanumeric)) {
+                return Found::Key(key);
+            }
+        }
+        Found::None
+    }
+}
+
+/// What [`Vault::key_at`] finds at the start of a text.
+enum Found<'a> {
+    /// The longest key there that is a whole word, or not a word at all.
+    Key(&'a str),
+    /// Text that may still become a key (or a longer one) when more text follows.
+    Hold,
+    None,
+}
+
+/// The words of `text` in small letters: its runs of letters and digits.
+fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
 }
 
 /// Restores a streamed answer chunk by chunk. Text is passed on at once, except a tail that may be
