@@ -1,6 +1,8 @@
 //! Normalised forms of values, so that one value written with other casing, spacing or separators
 //! is recognised as the same value: the same placeholder, the same allow-list or deny-list entry.
 
+use std::ops::Range;
+
 /// Lower-case letters and digits only: `4111-1111 1111 1111` and `41111111 11111111` agree, as do
 /// `Jane.Doe@Example.com` and `jane.doe@example.com`.
 pub fn canonical(value: &str) -> String {
@@ -10,6 +12,32 @@ pub fn canonical(value: &str) -> String {
         .flat_map(char::to_lowercase)
         .collect()
 }
+
+/// `text` as [`canonical`] writes values, for finding them in it: letters and digits in small
+/// letters, without the separators a value may be spelled with (white space, dashes, dots,
+/// underscores, slashes, parentheses); any other character becomes a space, which no canonical
+/// value holds, so no value is found across it. With it, the byte range in `text` of the
+/// character each of its bytes comes from.
+pub fn squeezed(text: &str) -> (String, Vec<Range<usize>>) {
+    let mut out = String::with_capacity(text.len());
+    let mut from = Vec::with_capacity(text.len());
+    for (i, c) in text.char_indices() {
+        let source = i..i + c.len_utf8();
+        if c.is_alphanumeric() {
+            for lower in c.to_lowercase() {
+                out.push(lower);
+                from.extend(std::iter::repeat_n(source.clone(), lower.len_utf8()));
+            }
+        } else if !(c.is_whitespace() || SEPARATORS.contains(c)) {
+            out.push(' ');
+            from.push(source);
+        }
+    }
+    (out, from)
+}
+
+/// The characters besides white space that may stand between a value's letters and digits.
+const SEPARATORS: &str = "-._/()";
 
 /// A case-insensitive regular expression matching `value` with any separators (spaces, dashes,
 /// dots, slashes, underscores, parentheses) between its letters and digits, or none; `None` when
@@ -34,6 +62,20 @@ mod tests {
     fn canonical_ignores_case_and_separators() {
         assert_eq!(canonical("4111-1111 1111.1111"), "4111111111111111");
         assert_eq!(canonical("Jane.Doe@Example.COM"), "janedoeexamplecom");
+    }
+
+    #[test]
+    fn squeezed_text_maps_back_to_the_text() {
+        let text = "Call A.B-12 (Cd), ok";
+        let (squeezed_text, from) = squeezed(text);
+        assert_eq!(squeezed_text, "callab12cd ok");
+        let at = squeezed_text.find("ab12cd").unwrap();
+        let span = from[at].start..from[at + "ab12cd".len() - 1].end;
+        assert_eq!(&text[span], "A.B-12 (Cd");
+        // A capital whose small letter is longer in UTF-8 maps each byte to it.
+        let (capital, from) = squeezed("\u{130}x");
+        assert_eq!(capital.len(), from.len());
+        assert!(from.iter().all(|r| r.end <= "\u{130}x".len()));
     }
 
     #[test]

@@ -15,11 +15,12 @@ pub(crate) mod structured;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 
+use aho_corasick::AhoCorasick;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::kind::Kind;
-use crate::normalize::{canonical, loose_pattern};
+use crate::normalize::{canonical, loose_pattern, squeezed};
 use crate::PrivacyError;
 
 /// One span of private data.
@@ -152,24 +153,38 @@ impl Detector {
                 }
             }
         }
-        let mut patterns: Vec<(Kind, f32, Regex)> = known
-            .iter()
-            .filter_map(|(value, (kind, confidence))| {
-                let pattern = loose_pattern(value)?;
-                Some((*kind, *confidence, Regex::new(&pattern).ok()?))
-            })
+        let known: Vec<(String, Kind, f32)> = known
+            .into_iter()
+            .map(|(value, (kind, confidence))| (value, kind, confidence))
             .collect();
-        patterns.extend(name_parts(texts, &found));
-        if patterns.is_empty() {
+        let parts = name_parts(texts, &found);
+        if known.is_empty() && parts.is_empty() {
             return found.into_iter().map(resolve_overlaps).collect();
         }
+        // One automaton each for all values and all name words, so that each text is read once
+        // whatever the number of values (a regular expression each made a conversation of many
+        // values quadratic). The automata hold at most the conversation's bytes, far below their
+        // limit of about 2^31 states.
+        let values = AhoCorasick::new(known.iter().map(|(value, ..)| value))
+            .expect("a conversation's values fit an automaton");
+        let words = AhoCorasick::new(parts.iter().map(|(word, _)| word))
+            .expect("a conversation's names fit an automaton");
         for (text, findings) in texts.iter().zip(found.iter_mut()) {
             let mut candidates = std::mem::take(findings);
-            for (kind, confidence, pattern) in &patterns {
-                for m in pattern.find_iter(text) {
-                    if context::standalone(text, m.start(), m.end()) {
-                        candidates.push(Finding::new(*kind, m.range(), *confidence));
-                    }
+            let (squeezed, from) = squeezed(text);
+            for m in values.find_overlapping_iter(&squeezed) {
+                let span = from[m.start()].start..from[m.end() - 1].end;
+                if context::standalone(text, span.start, span.end) {
+                    let (_, kind, confidence) = &known[m.pattern()];
+                    candidates.push(Finding::new(*kind, span, *confidence));
+                }
+            }
+            for m in words.find_overlapping_iter(text) {
+                let word_char = |c: char| c.is_alphanumeric() || c == '_';
+                let glued = text[..m.start()].chars().next_back().is_some_and(word_char)
+                    || text[m.end()..].chars().next().is_some_and(word_char);
+                if !glued {
+                    candidates.push(Finding::new(Kind::Person, m.range(), parts[m.pattern()].1));
                 }
             }
             *findings = resolve_overlaps(candidates);
@@ -179,10 +194,10 @@ impl Detector {
 }
 
 /// The words of the people's names in `found` that may stand for the person alone later ("early
-/// Swift" after "Megan Swift"): each capitalised word of three letters or more of a name of two
-/// words or more, matched as a whole word in the same casing, so that the ordinary word ("a swift
-/// reply") is left alone.
-fn name_parts(texts: &[&str], found: &[Vec<Finding>]) -> Vec<(Kind, f32, Regex)> {
+/// Swift" after "Megan Swift"), with the confidence of the surest name they come from: each
+/// capitalised word of three letters or more of a name of two words or more, to be matched as a
+/// whole word in the same casing, so that the ordinary word ("a swift reply") is left alone.
+fn name_parts(texts: &[&str], found: &[Vec<Finding>]) -> Vec<(String, f32)> {
     let mut parts: BTreeMap<String, f32> = BTreeMap::new();
     for (text, findings) in texts.iter().zip(found) {
         for finding in findings.iter().filter(|f| f.kind == Kind::Person) {
@@ -200,13 +215,7 @@ fn name_parts(texts: &[&str], found: &[Vec<Finding>]) -> Vec<(Kind, f32, Regex)>
             }
         }
     }
-    parts
-        .into_iter()
-        .filter_map(|(word, confidence)| {
-            let pattern = format!(r"\b{}\b", regex::escape(&word));
-            Some((Kind::Person, confidence, Regex::new(&pattern).ok()?))
-        })
-        .collect()
+    parts.into_iter().collect()
 }
 
 /// Keeps the strongest of overlapping candidates: higher kind rank, then surer, then longer.
