@@ -22,9 +22,10 @@ use crate::surrogate::surrogate;
 static TAG: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\[[A-Z]+(?:_[A-Z]+)*_[0-9]+\]").expect("valid pattern"));
 
-/// How many stand-ins of one kind are tried before a value gets a tag instead (all of them being
-/// in the conversation already).
-const MAX_SURROGATE_TRIES: u32 = 10_000;
+/// How many stand-ins of one kind are tried before a value gets a tag instead: the conversation
+/// holds them all, or they have run out (a kind has a few thousand; a person's given name is
+/// used once). Few, so that a conversation of many values costs a few tries each, not thousands.
+const MAX_SURROGATE_TRIES: u32 = 64;
 
 /// What stands in for a private value in what is sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
