@@ -14,10 +14,13 @@
 //!   alone ([`fusion`]).
 //! - `prompt-cache`: time to first token of each turn of a five-turn chat with the engine's prompt
 //!   cache and without it ([`prompt_cache`]).
+//! - `redact`: the `redact` stage's own work (detection, placeholders, restoring) as a
+//!   conversation grows ([`redact`]).
 
 mod fusion;
 mod grammar;
 mod prompt_cache;
+mod redact;
 mod speculative;
 
 use std::fmt::Write as _;
@@ -138,6 +141,17 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 64)]
         max_tokens: u32,
         /// Rounds over the chat; each is a tenant of its own, so it starts cold.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// The `redact` stage's own work (detection, placeholders, restoring; no model) as a
+    /// conversation grows: time per kilobyte at each size.
+    Redact {
+        /// Conversation sizes in kilobytes.
+        #[arg(long, value_delimiter = ',', default_value = "32,128,512")]
+        sizes: Vec<usize>,
         #[arg(long, default_value_t = 3)]
         rounds: usize,
         #[arg(long)]
@@ -307,6 +321,14 @@ pub async fn run(command: BenchCommand, config: Config, fetcher: &Fetcher) -> Re
             };
             (prompt_cache::run(settings).await?, output)
         }
+        BenchCommand::Redact {
+            sizes,
+            rounds,
+            output,
+        } => (
+            redact::run(redact::Settings { sizes, rounds }).await?,
+            output,
+        ),
         BenchCommand::Concurrent {
             target,
             clients,
