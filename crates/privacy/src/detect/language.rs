@@ -1065,9 +1065,15 @@ mod tests {
                 "Waverley Capital Acquisition Corp.".into()
             )]
         );
-        for place in ["Paimala, SA 93855", "Las Vegas NV 89101", "Boulder, CO 8030"] {
+        for place in [
+            "Paimala, SA 93855",
+            "Las Vegas NV 89101",
+            "Boulder, CO 8030",
+        ] {
             assert!(
-                found(place).iter().all(|(kind, _)| *kind != Kind::Organization),
+                found(place)
+                    .iter()
+                    .all(|(kind, _)| *kind != Kind::Organization),
                 "{place}"
             );
         }
