@@ -891,6 +891,15 @@ mod tests {
             .collect()
     }
 
+    /// The organisations [`found`] in `text`.
+    fn organisations(text: &str) -> Vec<String> {
+        found(text)
+            .into_iter()
+            .filter(|(kind, _)| *kind == Kind::Organization)
+            .map(|(_, value)| value)
+            .collect()
+    }
+
     #[test]
     fn people_from_honorifics_cues_and_name_lists() {
         assert_eq!(
@@ -1025,13 +1034,6 @@ mod tests {
 
     #[test]
     fn organisations_glued_to_their_legal_form_or_in_lower_case() {
-        let organisations = |text: &str| -> Vec<String> {
-            found(text)
-                .into_iter()
-                .filter(|(kind, _)| *kind == Kind::Organization)
-                .map(|(_, value)| value)
-                .collect()
-        };
         assert_eq!(
             organisations("Ann of THE SHIMANE BANKLTD., SHINOZAKIYAINC.'s and baudroieinc.."),
             ["SHIMANE BANKLTD.", "SHINOZAKIYAINC.", "baudroieinc."]
@@ -1105,13 +1107,6 @@ mod tests {
 
     #[test]
     fn an_organisation_beside_a_person_is_found() {
-        let organisations = |text: &str| -> Vec<String> {
-            found(text)
-                .into_iter()
-                .filter(|(kind, _)| *kind == Kind::Organization)
-                .map(|(_, value)| value)
-                .collect()
-        };
         assert_eq!(
             organisations("The award went to Tim Cook of Cityscan."),
             ["Cityscan"]
