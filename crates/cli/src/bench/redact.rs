@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use tandem_core::openai::{ChatCompletionRequest, Message, Role};
+use tandem_privacy::detect::luhn;
 use tandem_privacy::stage::Guard;
 use tandem_privacy::vault::{Placeholders, Restorer};
 use tandem_privacy::{Detector, DetectorConfig};
@@ -44,24 +45,11 @@ fn sentence(i: usize) -> String {
         "Novak",
         "Tanaka",
     ];
-    // A Luhn-valid card number: fifteen digits from `i`, then the check digit.
-    let digits: Vec<u32> = format!("4{:014}", i * 7919)
-        .chars()
-        .map(|c| c.to_digit(10).expect("a digit"))
-        .collect();
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(k, &d)| match (k % 2 == 0, d * 2) {
-            (true, twice) if twice > 9 => twice - 9,
-            (true, twice) => twice,
-            (false, _) => d,
-        })
-        .sum();
-    let check = (10 - sum % 10) % 10;
-    let card: String =
-        digits.iter().map(|d| d.to_string()).collect::<String>() + &check.to_string();
+    // A card number: fifteen digits from `i`, then the check digit that makes it pass Luhn.
+    let card = (0..10)
+        .map(|d| format!("4{:014}{d}", i * 7919))
+        .find(|n| luhn(n))
+        .expect("one check digit fits");
     format!(
         "Dr. {} {} wrote from case{i}@clinic{}.org, call +44 20 7946 {:04}, card {card}. ",
         GIVEN[i % GIVEN.len()],

@@ -12,6 +12,8 @@ pub(crate) mod language;
 mod secrets;
 pub(crate) mod structured;
 
+pub use structured::luhn;
+
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 

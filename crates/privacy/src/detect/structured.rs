@@ -186,6 +186,7 @@ fn groups(run: &str) -> Vec<(usize, usize)> {
     groups
 }
 
+/// Whether a string of ASCII digits passes the Luhn checksum, as payment card numbers do.
 pub fn luhn(digits: &str) -> bool {
     let mut sum = 0;
     for (i, c) in digits.bytes().rev().enumerate() {
