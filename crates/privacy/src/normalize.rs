@@ -51,7 +51,8 @@ pub fn loose_pattern(value: &str) -> Option<String> {
     if parts.is_empty() {
         return None;
     }
-    Some(format!(r"(?i){}", parts.join(r"[\s\-._/()]*")))
+    let separator = format!(r"[\s{}]*", regex::escape(SEPARATORS));
+    Some(format!(r"(?i){}", parts.join(&separator)))
 }
 
 #[cfg(test)]
