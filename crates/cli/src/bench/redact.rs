@@ -96,8 +96,8 @@ struct Timing {
 }
 
 pub async fn run(settings: Settings) -> Result<String> {
-    if settings.sizes.is_empty() || settings.rounds == 0 {
-        bail!("--sizes needs at least one size and --rounds must be at least 1");
+    if settings.sizes.is_empty() || settings.sizes.contains(&0) || settings.rounds == 0 {
+        bail!("--sizes needs at least one size, each at least 1 (kB), and --rounds must be at least 1");
     }
     let mut report = String::new();
     writeln!(
