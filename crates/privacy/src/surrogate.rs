@@ -14,12 +14,13 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::kind::Kind;
 
-/// A stand-in and the parts of it that restore on their own (a person's given name alone comes
-/// back as the value's first name).
+/// A stand-in, and the parts and other spellings of it that restore on their own (a person's given
+/// name alone comes back as the value's first name; an address the model wrote on one line comes
+/// back as the value).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Surrogate {
     pub text: String,
-    /// (part of the stand-in, the part of the value it restores to).
+    /// (part or other spelling of the stand-in, what of the value it restores to).
     pub parts: Vec<(String, String)>,
 }
 
@@ -50,7 +51,7 @@ pub fn surrogate(kind: Kind, value: &str, n: u32) -> Option<Surrogate> {
                 family.to_lowercase()
             ))
         }
-        Kind::StreetAddress => Surrogate::whole(address(value, &mut rng)),
+        Kind::StreetAddress => address(value, &mut rng),
         Kind::DateOfBirth => Surrogate::whole(format!(
             "{} {}, {}",
             MONTHS[rng.random_range(0..12)],
@@ -212,22 +213,33 @@ fn organization(value: &str, i: usize) -> Surrogate {
 
 /// A made-up street address; with the town and postcode shape of an address written over several
 /// parts (`, ` or lines) when the value has one.
-fn address(value: &str, rng: &mut ChaCha8Rng) -> String {
+/// A street, and for a value that also names its town (after a comma or on another line) a town
+/// and postcode, joined as the value joins them. A model often rewrites that join (an address
+/// given on two lines comes back on one, after a comma), so the other joins restore too.
+fn address(value: &str, rng: &mut ChaCha8Rng) -> Surrogate {
     let street = format!(
         "{} {} {}",
         rng.random_range(2..=980),
         STREETS[rng.random_range(0..STREETS.len())],
         ["Street", "Lane", "Road", "Avenue", "Drive", "Way"][rng.random_range(0..6)]
     );
-    if value.contains(',') || value.contains('\n') {
-        let town = TOWNS[rng.random_range(0..TOWNS.len())];
-        let separator = if value.contains('\n') { "\n" } else { ", " };
-        format!(
-            "{street}{separator}{town} {:05}",
-            rng.random_range(10000..99999)
-        )
-    } else {
-        street
+    if !(value.contains(',') || value.contains('\n')) {
+        return Surrogate::whole(street);
+    }
+    let town = format!(
+        "{} {:05}",
+        TOWNS[rng.random_range(0..TOWNS.len())],
+        rng.random_range(10000..99999)
+    );
+    let joined = if value.contains('\n') { "\n" } else { ", " };
+    let parts = ["\n", ", ", ",\n", " "]
+        .into_iter()
+        .filter(|join| *join != joined)
+        .map(|join| (format!("{street}{join}{town}"), value.to_string()))
+        .collect();
+    Surrogate {
+        text: format!("{street}{joined}{town}"),
+        parts,
     }
 }
 
@@ -491,6 +503,34 @@ mod tests {
         let spaced = surrogate(Kind::Organization, "Acme SA\u{3000}", 1).unwrap();
         assert_eq!(spaced.text, "Norvale SA");
         assert_eq!(spaced.parts, [("Norvale".to_string(), "Acme".to_string())]);
+    }
+
+    #[test]
+    fn an_address_restores_however_its_town_is_joined_to_its_street() {
+        let value = "8578 Midvangur\nApt. 844\nEgilsstadir 701";
+        let address = surrogate(Kind::StreetAddress, value, 1).unwrap();
+        let (street, town) = address
+            .text
+            .split_once('\n')
+            .expect("on two lines, as the value");
+        let spellings: Vec<&str> = address.parts.iter().map(|(p, _)| p.as_str()).collect();
+        for join in [", ", ",\n", " "] {
+            assert!(
+                spellings.contains(&format!("{street}{join}{town}").as_str()),
+                "{spellings:?}"
+            );
+        }
+        assert!(address.parts.iter().all(|(_, restores)| restores == value));
+        let one_line = surrogate(Kind::StreetAddress, "5 Main St, Springfield", 1).unwrap();
+        assert!(one_line.text.contains(", "), "{}", one_line.text);
+        assert!(one_line.parts.iter().any(|(p, _)| p.contains('\n')));
+        // A street alone has no town to join.
+        assert_eq!(
+            surrogate(Kind::StreetAddress, "5 Main St", 1)
+                .unwrap()
+                .parts,
+            []
+        );
     }
 
     #[test]

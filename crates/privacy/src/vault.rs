@@ -439,6 +439,26 @@ mod tests {
     }
 
     #[test]
+    fn a_stand_in_address_restores_when_the_answer_joins_its_lines_otherwise() {
+        let value = "Kauê Souza\n\n8578 Midvangur\n Apt. 844\n Egilsstadir\n\n Iceland 701";
+        let (out, vault) = pseudonymised_with(Placeholders::Surrogates, &[value]);
+        let sent = &out[0];
+        let (street, town) = sent
+            .rsplit_once("\n\n")
+            .and_then(|(_, address)| address.split_once('\n'))
+            .unwrap_or_else(|| panic!("an address on two lines in {sent:?}"));
+        let address = &value[value.find("8578").unwrap()..];
+        assert!(!sent.contains("Midvangur"), "{sent}");
+        for answer in [
+            format!("{street}, {town}"),
+            format!("It is {street} {town}."),
+        ] {
+            let restored = vault.restore(&answer);
+            assert!(restored.contains(address), "{answer:?} -> {restored:?}");
+        }
+    }
+
+    #[test]
     fn values_restored_into_json_keep_it_valid() {
         let key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----";
         let (out, vault) = pseudonymised(&[key]);
