@@ -214,8 +214,10 @@ fn organization(value: &str, i: usize) -> Surrogate {
 /// A made-up street address; with the town and postcode shape of an address written over several
 /// parts (`, ` or lines) when the value has one.
 /// A street, and for a value that also names its town (after a comma or on another line) a town
-/// and postcode, joined as the value joins them. A model often rewrites that join (an address
-/// given on two lines comes back on one, after a comma), so the other joins restore too.
+/// and postcode, joined as the value joins them. A model often rewrites an address it copies (one
+/// given on two lines comes back on one, a comma appears before the postcode, only the street is
+/// given), so those spellings restore too: the whole ones to the value, the street alone to the
+/// value's first line.
 fn address(value: &str, rng: &mut ChaCha8Rng) -> Surrogate {
     let street = format!(
         "{} {} {}",
@@ -223,24 +225,29 @@ fn address(value: &str, rng: &mut ChaCha8Rng) -> Surrogate {
         STREETS[rng.random_range(0..STREETS.len())],
         ["Street", "Lane", "Road", "Avenue", "Drive", "Way"][rng.random_range(0..6)]
     );
-    if !(value.contains(',') || value.contains('\n')) {
+    let Some(first_line) = value
+        .split([',', '\n'])
+        .next()
+        .filter(|line| *line != value)
+    else {
         return Surrogate::whole(street);
-    }
-    let town = format!(
-        "{} {:05}",
+    };
+    let (town, postcode) = (
         TOWNS[rng.random_range(0..TOWNS.len())],
-        rng.random_range(10000..99999)
+        rng.random_range(10000..99999),
     );
     let joined = if value.contains('\n') { "\n" } else { ", " };
-    let parts = ["\n", ", ", ",\n", " "]
+    let text = format!("{street}{joined}{town} {postcode:05}");
+    let mut parts: Vec<(String, String)> = ["\n", ", ", ",\n", " "]
         .into_iter()
-        .filter(|join| *join != joined)
-        .map(|join| (format!("{street}{join}{town}"), value.to_string()))
+        .flat_map(|join| {
+            [" ", ", "].map(|before_code| format!("{street}{join}{town}{before_code}{postcode:05}"))
+        })
+        .filter(|spelling| *spelling != text)
+        .map(|spelling| (spelling, value.to_string()))
         .collect();
-    Surrogate {
-        text: format!("{street}{joined}{town}"),
-        parts,
-    }
+    parts.push((street, first_line.trim().to_string()));
+    Surrogate { text, parts }
 }
 
 /// `name` in the value's case: all capitals or all small letters when the value is so written.
@@ -513,18 +520,25 @@ mod tests {
             .text
             .split_once('\n')
             .expect("on two lines, as the value");
-        let spellings: Vec<&str> = address.parts.iter().map(|(p, _)| p.as_str()).collect();
+        let (town, postcode) = town.rsplit_once(' ').expect("a town and a postcode");
+        let restores = |spelling: &str| {
+            address
+                .parts
+                .iter()
+                .find(|(part, _)| part == spelling)
+                .map(|(_, to)| to.as_str())
+        };
         for join in [", ", ",\n", " "] {
-            assert!(
-                spellings.contains(&format!("{street}{join}{town}").as_str()),
-                "{spellings:?}"
-            );
+            for before_code in [" ", ", "] {
+                let spelling = format!("{street}{join}{town}{before_code}{postcode}");
+                assert_eq!(restores(&spelling), Some(value), "{spelling:?}");
+            }
         }
-        assert!(address.parts.iter().all(|(_, restores)| restores == value));
+        assert_eq!(restores(street), Some("8578 Midvangur"));
         let one_line = surrogate(Kind::StreetAddress, "5 Main St, Springfield", 1).unwrap();
         assert!(one_line.text.contains(", "), "{}", one_line.text);
         assert!(one_line.parts.iter().any(|(p, _)| p.contains('\n')));
-        // A street alone has no town to join.
+        // A street alone has no town to join, and is restored whole.
         assert_eq!(
             surrogate(Kind::StreetAddress, "5 Main St", 1)
                 .unwrap()

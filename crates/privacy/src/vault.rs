@@ -19,8 +19,10 @@ use crate::kind::Kind;
 use crate::normalize::canonical;
 use crate::surrogate::surrogate;
 
+/// A tag as a conversation may already hold it, with or without its brackets (`[EMAIL_1]`,
+/// `EMAIL_1`): a model often drops the brackets, so a tag restores without them too.
 static TAG: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\[[A-Z]+(?:_[A-Z]+)*_[0-9]+\]").expect("valid pattern"));
+    LazyLock::new(|| Regex::new(r"\[?\b[A-Z]+(?:_[A-Z]+)*_[0-9]+\b\]?").expect("valid pattern"));
 
 /// How many stand-ins of one kind are tried before a value gets a tag instead: the conversation
 /// holds them all, or they have run out (a kind has a few thousand; a person's given name is
@@ -53,7 +55,7 @@ pub struct Vault {
     /// parts: restoring tries each length at each place, not each key.
     lengths: Vec<usize>,
     next: HashMap<Kind, u32>,
-    /// Tags the conversation already contains, never handed out.
+    /// Tags the conversation already contains (bare: `EMAIL_1`), never handed out.
     taken: HashSet<String>,
     /// The words of the conversation, in small letters: a stand-in all of whose words it holds is
     /// not handed out, so restoring cannot turn the user's own words into another value. (Restoring
@@ -82,9 +84,10 @@ impl Vault {
             ..Vault::default()
         };
         for text in texts {
-            vault
-                .taken
-                .extend(TAG.find_iter(text).map(|m| m.as_str().to_string()));
+            vault.taken.extend(
+                TAG.find_iter(text)
+                    .map(|m| m.as_str().trim_matches(['[', ']']).to_string()),
+            );
             if style == Placeholders::Surrogates {
                 vault.conversation.extend(words(text));
             }
@@ -117,19 +120,23 @@ impl Vault {
             Placeholders::Surrogates => self.stand_in(kind, value),
             Placeholders::Tags => None,
         }
-        .unwrap_or_else(|| self.tag(kind));
+        .unwrap_or_else(|| self.tag(kind, value));
         self.placeholders.insert(key, placeholder.clone());
         self.insert(placeholder.clone(), value.to_string());
         placeholder
     }
 
-    fn tag(&mut self, kind: Kind) -> String {
+    /// The next tag of `kind` that the conversation does not hold, bracketed or bare; its bare
+    /// form is registered to restore too.
+    fn tag(&mut self, kind: Kind, value: &str) -> String {
         loop {
             let n = self.next.entry(kind).or_default();
             *n += 1;
-            let candidate = format!("[{}_{}]", kind.tag(), n);
-            if !self.taken.contains(&candidate) && !self.values.contains_key(&candidate) {
-                return candidate;
+            let bare = format!("{}_{}", kind.tag(), n);
+            if !self.taken.contains(&bare) && !self.values.contains_key(&bare) {
+                let tag = format!("[{bare}]");
+                self.insert(bare, value.to_string());
+                return tag;
             }
         }
     }
@@ -208,7 +215,7 @@ impl Vault {
     /// string (quotes, backslashes and line breaks escaped).
     ///
     /// A placeholder that starts or ends with a letter or digit counts only as a whole word
-    /// (`Alvar` in "Alvar's", not in "Alvarez"); the longest one that fits wins.
+    /// (`Alvar` in "Alvar's", not in "Alvarez" or "_Alvar"); the longest one that fits wins.
     fn restore_upto(
         &self,
         text: &str,
@@ -223,7 +230,7 @@ impl Vault {
             let c = rest.chars().next().expect("at < text.len()");
             // Every key that fits here starts with `c`; one that starts with a letter or digit
             // counts only at the start of a word.
-            let may_start = !(c.is_alphanumeric() && before.is_some_and(char::is_alphanumeric));
+            let may_start = !(c.is_alphanumeric() && before.is_some_and(in_word));
             if may_start {
                 match self.key_at(rest, last) {
                     Found::Hold => return (out, at),
@@ -274,7 +281,7 @@ impl Vault {
                 // The next chunk may continue the word.
                 return Found::Hold;
             }
-            if !(ends_word && next.is_some_and(char::is_alphanumeric)) {
+            if !(ends_word && next.is_some_and(in_word)) {
                 return Found::Key(key);
             }
         }
@@ -351,6 +358,12 @@ impl Restorer {
     }
 }
 
+/// Whether `c` continues a word for restoring: a letter, a digit or an underscore, so that neither
+/// `Alvar` in "Alvarez" nor `EMAIL_1` in "MY_EMAIL_1" is a placeholder.
+fn in_word(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -393,6 +406,30 @@ mod tests {
         let (out, vault) = pseudonymised(&["I typed [EMAIL_1] literally; mine is a@b.io"]);
         assert_eq!(out[0], "I typed [EMAIL_1] literally; mine is [EMAIL_2]");
         assert_eq!(vault.restore("[EMAIL_1] [EMAIL_2]"), "[EMAIL_1] a@b.io");
+    }
+
+    #[test]
+    fn a_tag_restores_without_its_brackets_but_only_as_a_whole_word() {
+        let (out, vault) = pseudonymised(&["mail jane@corp.io"]);
+        assert_eq!(out[0], "mail [EMAIL_1]");
+        assert_eq!(
+            vault.restore("Write to EMAIL_1, or [EMAIL_1]."),
+            "Write to jane@corp.io, or jane@corp.io."
+        );
+        assert_eq!(
+            vault.restore("MY_EMAIL_1 EMAIL_12 EMAIL_1x"),
+            "MY_EMAIL_1 EMAIL_12 EMAIL_1x"
+        );
+        // A bare tag the user wrote is not handed out either.
+        let (out, vault) = pseudonymised(&["EMAIL_1 = jane@corp.io"]);
+        assert_eq!(out[0], "EMAIL_1 = [EMAIL_2]");
+        assert_eq!(
+            vault.restore("EMAIL_1 is EMAIL_2"),
+            "EMAIL_1 is jane@corp.io"
+        );
+        let mut restorer = Restorer::new(Arc::new(vault));
+        assert_eq!(restorer.push("Send it to EMAI"), "Send it to ");
+        assert_eq!(restorer.push("L_2 now"), "jane@corp.io now");
     }
 
     #[test]
@@ -449,13 +486,17 @@ mod tests {
             .unwrap_or_else(|| panic!("an address on two lines in {sent:?}"));
         let address = &value[value.find("8578").unwrap()..];
         assert!(!sent.contains("Midvangur"), "{sent}");
+        let (town_name, postcode) = town.rsplit_once(' ').expect("a town and a postcode");
         for answer in [
             format!("{street}, {town}"),
             format!("It is {street} {town}."),
+            format!("{street}, {town_name}, {postcode}"),
         ] {
             let restored = vault.restore(&answer);
             assert!(restored.contains(address), "{answer:?} -> {restored:?}");
         }
+        // The street alone comes back as the value's first line, not as a made-up street.
+        assert_eq!(vault.restore(&format!("{street}.")), "8578 Midvangur.");
     }
 
     #[test]
