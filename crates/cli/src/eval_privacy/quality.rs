@@ -67,9 +67,9 @@ pub struct QualityRun<'a> {
 }
 
 /// One request of the pass, with the labelled values its messages hold.
-struct Item {
-    messages: Vec<Message>,
-    values: Vec<String>,
+pub(super) struct Item {
+    pub(super) messages: Vec<Message>,
+    pub(super) values: Vec<String>,
 }
 
 impl Item {
@@ -90,10 +90,10 @@ impl Item {
     }
 }
 
-struct Answered {
-    reference: String,
+pub(super) struct Answered {
+    pub(super) reference: String,
     /// Per policy, in [`QualityRun::stages`] order.
-    candidates: Vec<String>,
+    pub(super) candidates: Vec<String>,
 }
 
 /// The judge's two answers about one pair, as P(yes).
@@ -136,7 +136,7 @@ struct Row {
 impl QualityRun<'_> {
     /// Each policy's label and stage: `redact` with tags and with stand-ins, then `rewrite` when a
     /// local model is given.
-    fn stages(&self) -> Vec<(&'static str, Arc<dyn ChatModel>)> {
+    pub(super) fn stages(&self) -> Vec<(&'static str, Arc<dyn ChatModel>)> {
         let redact = |placeholders| -> Arc<dyn ChatModel> {
             let guard = Guard {
                 placeholders,
@@ -163,38 +163,10 @@ impl QualityRun<'_> {
 
     pub async fn run(&self) -> Result<()> {
         let items = &requests(self.samples, self.seed, self.count);
-        let (policies, stages): (Vec<&str>, Vec<Arc<dyn ChatModel>>) =
-            self.stages().into_iter().unzip();
+        let policies: Vec<&str> = self.stages().into_iter().map(|(label, _)| label).collect();
         let started = std::time::Instant::now();
-        let answered: Vec<Answered> = futures::stream::iter(0..items.len())
-            .map(|i| {
-                let (item, stages, large) = (&items[i], &stages, &self.large);
-                async move {
-                    let request = self.request(&item.messages);
-                    let reference = large.complete(request.clone());
-                    let candidates = futures::future::try_join_all(
-                        stages.iter().map(|stage| stage.complete(request.clone())),
-                    );
-                    let (reference, candidates) =
-                        futures::future::try_join(reference, candidates).await?;
-                    if (i + 1) % 10 == 0 {
-                        eprintln!(
-                            "quality: {} of {} requests answered, {:.0} s",
-                            i + 1,
-                            items.len(),
-                            started.elapsed().as_secs_f64()
-                        );
-                    }
-                    Ok::<_, tandem_core::ModelError>(Answered {
-                        reference: reference.text,
-                        candidates: candidates.into_iter().map(|c| c.text).collect(),
-                    })
-                }
-            })
-            .buffered(REQUESTS_AT_ONCE)
-            .try_collect()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let requests: Vec<&[Message]> = items.iter().map(|i| &i.messages[..]).collect();
+        let answered = self.answer(&requests).await?;
 
         // Every pair to judge: (item, reference, answer, row). The control is the last row, on
         // every [`CONTROL_EVERY`]-th request: a reference against the next request's.
@@ -276,6 +248,43 @@ impl QualityRun<'_> {
         Ok(())
     }
 
+    /// Each request answered greedily with the full prompt (the reference) and through every
+    /// policy of [`QualityRun::stages`], in order.
+    pub(super) async fn answer(&self, requests: &[&[Message]]) -> Result<Vec<Answered>> {
+        let stages: Vec<Arc<dyn ChatModel>> =
+            self.stages().into_iter().map(|(_, stage)| stage).collect();
+        let started = std::time::Instant::now();
+        futures::stream::iter(0..requests.len())
+            .map(|i| {
+                let (messages, stages, large) = (requests[i], &stages, &self.large);
+                async move {
+                    let request = self.request(messages);
+                    let reference = large.complete(request.clone());
+                    let candidates = futures::future::try_join_all(
+                        stages.iter().map(|stage| stage.complete(request.clone())),
+                    );
+                    let (reference, candidates) =
+                        futures::future::try_join(reference, candidates).await?;
+                    if (i + 1) % 10 == 0 {
+                        eprintln!(
+                            "quality: {} of {} requests answered, {:.0} s",
+                            i + 1,
+                            requests.len(),
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
+                    Ok::<_, tandem_core::ModelError>(Answered {
+                        reference: reference.text,
+                        candidates: candidates.into_iter().map(|c| c.text).collect(),
+                    })
+                }
+            })
+            .buffered(REQUESTS_AT_ONCE)
+            .try_collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
     fn request(&self, messages: &[Message]) -> ChatCompletionRequest {
         ChatCompletionRequest {
             model: "eval".into(),
@@ -318,18 +327,7 @@ fn requests(samples: &[Sample], seed: u64, count: usize) -> Vec<Item> {
         let n = rng.random_range(2..=5).min(samples.len() - at);
         let group = &samples[at..at + n];
         at += n;
-        let mut messages: Vec<Message> = group
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let role = if i % 2 == 0 {
-                    Role::User
-                } else {
-                    Role::Assistant
-                };
-                Message::new(role, s.text.clone())
-            })
-            .collect();
+        let mut messages = turns(group);
         messages.push(Message::new(
             Role::User,
             TASKS[rng.random_range(0..TASKS.len())],
@@ -347,8 +345,24 @@ fn requests(samples: &[Sample], seed: u64, count: usize) -> Vec<Item> {
     items
 }
 
+/// The sentences as turns of a user and an assistant, the user first.
+pub(super) fn turns(group: &[Sample]) -> Vec<Message> {
+    group
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let role = if i % 2 == 0 {
+                Role::User
+            } else {
+                Role::Assistant
+            };
+            Message::new(role, s.text.clone())
+        })
+        .collect()
+}
+
 /// A placeholder of any kind, with or without its brackets.
-fn placeholder_pattern() -> regex::Regex {
+pub(super) fn placeholder_pattern() -> regex::Regex {
     let tags: Vec<&str> = Kind::ALL.iter().map(|k| k.tag()).collect();
     regex::Regex::new(&format!(r"\b(?:{})_\d+\b", tags.join("|"))).expect("a valid pattern")
 }
