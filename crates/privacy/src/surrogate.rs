@@ -211,9 +211,7 @@ fn organization(value: &str, i: usize) -> Surrogate {
     }
 }
 
-/// A made-up street address; with the town and postcode shape of an address written over several
-/// parts (`, ` or lines) when the value has one.
-/// A street, and for a value that also names its town (after a comma or on another line) a town
+/// A made-up street, and for a value that also names its town (after a comma or on another line) a town
 /// and postcode, joined as the value joins them. A model often rewrites an address it copies (one
 /// given on two lines comes back on one, a comma appears before the postcode, only the street is
 /// given), so those spellings restore too: the whole ones to the value, the street alone to the
