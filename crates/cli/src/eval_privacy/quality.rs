@@ -67,9 +67,9 @@ pub struct QualityRun<'a> {
 }
 
 /// One request of the pass, with the labelled values its messages hold.
-pub(super) struct Item {
-    pub(super) messages: Vec<Message>,
-    pub(super) values: Vec<String>,
+struct Item {
+    messages: Vec<Message>,
+    values: Vec<String>,
 }
 
 impl Item {
@@ -166,7 +166,7 @@ impl QualityRun<'_> {
         let policies: Vec<&str> = self.stages().into_iter().map(|(label, _)| label).collect();
         let started = std::time::Instant::now();
         let requests: Vec<&[Message]> = items.iter().map(|i| &i.messages[..]).collect();
-        let answered = self.answer(&requests).await?;
+        let answered = self.answer("quality", &requests).await?;
 
         // Every pair to judge: (item, reference, answer, row). The control is the last row, on
         // every [`CONTROL_EVERY`]-th request: a reference against the next request's.
@@ -249,8 +249,12 @@ impl QualityRun<'_> {
     }
 
     /// Each request answered greedily with the full prompt (the reference) and through every
-    /// policy of [`QualityRun::stages`], in order.
-    pub(super) async fn answer(&self, requests: &[&[Message]]) -> Result<Vec<Answered>> {
+    /// policy of [`QualityRun::stages`], in order; progress is logged under `pass`.
+    pub(super) async fn answer(
+        &self,
+        pass: &str,
+        requests: &[&[Message]],
+    ) -> Result<Vec<Answered>> {
         let stages: Vec<Arc<dyn ChatModel>> =
             self.stages().into_iter().map(|(_, stage)| stage).collect();
         let started = std::time::Instant::now();
@@ -267,7 +271,7 @@ impl QualityRun<'_> {
                         futures::future::try_join(reference, candidates).await?;
                     if (i + 1) % 10 == 0 {
                         eprintln!(
-                            "quality: {} of {} requests answered, {:.0} s",
+                            "{pass}: {} of {} requests answered, {:.0} s",
                             i + 1,
                             requests.len(),
                             started.elapsed().as_secs_f64()

@@ -20,7 +20,7 @@ use tandem_privacy::eval::labelled::Sample;
 use tandem_privacy::normalize::canonical;
 use tandem_privacy::Kind;
 
-use super::quality::{placeholder_pattern, turns, Answered, Item, QualityRun};
+use super::quality::{placeholder_pattern, turns, Answered, QualityRun};
 
 /// The kinds a question may ask for, with what the question calls the value.
 const ASKED: [(Kind, &str); 12] = [
@@ -51,7 +51,7 @@ const REPLY: &str = "Reply with it alone, exactly as written there.";
 
 /// One request of the pass and the value that answers it.
 struct Question {
-    item: Item,
+    messages: Vec<Message>,
     kind: Kind,
     /// The person the value belongs to, as the question names them; `None` asks for the only
     /// value of its kind in the conversation.
@@ -152,12 +152,8 @@ fn questions(samples: &[Sample], seed: u64, count: usize) -> Vec<Question> {
         };
         let mut messages = turns(group);
         messages.push(Message::new(Role::User, ask));
-        let item = Item {
-            messages,
-            values: values.iter().map(|(_, _, v)| v.to_string()).collect(),
-        };
         out.push(Question {
-            item,
+            messages,
             kind,
             of,
             value,
@@ -205,10 +201,10 @@ impl QualityRun<'_> {
     /// and prints how many each got right and how many of the reference's right answers it kept.
     pub async fn run_questions(&self) -> Result<()> {
         let asked = questions(self.samples, self.seed, self.count);
-        let requests: Vec<&[Message]> = asked.iter().map(|q| &q.item.messages[..]).collect();
+        let requests: Vec<&[Message]> = asked.iter().map(|q| &q.messages[..]).collect();
         let policies: Vec<&str> = self.stages().into_iter().map(|(label, _)| label).collect();
         let started = std::time::Instant::now();
-        let answered = self.answer(&requests).await?;
+        let answered = self.answer("questions", &requests).await?;
         eprintln!(
             "questions: {} asked and answered in {:.0} s",
             asked.len(),
@@ -266,7 +262,7 @@ fn write_answers(
             })
             .collect();
         let line = serde_json::json!({
-            "messages": question.item.messages,
+            "messages": question.messages,
             "kind": question.kind,
             "of": question.of,
             "value": question.value,
@@ -393,9 +389,9 @@ mod tests {
         for q in &asked {
             let person = q.of.as_deref().expect("tied to a person");
             assert!([Kind::Email, Kind::Phone].contains(&q.kind), "{:?}", q.kind);
-            let text = q.item.messages.last().unwrap().content.text().unwrap();
+            let text = q.messages.last().unwrap().content.text().unwrap();
             assert!(text.contains(&format!("{person}'s")), "{text}");
-            let turns = &q.item.messages[..q.item.messages.len() - 1];
+            let turns = &q.messages[..q.messages.len() - 1];
             let sentence = turns
                 .iter()
                 .filter_map(|m| m.content.text())
@@ -407,7 +403,7 @@ mod tests {
         assert!(asked
             .iter()
             .zip(&again)
-            .all(|(a, b)| a.item.messages == b.item.messages && a.value == b.value));
+            .all(|(a, b)| a.messages == b.messages && a.value == b.value));
     }
 
     #[test]
@@ -431,7 +427,7 @@ mod tests {
             assert_eq!(q.kind, Kind::Organization);
             assert_eq!(q.of, None);
             assert_eq!(q.value, "Acme Ltd");
-            let text = q.item.messages.last().unwrap().content.text().unwrap();
+            let text = q.messages.last().unwrap().content.text().unwrap();
             assert!(
                 text.starts_with("What is the name of the company or organisation"),
                 "{text}"
