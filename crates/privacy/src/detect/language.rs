@@ -230,11 +230,12 @@ static US_ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
 });
 static EUROPEAN_ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
     re(
-        r"(?i)\b[\p{L}\-]*(?:straße|strasse|str\.|weg|gasse|platz|allee|damm|ufer|chaussee|laan|straat|gracht|plein|vej|gatan|gata|vägen)\s+\d{1,4}[a-z]?(?:,?\s*\d{4,5}\s+\p{Lu}[\p{L}\-]*(?:[ \t]+\p{Lu}[\p{L}\-]*){0,3})?|\b\d{1,4}(?:\s?(?:bis|ter))?,?\s+(?:rue|avenue|av\.|boulevard|bd|place|chemin|allée|impasse|quai|calle|avenida|via|viale|piazza|corso|rua|largo)\s+(?:(?:de|du|des|la|le|del|della|di|da|do|dos|l')\s*)*[\p{L}'\-]+(?:\s+[\p{L}'\-]+){0,3}?(?:,?\s*\d{4,5}\s+\p{Lu}[\p{L}\-]*(?:[ \t]+(?:\p{Lu}[\p{L}\-]*|de|del|la|le|du|des|sur)){0,4})?",
+        r"(?i)\b[\p{L}\-]*(?:straße|strasse|str\.|weg|gasse|platz|allee|damm|ufer|chaussee|laan|straat|gracht|plein|vej|gatan|gata|vägen)\s+\d{1,4}[a-z]?(?:,?\s*\d{4,5}\s+\p{Lu}[\p{L}\-]*(?:[ \t]+\p{Lu}[\p{L}\-]*){0,3})?|\b\d{1,4}(?:\s?(?:bis|ter))?,?\s+(?:rue|avenue|av\.|boulevard|bd|place|chemin|allée|impasse|quai|calle|avenida|via|viale|piazza|corso|rua|largo)\s+(?:(?:de|du|des|la|le|del|della|di|da|do|dos|l')\s*)*[\p{L}'\-]+(?:\s+[\p{L}'\-]+){0,3}?(?:,?\s*\d{4,5}\s+\p{Lu}[\p{L}\-]*(?:[ \t]+(?:(?:de|del|la|le|du|des|sur)[ \t]+){0,2}\p{Lu}[\p{L}\-]*){0,4})?",
     )
 });
-/// A word of a city's name: capitalised, or a connector ("Kostelec nad Orlicí", "Caxias do Sul").
-const CITY: &str = r"\p{Lu}[\p{L}'’\-]*(?:[ \t]+(?:\p{Lu}[\p{L}'’\-]*|nad|pod|u|v|w|de|del|la|le|les|do|da|di|dos|das|y|am|an|im|sur|en)){0,4}";
+/// A city's name: capitalised words, with up to two connectors between two of them ("Kostelec nad
+/// Orlicí", "Caxias do Sul"), never at its end ("Grandmetz last month" is no "Grandmetz la").
+const CITY: &str = r"\p{Lu}[\p{L}'’\-]*(?:[ \t]+(?:(?:nad|pod|u|v|w|de|del|la|le|les|do|da|di|dos|das|y|am|an|im|sur|en)[ \t]+){0,2}\p{Lu}[\p{L}'’\-]*){0,4}";
 /// Lower-case words inside a street's name: connectors ("Rua da Praia") and street words
 /// ("Opplands gate", "Erzsébet tér", "Gosposka ulica"). English words before a street ("return
 /// to", "it is in") belong to the sentence; these never do, even where English has them too.
@@ -1157,6 +1158,11 @@ mod tests {
                 "{address}"
             );
         }
+        // A city's connector joins two words of its name and never ends it.
+        assert_eq!(
+            found("Our office moved to P.O. Box 84, Grandmetz last month."),
+            vec![(Kind::StreetAddress, "P.O. Box 84, Grandmetz".into())]
+        );
         // A street word glued to a name is in lower case: "STRG" is no street.
         assert_eq!(
             found("Octopus Aim VCT 2 PLC and PUB STRG DS REP notes"),
