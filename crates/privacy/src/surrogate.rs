@@ -7,7 +7,7 @@
 //! A stand-in is a function of its kind and a number only, never of the value, so nothing of the
 //! value is carried over except its shape (separators, letter case, which characters are digits)
 //! and what carries no secret: an IBAN's country, a key's well-known prefix (`sk-`, `ghp_`), a
-//! URL's scheme, a PEM block's header lines.
+//! URL's scheme and port, a PEM block's header lines.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -69,10 +69,7 @@ pub fn surrogate(kind: Kind, value: &str, n: u32) -> Option<Surrogate> {
         Kind::CreditCard | Kind::Phone | Kind::NationalId => {
             Surrogate::whole(reshaped(value, "", &mut rng))
         }
-        Kind::CredentialUrl => {
-            let scheme = value.find("://").map_or("", |at| &value[..at + 3]);
-            Surrogate::whole(reshaped(value, scheme, &mut rng))
-        }
+        Kind::CredentialUrl => Surrogate::whole(credential_url(value, i, &mut rng)),
         Kind::Secret => Surrogate::whole(secret(value, &mut rng)),
         Kind::Denied => return None,
     };
@@ -107,6 +104,65 @@ fn kept_prefix(value: &str, chars: usize) -> &str {
     } else {
         ""
     }
+}
+
+/// A URL with credentials that reads as one a person set up, because a model miscopies random
+/// letters (it dropped a `?` from `Zihdkt09?@`, and wrote `cuvox.de` into a random host): the
+/// scheme, the port and the separators between the parts are kept; the user becomes a made-up
+/// given name in small letters, the password a made-up word and two digits, the host a made-up
+/// name under `example.net` (a private address for an IPv4 one, a documentation one for IPv6),
+/// and each letter and digit of the path is drawn anew. A value that is not `scheme://user:
+/// password@host...` is reshaped whole, keeping its scheme.
+fn credential_url(value: &str, i: usize, rng: &mut ChaCha8Rng) -> String {
+    let scheme_end = value.find("://").map_or(0, |at| at + 3);
+    let (scheme, rest) = value.split_at(scheme_end);
+    let Some((Some((user, _password)), location)) = rest
+        .split_once('@')
+        .map(|(userinfo, location)| (userinfo.split_once(':'), location))
+    else {
+        return reshaped(value, scheme, rng);
+    };
+    let host_end = if location.starts_with('[') {
+        location.find(']').map_or(location.len(), |at| at + 1)
+    } else {
+        location
+            .find([':', '/', '?', '#'])
+            .unwrap_or(location.len())
+    };
+    let (host, tail) = location.split_at(host_end);
+    let port_end = tail.strip_prefix(':').map_or(0, |port| {
+        1 + port.bytes().take_while(u8::is_ascii_digit).count()
+    });
+    let (port, path) = tail.split_at(port_end);
+    let user = if user.is_empty() {
+        String::new()
+    } else {
+        name(i + NAMES / 4).0.to_lowercase()
+    };
+    let password = format!(
+        "{}{}",
+        STREETS[rng.random_range(0..STREETS.len())],
+        rng.random_range(10..100)
+    );
+    let host = if host.starts_with('[') {
+        format!("[2001:db8::{:x}]", i + 1)
+    } else if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        format!(
+            "10.{}.{}.{}",
+            rng.random_range(0..256),
+            rng.random_range(0..256),
+            rng.random_range(1..255)
+        )
+    } else {
+        format!(
+            "{}.example.net",
+            STREETS[rng.random_range(0..STREETS.len())].to_lowercase()
+        )
+    };
+    format!(
+        "{scheme}{user}:{password}@{host}{port}{}",
+        reshaped(path, "", rng)
+    )
 }
 
 /// Prefixes that say what kind of key a value is, and nothing about which key.
@@ -406,6 +462,8 @@ const TOWNS: [&str; 12] = [
 
 #[cfg(test)]
 mod tests {
+    use regex::Regex;
+
     use super::*;
     use crate::normalize::canonical;
 
@@ -417,10 +475,6 @@ mod tests {
             (Kind::NationalId, "078-05-1120"),
             (Kind::Iban, "DE89 3704 0044 0532 0130 00"),
             (Kind::Secret, "sk-proj-abcDEF1234567890abcdef"),
-            (
-                Kind::CredentialUrl,
-                "postgres://admin:hunter2@db.corp.io:5432/app",
-            ),
         ] {
             let stand_in = surrogate(kind, value, 1).unwrap().text;
             assert_eq!(stand_in.len(), value.len(), "{kind:?}: {stand_in}");
@@ -440,18 +494,39 @@ mod tests {
         assert!(iban.text.starts_with("DE"), "{}", iban.text);
         let key = surrogate(Kind::Secret, "ghp_16C7e42F292c6912E7710c838347Ae178B4a", 3).unwrap();
         assert!(key.text.starts_with("ghp_"), "{}", key.text);
-        let url = surrogate(
-            Kind::CredentialUrl,
-            "postgres://admin:hunter2@db.corp.io/app",
-            1,
-        )
-        .unwrap();
-        assert!(url.text.starts_with("postgres://"), "{}", url.text);
+    }
+
+    #[test]
+    fn a_credential_url_keeps_its_scheme_and_port_and_reads_as_one_a_person_set_up() {
+        let stand_in = |value| surrogate(Kind::CredentialUrl, value, 1).unwrap().text;
+        let url = stand_in("postgres://admin:hunter2@db.corp.io:5432/app");
+        let shape =
+            Regex::new(r"^postgres://[a-z]+:[A-Z][a-z]+\d\d@[a-z]+\.example\.net:5432/[a-z]{3}$");
+        assert!(shape.unwrap().is_match(&url), "{url}");
+        for part in ["admin", "hunter2", "corp", "app"] {
+            assert!(!url.contains(part), "{url}");
+        }
+        // An IPv4 host becomes a private address, an IPv6 one a documentation address; a user
+        // left out stays out, and so does a port.
+        let url = stand_in("redis://:Rocket47?@203.0.113.9:6379/0");
+        let shape = Regex::new(r"^redis://:[A-Z][a-z]+\d\d@10\.\d+\.\d+\.\d+:6379/\d$");
+        assert!(shape.unwrap().is_match(&url), "{url}");
+        let host = url.split_once('@').unwrap().1.split(':').next().unwrap();
+        assert!(host.parse::<std::net::Ipv4Addr>().is_ok(), "{url}");
+        let url = stand_in("amqp://felix:Horse35?@[fe80::1]/vhost");
         assert!(
-            !url.text.contains("admin") && !url.text.contains("hunter2"),
-            "{}",
-            url.text
+            url.starts_with("amqp://") && url.contains("@[2001:db8::1]/"),
+            "{url}"
         );
+        assert!(!url.contains("felix") && !url.contains("Horse35"), "{url}");
+        // Not user:password@host: reshaped whole, keeping the scheme.
+        let value = "https://token@api.corp.io/v1";
+        let url = stand_in(value);
+        assert!(
+            url.starts_with("https://") && url.len() == value.len(),
+            "{url}"
+        );
+        assert!(!url.contains("token") && !url.contains("corp"), "{url}");
     }
 
     #[test]
