@@ -215,6 +215,7 @@ fn routers_are_trained_calibrated_and_evaluated_from_stored_outcomes() {
         "mean_logprob",
         "min_logprob",
         "self_check",
+        "agreement",
         "shown_examples",
     ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");

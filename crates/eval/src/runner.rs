@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tandem_core::openai::ChatCompletionRequest;
 use tandem_core::{ChatModel, Pricing};
 
@@ -21,7 +21,7 @@ use crate::error::EvalError;
 use crate::store::{now, Filter, Outcome, RunRecord, Store};
 
 /// Generation parameters sent with every request of a run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Generation {
     pub temperature: f32,
     pub top_p: Option<f32>,
@@ -37,6 +37,21 @@ impl Default for Generation {
             top_p: None,
             max_tokens: 512,
             seed: None,
+        }
+    }
+}
+
+impl Generation {
+    /// The request a run sends `model` for `item`.
+    pub fn request(&self, model: &str, item: &Item) -> ChatCompletionRequest {
+        ChatCompletionRequest {
+            model: model.to_string(),
+            messages: item.messages.clone(),
+            temperature: Some(self.temperature),
+            top_p: self.top_p,
+            max_tokens: Some(self.max_tokens),
+            seed: self.seed,
+            ..ChatCompletionRequest::default()
         }
     }
 }
@@ -231,17 +246,8 @@ async fn evaluate(
     settings: &Settings,
     hash: &str,
 ) -> Result<Outcome, EvalError> {
-    let generation = &settings.generation;
     let name = subject.name;
-    let request = ChatCompletionRequest {
-        model: name.to_string(),
-        messages: item.messages.clone(),
-        temperature: Some(generation.temperature),
-        top_p: generation.top_p,
-        max_tokens: Some(generation.max_tokens),
-        seed: generation.seed,
-        ..ChatCompletionRequest::default()
-    };
+    let request = settings.generation.request(name, item);
     let generation_started = Instant::now();
     let result = subject.model.complete(request).await;
     let gen_ms = generation_started.elapsed().as_secs_f64() * 1000.0;

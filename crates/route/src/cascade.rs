@@ -209,19 +209,18 @@ impl AnswerScorer {
                 Ok((signal::yes_probability(first), vec![check.report]))
             }
             Signal::Agreement => {
-                let mut samples = Vec::with_capacity(self.options.samples as usize);
-                let mut reports = Vec::with_capacity(samples.capacity());
-                for k in 0..self.options.samples {
-                    let mut again = request.clone();
-                    again.temperature = Some(self.options.sample_temperature);
-                    again.seed = Some(request.seed.unwrap_or(0).wrapping_add(u64::from(k) + 1));
-                    again.logprobs = None;
-                    again.top_logprobs = None;
-                    let sample = self.small.complete(again).await?;
-                    samples.push(sample.text);
-                    reports.push(sample.report);
-                }
-                Ok((signal::agreement(&answer.text, &samples), reports))
+                // All at once, so that a local small model decodes them in one batch.
+                let samples = futures::future::try_join_all((0..self.options.samples).map(|k| {
+                    self.small.complete(signal::agreement_request(
+                        request,
+                        k,
+                        self.options.sample_temperature,
+                    ))
+                }))
+                .await?;
+                let texts: Vec<String> = samples.iter().map(|s| s.text.clone()).collect();
+                let reports = samples.into_iter().map(|s| s.report).collect();
+                Ok((signal::agreement(&answer.text, &texts), reports))
             }
             Signal::ShownExamples => {
                 let check = self.examples.as_ref().ok_or_else(|| {

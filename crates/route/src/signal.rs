@@ -121,6 +121,22 @@ pub fn self_check_request(request: &ChatCompletionRequest, answer: &str) -> Chat
     }
 }
 
+/// The `k`-th (from 0) extra answer the `agreement` signal asks for: `request` sampled at
+/// `temperature`, seeded by the request's seed and `k`, without log probabilities.
+pub fn agreement_request(
+    request: &ChatCompletionRequest,
+    k: u32,
+    temperature: f32,
+) -> ChatCompletionRequest {
+    ChatCompletionRequest {
+        temperature: Some(temperature),
+        seed: Some(request.seed.unwrap_or(0).wrapping_add(u64::from(k) + 1)),
+        logprobs: None,
+        top_logprobs: None,
+        ..request.clone()
+    }
+}
+
 /// [`yes_share`] of the first token of the reply; 0 when there is no token or neither word is
 /// among its alternatives (the model did not answer: nothing to trust).
 pub fn yes_probability(first_token: Option<&TokenLogprob>) -> f64 {

@@ -13,6 +13,7 @@
 //! A cascade always pays for the small attempt: its cost is the small model's on every item plus
 //! the large model's on the escalated ones. Prices come from the configuration's models.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,12 +22,17 @@ use serde::Serialize;
 use tandem_core::openai::{ChatCompletionRequest, Message, Usage};
 use tandem_core::{ChatModel, Pricing};
 use tandem_eval::plot::{write_curves, Curve};
+use tandem_eval::runner::Generation;
+use tandem_eval::store::Filter;
 use tandem_eval::{Item, Outcome, Split};
 use tandem_fetch::Fetcher;
 use tandem_llama::LlamaEngine;
+use tandem_route::cascade::ScoreOptions;
 use tandem_route::quality::{routing_quality, RoutingQuality, Scored};
 use tandem_route::router::mean_negative_log_likelihood;
-use tandem_route::signal::{self_check_request, yes_probability};
+use tandem_route::signal::{
+    agreement, agreement_request, self_check_request, yes_probability, Signal,
+};
 use tandem_route::Learner;
 
 use super::{cross_validate, label, outcomes_of, random_baseline, train_test};
@@ -52,6 +58,13 @@ pub struct EvaluateArgs {
     /// The sentence-embedding model of the learned routers (a catalog name)
     #[arg(long, default_value = "all-minilm-l6-v2")]
     embedder: String,
+    /// Extra answers the `agreement` score samples from the small model for each item, as a
+    /// cascade with `signal = "agreement"` does (0 leaves the score out)
+    #[arg(long, default_value_t = ScoreOptions::new(Signal::Agreement).samples)]
+    agreement_samples: u32,
+    /// Sampling temperature of those answers
+    #[arg(long, default_value_t = ScoreOptions::new(Signal::Agreement).sample_temperature)]
+    agreement_temperature: f32,
     /// Where report.md, scores.json and the plots are written
     #[arg(long, default_value = "routing-report")]
     out: PathBuf,
@@ -149,25 +162,29 @@ pub async fn run(args: EvaluateArgs, config: Config, fetcher: &Fetcher) -> Resul
         .iter()
         .map(|i| (small_outcomes[&i.id].passed, large_outcomes[&i.id].passed))
         .collect();
+    let method_with_costs =
+        |name: &str, kind: &'static str, scores: &[Option<f64>], costs: &[(f64, f64)]| {
+            let scored: Vec<Scored> = scores
+                .iter()
+                .zip(&outcome_pairs)
+                .map(|(score, &(small_passed, large_passed))| Scored {
+                    score: score.unwrap_or(0.5),
+                    small_passed,
+                    large_passed,
+                })
+                .collect();
+            let quality = routing_quality(&scored);
+            let cost_per_item = curve_costs(&scored, costs, kind == "cascade");
+            Method {
+                name: name.to_string(),
+                kind,
+                scored: scores.iter().filter(|s| s.is_some()).count(),
+                quality,
+                cost_per_item,
+            }
+        };
     let method = |name: &str, kind: &'static str, scores: &[Option<f64>]| {
-        let scored: Vec<Scored> = scores
-            .iter()
-            .zip(&outcome_pairs)
-            .map(|(score, &(small_passed, large_passed))| Scored {
-                score: score.unwrap_or(0.5),
-                small_passed,
-                large_passed,
-            })
-            .collect();
-        let quality = routing_quality(&scored);
-        let cost_per_item = curve_costs(&scored, &costs, kind == "cascade");
-        Method {
-            name: name.to_string(),
-            kind,
-            scored: scores.iter().filter(|s| s.is_some()).count(),
-            quality,
-            cost_per_item,
-        }
+        method_with_costs(name, kind, scores, &costs)
     };
 
     let mut methods = Vec::new();
@@ -194,6 +211,9 @@ pub async fn run(args: EvaluateArgs, config: Config, fetcher: &Fetcher) -> Resul
     let mut min_probability = Vec::new();
     let mut self_check = Vec::new();
     let mut examples = Vec::new();
+    let mut agreed = Vec::new();
+    let mut agreement_costs = costs.clone();
+    let small_generation = generation_of(&store, dataset.as_ref(), &small_outcomes)?;
     for (n, item) in held_out.iter().enumerate() {
         let answer = small_outcomes[&item.id].output.clone().unwrap_or_default();
         let prompt = engine.model().chat_prompt(&item.messages)?;
@@ -210,6 +230,20 @@ pub async fn run(args: EvaluateArgs, config: Config, fetcher: &Fetcher) -> Resul
         ));
         let shown = dataset.check_shown_examples(item, &answer).await?;
         examples.push(shown.map(|s| 1.0 - s.share()));
+        if args.agreement_samples > 0 {
+            // Sampled as the cascade samples them live: the run's own request, all at once.
+            let request = small_generation.request(&args.small, item);
+            let samples = futures::future::try_join_all((0..args.agreement_samples).map(|k| {
+                chat.complete(agreement_request(&request, k, args.agreement_temperature))
+            }))
+            .await?;
+            let texts: Vec<String> = samples.iter().map(|s| s.text.clone()).collect();
+            agreed.push(Some(1.0 - agreement(&answer, &texts)));
+            agreement_costs[n].0 += samples
+                .iter()
+                .map(|s| small_price.cost(s.usage))
+                .sum::<f64>();
+        }
         if (n + 1) % 20 == 0 {
             eprintln!("scored {} of {} answers", n + 1, held_out.len());
         }
@@ -218,6 +252,15 @@ pub async fn run(args: EvaluateArgs, config: Config, fetcher: &Fetcher) -> Resul
     methods.push(method("mean_logprob", "cascade", &mean_probability));
     methods.push(method("min_logprob", "cascade", &min_probability));
     methods.push(method("self_check", "cascade", &self_check));
+    if args.agreement_samples > 0 {
+        // A cascade on agreement pays for the samples too.
+        methods.push(method_with_costs(
+            "agreement",
+            "cascade",
+            &agreed,
+            &agreement_costs,
+        ));
+    }
     if examples.iter().any(Option::is_some) {
         methods.push(method("shown_examples", "cascade", &examples));
     }
@@ -295,6 +338,32 @@ async fn teacher_forced(
         mean(losses.iter().copied())
     };
     Ok((prompt_loss, answer_losses))
+}
+
+/// The generation parameters of the run that `outcomes` (one run's, as [`outcomes_of`] picks
+/// them) came from, so that extra answers are asked for as the stored one was.
+fn generation_of(
+    store: &tandem_eval::Store,
+    dataset: &dyn tandem_eval::Dataset,
+    outcomes: &BTreeMap<String, Outcome>,
+) -> Result<Generation> {
+    let hash = outcomes
+        .values()
+        .next()
+        .map(|o| o.settings_hash.clone())
+        .context("no stored outcomes")?;
+    let filter = Filter {
+        dataset: Some(dataset.name().to_string()),
+        models: Vec::new(),
+        split: None,
+    };
+    let run = store
+        .runs(&filter)?
+        .into_iter()
+        .find(|run| run.settings_hash == hash)
+        .with_context(|| format!("no stored run {hash}"))?;
+    serde_json::from_value(run.settings["settings"]["generation"].clone())
+        .with_context(|| format!("the stored run {hash} has no readable generation settings"))
 }
 
 /// The small model's P(yes) that its answer is right (the cascade's `self_check`).
