@@ -71,6 +71,8 @@ oliveira pereira costa almeida tanaka suzuki sato watanabe ito yamamoto nakamura
 ";
 
 /// Capitalised words that start sentences or name things other than people: never a given name.
+/// The last line names kinds of data, which a question about a value repeats ("What is the
+/// IBAN?"): the name judge took "IBAN" for an organisation, so the question lost its subject.
 const NOT_NAMES: &str = "
 mr mrs ms mx dr prof mme mlle herr frau
 patient here there number orchestra san santa santo são cape port fort sul al el la le los las des du di da
@@ -79,6 +81,7 @@ where which who why how yes no hi hello dear thanks thank please regards best ki
 monday tuesday wednesday thursday friday saturday sunday january february march april may june
 july august september october november december street avenue road lane drive court city state
 new north south east west united kingdom america english french german spanish chinese
+iban ssn dob cvv cvc pin url uri ip ipv4 ipv6 api otp jwt pii vat id
 ";
 
 /// Given names of the 1990 US census (the `names` package on PyPI) and of Faker's 86 locales,
@@ -874,6 +877,8 @@ mod tests {
             ),
             ["Borz", "DEBFLEX", "SIRPUR PAPER INR10"]
         );
+        // The name of a kind of data is no name to ask about.
+        assert!(runs("What is the IBAN, the SSN and the IP above?", &[]).is_empty());
         let person = Finding::new(Kind::Person, 4..11, 0.9);
         assert_eq!(
             runs("Ask Okonkwo and Zyborin.", std::slice::from_ref(&person)),
