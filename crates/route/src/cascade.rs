@@ -209,18 +209,15 @@ impl AnswerScorer {
                 Ok((signal::yes_probability(first), vec![check.report]))
             }
             Signal::Agreement => {
-                // All at once, so that a local small model decodes them in one batch.
-                let samples = futures::future::try_join_all((0..self.options.samples).map(|k| {
-                    self.small.complete(signal::agreement_request(
-                        request,
-                        k,
-                        self.options.sample_temperature,
-                    ))
-                }))
+                let (score, samples) = signal::sampled_agreement(
+                    self.small.as_ref(),
+                    request,
+                    &answer.text,
+                    self.options.samples,
+                    self.options.sample_temperature,
+                )
                 .await?;
-                let texts: Vec<String> = samples.iter().map(|s| s.text.clone()).collect();
-                let reports = samples.into_iter().map(|s| s.report).collect();
-                Ok((signal::agreement(&answer.text, &texts), reports))
+                Ok((score, samples.into_iter().map(|s| s.report).collect()))
             }
             Signal::ShownExamples => {
                 let check = self.examples.as_ref().ok_or_else(|| {

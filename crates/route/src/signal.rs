@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tandem_core::logprobs::{one_token_question, yes_share};
 use tandem_core::openai::{ChatCompletionRequest, Message, Role, TokenLogprob};
-use tandem_core::ModelError;
+use tandem_core::{ChatModel, ChatOutput, ModelError};
 
 /// Which signal a cascade uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,20 +121,29 @@ pub fn self_check_request(request: &ChatCompletionRequest, answer: &str) -> Chat
     }
 }
 
-/// The `k`-th (from 0) extra answer the `agreement` signal asks for: `request` sampled at
-/// `temperature`, seeded by the request's seed and `k`, without log probabilities.
-pub fn agreement_request(
+/// The `agreement` score of `answer` to `request`: `samples` more answers from `model`, each
+/// `request` sampled at `temperature` and seeded by the request's seed and its number, asked for
+/// all at once so that a local engine decodes them in one batch; with those answers, whose usage
+/// and reports the caller pays for.
+pub async fn sampled_agreement(
+    model: &dyn ChatModel,
     request: &ChatCompletionRequest,
-    k: u32,
+    answer: &str,
+    samples: u32,
     temperature: f32,
-) -> ChatCompletionRequest {
-    ChatCompletionRequest {
-        temperature: Some(temperature),
-        seed: Some(request.seed.unwrap_or(0).wrapping_add(u64::from(k) + 1)),
-        logprobs: None,
-        top_logprobs: None,
-        ..request.clone()
-    }
+) -> Result<(f64, Vec<ChatOutput>), ModelError> {
+    let sampled = futures::future::try_join_all((0..samples).map(|k| {
+        model.complete(ChatCompletionRequest {
+            temperature: Some(temperature),
+            seed: Some(request.seed.unwrap_or(0).wrapping_add(u64::from(k) + 1)),
+            logprobs: None,
+            top_logprobs: None,
+            ..request.clone()
+        })
+    }))
+    .await?;
+    let texts: Vec<String> = sampled.iter().map(|s| s.text.clone()).collect();
+    Ok((agreement(answer, &texts), sampled))
 }
 
 /// [`yes_share`] of the first token of the reply; 0 when there is no token or neither word is

@@ -30,9 +30,7 @@ use tandem_llama::LlamaEngine;
 use tandem_route::cascade::ScoreOptions;
 use tandem_route::quality::{routing_quality, RoutingQuality, Scored};
 use tandem_route::router::mean_negative_log_likelihood;
-use tandem_route::signal::{
-    agreement, agreement_request, self_check_request, yes_probability, Signal,
-};
+use tandem_route::signal::{sampled_agreement, self_check_request, yes_probability, Signal};
 use tandem_route::Learner;
 
 use super::{cross_validate, label, outcomes_of, random_baseline, train_test};
@@ -231,14 +229,16 @@ pub async fn run(args: EvaluateArgs, config: Config, fetcher: &Fetcher) -> Resul
         let shown = dataset.check_shown_examples(item, &answer).await?;
         examples.push(shown.map(|s| 1.0 - s.share()));
         if args.agreement_samples > 0 {
-            // Sampled as the cascade samples them live: the run's own request, all at once.
-            let request = small_generation.request(&args.small, item);
-            let samples = futures::future::try_join_all((0..args.agreement_samples).map(|k| {
-                chat.complete(agreement_request(&request, k, args.agreement_temperature))
-            }))
+            // Sampled as the cascade samples them live, for the run's own request.
+            let (score, samples) = sampled_agreement(
+                chat.as_ref(),
+                &small_generation.request(&args.small, item),
+                &answer,
+                args.agreement_samples,
+                args.agreement_temperature,
+            )
             .await?;
-            let texts: Vec<String> = samples.iter().map(|s| s.text.clone()).collect();
-            agreed.push(Some(1.0 - agreement(&answer, &texts)));
+            agreed.push(Some(1.0 - score));
             agreement_costs[n].0 += samples
                 .iter()
                 .map(|s| small_price.cost(s.usage))
