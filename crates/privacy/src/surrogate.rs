@@ -107,7 +107,7 @@ fn kept_prefix(value: &str, chars: usize) -> &str {
 }
 
 /// A URL with credentials that reads as one a person set up, because a model miscopies random
-/// letters (it dropped a `?` from `Zihdkt09?@`, and wrote `cuvox.de` into a random host): the
+/// letters (it dropped a `?` from `Zihdkt09?@`, and rewrote random hosts): the
 /// scheme, the port and the separators between the parts are kept; the user becomes a made-up
 /// given name in small letters, the password a made-up word and two digits, the host a made-up
 /// name under `example.net` (a private address for an IPv4 one, a documentation one for IPv6),
@@ -267,11 +267,11 @@ fn organization(value: &str, i: usize) -> Surrogate {
     }
 }
 
-/// A made-up street, and for a value that also names its town (after a comma or on another line) a town
-/// and postcode, joined as the value joins them. A model often rewrites an address it copies (one
-/// given on two lines comes back on one, a comma appears before the postcode, only the street is
-/// given), so those spellings restore too: the whole ones to the value, the street alone to the
-/// value's first line.
+/// A made-up street, and for a value that also names its town (after a comma or on another line)
+/// a town and postcode, joined as the value joins them. A model often rewrites an address it
+/// copies (one given on two lines comes back on one, a comma appears before the postcode, only the
+/// street is given), so those spellings restore too: the whole ones to the value, the street alone
+/// to the value's first line.
 fn address(value: &str, rng: &mut ChaCha8Rng) -> Surrogate {
     let street = format!(
         "{} {} {}",

@@ -253,9 +253,10 @@ static STREET_JOINER: LazyLock<HashSet<&'static str>> =
 /// "Otakaari 17, HARJAVALTA, SA 29200", "Rua Camargo Penteado 1481, Campinas, SP 13073-360",
 /// "ul. Północna 73, Suwałki,  16-430", "Trg revolucije 1, Cankova,  9261", "Gosposka ulica 58,
 /// Novo mesto,  8001", "33 Rue Ibn Al Jazzar, Cite Presidentielle, 71 2130": a street and a house
-/// number, a city, an optional region code and a postcode, taken whole (Canada's "J8H 2J7" too). The postcode anchors the match, so the street and the city
-/// may hold any words (a city's "mesto", a "∆" standing in for a Greek delta); [`street_start`]
-/// then leaves out the sentence's English words that a street starting at a capital took in.
+/// number, a city, an optional region code and a postcode, taken whole (Canada's "J8H 2J7" too).
+/// The postcode anchors the match, so the street and the city may hold any words (a city's
+/// "mesto", a "∆" standing in for a Greek delta); [`street_start`] then leaves out the sentence's
+/// English words that a street starting at a capital took in.
 static STREET_CITY_POSTCODE: LazyLock<Regex> = LazyLock::new(|| {
     re(
         r"\b(?:\d{1,5}[A-Za-z]?[ \t]+(?:[\p{L}.'’/\-]+[ \t]+){0,4}[\p{L}.'’\-]+|(?:(?:ul|al|pl|os)\.[ \t]+|C/[ \t]*|R[ \t]+)?\p{Lu}[\p{L}.'’/\-]*(?:[ \t]+[\p{L}.'’/\-]+){0,4}[ \t]+\d{1,5}[A-Za-z]?\.?),[ \t]*\p{Lu}[^\s,]*(?:[ \t]+[^\s,]+){0,4}?,?[ \t]*(?:[A-Z]{1,3}[ \t]+)?(?:\d{2,5}(?:[ \-]\d{2,4})?\b(?:[ \t][A-Z]{2}\b)?|[A-Z]\d[A-Z][ \t]?\d[A-Z]\d\b)",
