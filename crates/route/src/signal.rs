@@ -8,7 +8,8 @@
 //!   is its probability of "yes" against "no" for the first token of its reply.
 //! - `agreement`: the small model answers again `samples` times with sampling; the score is the
 //!   share of those answers that agree with the first one (same final answer: the last `\boxed{}`,
-//!   else the last number, else the whole text with spacing and case normalised).
+//!   else the last number, else the whole text with spacing and case normalised; numbers compare
+//!   as numbers, so `\boxed{\$12.50}` agrees with `12.5`).
 //! - `shown_examples`: for code, the share of the examples the request itself shows (doctest lines,
 //!   `f(x) ➞ y` lines, in any message's text) that the answer's code passes, run in a sandbox by
 //!   an [`ExampleCheck`] (the `tandem` binary's runs them in the evaluation harness's sandbox).
@@ -152,8 +153,10 @@ pub fn yes_probability(first_token: Option<&TokenLogprob>) -> f64 {
     first_token.and_then(yes_share).unwrap_or(0.0)
 }
 
-/// What two answers must share to agree: the last `\boxed{...}`, else the last number, else the
-/// text with whitespace collapsed and lower-cased.
+/// What two answers must share to agree: the last `\boxed{...}` (its number where it holds only
+/// one, so that `\boxed{\$12.50}` agrees with `\boxed{12.5}`), else the last number, else the text
+/// with whitespace collapsed and lower-cased. Numbers are compared in one form: no thousands
+/// separators, no trailing fractional zeros.
 pub fn answer_key(text: &str) -> String {
     if let Some(start) = text.rfind("\\boxed{") {
         let inner = &text[start + "\\boxed{".len()..];
@@ -164,7 +167,8 @@ pub fn answer_key(text: &str) -> String {
                 '}' => {
                     depth -= 1;
                     if depth == 0 {
-                        return normalise(&inner[..i]);
+                        let boxed = &inner[..i];
+                        return lone_number(boxed).unwrap_or_else(|| normalise(boxed));
                     }
                 }
                 _ => {}
@@ -184,8 +188,23 @@ fn normalise(text: &str) -> String {
         .to_lowercase()
 }
 
-/// The last number in `text`, without thousands separators or a trailing point ("1,200." is
-/// "1200").
+/// The number that `boxed` holds with nothing else but a dollar or percent sign, spacing, and
+/// LaTeX's escaped signs and thin spaces (`\$`, `\%`, `\!`, `\,`): "\$1,200.50" is "1200.5".
+fn lone_number(boxed: &str) -> Option<String> {
+    let mut bare = boxed.to_string();
+    for marker in ["\\$", "\\%", "\\!", "\\,", "$", "%"] {
+        bare = bare.replace(marker, "");
+    }
+    let bare = bare.trim();
+    let unsigned = bare.strip_prefix('-').unwrap_or(bare);
+    let only_a_number = unsigned
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b == b',' || b == b'.');
+    only_a_number.then(|| last_number(bare)).flatten()
+}
+
+/// The last number in `text`, without thousands separators, a trailing point or trailing
+/// fractional zeros ("1,200." is "1200", "2.50" is "2.5").
 fn last_number(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut end = bytes.len();
@@ -209,7 +228,14 @@ fn last_number(text: &str) -> Option<String> {
     if start > 0 && bytes[start - 1] == b'-' {
         start -= 1;
     }
-    Some(text[start..end].replace(',', ""))
+    let number = text[start..end].replace(',', "");
+    Some(match number.split_once('.') {
+        Some((whole, fraction)) => match fraction.trim_end_matches('0') {
+            "" => whole.to_string(),
+            fraction => format!("{whole}.{fraction}"),
+        },
+        None => number,
+    })
 }
 
 /// The share of `samples` whose [`answer_key`] equals `answer`'s; 0 with no samples.
@@ -280,6 +306,11 @@ mod tests {
         );
         assert_eq!(answer_key("It costs 1,200 dollars."), "1200");
         assert_eq!(answer_key("Total: -4.5"), "-4.5");
+        assert_eq!(answer_key("Total: 4.50 dollars"), "4.5");
+        assert_eq!(answer_key("so \\boxed{\\$1,200.00}"), "1200");
+        assert_eq!(answer_key("so \\boxed{ 37.50\\% }"), "37.5");
+        assert_eq!(answer_key("so \\boxed{x = 3}"), "x = 3");
+        assert_eq!(answer_key("so \\boxed{2, 3}"), "2, 3");
         assert_eq!(
             answer_key("  Paris\n is the   CAPITAL "),
             "paris is the capital"
