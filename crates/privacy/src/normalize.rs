@@ -16,24 +16,44 @@ pub fn canonical(value: &str) -> String {
 /// `text` as [`canonical`] writes values, for finding them in it: letters and digits in small
 /// letters, without the separators a value may be spelled with (white space, dashes, dots,
 /// underscores, slashes, parentheses); any other character becomes a space, which no canonical
-/// value holds, so no value is found across it. With it, the byte range in `text` of the
-/// character each of its bytes comes from.
-pub fn squeezed(text: &str) -> (String, Vec<Range<usize>>) {
-    let mut out = String::with_capacity(text.len());
-    let mut from = Vec::with_capacity(text.len());
-    for (i, c) in text.char_indices() {
-        let source = i..i + c.len_utf8();
-        if c.is_alphanumeric() {
-            for lower in c.to_lowercase() {
-                out.push(lower);
-                from.extend(std::iter::repeat_n(source.clone(), lower.len_utf8()));
+/// value holds, so no value is found across it. It remembers where in `text` each of its bytes
+/// comes from, so that a match maps back to the text's own spelling.
+pub struct Squeezed<'a> {
+    text: &'a str,
+    pub squeezed: String,
+    /// For each byte of `squeezed`, the byte offset in `text` of the character it comes from.
+    from: Vec<usize>,
+}
+
+impl<'a> Squeezed<'a> {
+    pub fn new(text: &'a str) -> Self {
+        let mut squeezed = String::with_capacity(text.len());
+        let mut from = Vec::with_capacity(text.len());
+        for (i, c) in text.char_indices() {
+            if c.is_alphanumeric() {
+                for lower in c.to_lowercase() {
+                    squeezed.push(lower);
+                    from.extend(std::iter::repeat_n(i, lower.len_utf8()));
+                }
+            } else if !(c.is_whitespace() || SEPARATORS.contains(c)) {
+                squeezed.push(' ');
+                from.push(i);
             }
-        } else if !(c.is_whitespace() || SEPARATORS.contains(c)) {
-            out.push(' ');
-            from.push(source);
+        }
+        Squeezed {
+            text,
+            squeezed,
+            from,
         }
     }
-    (out, from)
+
+    /// The span of `text` that the non-empty range `within` of the squeezed text comes from: from
+    /// the character of its first byte to the end of the character of its last.
+    pub fn span(&self, within: Range<usize>) -> Range<usize> {
+        let last = self.from[within.end - 1];
+        let last_len = self.text[last..].chars().next().map_or(0, char::len_utf8);
+        self.from[within.start]..last + last_len
+    }
 }
 
 /// The characters besides white space that may stand between a value's letters and digits.
@@ -68,15 +88,18 @@ mod tests {
     #[test]
     fn squeezed_text_maps_back_to_the_text() {
         let text = "Call A.B-12 (Cd), ok";
-        let (squeezed_text, from) = squeezed(text);
-        assert_eq!(squeezed_text, "callab12cd ok");
-        let at = squeezed_text.find("ab12cd").unwrap();
-        let span = from[at].start..from[at + "ab12cd".len() - 1].end;
-        assert_eq!(&text[span], "A.B-12 (Cd");
-        // A capital whose small letter is longer in UTF-8 maps each byte to it.
-        let (capital, from) = squeezed("\u{130}x");
-        assert_eq!(capital.len(), from.len());
-        assert!(from.iter().all(|r| r.end <= "\u{130}x".len()));
+        let squeezed = Squeezed::new(text);
+        assert_eq!(squeezed.squeezed, "callab12cd ok");
+        let at = squeezed.squeezed.find("ab12cd").unwrap();
+        assert_eq!(&text[squeezed.span(at..at + "ab12cd".len())], "A.B-12 (Cd");
+        // A capital whose small letter is longer in UTF-8 maps each of its bytes to it.
+        let text = "\u{130}x \u{e9}";
+        let squeezed = Squeezed::new(text);
+        assert_eq!(squeezed.squeezed, "i\u{307}x\u{e9}");
+        assert_eq!(&text[squeezed.span(0..1)], "\u{130}");
+        assert_eq!(&text[squeezed.span(0..4)], "\u{130}x");
+        assert_eq!(&text[squeezed.span(4..6)], "\u{e9}");
+        assert_eq!(&text[squeezed.span(0..6)], text);
     }
 
     #[test]

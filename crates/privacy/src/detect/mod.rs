@@ -22,7 +22,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::kind::Kind;
-use crate::normalize::{canonical, loose_pattern, squeezed};
+use crate::normalize::{canonical, loose_pattern, Squeezed};
 use crate::PrivacyError;
 
 /// One span of private data.
@@ -173,9 +173,9 @@ impl Detector {
             .expect("a conversation's names fit an automaton");
         for (text, findings) in texts.iter().zip(found.iter_mut()) {
             let mut candidates = std::mem::take(findings);
-            let (squeezed, from) = squeezed(text);
-            for m in values.find_overlapping_iter(&squeezed) {
-                let span = from[m.start()].start..from[m.end() - 1].end;
+            let squeezed = Squeezed::new(text);
+            for m in values.find_overlapping_iter(&squeezed.squeezed) {
+                let span = squeezed.span(m.range());
                 if context::standalone(text, span.start, span.end) {
                     let (_, kind, confidence) = &known[m.pattern()];
                     candidates.push(Finding::new(*kind, span, *confidence));
