@@ -14,7 +14,7 @@
 //! teacher-forced through a sequence handle (`SequenceHandle::token_losses`), and the verify
 //! stage's own confidence (`confidence = "verifier"`: `Verify::check` on the item's messages).
 //! A map for each is written for the stage's `calibration` key. Platt and
-//! isotonic maps are cross-fitted (HumanEval has no train split): each item is calibrated by a
+//! isotonic maps are cross-fitted, whatever the data set's splits: each item is calibrated by a
 //! map fitted on the other folds. ECE over 10 equal-width bins before and after; a reliability
 //! diagram (PNG and SVG) per confidence.
 
@@ -327,7 +327,7 @@ pub async fn calibration(
     let correct: Vec<bool> = scored.iter().map(|s| s.correct).collect();
     let passed = correct.iter().filter(|&&c| c).count();
     let mut md = String::new();
-    writeln!(md, "{} {name} answers of `{model}` (prompt {}) from the outcome store ({passed} passed, {:.1}%), read from a copy. Platt and isotonic maps are cross-fitted over {} folds (each answer calibrated by a map fitted on the other folds; HumanEval has no train split). ECE over 10 equal-width bins. Sampling alone puts a floor under the ECE of so few answers: beside each calibrated ECE, the ECE a perfectly calibrated confidence with the same values shows here (the mean over {FLOOR_DRAWS} draws of outcomes, each answer right with the probability its calibrated confidence says) and the share of those draws at or above the measured one (p: a small p says the gap is more than chance).\n", scored.len(), dataset.prompt_version(), 100.0 * passed as f64 / scored.len() as f64, args.folds)?;
+    writeln!(md, "{} {name} answers of `{model}` (prompt {}) from the outcome store ({passed} passed, {:.1}%), read from a copy. Platt and isotonic maps are cross-fitted over {} folds (each answer calibrated by a map fitted on the other folds, whatever the data set's splits). ECE over 10 equal-width bins. Sampling alone puts a floor under the ECE of so few answers: beside each calibrated ECE, the ECE a perfectly calibrated confidence with the same values shows here (the mean over {FLOOR_DRAWS} draws of outcomes, each answer right with the probability its calibrated confidence says) and the share of those draws at or above the measured one (p: a small p says the gap is more than chance).\n", scored.len(), dataset.prompt_version(), 100.0 * passed as f64 / scored.len() as f64, args.folds)?;
     writeln!(
         md,
         "| confidence | AUROC (passed vs failed) | ECE raw | ECE Platt (calibrated floor, p) | ECE isotonic (calibrated floor, p) |"

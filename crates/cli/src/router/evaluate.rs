@@ -33,7 +33,9 @@ use tandem_route::router::mean_negative_log_likelihood;
 use tandem_route::signal::{sampled_agreement, self_check_request, yes_probability, Signal};
 use tandem_route::Learner;
 
-use super::{cross_validate, label, outcomes_of, random_baseline, train_test};
+use super::{
+    cross_validate, cross_validation_note, label, outcomes_of, random_baseline, train_test,
+};
 use crate::config::Config;
 use crate::eval::{DataArgs, StoreArgs};
 use crate::runtime::Runtime;
@@ -121,8 +123,8 @@ pub async fn run(args: EvaluateArgs, config: Config, fetcher: &Fetcher) -> Resul
             .to_string()
     } else {
         format!(
-            "learned routers by {}-fold cross-validation (the data set has no train split)",
-            args.folds
+            "learned routers by {}",
+            cross_validation_note(args.folds, dataset.as_ref())
         )
     };
     eprintln!(

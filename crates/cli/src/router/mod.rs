@@ -184,7 +184,7 @@ pub async fn run(command: RouterCommand, config: Config, fetcher: &Fetcher) -> R
             } else {
                 (
                     cross_validate(learner, &labelled, folds)?,
-                    format!("{folds}-fold cross-validation (the data set has no train split)"),
+                    cross_validation_note(folds, dataset.as_ref()),
                 )
             };
             let random = random_baseline(&held_out);
@@ -436,6 +436,17 @@ fn cross_validate(learner: Learner, labelled: &[Labelled], folds: usize) -> Resu
         }
     }
     Ok(held_out.into_iter().flatten().collect())
+}
+
+/// Why the learned routers were cross-validated: the data set has no train split, or no item of
+/// its train split has outcomes of both models.
+fn cross_validation_note(folds: usize, dataset: &dyn tandem_eval::Dataset) -> String {
+    let why = if dataset.items().iter().any(|i| i.split == Split::Train) {
+        "no train-split item has outcomes of both models"
+    } else {
+        "the data set has no train split"
+    };
+    format!("{folds}-fold cross-validation ({why})")
 }
 
 fn scored(router: &LearnedRouter, item: &Labelled) -> Scored {
