@@ -216,7 +216,7 @@ fn build(
             options.confidence = verify.confidence;
             if let Some(path) = &verify.calibration {
                 options.calibration = Some(
-                    Calibration::load(path)
+                    Calibration::load(path, verify.confidence)
                         .with_context(|| format!("pipelines.{name}.calibration"))?,
                 );
             }

@@ -36,7 +36,7 @@ use tandem_trust::calibration::{
 };
 use tandem_trust::data::{halueval_qa, spread, HaluEvalItem};
 use tandem_trust::grounding::{unsupported_words, GroundingModel};
-use tandem_trust::verify::{answer_probability, support};
+use tandem_trust::verify::{answer_probability, support, Confidence};
 use tandem_trust::{Verify, VerifyOptions};
 
 use crate::config::{Config, ModelConfig};
@@ -213,7 +213,7 @@ fn best_threshold(scores: &[(f64, f64)]) -> f64 {
 }
 
 /// A confidence: its label in the table, its name in file names, and how it is read.
-type Signal = (&'static str, &'static str, fn(&Scored) -> f64);
+type Signal = (&'static str, &'static str, Confidence, fn(&Scored) -> f64);
 
 /// One stored answer and its confidences.
 struct Scored {
@@ -337,17 +337,19 @@ pub async fn calibration(
         (
             "answering model: geometric-mean token probability of its answer",
             "own",
+            Confidence::Answer,
             |s| s.own,
         ),
         (
             "verifier: the verify stage's confidence (weakest claim's P(supported))",
             "verifier",
+            Confidence::Verifier,
             |s| s.verifier,
         ),
     ];
     std::fs::create_dir_all(plots)?;
     let mut images = Vec::new();
-    for (label, file, get) in signals {
+    for (label, file, confidence, get) in signals {
         let raw: Vec<f64> = scored.iter().map(get).collect();
         let platt = cross_fitted(&raw, &correct, args.folds, |s, c, x| {
             Platt::fit(s, c).apply(x)
@@ -398,7 +400,7 @@ pub async fn calibration(
                 .join("trust")
                 .join(format!("verify-calibration-{name}.json"))
         });
-        let path = if file == "verifier" {
+        let path = if confidence == Confidence::Verifier {
             verifier_path
         } else {
             verifier_path.with_file_name(format!(
@@ -412,7 +414,7 @@ pub async fn calibration(
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        map.save(&path)?;
+        map.save(confidence, &path)?;
         eprintln!(
             "calibration map of the {file} confidence written to {}",
             path.display()

@@ -17,9 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::classifier::{logit, sigmoid};
 use crate::error::{load_json, save_json, TrustError};
+use crate::verify::Confidence;
 
-/// A fitted calibration map, stored as JSON (`tandem eval trust --calibrate` writes one; the
-/// verify stage's `calibration` key reads it).
+/// A fitted calibration map, stored as JSON with the confidence it was fitted on (`tandem eval
+/// trust --calibrate` writes one for each; the verify stage's `calibration` key reads it, and
+/// refuses a map of the other confidence).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "snake_case")]
 pub enum Calibration {
@@ -35,13 +37,49 @@ impl Calibration {
         }
     }
 
-    pub fn save(&self, path: &Path) -> Result<(), TrustError> {
-        save_json(self, path)
+    /// Stores the map, fitted on `confidence`, at `path`.
+    pub fn save(&self, confidence: Confidence, path: &Path) -> Result<(), TrustError> {
+        save_json(
+            &Stored {
+                confidence: Some(confidence),
+                map: self.clone(),
+            },
+            path,
+        )
     }
 
-    pub fn load(path: &Path) -> Result<Calibration, TrustError> {
-        load_json(path)
+    /// Reads the map at `path`, which must have been fitted on `confidence`.
+    pub fn load(path: &Path, confidence: Confidence) -> Result<Calibration, TrustError> {
+        let stored: Stored = load_json(path)?;
+        let refuse = |message: String| TrustError::File {
+            path: path.display().to_string(),
+            message,
+        };
+        match stored.confidence {
+            Some(fitted) if fitted == confidence => Ok(stored.map),
+            Some(fitted) => Err(refuse(format!(
+                "the map was fitted on the `{}` confidence, and the stage reports `{}`: use \
+                 the map of that confidence, or set `confidence = \"{}\"`",
+                fitted.name(),
+                confidence.name(),
+                fitted.name()
+            ))),
+            None => Err(refuse(
+                "the map does not say which confidence it was fitted on (written before maps \
+                 recorded it): run `tandem eval trust --calibrate` again"
+                    .to_string(),
+            )),
+        }
     }
+}
+
+/// A [`Calibration`] as stored: the map's fields and the confidence it was fitted on (absent in
+/// maps written before it was recorded).
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    confidence: Option<Confidence>,
+    #[serde(flatten)]
+    map: Calibration,
 }
 
 /// `sigmoid(a * logit(score) + b)`, fitted by Newton's method on the log loss.
@@ -388,14 +426,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.json");
         let stored = Calibration::Isotonic(Isotonic::fit(&[0.2, 0.8], &[false, true]));
-        stored.save(&path).unwrap();
-        let read = Calibration::load(&path).unwrap();
+        stored.save(Confidence::Answer, &path).unwrap();
+        let read = Calibration::load(&path, Confidence::Answer).unwrap();
         assert_eq!(read, stored);
         assert_eq!((read.apply(0.1), read.apply(0.9)), (0.0, 1.0));
-        assert!(Calibration::load(&dir.path().join("nope.json"))
-            .unwrap_err()
-            .to_string()
-            .contains("nope.json"));
+        let error =
+            |path: &Path, confidence| Calibration::load(path, confidence).unwrap_err().to_string();
+        assert!(error(&dir.path().join("nope.json"), Confidence::Answer).contains("nope.json"));
+        // A map of the other confidence would turn one confidence's scale into another's.
+        let wrong = error(&path, Confidence::Verifier);
+        assert!(
+            wrong.contains("fitted on the `answer` confidence"),
+            "{wrong}"
+        );
+        // A map written before maps recorded their confidence is refused, with what to do.
+        let old = dir.path().join("old.json");
+        std::fs::write(&old, r#"{"method":"platt","a":1.0,"b":0.0}"#).unwrap();
+        let unknown = error(&old, Confidence::Verifier);
+        assert!(unknown.contains("eval trust --calibrate"), "{unknown}");
     }
 
     #[test]

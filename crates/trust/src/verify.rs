@@ -53,6 +53,16 @@ pub enum Confidence {
     Answer,
 }
 
+impl Confidence {
+    /// Its name in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Confidence::Verifier => "verifier",
+            Confidence::Answer => "answer",
+        }
+    }
+}
+
 /// The geometric-mean probability of an answer's tokens from their log probabilities; 0 for an
 /// answer of no tokens (nothing to be confident in).
 pub fn answer_probability(logprobs: impl ExactSizeIterator<Item = f64>) -> f64 {
