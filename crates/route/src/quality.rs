@@ -47,11 +47,12 @@ pub struct RoutingQuality {
     pub curve: Vec<CurvePoint>,
 }
 
-/// The quality curve and its metrics. Ties in score are broken by order, highest score first.
+/// The quality curve and its metrics. Items of equal score cannot be told apart by a threshold, so
+/// along a run of ties the curve is what routing a random part of them gives in expectation: each
+/// step of the run adds the run's mean change. (Breaking ties by item order instead made a coarse
+/// score, such as one that leaves many items at the same value, look better or worse by chance.)
 pub fn routing_quality(items: &[Scored]) -> RoutingQuality {
     let n = items.len();
-    let mut order: Vec<&Scored> = items.iter().collect();
-    order.sort_by(|a, b| b.score.total_cmp(&a.score));
     let passed = |b: bool| if b { 1.0 } else { 0.0 };
     let small_total: f64 = items.iter().map(|i| passed(i.small_passed)).sum();
     let per_item = |total: f64| if n == 0 { 0.0 } else { total / n as f64 };
@@ -63,13 +64,22 @@ pub fn routing_quality(items: &[Scored]) -> RoutingQuality {
         quality: per_item(total),
         threshold: None,
     });
-    for (routed, item) in order.iter().enumerate() {
-        total += passed(item.large_passed) - passed(item.small_passed);
-        curve.push(CurvePoint {
-            large_share: (routed + 1) as f64 / n as f64,
-            quality: per_item(total),
-            threshold: Some(item.score),
-        });
+    let mut routed = 0;
+    for (score, ties) in ties_highest_first(items, |i| i.score) {
+        let gain: f64 = ties
+            .iter()
+            .map(|i| passed(i.large_passed) - passed(i.small_passed))
+            .sum::<f64>()
+            / ties.len() as f64;
+        for _ in &ties {
+            total += gain;
+            routed += 1;
+            curve.push(CurvePoint {
+                large_share: routed as f64 / n as f64,
+                quality: per_item(total),
+                threshold: Some(score),
+            });
+        }
     }
     let small_quality = per_item(small_total);
     let large_quality = curve.last().map_or(0.0, |p| p.quality);
@@ -162,6 +172,20 @@ pub fn escalation_threshold(scores: &[Option<f64>], escalate_share: f64) -> Opti
         })
 }
 
+/// `items` grouped by equal score, highest score first.
+pub fn ties_highest_first<T>(items: &[T], score: impl Fn(&T) -> f64) -> Vec<(f64, Vec<&T>)> {
+    let mut order: Vec<&T> = items.iter().collect();
+    order.sort_by(|a, b| score(b).total_cmp(&score(a)));
+    let mut runs: Vec<(f64, Vec<&T>)> = Vec::new();
+    for item in order {
+        match runs.last_mut() {
+            Some((s, run)) if *s == score(item) => run.push(item),
+            _ => runs.push((score(item), vec![item])),
+        }
+    }
+    runs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +217,31 @@ mod tests {
         let expected = (0.25 + 0.75 + 1.0 + 1.0) / 4.0;
         assert!((q.apgr.unwrap() - expected).abs() < 1e-12);
         assert_eq!(q.curve[2].threshold, Some(0.8));
+    }
+
+    #[test]
+    fn tied_scores_count_as_routing_a_random_part_of_them_whatever_the_item_order() {
+        // Four items of one score, of which only the last needs the large model, and one item
+        // of a higher score that both pass.
+        let mut items = vec![
+            item(0.5, true, true),
+            item(0.5, true, true),
+            item(0.5, false, false),
+            item(0.5, false, true),
+            item(0.9, true, true),
+        ];
+        let q = routing_quality(&items);
+        let qualities: Vec<f64> = q.curve.iter().map(|p| p.quality).collect();
+        // 3/5 right with the small model; the run of ties recovers its one item a quarter at a
+        // time.
+        let expected = [0.6, 0.6, 0.65, 0.7, 0.75, 0.8];
+        for (got, want) in qualities.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-12, "{qualities:?}");
+        }
+        assert!((q.apgr.unwrap() - 0.4).abs() < 1e-12, "{:?}", q.apgr);
+        // The order of the tied items changes nothing.
+        items.reverse();
+        assert_eq!(routing_quality(&items).curve, q.curve);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use tandem_eval::{Item, Outcome, Split};
 use tandem_fetch::Fetcher;
 use tandem_llama::LlamaEngine;
 use tandem_route::cascade::ScoreOptions;
-use tandem_route::quality::{routing_quality, RoutingQuality, Scored};
+use tandem_route::quality::{routing_quality, ties_highest_first, RoutingQuality, Scored};
 use tandem_route::router::mean_negative_log_likelihood;
 use tandem_route::signal::{sampled_agreement, self_check_request, yes_probability, Signal};
 use tandem_route::Learner;
@@ -295,20 +295,29 @@ pub async fn run(args: EvaluateArgs, config: Config, fetcher: &Fetcher) -> Resul
 }
 
 /// Cost per item at each point of the quality curve: routing the highest-scored items to the large
-/// model. A cascade pays for the small attempt on every item.
+/// model, a run of tied scores in expectation (as [`routing_quality`] counts it). A cascade pays
+/// for the small attempt on every item.
 fn curve_costs(scored: &[Scored], costs: &[(f64, f64)], cascade: bool) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..scored.len()).collect();
-    order.sort_by(|&a, &b| scored[b].score.total_cmp(&scored[a].score));
+    let indexed: Vec<(usize, f64)> = scored.iter().map(|s| s.score).enumerate().collect();
     let n = scored.len().max(1) as f64;
     let mut total: f64 = costs.iter().map(|c| c.0).sum();
     let mut curve = vec![total / n];
-    for &i in &order {
-        if cascade {
-            total += costs[i].1;
-        } else {
-            total += costs[i].1 - costs[i].0;
+    for (_, ties) in ties_highest_first(&indexed, |&(_, score)| score) {
+        let extra = ties
+            .iter()
+            .map(|&&(i, _)| {
+                if cascade {
+                    costs[i].1
+                } else {
+                    costs[i].1 - costs[i].0
+                }
+            })
+            .sum::<f64>()
+            / ties.len() as f64;
+        for _ in &ties {
+            total += extra;
+            curve.push(total / n);
         }
-        curve.push(total / n);
     }
     curve
 }
