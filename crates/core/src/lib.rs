@@ -7,6 +7,7 @@
 //! - [`sampling`], [`text`]: logits to tokens, tokens to text (UTF-8 safe, stop sequences).
 //! - [`validate`]: request checks that name the bad parameter.
 //! - [`stats`]: the Wilson interval every measure reports.
+//! - [`number`]: numbers as answers write them, in one canonical form.
 //! - [`constraint`], [`grammar`]: limits on the next token, and the grammars (from JSON schemas)
 //!   that keep structured output and tool calls well-formed.
 //! - [`tools`]: tool-call formats of model families, read out of streamed output.
@@ -18,6 +19,7 @@ pub mod error;
 pub mod grammar;
 pub mod logprobs;
 pub mod model;
+pub mod number;
 pub mod openai;
 pub mod report;
 pub mod sampling;

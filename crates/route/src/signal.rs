@@ -18,6 +18,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tandem_core::logprobs::{one_token_question, yes_share};
+use tandem_core::number::normalize_number;
 use tandem_core::openai::{ChatCompletionRequest, Message, Role, TokenLogprob};
 use tandem_core::{ChatModel, ChatOutput, ModelError};
 
@@ -195,16 +196,11 @@ fn lone_number(boxed: &str) -> Option<String> {
     for marker in ["\\$", "\\%", "\\!", "\\,", "$", "%"] {
         bare = bare.replace(marker, "");
     }
-    let bare = bare.trim();
-    let unsigned = bare.strip_prefix('-').unwrap_or(bare);
-    let only_a_number = unsigned
-        .bytes()
-        .all(|b| b.is_ascii_digit() || b == b',' || b == b'.');
-    only_a_number.then(|| last_number(bare)).flatten()
+    normalize_number(&bare)
 }
 
-/// The last number in `text`, without thousands separators, a trailing point or trailing
-/// fractional zeros ("1,200." is "1200", "2.50" is "2.5").
+/// The last number in `text`, in [`normalize_number`]'s form ("1,200." is "1200", "2.50" is
+/// "2.5"); one it cannot read ("1.2.3") as written, without thousands separators.
 fn last_number(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut end = bytes.len();
@@ -228,14 +224,8 @@ fn last_number(text: &str) -> Option<String> {
     if start > 0 && bytes[start - 1] == b'-' {
         start -= 1;
     }
-    let number = text[start..end].replace(',', "");
-    Some(match number.split_once('.') {
-        Some((whole, fraction)) => match fraction.trim_end_matches('0') {
-            "" => whole.to_string(),
-            fraction => format!("{whole}.{fraction}"),
-        },
-        None => number,
-    })
+    let number = &text[start..end];
+    Some(normalize_number(number).unwrap_or_else(|| number.replace(',', "")))
 }
 
 /// The share of `samples` whose [`answer_key`] equals `answer`'s; 0 with no samples.
