@@ -16,7 +16,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::classifier::{logit, sigmoid};
-use crate::error::{load_json, save_json, TrustError};
+use crate::error::{file_error, load_json, save_json, TrustError};
 use crate::verify::Confidence;
 
 /// A fitted calibration map, stored as JSON with the confidence it was fitted on (`tandem eval
@@ -51,10 +51,7 @@ impl Calibration {
     /// Reads the map at `path`, which must have been fitted on `confidence`.
     pub fn load(path: &Path, confidence: Confidence) -> Result<Calibration, TrustError> {
         let stored: Stored = load_json(path)?;
-        let refuse = |message: String| TrustError::File {
-            path: path.display().to_string(),
-            message,
-        };
+        let refuse = |message: String| file_error(path, message);
         match stored.confidence {
             Some(fitted) if fitted == confidence => Ok(stored.map),
             Some(fitted) => Err(refuse(format!(

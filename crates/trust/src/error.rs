@@ -38,7 +38,7 @@ pub(crate) fn load_json<T: DeserializeOwned>(path: &Path) -> Result<T, TrustErro
     serde_json::from_str(&text).map_err(|e| file_error(path, e))
 }
 
-fn file_error(path: &Path, e: impl std::fmt::Display) -> TrustError {
+pub(crate) fn file_error(path: &Path, e: impl std::fmt::Display) -> TrustError {
     TrustError::File {
         path: path.display().to_string(),
         message: e.to_string(),
